@@ -1,0 +1,34 @@
+//! Volley connector: serves configured datasets to the gateway as
+//! pre-sliced Arrow IPC.
+//!
+//! Modules and the data path through them:
+//!
+//! - [`config`]: the YAML file (gateway, tenant, performance limits,
+//!   logging, `datasets:`), validated up front into [`config::Config`].
+//! - [`source`]: [`source::Catalog::open`] turns a requested dataset *name*
+//!   (the only thing a request can name) into an [`source::OpenDataset`]:
+//!   schema, optional cheap row count, and a streaming iterator of record
+//!   batches from CSV, NDJSON, Parquet, Arrow IPC, PostgreSQL or ODBC; live
+//!   datasets (file follow, SQL watermark polling) run until their
+//!   [`source::StopFlag`] is set.
+//! - [`slice`]: [`slice::IpcSlicer`] encodes batches into whole IPC messages
+//!   of 64 KiB–1 MiB (configurable), each tagged with its
+//!   [`slice::MessageKind`]; [`source::OpenDataset::into_ipc`] wires a
+//!   dataset to it as an iterator of [`slice::EncodedMessage`].
+//!
+//! The tunnel (reverse WebSocket client) sends each encoded message as one
+//! binary frame.
+//!
+//! ```text
+//! config.yaml ─▶ Config ─▶ Catalog::open(name) ─▶ OpenDataset ─▶ into_ipc ─▶ IpcStream
+//!                                                  (schema, rows)            (Schema, Dictionary*,
+//!                                                                             RecordBatch*, EndOfStream)
+//! ```
+
+pub mod config;
+pub mod slice;
+pub mod source;
+
+pub use config::{Config, ConfigError};
+pub use slice::{EncodedMessage, IpcSlicer, MessageKind, SliceError, SliceOptions};
+pub use source::{Catalog, IpcStream, OpenDataset, SourceError, StopFlag, StreamError};

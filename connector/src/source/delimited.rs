@@ -1,0 +1,184 @@
+//! Line-framed file reading shared by CSV and NDJSON, including follow mode.
+//!
+//! Bytes are read from the file in bounded chunks and handed to a push
+//! decoder (arrow's CSV or JSON `Decoder`) only up to the last complete line,
+//! so a partial last line is held back until its newline arrives. At end of
+//! file a plain dataset feeds the final unterminated line and ends; a
+//! followed dataset flushes what it has, then polls the file for appended
+//! bytes every `poll_ms` until its stop flag is set. Follow mode assumes
+//! records do not contain newlines inside quoted fields.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use arrow_array::RecordBatch;
+use arrow_schema::ArrowError;
+
+use super::{sleep_unless_stopped, SourceError, StopFlag};
+
+/// Bytes read from the file per read call.
+pub const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Longest accepted line, bytes: a file without newlines must not make us
+/// buffer it whole.
+pub const LINE_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// The part of arrow's CSV and JSON decoders we use.
+pub trait PushDecoder: Send {
+    /// Consumes a prefix of `bytes`; stops early when a batch is full.
+    fn decode(&mut self, bytes: &[u8]) -> Result<usize, ArrowError>;
+    /// Emits the rows decoded so far, if any.
+    fn flush(&mut self) -> Result<Option<RecordBatch>, ArrowError>;
+}
+
+impl PushDecoder for arrow_csv::reader::Decoder {
+    fn decode(&mut self, bytes: &[u8]) -> Result<usize, ArrowError> {
+        arrow_csv::reader::Decoder::decode(self, bytes)
+    }
+    fn flush(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
+        arrow_csv::reader::Decoder::flush(self)
+    }
+}
+
+impl PushDecoder for arrow_json::reader::Decoder {
+    fn decode(&mut self, bytes: &[u8]) -> Result<usize, ArrowError> {
+        arrow_json::reader::Decoder::decode(self, bytes)
+    }
+    fn flush(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
+        arrow_json::reader::Decoder::flush(self)
+    }
+}
+
+/// Follow-mode settings.
+#[derive(Debug, Clone)]
+pub struct Follow {
+    pub poll: Duration,
+    pub stop: StopFlag,
+}
+
+/// Iterator of batches over a line-framed file.
+pub struct LineReader<D> {
+    dataset: String,
+    path: PathBuf,
+    file: File,
+    decoder: D,
+    /// Read but not yet consumed bytes; starts at `start`.
+    buffer: Vec<u8>,
+    start: usize,
+    /// The final unterminated line may be fed (plain mode at EOF).
+    at_end: bool,
+    follow: Option<Follow>,
+    done: bool,
+}
+
+impl<D: PushDecoder> LineReader<D> {
+    pub fn new(dataset: &str, path: PathBuf, file: File, decoder: D, follow: Option<Follow>) -> Self {
+        Self {
+            dataset: dataset.to_string(),
+            path,
+            file,
+            decoder,
+            buffer: Vec::with_capacity(READ_CHUNK_BYTES),
+            start: 0,
+            at_end: false,
+            follow,
+            done: false,
+        }
+    }
+
+    fn step(&mut self) -> Result<Option<RecordBatch>, SourceError> {
+        loop {
+            let pending = &self.buffer[self.start..];
+            let feedable = if self.at_end {
+                pending.len()
+            } else {
+                pending.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)
+            };
+            if feedable > 0 {
+                let consumed = self
+                    .decoder
+                    .decode(&pending[..feedable])
+                    .map_err(|e| SourceError::arrow(&self.dataset, e))?;
+                self.start += consumed;
+                if consumed < feedable {
+                    // The decoder's batch is full.
+                    if let Some(batch) = self.flush()? {
+                        return Ok(Some(batch));
+                    }
+                    continue;
+                }
+            }
+            if self.at_end {
+                return self.flush();
+            }
+            // Compact, then read more.
+            if self.start > 0 {
+                self.buffer.drain(..self.start);
+                self.start = 0;
+            }
+            if self.buffer.len() > LINE_BYTES_MAX {
+                return Err(SourceError::invalid(
+                    &self.dataset,
+                    format!("a line is longer than {LINE_BYTES_MAX} bytes"),
+                ));
+            }
+            let filled = self.buffer.len();
+            self.buffer.resize(filled + READ_CHUNK_BYTES, 0);
+            let read = self.file.read(&mut self.buffer[filled..]);
+            let read = match read {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
+                Err(e) => {
+                    self.buffer.truncate(filled);
+                    return Err(SourceError::io(&self.dataset, &self.path, e));
+                }
+            };
+            self.buffer.truncate(filled + read);
+            if read > 0 {
+                continue;
+            }
+            // End of file for now.
+            match &self.follow {
+                None => self.at_end = true,
+                Some(follow) => {
+                    if let Some(batch) = self.flush()? {
+                        return Ok(Some(batch));
+                    }
+                    let (poll, stop) = (follow.poll, follow.stop.clone());
+                    if stop.load(Ordering::Acquire) || sleep_unless_stopped(&stop, poll) {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self) -> Result<Option<RecordBatch>, SourceError> {
+        self.decoder
+            .flush()
+            .map_err(|e| SourceError::arrow(&self.dataset, e))
+    }
+}
+
+impl<D: PushDecoder> Iterator for LineReader<D> {
+    type Item = Result<RecordBatch, SourceError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.step() {
+            Ok(Some(batch)) => Some(Ok(batch)),
+            Ok(None) => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}

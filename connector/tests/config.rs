@@ -1,0 +1,232 @@
+//! Config loading: defaults, seed compatibility, path resolution, and one
+//! test per refusal (unknown key, unknown type, missing file, bad URL,
+//! duplicate name, bad live spec, limits), plus dataset requests that try to
+//! name something other than a configured dataset.
+
+use std::path::Path;
+use std::time::Duration;
+
+use volley_connector::config::{
+    Compression, ConfigError, DatasetProblem, LogLevel, SourceSpec, CHUNK_BYTES_MAX_DEFAULT,
+    CHUNK_BYTES_MIN_DEFAULT,
+};
+use volley_connector::{Catalog, Config, SourceError};
+
+const HEAD: &str = "gateway:\n  uri: \"ws://gw.example:8081/ws/connect\"\ntenant:\n  id: abc\n";
+
+fn dir_with_files() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    for name in ["ventas.csv", "eventos.ndjson", "clima.parquet", "x.arrows"] {
+        std::fs::write(dir.path().join("data").join(name), "a\n1\n").unwrap();
+    }
+    dir
+}
+
+fn load(text: &str, dir: &Path) -> Result<Config, ConfigError> {
+    let path = dir.join("connector.yaml");
+    std::fs::write(&path, text).unwrap();
+    Config::load(&path)
+}
+
+fn dataset_problem(result: Result<Config, ConfigError>, expected_name: &str) -> DatasetProblem {
+    match result {
+        Err(ConfigError::Dataset { name, problem }) => {
+            assert_eq!(name, expected_name);
+            problem
+        }
+        other => panic!("expected a dataset error, got {other:?}"),
+    }
+}
+
+#[test]
+fn seed_config_loads_with_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "gateway:\n  uri: \"ws://gateway.example.com:8081/ws/connect\"\ntenant:\n  id: \"bf935f05\"\nperformance:\n  parallel_connections: 3\n  max_chunk_size: 16384\n  reconnect_delay: 5\nlogging:\n  level: \"INFO\"\n";
+    let config = load(text, dir.path()).unwrap();
+    assert_eq!(config.performance.max_chunk_bytes, 16384);
+    assert_eq!(config.performance.min_chunk_bytes, 16384, "min follows a small max down");
+    assert_eq!(config.performance.reconnect_delay, Duration::from_secs(5));
+    assert_eq!(config.logging.level, LogLevel::Info);
+    assert!(config.tenant.token.is_none());
+    assert!(config.datasets.is_empty());
+
+    let config = load(HEAD, dir.path()).unwrap();
+    assert_eq!(config.performance.parallel_connections, 3);
+    assert_eq!(config.performance.max_chunk_bytes, CHUNK_BYTES_MAX_DEFAULT);
+    assert_eq!(config.performance.min_chunk_bytes, CHUNK_BYTES_MIN_DEFAULT);
+    assert_eq!(config.performance.compression, Compression::None);
+}
+
+#[test]
+fn full_example_loads_and_resolves_paths_against_the_config_dir() {
+    let dir = dir_with_files();
+    let text = format!(
+        "{HEAD}  token: secret\nperformance: {{ compression: zstd, min_chunk_size: 1000 }}\ndatasets:\n\
+  ventas:   {{ type: csv, path: data/ventas.csv }}\n\
+  eventos:  {{ type: json, path: data/eventos.ndjson }}\n\
+  clima:    {{ type: parquet, path: data/clima.parquet, columns: [a, b] }}\n\
+  archivo:  {{ type: arrow, path: data/x.arrows }}\n\
+  pedidos:  {{ type: postgres, url: \"postgres://u:p@db:5432/shop\", query: \"SELECT 1\" }}\n\
+  legado:   {{ type: odbc, connection_string: \"Driver=PostgreSQL Unicode;Server=db\", query: \"SELECT 1\" }}\n\
+  ticker:   {{ type: csv, path: data/ventas.csv, live: {{ follow: true, poll_ms: 250 }} }}\n\
+  polled:   {{ type: postgres, url: \"postgres://db/x\", query: \"SELECT ts FROM t WHERE ts > $1 ORDER BY ts\", live: {{ interval_ms: 1000, watermark: ts }} }}\n"
+    );
+    let config = load(&text, dir.path()).unwrap();
+    assert_eq!(config.tenant.token.as_deref(), Some("secret"));
+    assert_eq!(config.performance.compression, Compression::Zstd);
+    assert_eq!(config.datasets.len(), 8);
+    match &config.datasets["ventas"] {
+        SourceSpec::Csv(csv) => assert_eq!(csv.path, dir.path().join("data/ventas.csv")),
+        other => panic!("{other:?}"),
+    }
+    assert!(config.datasets["ticker"].is_live());
+    assert!(config.datasets["polled"].is_live());
+    assert!(!config.datasets["ventas"].is_live());
+}
+
+#[test]
+fn unknown_keys_are_refused() {
+    let dir = dir_with_files();
+    assert!(matches!(load(&format!("{HEAD}colour: blue\n"), dir.path()), Err(ConfigError::Yaml(_))));
+    assert!(matches!(
+        load(&format!("{HEAD}performance: {{ max_chunk: 5 }}\n"), dir.path()),
+        Err(ConfigError::Yaml(_))
+    ));
+    let problem = dataset_problem(
+        load(&format!("{HEAD}datasets:\n  v: {{ type: csv, path: data/ventas.csv, sep: \";\" }}\n"), dir.path()),
+        "v",
+    );
+    assert!(matches!(problem, DatasetProblem::Spec(ref m) if m.contains("sep")), "{problem}");
+}
+
+#[test]
+fn unknown_type_is_refused() {
+    let dir = dir_with_files();
+    let result = load(&format!("{HEAD}datasets:\n  hoja: {{ type: xlsx, path: data/ventas.csv }}\n"), dir.path());
+    let error = result.as_ref().map(|_| ()).unwrap_err().to_string();
+    assert!(error.contains("hoja") && error.contains("xlsx"), "{error}");
+    assert!(matches!(dataset_problem(result, "hoja"), DatasetProblem::UnknownType(t) if t == "xlsx"));
+    let result = load(&format!("{HEAD}datasets:\n  sin: {{ path: data/ventas.csv }}\n"), dir.path());
+    assert!(matches!(dataset_problem(result, "sin"), DatasetProblem::MissingType));
+}
+
+#[test]
+fn missing_file_is_refused() {
+    let dir = dir_with_files();
+    let result = load(&format!("{HEAD}datasets:\n  ventas: {{ type: csv, path: data/nope.csv }}\n"), dir.path());
+    let message = result.as_ref().map(|_| ()).unwrap_err().to_string();
+    assert!(message.contains("ventas") && message.contains("nope.csv"), "{message}");
+    assert!(matches!(dataset_problem(result, "ventas"), DatasetProblem::MissingFile(_)));
+}
+
+#[test]
+fn bad_urls_are_refused() {
+    let dir = dir_with_files();
+    for url in ["mysql://db/x", "postgres://db:notaport/x", ""] {
+        let result = load(
+            &format!("{HEAD}datasets:\n  pedidos: {{ type: postgres, url: \"{url}\", query: \"SELECT 1\" }}\n"),
+            dir.path(),
+        );
+        assert!(matches!(dataset_problem(result, "pedidos"), DatasetProblem::BadUrl(_)), "{url}");
+    }
+    for uri in ["http://gw/ws", "ws://", "gw:8081"] {
+        let text = format!("gateway: {{ uri: \"{uri}\" }}\ntenant: {{ id: a }}\n");
+        assert!(matches!(load(&text, dir.path()), Err(ConfigError::GatewayUri { .. })), "{uri}");
+    }
+}
+
+#[test]
+fn duplicate_dataset_names_are_detected_not_overwritten() {
+    let dir = dir_with_files();
+    let text = format!(
+        "{HEAD}datasets:\n  ventas: {{ type: csv, path: data/ventas.csv }}\n  ventas: {{ type: json, path: data/eventos.ndjson }}\n"
+    );
+    match load(&text, dir.path()) {
+        Err(ConfigError::DuplicateDataset { name }) => assert_eq!(name, "ventas"),
+        // A YAML layer that refuses duplicate keys itself is just as good.
+        Err(ConfigError::Yaml(e)) => assert!(e.to_string().contains("duplicate"), "{e}"),
+        other => panic!("duplicate accepted: {other:?}"),
+    }
+}
+
+#[test]
+fn bad_live_specs_are_refused() {
+    let dir = dir_with_files();
+    let cases = [
+        ("{ type: csv, path: data/ventas.csv, live: { follow: true, poll_ms: 0 } }", "poll_ms"),
+        ("{ type: csv, path: data/ventas.csv, live: { interval_ms: 5 } }", "interval_ms"),
+        ("{ type: parquet, path: data/clima.parquet, live: { follow: true } }", "no live mode"),
+        ("{ type: postgres, url: \"postgres://db/x\", query: \"SELECT 1\", live: { interval_ms: 1000, watermark: ts } }", "$1"),
+        ("{ type: postgres, url: \"postgres://db/x\", query: \"SELECT $1\", live: { interval_ms: 1000 } }", "watermark"),
+        ("{ type: postgres, url: \"postgres://db/x\", query: \"SELECT $1\", live: { interval_ms: 1, watermark: ts } }", "interval_ms"),
+    ];
+    for (definition, hint) in cases {
+        let result = load(&format!("{HEAD}datasets:\n  vivo: {definition}\n"), dir.path());
+        match dataset_problem(result, "vivo") {
+            DatasetProblem::BadLive(message) => assert!(message.contains(hint), "{definition}: {message}"),
+            other => panic!("{definition}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn limits_and_names_are_checked() {
+    let dir = dir_with_files();
+    for performance in [
+        "{ parallel_connections: 0 }",
+        "{ max_chunk_size: 100 }",
+        "{ max_chunk_size: 1000000000 }",
+        "{ min_chunk_size: 2000000 }",
+        "{ reconnect_delay: -1 }",
+    ] {
+        let result = load(&format!("{HEAD}performance: {performance}\n"), dir.path());
+        assert!(matches!(result, Err(ConfigError::Setting { .. })), "{performance}: {result:?}");
+    }
+    assert!(matches!(
+        load(&format!("{HEAD}logging: {{ level: loud }}\n"), dir.path()),
+        Err(ConfigError::Setting { key: "logging.level", .. })
+    ));
+    for name in ["\"../etc\"", "\"a/b\"", "\".hidden\"", "\"with space\""] {
+        let result = load(&format!("{HEAD}datasets:\n  {name}: {{ type: csv, path: data/ventas.csv }}\n"), dir.path());
+        assert!(
+            matches!(result, Err(ConfigError::Dataset { problem: DatasetProblem::Name(_), .. })),
+            "{name}: {result:?}"
+        );
+    }
+    let result = load(&format!("{HEAD}datasets:\n  v: {{ type: csv, path: data/ventas.csv, batch_rows: 0 }}\n"), dir.path());
+    assert!(matches!(dataset_problem(result, "v"), DatasetProblem::Limit(_)));
+    let result = load(
+        &format!("{HEAD}datasets:\n  v: {{ type: csv, path: data/ventas.csv, schema: [{{name: a, type: money}}] }}\n"),
+        dir.path(),
+    );
+    assert!(matches!(dataset_problem(result, "v"), DatasetProblem::BadSchema(_)));
+}
+
+#[test]
+fn only_configured_names_can_be_opened() {
+    let dir = dir_with_files();
+    let config = load(&format!("{HEAD}datasets:\n  ventas: {{ type: csv, path: data/ventas.csv }}\n"), dir.path()).unwrap();
+    let catalog = Catalog::new(&config);
+    assert_eq!(catalog.names().collect::<Vec<_>>(), ["ventas"]);
+    let ventas_path = dir.path().join("data/ventas.csv");
+    let requests = [
+        "../../etc/passwd".to_string(),
+        "/etc/passwd".to_string(),
+        ventas_path.display().to_string(),
+        "data/ventas.csv".to_string(),
+        "SELECT * FROM pg_shadow".to_string(),
+        "ventas ".to_string(),
+        "VENTAS".to_string(),
+        String::new(),
+    ];
+    for request in requests {
+        match catalog.open(&request) {
+            Err(SourceError::UnknownDataset { name }) => {
+                assert!(request.starts_with(&name), "{name}");
+            }
+            other => panic!("{request:?} was not refused: {other:?}"),
+        }
+    }
+    assert!(catalog.open("ventas").is_ok());
+}

@@ -1,0 +1,328 @@
+//! HS256 JSON Web Tokens (RFC 7519) for browser sessions and connector
+//! credentials (PROTOCOL.md §6). Pure computation: the caller passes the time.
+//!
+//! Verification pins the algorithm to HS256 (no `none`, no key confusion),
+//! checks the size before decoding, compares signatures in constant time
+//! (`hmac`'s `verify_slice`), accepts several secrets during a rotation
+//! window, and checks `exp`/`nbf`/`iat` with a leeway.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The only header Volley writes; verification accepts any header whose
+/// `alg` is `HS256` and whose `typ`, when present, is `JWT`.
+const HEADER_JSON: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
+
+/// The `role` claim of a connector credential.
+pub const ROLE_CONNECTOR: &str = "connector";
+
+/// Claims of a browser session token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionClaims {
+    /// User id.
+    pub sub: String,
+    /// Tenant id.
+    pub cuenta_id: String,
+    /// Edge (gateway) id the session was issued for; may be empty.
+    #[serde(default)]
+    pub edge_id: String,
+    /// Datasets the session may read; `["*"]` means all.
+    #[serde(default)]
+    pub permisos: Vec<String>,
+    /// Session id (revocation key).
+    pub jti: String,
+    /// Issued at, Unix seconds.
+    pub iat: i64,
+    /// Expiry, Unix seconds.
+    pub exp: i64,
+    /// Not before, Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    /// Must be absent (or not `connector`) for a browser session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+}
+
+impl SessionClaims {
+    /// True when `permisos` allows `dataset`.
+    pub fn allows(&self, dataset: &str) -> bool {
+        self.permisos.iter().any(|p| p == "*" || p == dataset)
+    }
+}
+
+/// Claims of a connector credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectorClaims {
+    /// Tenant the connector serves.
+    pub cuenta_id: String,
+    /// Always [`ROLE_CONNECTOR`].
+    pub role: String,
+    /// Credential id (revocation key).
+    pub jti: String,
+    /// Issued at, Unix seconds.
+    pub iat: i64,
+    /// Expiry, Unix seconds.
+    pub exp: i64,
+    /// Not before, Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Longer than the limit; not decoded at all.
+    #[error("token of {size} bytes exceeds the limit of {limit}")]
+    TooLong {
+        /// Token length.
+        size: usize,
+        /// Configured limit.
+        limit: usize,
+    },
+    /// Not three base64url parts, or a part is not JSON.
+    #[error("token is malformed: {0}")]
+    Malformed(&'static str),
+    /// `alg` is not HS256.
+    #[error("token algorithm {0:?} is not accepted (only HS256)")]
+    Algorithm(String),
+    /// No configured secret produces this signature.
+    #[error("token signature does not verify")]
+    Signature,
+    /// `exp` has passed (beyond the leeway).
+    #[error("token expired")]
+    Expired,
+    /// `nbf` is in the future (beyond the leeway).
+    #[error("token is not valid yet")]
+    NotYetValid,
+    /// `iat` is in the future (beyond the leeway).
+    #[error("token was issued in the future")]
+    IssuedInFuture,
+    /// Claims are missing or have the wrong type, or the role is wrong.
+    #[error("token claims are invalid: {0}")]
+    Claims(String),
+}
+
+impl TokenError {
+    /// The protocol error code for this refusal (PROTOCOL.md §8).
+    pub fn code(&self) -> crate::ErrorCode {
+        match self {
+            TokenError::Expired => crate::ErrorCode::TokenExpired,
+            _ => crate::ErrorCode::Unauthorized,
+        }
+    }
+}
+
+/// Signs `claims` with `secret`, returning the compact JWT.
+pub fn sign<T: Serialize>(claims: &T, secret: &[u8]) -> Result<String, serde_json::Error> {
+    let header = URL_SAFE_NO_PAD.encode(HEADER_JSON);
+    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims)?);
+    let signing_input = format!("{header}.{payload}");
+    let signature = URL_SAFE_NO_PAD.encode(mac(secret, signing_input.as_bytes()).finalize().into_bytes());
+    Ok(format!("{signing_input}.{signature}"))
+}
+
+fn mac(secret: &[u8], data: &[u8]) -> HmacSha256 {
+    // HMAC accepts keys of any length; new_from_slice cannot fail for it.
+    let mut mac = match HmacSha256::new_from_slice(secret) {
+        Ok(mac) => mac,
+        Err(_) => unreachable!("HMAC-SHA256 takes keys of any length"),
+    };
+    mac.update(data);
+    mac
+}
+
+/// Options for [`verify`].
+#[derive(Debug, Clone, Copy)]
+pub struct Validation<'a> {
+    /// Secrets accepted (the current one first; older ones during rotation).
+    pub secrets: &'a [&'a [u8]],
+    /// Current Unix time, seconds.
+    pub now: i64,
+    /// Leeway for `exp`, `nbf` and `iat`, seconds.
+    pub leeway_seconds: i64,
+    /// Longest token accepted, bytes.
+    pub token_bytes_max: usize,
+}
+
+/// Verifies signature and times, then decodes the claims as `T`.
+pub fn verify<T: for<'de> Deserialize<'de>>(token: &str, validation: &Validation<'_>) -> Result<T, TokenError> {
+    if token.len() > validation.token_bytes_max {
+        return Err(TokenError::TooLong { size: token.len(), limit: validation.token_bytes_max });
+    }
+    let mut parts = token.split('.');
+    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TokenError::Malformed("expected three dot-separated parts"));
+    };
+    let header_raw =
+        URL_SAFE_NO_PAD.decode(header_b64).map_err(|_| TokenError::Malformed("header is not base64url"))?;
+    #[derive(Deserialize)]
+    struct Header {
+        alg: String,
+        typ: Option<String>,
+    }
+    let header: Header =
+        serde_json::from_slice(&header_raw).map_err(|_| TokenError::Malformed("header is not a JSON object"))?;
+    if header.alg != "HS256" {
+        return Err(TokenError::Algorithm(header.alg));
+    }
+    if header.typ.as_deref().is_some_and(|t| !t.eq_ignore_ascii_case("JWT")) {
+        return Err(TokenError::Malformed("typ is not JWT"));
+    }
+    let signature =
+        URL_SAFE_NO_PAD.decode(signature_b64).map_err(|_| TokenError::Malformed("signature is not base64url"))?;
+    let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
+    // Every secret is tried (no early exit on the first byte) and each
+    // comparison is constant-time.
+    let mut verified = false;
+    for secret in validation.secrets {
+        verified |= mac(secret, signing_input.as_bytes()).verify_slice(&signature).is_ok();
+    }
+    if !verified {
+        return Err(TokenError::Signature);
+    }
+    let payload_raw =
+        URL_SAFE_NO_PAD.decode(payload_b64).map_err(|_| TokenError::Malformed("payload is not base64url"))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&payload_raw).map_err(|_| TokenError::Malformed("payload is not JSON"))?;
+    check_times(&value, validation)?;
+    serde_json::from_value(value).map_err(|e| TokenError::Claims(e.to_string()))
+}
+
+fn check_times(claims: &serde_json::Value, validation: &Validation<'_>) -> Result<(), TokenError> {
+    let time = |name: &str| -> Result<Option<i64>, TokenError> {
+        match claims.get(name) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(v) => v.as_i64().map(Some).ok_or_else(|| TokenError::Claims(format!("{name} is not an integer"))),
+        }
+    };
+    let now = validation.now;
+    let leeway = validation.leeway_seconds;
+    let Some(exp) = time("exp")? else {
+        return Err(TokenError::Claims("exp is required".into()));
+    };
+    if now > exp.saturating_add(leeway) {
+        return Err(TokenError::Expired);
+    }
+    if let Some(nbf) = time("nbf")? {
+        if now.saturating_add(leeway) < nbf {
+            return Err(TokenError::NotYetValid);
+        }
+    }
+    if let Some(iat) = time("iat")? {
+        if now.saturating_add(leeway) < iat {
+            return Err(TokenError::IssuedInFuture);
+        }
+    }
+    Ok(())
+}
+
+/// Verifies a browser session token; refuses connector credentials.
+pub fn verify_session(token: &str, validation: &Validation<'_>) -> Result<SessionClaims, TokenError> {
+    let claims: SessionClaims = verify(token, validation)?;
+    if claims.role.as_deref() == Some(ROLE_CONNECTOR) {
+        return Err(TokenError::Claims("a connector credential is not a browser session".into()));
+    }
+    Ok(claims)
+}
+
+/// Verifies a connector credential; refuses anything whose role is not `connector`.
+pub fn verify_connector(token: &str, validation: &Validation<'_>) -> Result<ConnectorClaims, TokenError> {
+    let claims: ConnectorClaims = verify(token, validation)?;
+    if claims.role != ROLE_CONNECTOR {
+        return Err(TokenError::Claims(format!("role {:?} is not connector", claims.role)));
+    }
+    Ok(claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"s3cret";
+
+    fn validation<'a>(secrets: &'a [&'a [u8]], now: i64) -> Validation<'a> {
+        Validation { secrets, now, leeway_seconds: 30, token_bytes_max: 4096 }
+    }
+
+    fn session(exp: i64) -> SessionClaims {
+        SessionClaims {
+            sub: "ana".into(),
+            cuenta_id: "t1".into(),
+            edge_id: String::new(),
+            permisos: vec!["ventas".into()],
+            jti: "sess-1".into(),
+            iat: 1000,
+            exp,
+            nbf: None,
+            role: None,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_rotation() {
+        let token = sign(&session(2000), SECRET).unwrap();
+        assert_eq!(verify_session(&token, &validation(&[SECRET], 1500)).unwrap(), session(2000));
+        assert_eq!(verify_session(&token, &validation(&[b"new", SECRET], 1500)).unwrap(), session(2000));
+        assert_eq!(verify_session(&token, &validation(&[b"other"], 1500)), Err(TokenError::Signature));
+    }
+
+    #[test]
+    fn expiry_and_leeway() {
+        let token = sign(&session(2000), SECRET).unwrap();
+        assert!(verify_session(&token, &validation(&[SECRET], 2030)).is_ok());
+        assert_eq!(verify_session(&token, &validation(&[SECRET], 2031)), Err(TokenError::Expired));
+        assert_eq!(verify_session(&token, &validation(&[SECRET], 900)), Err(TokenError::IssuedInFuture));
+    }
+
+    #[test]
+    fn algorithm_is_pinned() {
+        let none_header = URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#);
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&session(2000)).unwrap());
+        let forged = format!("{none_header}.{payload}.");
+        assert_eq!(verify_session(&forged, &validation(&[SECRET], 1500)), Err(TokenError::Algorithm("none".into())));
+    }
+
+    #[test]
+    fn tampered_payload_fails() {
+        let token = sign(&session(2000), SECRET).unwrap();
+        let mut parts: Vec<&str> = token.split('.').collect();
+        let mut evil = session(2000);
+        evil.permisos = vec!["*".into()];
+        let evil_payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&evil).unwrap());
+        parts[1] = &evil_payload;
+        assert_eq!(verify_session(&parts.join("."), &validation(&[SECRET], 1500)), Err(TokenError::Signature));
+    }
+
+    #[test]
+    fn roles_do_not_cross() {
+        let connector = ConnectorClaims {
+            cuenta_id: "t1".into(),
+            role: ROLE_CONNECTOR.into(),
+            jti: "c1".into(),
+            iat: 1000,
+            exp: 2000,
+            nbf: None,
+        };
+        let token = sign(&connector, SECRET).unwrap();
+        assert!(verify_connector(&token, &validation(&[SECRET], 1500)).is_ok());
+        assert!(matches!(verify_session(&token, &validation(&[SECRET], 1500)), Err(TokenError::Claims(_))));
+        let browser = sign(&session(2000), SECRET).unwrap();
+        assert!(matches!(verify_connector(&browser, &validation(&[SECRET], 1500)), Err(TokenError::Claims(_))));
+    }
+
+    #[test]
+    fn size_and_shape_limits() {
+        let long = "a".repeat(5000);
+        assert!(matches!(verify_session(&long, &validation(&[SECRET], 0)), Err(TokenError::TooLong { .. })));
+        for bad in ["", "a.b", "a.b.c.d", "!!.!!.!!", "e30.e30.e30"] {
+            assert!(verify_session(bad, &validation(&[SECRET], 0)).is_err(), "{bad}");
+        }
+    }
+}
