@@ -97,9 +97,9 @@ pub enum ConfigError {
 pub enum DatasetProblem {
     #[error("invalid name: {0}")]
     Name(&'static str),
-    #[error("missing `type` (one of {})", SOURCE_TYPES.join(", "))]
+    #[error("missing `type` (one of {types})", types = SOURCE_TYPES.join(", "))]
     MissingType,
-    #[error("unknown type `{0}` (one of {})", SOURCE_TYPES.join(", "))]
+    #[error("unknown type `{0}` (one of {types})", types = SOURCE_TYPES.join(", "))]
     UnknownType(String),
     #[error("invalid definition: {0}")]
     Spec(String),
@@ -459,9 +459,7 @@ impl<'de> Deserialize<'de> for RawDatasets {
                 let mut entries = Vec::new();
                 while let Some((name, value)) = map.next_entry::<String, serde_yaml_ng::Value>()? {
                     if entries.len() > DATASETS_MAX {
-                        return Err(serde::de::Error::custom(format!(
-                            "too many datasets (at most {DATASETS_MAX})"
-                        )));
+                        return Err(serde::de::Error::custom(format!("too many datasets (at most {DATASETS_MAX})")));
                     }
                     entries.push((name, value));
                 }
@@ -476,21 +474,13 @@ impl Config {
     /// Reads and validates a config file; relative dataset paths resolve
     /// against the file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let read_error = |source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        };
+        let read_error = |source| ConfigError::Read { path: path.to_path_buf(), source };
         let length = std::fs::metadata(path).map_err(read_error)?.len();
         if length > CONFIG_BYTES_MAX {
-            return Err(ConfigError::TooLarge {
-                path: path.to_path_buf(),
-            });
+            return Err(ConfigError::TooLarge { path: path.to_path_buf() });
         }
         let text = std::fs::read_to_string(path).map_err(read_error)?;
-        let base_dir = path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
         Config::from_yaml(&text, &base_dir)
     }
 
@@ -499,10 +489,7 @@ impl Config {
         let raw: RawConfig = serde_yaml_ng::from_str(text)?;
         validate_gateway_uri(&raw.gateway.uri)?;
         if raw.tenant.id.trim().is_empty() {
-            return Err(ConfigError::Setting {
-                key: "tenant.id",
-                reason: "must not be empty".into(),
-            });
+            return Err(ConfigError::Setting { key: "tenant.id", reason: "must not be empty".into() });
         }
         let performance = validate_performance(&raw.performance)?;
         let logging = LoggingConfig {
@@ -521,9 +508,7 @@ impl Config {
             },
         };
         if raw.datasets.0.len() > DATASETS_MAX {
-            return Err(ConfigError::TooManyDatasets {
-                count: raw.datasets.0.len(),
-            });
+            return Err(ConfigError::TooManyDatasets { count: raw.datasets.0.len() });
         }
         let mut datasets = BTreeMap::new();
         for (name, value) in raw.datasets.0 {
@@ -531,27 +516,15 @@ impl Config {
                 return Err(ConfigError::DuplicateDataset { name });
             }
             let spec = parse_dataset(&name, value, base_dir)
-                .map_err(|problem| ConfigError::Dataset {
-                    name: name.clone(),
-                    problem,
-                })?;
+                .map_err(|problem| ConfigError::Dataset { name: name.clone(), problem })?;
             datasets.insert(name, spec);
         }
-        Ok(Config {
-            gateway: raw.gateway,
-            tenant: raw.tenant,
-            performance,
-            logging,
-            datasets,
-        })
+        Ok(Config { gateway: raw.gateway, tenant: raw.tenant, performance, logging, datasets })
     }
 }
 
 fn validate_gateway_uri(uri: &str) -> Result<(), ConfigError> {
-    let bad = |reason| ConfigError::GatewayUri {
-        uri: uri.to_string(),
-        reason,
-    };
+    let bad = |reason| ConfigError::GatewayUri { uri: uri.to_string(), reason };
     let rest = uri
         .strip_prefix("ws://")
         .or_else(|| uri.strip_prefix("wss://"))
@@ -578,9 +551,7 @@ fn validate_performance(raw: &RawPerformance) -> Result<PerformanceConfig, Confi
     if !(CHUNK_BYTES_FLOOR..=CHUNK_BYTES_CEILING).contains(&max_chunk_bytes) {
         return Err(ConfigError::Setting {
             key: "performance.max_chunk_size",
-            reason: format!(
-                "{max_chunk_bytes} bytes is outside {CHUNK_BYTES_FLOOR}..={CHUNK_BYTES_CEILING}"
-            ),
+            reason: format!("{max_chunk_bytes} bytes is outside {CHUNK_BYTES_FLOOR}..={CHUNK_BYTES_CEILING}"),
         });
     }
     // A seed config sets only max_chunk_size (16 KiB): the default minimum
@@ -623,27 +594,17 @@ pub fn validate_dataset_name(name: &str) -> Result<(), &'static str> {
     if name.starts_with('.') {
         return Err("starts with `.`");
     }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-    {
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')) {
         return Err("only letters, digits, `_`, `-` and `.` are allowed");
     }
     Ok(())
 }
 
-fn parse_dataset(
-    name: &str,
-    value: serde_yaml_ng::Value,
-    base_dir: &Path,
-) -> Result<SourceSpec, DatasetProblem> {
+fn parse_dataset(name: &str, value: serde_yaml_ng::Value, base_dir: &Path) -> Result<SourceSpec, DatasetProblem> {
     validate_dataset_name(name).map_err(DatasetProblem::Name)?;
     let type_name = match value.get("type") {
         None => return Err(DatasetProblem::MissingType),
-        Some(t) => t
-            .as_str()
-            .ok_or_else(|| DatasetProblem::Spec("`type` must be a string".into()))?
-            .to_string(),
+        Some(t) => t.as_str().ok_or_else(|| DatasetProblem::Spec("`type` must be a string".into()))?.to_string(),
     };
     if !SOURCE_TYPES.contains(&type_name.as_str()) {
         return Err(DatasetProblem::UnknownType(type_name));
@@ -664,13 +625,10 @@ fn parse_dataset(
             }
         }
     }
-    let mut spec: SourceSpec =
-        serde_yaml_ng::from_value(value).map_err(|e| DatasetProblem::Spec(e.to_string()))?;
+    let mut spec: SourceSpec = serde_yaml_ng::from_value(value).map_err(|e| DatasetProblem::Spec(e.to_string()))?;
     let batch_rows = spec.batch_rows();
     if !(1..=BATCH_ROWS_MAX).contains(&batch_rows) {
-        return Err(DatasetProblem::Limit(format!(
-            "batch_rows {batch_rows} is outside 1..={BATCH_ROWS_MAX}"
-        )));
+        return Err(DatasetProblem::Limit(format!("batch_rows {batch_rows} is outside 1..={BATCH_ROWS_MAX}")));
     }
     let resolve = |path: &mut PathBuf| -> Result<(), DatasetProblem> {
         if path.is_relative() {
@@ -717,13 +675,9 @@ fn parse_dataset(
         }
         SourceSpec::Arrow(s) => resolve(&mut s.path)?,
         SourceSpec::Postgres(s) => {
-            s.url
-                .parse::<postgres::Config>()
-                .map_err(|e| DatasetProblem::BadUrl(e.to_string()))?;
+            s.url.parse::<postgres::Config>().map_err(|e| DatasetProblem::BadUrl(e.to_string()))?;
             if !(s.url.starts_with("postgres://") || s.url.starts_with("postgresql://")) {
-                return Err(DatasetProblem::BadUrl(
-                    "must start with postgres:// or postgresql://".into(),
-                ));
+                return Err(DatasetProblem::BadUrl("must start with postgres:// or postgresql://".into()));
             }
             if s.query.trim().is_empty() {
                 return Err(DatasetProblem::Spec("`query` is empty".into()));
@@ -739,9 +693,7 @@ fn parse_dataset(
                     return Err(DatasetProblem::BadLive("`watermark` is empty".into()));
                 }
                 if !s.query.contains("$1") {
-                    return Err(DatasetProblem::BadLive(
-                        "the query must use $1 for the watermark value".into(),
-                    ));
+                    return Err(DatasetProblem::BadLive("the query must use $1 for the watermark value".into()));
                 }
             }
         }

@@ -22,8 +22,7 @@ use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use arrow_ipc::writer::{
-    write_message, DictionaryTracker, EncodedData, IpcDataGenerator, IpcWriteContext,
-    IpcWriteOptions,
+    write_message, DictionaryTracker, EncodedData, IpcDataGenerator, IpcWriteContext, IpcWriteOptions,
 };
 use arrow_ipc::{CompressionType, MetadataVersion};
 use arrow_schema::{ArrowError, SchemaRef};
@@ -40,6 +39,11 @@ pub const MESSAGE_BYTES_MAX_FLOOR: usize = 1024;
 /// Share of `max_message_bytes` a slice aims at, in percent, so that a slightly
 /// low bytes-per-row estimate rarely forces a second encoding.
 const TARGET_PERCENT_OF_MAX: usize = 75;
+/// Small batches are concatenated until their estimate reaches this share of
+/// `min_message_bytes`, in percent: the in-memory estimate runs a few percent
+/// above the encoded size, and a concatenation slightly past the minimum
+/// still lands far below the maximum.
+const COALESCE_PERCENT_OF_MIN: usize = 110;
 
 /// What an encoded message carries; the gateway's frame header repeats it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -183,11 +187,7 @@ impl IpcSlicer {
     }
 
     /// Adds a batch; may emit nothing (buffered), or several messages.
-    pub fn push(
-        &mut self,
-        batch: RecordBatch,
-        out: &mut Vec<EncodedMessage>,
-    ) -> Result<(), SliceError> {
+    pub fn push(&mut self, batch: RecordBatch, out: &mut Vec<EncodedMessage>) -> Result<(), SliceError> {
         self.start(out)?;
         if batch.schema().fields() != self.schema.fields() {
             return Err(SliceError::SchemaMismatch);
@@ -199,7 +199,8 @@ impl IpcSlicer {
         if self.options.coalesce && bytes < self.options.min_message_bytes {
             self.pending.push(batch);
             self.pending_bytes = self.pending_bytes.saturating_add(bytes);
-            if self.pending_bytes >= self.options.min_message_bytes {
+            let threshold = self.options.min_message_bytes / 100 * COALESCE_PERCENT_OF_MIN;
+            if self.pending_bytes >= threshold.min(self.options.max_message_bytes / 2) {
                 self.flush(out)?;
             }
             return Ok(());
@@ -234,11 +235,7 @@ impl IpcSlicer {
     /// Flushes, then emits the end-of-stream marker. Later calls fail.
     pub fn finish(&mut self, out: &mut Vec<EncodedMessage>) -> Result<(), SliceError> {
         self.flush(out)?;
-        out.push(EncodedMessage {
-            kind: MessageKind::EndOfStream,
-            rows: 0,
-            bytes: Bytes::from_static(&END_OF_STREAM),
-        });
+        out.push(EncodedMessage { kind: MessageKind::EndOfStream, rows: 0, bytes: Bytes::from_static(&END_OF_STREAM) });
         self.finished = true;
         Ok(())
     }
@@ -263,14 +260,9 @@ impl IpcSlicer {
     }
 
     /// Encodes a slice; halves it while its message exceeds the maximum.
-    fn encode_bounded(
-        &mut self,
-        slice: &RecordBatch,
-        out: &mut Vec<EncodedMessage>,
-    ) -> Result<(), SliceError> {
+    fn encode_bounded(&mut self, slice: &RecordBatch, out: &mut Vec<EncodedMessage>) -> Result<(), SliceError> {
         let (dictionaries, encoded) =
-            self.generator
-                .encode(slice, &mut self.tracker, &self.write_options, &mut self.context)?;
+            self.generator.encode(slice, &mut self.tracker, &self.write_options, &mut self.context)?;
         // Dictionaries are now recorded in the tracker as sent, so they must
         // be emitted even if the batch itself is re-cut below.
         for dictionary in dictionaries {
@@ -288,20 +280,10 @@ impl IpcSlicer {
         Ok(())
     }
 
-    fn message(
-        &self,
-        kind: MessageKind,
-        rows: u64,
-        encoded: EncodedData,
-    ) -> Result<EncodedMessage, SliceError> {
-        let mut buffer =
-            Vec::with_capacity(encoded.ipc_message.len() + encoded.arrow_data.len() + 16);
+    fn message(&self, kind: MessageKind, rows: u64, encoded: EncodedData) -> Result<EncodedMessage, SliceError> {
+        let mut buffer = Vec::with_capacity(encoded.ipc_message.len() + encoded.arrow_data.len() + 16);
         write_message(&mut buffer, encoded, &self.write_options)?;
-        Ok(EncodedMessage {
-            kind,
-            rows,
-            bytes: Bytes::from(buffer),
-        })
+        Ok(EncodedMessage { kind, rows, bytes: Bytes::from(buffer) })
     }
 }
 
@@ -311,9 +293,7 @@ impl IpcSlicer {
 pub fn slice_bytes(batch: &RecordBatch) -> usize {
     batch.columns().iter().fold(0usize, |total, column| {
         let data = column.to_data();
-        let bytes = data
-            .get_slice_memory_size()
-            .unwrap_or_else(|_| data.get_array_memory_size());
+        let bytes = data.get_slice_memory_size().unwrap_or_else(|_| data.get_array_memory_size());
         total.saturating_add(bytes)
     })
 }

@@ -7,8 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use volley_connector::config::{
-    Compression, ConfigError, DatasetProblem, LogLevel, SourceSpec, CHUNK_BYTES_MAX_DEFAULT,
-    CHUNK_BYTES_MIN_DEFAULT,
+    Compression, ConfigError, DatasetProblem, LogLevel, SourceSpec, CHUNK_BYTES_MAX_DEFAULT, CHUNK_BYTES_MIN_DEFAULT,
 };
 use volley_connector::{Catalog, Config, SourceError};
 
@@ -61,17 +60,20 @@ fn seed_config_loads_with_defaults() {
 #[test]
 fn full_example_loads_and_resolves_paths_against_the_config_dir() {
     let dir = dir_with_files();
-    let text = format!(
-        "{HEAD}  token: secret\nperformance: {{ compression: zstd, min_chunk_size: 1000 }}\ndatasets:\n\
-  ventas:   {{ type: csv, path: data/ventas.csv }}\n\
-  eventos:  {{ type: json, path: data/eventos.ndjson }}\n\
-  clima:    {{ type: parquet, path: data/clima.parquet, columns: [a, b] }}\n\
-  archivo:  {{ type: arrow, path: data/x.arrows }}\n\
-  pedidos:  {{ type: postgres, url: \"postgres://u:p@db:5432/shop\", query: \"SELECT 1\" }}\n\
-  legado:   {{ type: odbc, connection_string: \"Driver=PostgreSQL Unicode;Server=db\", query: \"SELECT 1\" }}\n\
-  ticker:   {{ type: csv, path: data/ventas.csv, live: {{ follow: true, poll_ms: 250 }} }}\n\
-  polled:   {{ type: postgres, url: \"postgres://db/x\", query: \"SELECT ts FROM t WHERE ts > $1 ORDER BY ts\", live: {{ interval_ms: 1000, watermark: ts }} }}\n"
-    );
+    let lines = [
+        "  token: secret",
+        "performance: { compression: zstd, min_chunk_size: 1000 }",
+        "datasets:",
+        "  ventas:   { type: csv, path: data/ventas.csv }",
+        "  eventos:  { type: json, path: data/eventos.ndjson }",
+        "  clima:    { type: parquet, path: data/clima.parquet, columns: [a, b] }",
+        "  archivo:  { type: arrow, path: data/x.arrows }",
+        "  pedidos:  { type: postgres, url: \"postgres://u:p@db:5432/shop\", query: \"SELECT 1\" }",
+        "  legado:   { type: odbc, connection_string: \"Driver=PostgreSQL Unicode;Server=db\", query: \"SELECT 1\" }",
+        "  ticker:   { type: csv, path: data/ventas.csv, live: { follow: true, poll_ms: 250 } }",
+        "  polled:   { type: postgres, url: \"postgres://db/x\", query: \"SELECT ts FROM t WHERE ts > $1 ORDER BY ts\", live: { interval_ms: 1000, watermark: ts } }",
+    ];
+    let text = format!("{HEAD}{}\n", lines.join("\n"));
     let config = load(&text, dir.path()).unwrap();
     assert_eq!(config.tenant.token.as_deref(), Some("secret"));
     assert_eq!(config.performance.compression, Compression::Zstd);
@@ -89,10 +91,7 @@ fn full_example_loads_and_resolves_paths_against_the_config_dir() {
 fn unknown_keys_are_refused() {
     let dir = dir_with_files();
     assert!(matches!(load(&format!("{HEAD}colour: blue\n"), dir.path()), Err(ConfigError::Yaml(_))));
-    assert!(matches!(
-        load(&format!("{HEAD}performance: {{ max_chunk: 5 }}\n"), dir.path()),
-        Err(ConfigError::Yaml(_))
-    ));
+    assert!(matches!(load(&format!("{HEAD}performance: {{ max_chunk: 5 }}\n"), dir.path()), Err(ConfigError::Yaml(_))));
     let problem = dataset_problem(
         load(&format!("{HEAD}datasets:\n  v: {{ type: csv, path: data/ventas.csv, sep: \";\" }}\n"), dir.path()),
         "v",
@@ -194,7 +193,8 @@ fn limits_and_names_are_checked() {
             "{name}: {result:?}"
         );
     }
-    let result = load(&format!("{HEAD}datasets:\n  v: {{ type: csv, path: data/ventas.csv, batch_rows: 0 }}\n"), dir.path());
+    let result =
+        load(&format!("{HEAD}datasets:\n  v: {{ type: csv, path: data/ventas.csv, batch_rows: 0 }}\n"), dir.path());
     assert!(matches!(dataset_problem(result, "v"), DatasetProblem::Limit(_)));
     let result = load(
         &format!("{HEAD}datasets:\n  v: {{ type: csv, path: data/ventas.csv, schema: [{{name: a, type: money}}] }}\n"),
@@ -206,7 +206,8 @@ fn limits_and_names_are_checked() {
 #[test]
 fn only_configured_names_can_be_opened() {
     let dir = dir_with_files();
-    let config = load(&format!("{HEAD}datasets:\n  ventas: {{ type: csv, path: data/ventas.csv }}\n"), dir.path()).unwrap();
+    let config =
+        load(&format!("{HEAD}datasets:\n  ventas: {{ type: csv, path: data/ventas.csv }}\n"), dir.path()).unwrap();
     let catalog = Catalog::new(&config);
     assert_eq!(catalog.names().collect::<Vec<_>>(), ["ventas"]);
     let ventas_path = dir.path().join("data/ventas.csv");

@@ -156,13 +156,8 @@ fn arrow_file_and_stream() {
     assert_eq!(dict.row_count(), Some(17));
 
     // And through the slicer.
-    let messages: Vec<_> = c
-        .open("dict")
-        .unwrap()
-        .into_ipc(SliceOptions::default())
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let messages: Vec<_> =
+        c.open("dict").unwrap().into_ipc(SliceOptions::default()).unwrap().collect::<Result<_, _>>().unwrap();
     assert!(messages.iter().any(|m| m.kind == MessageKind::Dictionary));
     assert_eq!(messages.iter().map(|m| m.rows).sum::<u64>(), 17);
 }
@@ -186,10 +181,7 @@ fn followed_csv_yields_appended_lines_and_holds_partial_lines() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ticks.csv");
     std::fs::write(&path, "id,price\n1,10.5\n2,11.0\n").unwrap();
-    let c = catalog(
-        "  ticks: { type: csv, path: ticks.csv, live: { follow: true, poll_ms: 20 } }\n",
-        dir.path(),
-    );
+    let c = catalog("  ticks: { type: csv, path: ticks.csv, live: { follow: true, poll_ms: 20 } }\n", dir.path());
     let opened = c.open("ticks").unwrap();
     assert!(opened.is_live());
     let stop = opened.stop_flag();
@@ -229,10 +221,7 @@ fn followed_ndjson_through_ipc_ends_with_end_of_stream_when_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("e.ndjson");
     std::fs::write(&path, "{\"v\": 1}\n").unwrap();
-    let c = catalog(
-        "  e: { type: json, path: e.ndjson, live: { follow: true, poll_ms: 20 } }\n",
-        dir.path(),
-    );
+    let c = catalog("  e: { type: json, path: e.ndjson, live: { follow: true, poll_ms: 20 } }\n", dir.path());
     let opened = c.open("e").unwrap();
     let stop = opened.stop_flag();
     let mut stream = opened.into_ipc(SliceOptions::default()).unwrap();

@@ -7,18 +7,14 @@ mod support;
 use std::process::Command;
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, DictionaryArray, Int64Array, RecordBatch, StringArray};
 use arrow_array::types::Int32Type;
+use arrow_array::{ArrayRef, DictionaryArray, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
 use volley_connector::config::Compression;
 use volley_connector::slice::{encode_all, SliceOptions};
 
 fn pyarrow_available() -> bool {
-    Command::new("python3")
-        .args(["-c", "import pyarrow"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+    Command::new("python3").args(["-c", "import pyarrow"]).output().map(|o| o.status.success()).unwrap_or(false)
 }
 
 const SCRIPT: &str = r#"
@@ -47,20 +43,17 @@ fn pyarrow_reads_the_sliced_stream() {
         .map(|part| {
             let start = part * (rows / 3);
             let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(start..start + rows / 3));
-            let labels: DictionaryArray<Int32Type> =
-                (start..start + rows / 3).map(|i| ["alpha", "beta", "gamma"][usize::try_from(i % 3).unwrap()]).collect();
+            let labels: DictionaryArray<Int32Type> = (start..start + rows / 3)
+                .map(|i| ["alpha", "beta", "gamma"][usize::try_from(i % 3).unwrap()])
+                .collect();
             let text: ArrayRef =
                 Arc::new(StringArray::from_iter_values((start..start + rows / 3).map(|i| format!("t{i}"))));
             RecordBatch::try_new(schema.clone(), vec![ids, Arc::new(labels), text]).unwrap()
         })
         .collect();
     for compression in [Compression::None, Compression::Lz4, Compression::Zstd] {
-        let options = SliceOptions {
-            max_message_bytes: 256 * 1024,
-            min_message_bytes: 16 * 1024,
-            compression,
-            coalesce: true,
-        };
+        let options =
+            SliceOptions { max_message_bytes: 256 * 1024, min_message_bytes: 16 * 1024, compression, coalesce: true };
         let messages = encode_all(schema.clone(), batches.clone(), options).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sliced.arrows");

@@ -35,9 +35,7 @@ fn read_stream(path: &Path) -> (SchemaRef, Vec<RecordBatch>) {
     let reader = StreamReader::try_new(BufReader::new(File::open(path).expect("open")), None)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let schema = reader.schema();
-    let batches = reader
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let batches = reader.collect::<Result<Vec<_>, _>>().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     (schema, batches)
 }
 
@@ -115,12 +113,7 @@ fn golden_streams_round_trip_through_slicing() {
 #[test]
 fn golden_streams_round_trip_with_lz4_and_zstd() {
     for compression in [Compression::Lz4, Compression::Zstd] {
-        let options = SliceOptions {
-            max_message_bytes: 4096,
-            min_message_bytes: 1024,
-            compression,
-            coalesce: true,
-        };
+        let options = SliceOptions { max_message_bytes: 4096, min_message_bytes: 1024, compression, coalesce: true };
         for path in golden_streams() {
             let (schema, batches) = read_stream(&path);
             let messages = encode_all(Arc::clone(&schema), batches.clone(), options)
@@ -149,8 +142,7 @@ fn million_row_batch_is_cut_into_messages_within_bounds() {
     let options = SliceOptions::default();
     let messages = encode_all(batch.schema(), vec![batch.clone()], options).unwrap();
     check_shape(&messages, &options, 1_000_000);
-    let record_batches: Vec<&EncodedMessage> =
-        messages.iter().filter(|m| m.kind == MessageKind::RecordBatch).collect();
+    let record_batches: Vec<&EncodedMessage> = messages.iter().filter(|m| m.kind == MessageKind::RecordBatch).collect();
     assert!(record_batches.len() > 10, "{} messages", record_batches.len());
     for message in &record_batches[..record_batches.len() - 1] {
         let size = message.bytes.len();
@@ -170,10 +162,15 @@ fn small_batches_are_coalesced_up_to_the_minimum() {
     let options = SliceOptions::default();
     let messages = encode_all(batch.schema(), batches.clone(), options).unwrap();
     check_shape(&messages, &options, 20_000);
-    let record_batches: Vec<&EncodedMessage> =
-        messages.iter().filter(|m| m.kind == MessageKind::RecordBatch).collect();
+    let record_batches: Vec<&EncodedMessage> = messages.iter().filter(|m| m.kind == MessageKind::RecordBatch).collect();
     for message in &record_batches[..record_batches.len() - 1] {
-        assert!(message.bytes.len() >= options.min_message_bytes, "{} bytes", message.bytes.len());
+        assert!(
+            message.bytes.len() >= options.min_message_bytes,
+            "{} bytes of {} messages: {:?}",
+            message.bytes.len(),
+            record_batches.len(),
+            record_batches.iter().map(|m| (m.bytes.len(), m.rows)).collect::<Vec<_>>()
+        );
     }
     let (_, decoded) = decode_bytes(&concat_bytes(&messages));
     support::assert_same_rows(&batches, &decoded, "coalesced");
@@ -185,12 +182,8 @@ fn single_row_larger_than_the_maximum_is_sent_alone() {
     let schema = Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8, false)]));
     let array: ArrayRef = Arc::new(StringArray::from(vec![big.as_str(), "a", big.as_str()]));
     let batch = RecordBatch::try_new(schema.clone(), vec![array]).unwrap();
-    let options = SliceOptions {
-        max_message_bytes: 4096,
-        min_message_bytes: 0,
-        compression: Compression::None,
-        coalesce: false,
-    };
+    let options =
+        SliceOptions { max_message_bytes: 4096, min_message_bytes: 0, compression: Compression::None, coalesce: false };
     let messages = encode_all(schema, vec![batch.clone()], options).unwrap();
     check_shape(&messages, &options, 3);
     let (_, decoded) = decode_bytes(&concat_bytes(&messages));

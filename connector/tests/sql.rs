@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
-    Date32Type, Decimal128Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type,
-    TimestampMicrosecondType,
+    Date32Type, Decimal128Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, TimestampMicrosecondType,
 };
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::{DataType, TimeUnit};
@@ -111,10 +110,7 @@ fn postgres_streams_mixed_types_in_batches() {
     assert_eq!(schema.field(6).data_type(), &DataType::Float64);
     assert_eq!(schema.field(10).data_type(), &DataType::Date32);
     assert_eq!(schema.field(11).data_type(), &DataType::Timestamp(TimeUnit::Microsecond, None));
-    assert_eq!(
-        schema.field(12).data_type(),
-        &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
-    );
+    assert_eq!(schema.field(12).data_type(), &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())));
     assert_eq!(schema.field(13).data_type(), &DataType::Binary);
     let batches: Vec<RecordBatch> = opened.into_batches().collect::<Result<_, _>>().unwrap();
     assert_eq!(batches.len(), 13, "50000 rows in batches of 4096");
@@ -122,19 +118,12 @@ fn postgres_streams_mixed_types_in_batches() {
     check_mixed_rows(&batches);
 
     // Through the slicer: whole messages, all rows, valid stream.
-    let messages: Vec<_> = c
-        .open("mixed")
-        .unwrap()
-        .into_ipc(SliceOptions::default())
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let messages: Vec<_> =
+        c.open("mixed").unwrap().into_ipc(SliceOptions::default()).unwrap().collect::<Result<_, _>>().unwrap();
     assert_eq!(messages.iter().map(|m| m.rows).sum::<u64>(), 50_000);
     let bytes: Vec<u8> = messages.iter().flat_map(|m| m.bytes.iter().copied()).collect();
-    let decoded: Vec<RecordBatch> = arrow_ipc::reader::StreamReader::try_new(&bytes[..], None)
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let decoded: Vec<RecordBatch> =
+        arrow_ipc::reader::StreamReader::try_new(&bytes[..], None).unwrap().collect::<Result<_, _>>().unwrap();
     check_mixed_rows(&decoded);
 
     // Dropping a half-read dataset ends its query.
@@ -143,10 +132,7 @@ fn postgres_streams_mixed_types_in_batches() {
     drop(partial);
 
     let error = c.open("json").unwrap_err();
-    assert!(
-        matches!(&error, SourceError::Unsupported { .. }) && error.to_string().contains("doc"),
-        "{error}"
-    );
+    assert!(matches!(&error, SourceError::Unsupported { .. }) && error.to_string().contains("doc"), "{error}");
     let error = c.open("broken").unwrap_err();
     assert!(matches!(error, SourceError::Postgres { ref dataset, .. } if dataset == "broken"), "{error}");
     let error = c.open("down").unwrap_err();
@@ -229,6 +215,7 @@ fn odbc_reads_the_same_table_through_the_postgresql_driver() {
     ));
     let opened = c.open("legado").unwrap();
     assert_eq!(opened.schema().fields().len(), 4);
+    assert_eq!(opened.schema().field(2).data_type(), &DataType::Float64, "float8 stays double");
     let batches: Vec<RecordBatch> = opened.into_batches().collect::<Result<_, _>>().unwrap();
     assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 50_000);
     assert!(batches.iter().all(|b| b.num_rows() <= 10_000));

@@ -325,27 +325,31 @@ pub fn encode_header(fin: bool, opcode: OpCode, payload_len: usize, mask: Option
     let mut bytes = [0u8; WS_HEADER_BYTES_MAX];
     bytes[0] = (if fin { 0x80 } else { 0 }) | opcode.bits();
     let mask_bit = if mask.is_some() { 0x80 } else { 0 };
-    let mut len = 2usize;
-    match u16::try_from(payload_len) {
-        Ok(small) if small < 126 => bytes[1] = mask_bit | (small as u8 & 0x7F),
-        Ok(medium) => {
-            bytes[1] = mask_bit | 126;
-            bytes[2..4].copy_from_slice(&medium.to_be_bytes());
-            len = 4;
-        }
-        Err(_) => {
-            bytes[1] = mask_bit | 127;
-            // usize is at most 64 bits on every supported target.
-            bytes[2..10].copy_from_slice(&(payload_len as u64).to_be_bytes());
-            len = 10;
-        }
+    // Header length so far; at most WS_HEADER_BYTES_MAX (14), so a u8.
+    let mut len: u8 = 2;
+    if let Ok(small @ 0..=125) = u8::try_from(payload_len) {
+        bytes[1] = mask_bit | small;
+    } else if let Ok(medium) = u16::try_from(payload_len) {
+        bytes[1] = mask_bit | 126;
+        bytes[2..4].copy_from_slice(&medium.to_be_bytes());
+        len = 4;
+    } else {
+        bytes[1] = mask_bit | 127;
+        // usize is at most 64 bits on every supported target (asserted below),
+        // so the conversion cannot fail and the fallback is never taken.
+        let wide = u64::try_from(payload_len).unwrap_or(u64::MAX);
+        bytes[2..10].copy_from_slice(&wide.to_be_bytes());
+        len = 10;
     }
     if let Some(key) = mask {
-        bytes[len..len + 4].copy_from_slice(&key);
+        let start = usize::from(len);
+        bytes[start..start + 4].copy_from_slice(&key);
         len += 4;
     }
-    HeaderBytes { bytes, len: len as u8 }
+    HeaderBytes { bytes, len }
 }
+
+const _: () = assert!(usize::BITS <= u64::BITS);
 
 /// Encodes a whole unmasked (server) frame into one buffer; for small control
 /// and text messages. Data frames are written as header + shared payload instead.

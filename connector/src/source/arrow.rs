@@ -36,32 +36,19 @@ pub fn open(dataset: &str, path: &Path) -> Result<Opened, SourceError> {
     if is_file {
         let row_count = file_row_count(&mut file).ok().flatten();
         file.seek(SeekFrom::Start(0)).map_err(io_error)?;
-        let reader = FileReader::try_new_buffered(file, None)
-            .map_err(|e| SourceError::arrow(dataset, e))?;
+        let reader = FileReader::try_new_buffered(file, None).map_err(|e| SourceError::arrow(dataset, e))?;
         let schema = reader.schema();
         let batches = reader.map(move |r| r.map_err(|e| SourceError::arrow(&owned, e)));
-        Ok(Opened {
-            schema,
-            row_count,
-            batches: Box::new(batches),
-        })
+        Ok(Opened { schema, row_count, batches: Box::new(batches) })
     } else {
         if stream_is_big_endian(&mut file).unwrap_or(false) {
-            return Err(SourceError::unsupported(
-                dataset,
-                "big-endian Arrow IPC (browsers would decode wrong values)",
-            ));
+            return Err(SourceError::unsupported(dataset, "big-endian Arrow IPC (browsers would decode wrong values)"));
         }
         file.seek(SeekFrom::Start(0)).map_err(io_error)?;
-        let reader = StreamReader::try_new_buffered(file, None)
-            .map_err(|e| SourceError::arrow(dataset, e))?;
+        let reader = StreamReader::try_new_buffered(file, None).map_err(|e| SourceError::arrow(dataset, e))?;
         let schema = reader.schema();
         let batches = reader.map(move |r| r.map_err(|e| SourceError::arrow(&owned, e)));
-        Ok(Opened {
-            schema,
-            row_count: None,
-            batches: Box::new(batches),
-        })
+        Ok(Opened { schema, row_count: None, batches: Box::new(batches) })
     }
 }
 
@@ -95,9 +82,7 @@ fn stream_is_big_endian(file: &mut File) -> std::io::Result<bool> {
         return Ok(false);
     };
     let message = arrow_ipc::root_as_message(&metadata).map_err(|_| invalid("bad message"))?;
-    Ok(message
-        .header_as_schema()
-        .is_some_and(|schema| schema.endianness() == Endianness::Big))
+    Ok(message.header_as_schema().is_some_and(|schema| schema.endianness() == Endianness::Big))
 }
 
 /// Sums the `length` of every record batch listed in the footer, reading only
@@ -112,8 +97,7 @@ fn file_row_count(file: &mut File) -> std::io::Result<Option<u64>> {
     file.read_exact(&mut trailer)?;
     let mut length_bytes = [0u8; 4];
     length_bytes.copy_from_slice(&trailer[..4]);
-    let footer_length =
-        usize::try_from(i32::from_le_bytes(length_bytes)).map_err(|_| invalid("negative footer"))?;
+    let footer_length = usize::try_from(i32::from_le_bytes(length_bytes)).map_err(|_| invalid("negative footer"))?;
     if footer_length > METADATA_BYTES_MAX {
         return Err(invalid("footer too long"));
     }

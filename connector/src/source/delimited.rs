@@ -97,10 +97,8 @@ impl<D: PushDecoder> LineReader<D> {
                 pending.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)
             };
             if feedable > 0 {
-                let consumed = self
-                    .decoder
-                    .decode(&pending[..feedable])
-                    .map_err(|e| SourceError::arrow(&self.dataset, e))?;
+                let consumed =
+                    self.decoder.decode(&pending[..feedable]).map_err(|e| SourceError::arrow(&self.dataset, e))?;
                 self.start += consumed;
                 if consumed < feedable {
                     // The decoder's batch is full.
@@ -140,13 +138,18 @@ impl<D: PushDecoder> LineReader<D> {
                 continue;
             }
             // End of file for now.
-            match &self.follow {
-                None => self.at_end = true,
-                Some(follow) => {
+            match self.follow.clone() {
+                None => {
+                    // The decoders need the last record terminated.
+                    if self.buffer.len() > self.start && self.buffer.last() != Some(&b'\n') {
+                        self.buffer.push(b'\n');
+                    }
+                    self.at_end = true;
+                }
+                Some(Follow { poll, stop }) => {
                     if let Some(batch) = self.flush()? {
                         return Ok(Some(batch));
                     }
-                    let (poll, stop) = (follow.poll, follow.stop.clone());
                     if stop.load(Ordering::Acquire) || sleep_unless_stopped(&stop, poll) {
                         return Ok(None);
                     }
@@ -156,9 +159,7 @@ impl<D: PushDecoder> LineReader<D> {
     }
 
     fn flush(&mut self) -> Result<Option<RecordBatch>, SourceError> {
-        self.decoder
-            .flush()
-            .map_err(|e| SourceError::arrow(&self.dataset, e))
+        self.decoder.flush().map_err(|e| SourceError::arrow(&self.dataset, e))
     }
 }
 

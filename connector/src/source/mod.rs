@@ -86,29 +86,16 @@ pub enum SourceError {
 
 impl SourceError {
     pub(crate) fn arrow(dataset: &str, source: ArrowError) -> Self {
-        SourceError::Arrow {
-            dataset: dataset.to_string(),
-            source,
-        }
+        SourceError::Arrow { dataset: dataset.to_string(), source }
     }
     pub(crate) fn io(dataset: &str, path: &std::path::Path, source: std::io::Error) -> Self {
-        SourceError::Io {
-            dataset: dataset.to_string(),
-            path: path.to_path_buf(),
-            source,
-        }
+        SourceError::Io { dataset: dataset.to_string(), path: path.to_path_buf(), source }
     }
     pub(crate) fn invalid(dataset: &str, reason: impl Into<String>) -> Self {
-        SourceError::Invalid {
-            dataset: dataset.to_string(),
-            reason: reason.into(),
-        }
+        SourceError::Invalid { dataset: dataset.to_string(), reason: reason.into() }
     }
     pub(crate) fn unsupported(dataset: &str, reason: impl Into<String>) -> Self {
-        SourceError::Unsupported {
-            dataset: dataset.to_string(),
-            reason: reason.into(),
-        }
+        SourceError::Unsupported { dataset: dataset.to_string(), reason: reason.into() }
     }
 }
 
@@ -224,10 +211,7 @@ impl IpcStream {
     fn slice_error(&mut self, source: SliceError) -> Option<Result<EncodedMessage, StreamError>> {
         self.done = true;
         self.queue.clear();
-        Some(Err(StreamError::Slice {
-            dataset: self.name.clone(),
-            source,
-        }))
+        Some(Err(StreamError::Slice { dataset: self.name.clone(), source }))
     }
 }
 
@@ -282,9 +266,7 @@ pub struct Catalog {
 
 impl Catalog {
     pub fn new(config: &Config) -> Self {
-        Self {
-            datasets: Arc::new(config.datasets.clone()),
-        }
+        Self { datasets: Arc::new(config.datasets.clone()) }
     }
 
     /// Dataset names, for `register`.
@@ -300,12 +282,7 @@ impl Catalog {
     /// [`SourceError::UnknownDataset`]: the name is looked up exactly, never
     /// interpreted as a path or query.
     pub fn open(&self, name: &str) -> Result<OpenDataset, SourceError> {
-        let spec = self
-            .datasets
-            .get(name)
-            .ok_or_else(|| SourceError::UnknownDataset {
-                name: printable(name),
-            })?;
+        let spec = self.datasets.get(name).ok_or_else(|| SourceError::UnknownDataset { name: printable(name) })?;
         let stop: StopFlag = Arc::new(AtomicBool::new(false));
         let opened = open_spec(name, spec, &stop)?;
         Ok(OpenDataset {
@@ -335,10 +312,7 @@ pub fn open_spec(name: &str, spec: &SourceSpec, stop: &StopFlag) -> Result<Opene
 /// A requested name shown in an error: truncated and without control characters.
 fn printable(name: &str) -> String {
     const SHOWN_CHARS_MAX: usize = 64;
-    name.chars()
-        .take(SHOWN_CHARS_MAX)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+    name.chars().take(SHOWN_CHARS_MAX).map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
 /// Sleeps up to `total`, waking early when `stop` is set; returns true if stopped.
@@ -354,4 +328,16 @@ pub(crate) fn sleep_unless_stopped(stop: &StopFlag, total: Duration) -> bool {
         left = left.saturating_sub(step);
     }
     stop.load(Ordering::Acquire)
+}
+
+#[cfg(test)]
+mod tests {
+    /// The tunnel moves streams onto its own threads.
+    #[test]
+    fn streams_can_move_between_threads() {
+        fn assert_send<T: Send>() {}
+        assert_send::<super::OpenDataset>();
+        assert_send::<super::IpcStream>();
+        assert_send::<super::Catalog>();
+    }
 }

@@ -11,30 +11,18 @@ use super::delimited::{Follow, LineReader};
 use super::{Opened, SourceError, StopFlag};
 use crate::config::{schema_from_columns, JsonSpec, INFER_SCHEMA_ROWS};
 
-pub fn open(
-    dataset: &str,
-    spec: &JsonSpec,
-    batch_rows: usize,
-    stop: &StopFlag,
-) -> Result<Opened, SourceError> {
+pub fn open(dataset: &str, spec: &JsonSpec, batch_rows: usize, stop: &StopFlag) -> Result<Opened, SourceError> {
     let path = &spec.path;
     let mut file = File::open(path).map_err(|e| SourceError::io(dataset, path, e))?;
     let schema = match &spec.schema {
         Some(columns) => schema_from_columns(columns).map_err(|r| SourceError::invalid(dataset, r))?,
         None => {
-            let (schema, _) = arrow_json::reader::infer_json_schema(
-                BufReader::new(&mut file),
-                Some(INFER_SCHEMA_ROWS),
-            )
-            .map_err(|e| SourceError::arrow(dataset, e))?;
+            let (schema, _) = arrow_json::reader::infer_json_schema(BufReader::new(&mut file), Some(INFER_SCHEMA_ROWS))
+                .map_err(|e| SourceError::arrow(dataset, e))?;
             if schema.fields().is_empty() {
-                return Err(SourceError::invalid(
-                    dataset,
-                    "cannot infer a schema from an empty file: give `schema:`",
-                ));
+                return Err(SourceError::invalid(dataset, "cannot infer a schema from an empty file: give `schema:`"));
             }
-            file.seek(SeekFrom::Start(0))
-                .map_err(|e| SourceError::io(dataset, path, e))?;
+            file.seek(SeekFrom::Start(0)).map_err(|e| SourceError::io(dataset, path, e))?;
             Arc::new(schema)
         }
     };
@@ -42,14 +30,11 @@ pub fn open(
         .with_batch_size(batch_rows)
         .build_decoder()
         .map_err(|e| SourceError::arrow(dataset, e))?;
-    let follow = spec.live.as_ref().filter(|l| l.follow).map(|l| Follow {
-        poll: Duration::from_millis(l.poll_ms),
-        stop: Arc::clone(stop),
-    });
+    let follow = spec
+        .live
+        .as_ref()
+        .filter(|l| l.follow)
+        .map(|l| Follow { poll: Duration::from_millis(l.poll_ms), stop: Arc::clone(stop) });
     let reader = LineReader::new(dataset, path.clone(), file, decoder, follow);
-    Ok(Opened {
-        schema,
-        row_count: None,
-        batches: Box::new(reader),
-    })
+    Ok(Opened { schema, row_count: None, batches: Box::new(reader) })
 }

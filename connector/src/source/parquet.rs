@@ -13,24 +13,17 @@ use crate::config::ParquetSpec;
 pub fn open(dataset: &str, spec: &ParquetSpec, batch_rows: usize) -> Result<Opened, SourceError> {
     let path = &spec.path;
     let file = File::open(path).map_err(|e| SourceError::io(dataset, path, e))?;
-    let parquet_error = |source| SourceError::Parquet {
-        dataset: dataset.to_string(),
-        source,
-    };
-    let mut builder = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(parquet_error)?
-        .with_batch_size(batch_rows);
+    let parquet_error = |source| SourceError::Parquet { dataset: dataset.to_string(), source };
+    let mut builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_error)?.with_batch_size(batch_rows);
     let row_count = u64::try_from(builder.metadata().file_metadata().num_rows()).ok();
     if let Some(columns) = &spec.columns {
         let arrow_schema = builder.schema();
         let mut roots = Vec::with_capacity(columns.len());
         for name in columns {
-            let index = arrow_schema.index_of(name).map_err(|_| {
-                SourceError::invalid(
-                    dataset,
-                    format!("column `{name}` is not in {}", path.display()),
-                )
-            })?;
+            let index = arrow_schema
+                .index_of(name)
+                .map_err(|_| SourceError::invalid(dataset, format!("column `{name}` is not in {}", path.display())))?;
             roots.push(index);
         }
         let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
@@ -40,9 +33,5 @@ pub fn open(dataset: &str, spec: &ParquetSpec, batch_rows: usize) -> Result<Open
     let schema = arrow_array::RecordBatchReader::schema(&reader);
     let owned = dataset.to_string();
     let batches = reader.map(move |result| result.map_err(|e| SourceError::arrow(&owned, e)));
-    Ok(Opened {
-        schema,
-        row_count,
-        batches: Box::new(batches),
-    })
+    Ok(Opened { schema, row_count, batches: Box::new(batches) })
 }

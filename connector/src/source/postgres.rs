@@ -25,9 +25,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_array::{
-    Array, ArrayRef, BinaryArray, BooleanArray, Date32Array, Decimal128Array, Float32Array,
-    Float64Array, Int16Array, Int32Array, Int64Array, RecordBatch, StringArray,
-    TimestampMicrosecondArray,
+    Array, ArrayRef, BinaryArray, BooleanArray, Date32Array, Decimal128Array, Float32Array, Float64Array, Int16Array,
+    Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
@@ -49,34 +48,16 @@ const DECIMAL128_PRECISION_MAX: i32 = 38;
 
 type Message = Result<RecordBatch, SourceError>;
 
-pub fn open(
-    dataset: &str,
-    spec: &PostgresSpec,
-    batch_rows: usize,
-    stop: &StopFlag,
-) -> Result<Opened, SourceError> {
+pub fn open(dataset: &str, spec: &PostgresSpec, batch_rows: usize, stop: &StopFlag) -> Result<Opened, SourceError> {
     let (schema_tx, schema_rx) = mpsc::sync_channel::<Result<SchemaRef, SourceError>>(1);
     let (batch_tx, batch_rx) = mpsc::sync_channel::<Message>(CHANNEL_BATCHES);
-    let job = Job {
-        dataset: dataset.to_string(),
-        spec: spec.clone(),
-        batch_rows,
-        stop: Arc::clone(stop),
-    };
+    let job = Job { dataset: dataset.to_string(), spec: spec.clone(), batch_rows, stop: Arc::clone(stop) };
     std::thread::Builder::new()
         .name(format!("pg-{dataset}"))
         .spawn(move || job.run(schema_tx, batch_tx))
         .map_err(|e| SourceError::invalid(dataset, format!("cannot start reader thread: {e}")))?;
-    let schema = schema_rx
-        .recv()
-        .map_err(|_| SourceError::ReaderGone {
-            dataset: dataset.to_string(),
-        })??;
-    Ok(Opened {
-        schema,
-        row_count: None,
-        batches: Box::new(ChannelBatches { receiver: batch_rx }),
-    })
+    let schema = schema_rx.recv().map_err(|_| SourceError::ReaderGone { dataset: dataset.to_string() })??;
+    Ok(Opened { schema, row_count: None, batches: Box::new(ChannelBatches { receiver: batch_rx }) })
 }
 
 /// The consumer end: ends when the producer thread drops its sender.
@@ -100,10 +81,7 @@ struct Job {
 
 impl Job {
     fn pg_error(&self, source: postgres::Error) -> SourceError {
-        SourceError::Postgres {
-            dataset: self.dataset.clone(),
-            source,
-        }
+        SourceError::Postgres { dataset: self.dataset.clone(), source }
     }
 
     fn run(self, schema_tx: SyncSender<Result<SchemaRef, SourceError>>, batches: SyncSender<Message>) {
@@ -121,9 +99,7 @@ impl Job {
         }
         drop(schema_tx);
         let result = match &self.spec.live {
-            None => self
-                .run_once(&mut client, &statement, &columns, &schema, &[], &batches)
-                .map(|_| ()),
+            None => self.run_once(&mut client, &statement, &columns, &schema, &[], &batches).map(|_| ()),
             Some(_) => self.run_polling(&mut client, &statement, &columns, &schema, &batches),
         };
         if let Err(e) = result {
@@ -132,16 +108,10 @@ impl Job {
     }
 
     fn connect_and_prepare(&self) -> Result<(Client, Statement, Vec<ColumnKind>, SchemaRef), SourceError> {
-        let mut config: postgres::Config = self
-            .spec
-            .url
-            .parse()
-            .map_err(|e| self.pg_error(e))?;
+        let mut config: postgres::Config = self.spec.url.parse().map_err(|e| self.pg_error(e))?;
         config.connect_timeout(CONNECT_TIMEOUT);
         let mut client = config.connect(NoTls).map_err(|e| self.pg_error(e))?;
-        let statement = client
-            .prepare(&self.spec.query)
-            .map_err(|e| self.pg_error(e))?;
+        let statement = client.prepare(&self.spec.query).map_err(|e| self.pg_error(e))?;
         let expected_params = usize::from(self.spec.live.is_some());
         if statement.params().len() != expected_params {
             return Err(SourceError::invalid(
@@ -182,24 +152,16 @@ impl Job {
         params: &[&(dyn ToSql + Sync)],
         batches: &SyncSender<Message>,
     ) -> Result<Option<Watermark>, SourceError> {
-        let watermark_index = self
-            .spec
-            .live
-            .as_ref()
-            .and_then(|live| schema.index_of(&live.watermark).ok());
+        let watermark_index = self.spec.live.as_ref().and_then(|live| schema.index_of(&live.watermark).ok());
         let fetch_rows = i32::try_from(self.batch_rows).unwrap_or(i32::MAX);
         let mut transaction = client.transaction().map_err(|e| self.pg_error(e))?;
-        let portal = transaction
-            .bind(statement, params)
-            .map_err(|e| self.pg_error(e))?;
+        let portal = transaction.bind(statement, params).map_err(|e| self.pg_error(e))?;
         let mut largest: Option<Watermark> = None;
         loop {
             if self.stop.load(Ordering::Acquire) {
                 break;
             }
-            let rows = transaction
-                .query_portal(&portal, fetch_rows)
-                .map_err(|e| self.pg_error(e))?;
+            let rows = transaction.query_portal(&portal, fetch_rows).map_err(|e| self.pg_error(e))?;
             if rows.is_empty() {
                 break;
             }
@@ -322,9 +284,7 @@ impl ColumnKind {
             ColumnKind::Bytea => DataType::Binary,
             ColumnKind::Date => DataType::Date32,
             ColumnKind::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
-            ColumnKind::TimestampTz => {
-                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
-            }
+            ColumnKind::TimestampTz => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
         }
     }
 }
@@ -340,10 +300,7 @@ fn numeric_kind(type_modifier: i32) -> ColumnKind {
     let scale = packed & 0xFFFF;
     match (u8::try_from(precision), i8::try_from(scale)) {
         (Ok(p), Ok(s)) if precision <= DECIMAL128_PRECISION_MAX && p >= 1 && scale <= precision => {
-            ColumnKind::Decimal {
-                precision: p,
-                scale: s,
-            }
+            ColumnKind::Decimal { precision: p, scale: s }
         }
         _ => ColumnKind::NumericAsFloat,
     }
@@ -361,11 +318,7 @@ fn rows_to_batch(
     Ok(RecordBatch::try_new(Arc::clone(schema), arrays)?)
 }
 
-fn build_column(
-    kind: ColumnKind,
-    rows: &[Row],
-    index: usize,
-) -> Result<ArrayRef, Box<dyn StdError + Send + Sync>> {
+fn build_column(kind: ColumnKind, rows: &[Row], index: usize) -> Result<ArrayRef, Box<dyn StdError + Send + Sync>> {
     fn values<'a, T: FromSql<'a>>(
         rows: &'a [Row],
         index: usize,
@@ -377,12 +330,8 @@ fn build_column(
         ColumnKind::Int16 => Arc::new(values::<i16>(rows, index).collect::<Result<Int16Array, _>>()?),
         ColumnKind::Int32 => Arc::new(values::<i32>(rows, index).collect::<Result<Int32Array, _>>()?),
         ColumnKind::Int64 => Arc::new(values::<i64>(rows, index).collect::<Result<Int64Array, _>>()?),
-        ColumnKind::Float32 => {
-            Arc::new(values::<f32>(rows, index).collect::<Result<Float32Array, _>>()?)
-        }
-        ColumnKind::Float64 => {
-            Arc::new(values::<f64>(rows, index).collect::<Result<Float64Array, _>>()?)
-        }
+        ColumnKind::Float32 => Arc::new(values::<f32>(rows, index).collect::<Result<Float32Array, _>>()?),
+        ColumnKind::Float64 => Arc::new(values::<f64>(rows, index).collect::<Result<Float64Array, _>>()?),
         ColumnKind::NumericAsFloat => Arc::new(
             values::<PgNumeric>(rows, index)
                 .map(|v| v.map(|o| o.and_then(|n| n.to_f64())))
@@ -398,16 +347,10 @@ fn build_column(
             }
             Arc::new(Decimal128Array::from(decoded).with_precision_and_scale(precision, scale)?)
         }
-        ColumnKind::Text => {
-            Arc::new(values::<&str>(rows, index).collect::<Result<StringArray, _>>()?)
-        }
-        ColumnKind::Bytea => {
-            Arc::new(values::<&[u8]>(rows, index).collect::<Result<BinaryArray, _>>()?)
-        }
+        ColumnKind::Text => Arc::new(values::<&str>(rows, index).collect::<Result<StringArray, _>>()?),
+        ColumnKind::Bytea => Arc::new(values::<&[u8]>(rows, index).collect::<Result<BinaryArray, _>>()?),
         ColumnKind::Date => Arc::new(
-            values::<PgDate>(rows, index)
-                .map(|v| v.map(|o| o.map(|d| d.0)))
-                .collect::<Result<Date32Array, _>>()?,
+            values::<PgDate>(rows, index).map(|v| v.map(|o| o.map(|d| d.0))).collect::<Result<Date32Array, _>>()?,
         ),
         ColumnKind::Timestamp | ColumnKind::TimestampTz => {
             let array = values::<PgTimestamp>(rows, index)
@@ -481,15 +424,8 @@ impl<'a> FromSql<'a> for PgNumeric {
         if body.len() != count * 2 {
             return Err("numeric digit count does not match its length".into());
         }
-        let digits = body
-            .chunks_exact(2)
-            .map(|pair| i16::from_be_bytes([pair[0], pair[1]]))
-            .collect();
-        Ok(PgNumeric {
-            digits,
-            weight,
-            sign,
-        })
+        let digits = body.chunks_exact(2).map(|pair| i16::from_be_bytes([pair[0], pair[1]])).collect();
+        Ok(PgNumeric { digits, weight, sign })
     }
     fn accepts(ty: &Type) -> bool {
         *ty == Type::NUMERIC
@@ -524,18 +460,14 @@ impl PgNumeric {
         let overflow = || -> DecodeError { "numeric value does not fit Decimal128".into() };
         let mut mantissa: i128 = 0;
         for digit in &self.digits {
-            mantissa = mantissa
-                .checked_mul(10_000)
-                .and_then(|m| m.checked_add(i128::from(*digit)))
-                .ok_or_else(overflow)?;
+            mantissa =
+                mantissa.checked_mul(10_000).and_then(|m| m.checked_add(i128::from(*digit))).ok_or_else(overflow)?;
         }
         let count = i32::try_from(self.digits.len()).map_err(|_| overflow())?;
         // mantissa × 10000^(weight − count + 1) × 10^scale
         let exponent = 4 * (i32::from(self.weight) - count + 1) + scale;
         let magnitude = if exponent >= 0 {
-            let factor = 10i128
-                .checked_pow(u32::try_from(exponent).map_err(|_| overflow())?)
-                .ok_or_else(overflow)?;
+            let factor = 10i128.checked_pow(u32::try_from(exponent).map_err(|_| overflow())?).ok_or_else(overflow)?;
             mantissa.checked_mul(factor).ok_or_else(overflow)?
         } else {
             match 10i128.checked_pow(exponent.unsigned_abs()) {
@@ -543,11 +475,7 @@ impl PgNumeric {
                 None => 0,
             }
         };
-        Ok(Some(if self.sign == NUMERIC_NEGATIVE {
-            -magnitude
-        } else {
-            magnitude
-        }))
+        Ok(Some(if self.sign == NUMERIC_NEGATIVE { -magnitude } else { magnitude }))
     }
 }
 
@@ -626,16 +554,11 @@ impl Watermark {
 impl ToSql for Watermark {
     fn to_sql(&self, ty: &Type, out: &mut bytes::BytesMut) -> Result<IsNull, DecodeError> {
         use bytes::BufMut;
-        let mismatch =
-            || -> DecodeError { format!("watermark {self:?} cannot be sent as {ty}").into() };
+        let mismatch = || -> DecodeError { format!("watermark {self:?} cannot be sent as {ty}").into() };
         if self.is_binary_for(ty) {
             match (self, ty) {
-                (Watermark::Int(v), &Type::INT2) => {
-                    out.put_i16(i16::try_from(*v).map_err(|_| mismatch())?)
-                }
-                (Watermark::Int(v), &Type::INT4) => {
-                    out.put_i32(i32::try_from(*v).map_err(|_| mismatch())?)
-                }
+                (Watermark::Int(v), &Type::INT2) => out.put_i16(i16::try_from(*v).map_err(|_| mismatch())?),
+                (Watermark::Int(v), &Type::INT4) => out.put_i32(i32::try_from(*v).map_err(|_| mismatch())?),
                 (Watermark::Int(v), _) => out.put_i64(*v),
                 (Watermark::TimestampMicros(v), _) => out.put_i64(v.saturating_sub(PG_EPOCH_MICROS)),
                 (Watermark::Date(v), _) => out.put_i32(v.saturating_sub(PG_EPOCH_DAYS)),
@@ -665,4 +588,46 @@ impl ToSql for Watermark {
     }
 
     to_sql_checked!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numeric(digits: &[i16], weight: i16, sign: u16) -> PgNumeric {
+        PgNumeric { digits: digits.to_vec(), weight, sign }
+    }
+
+    #[test]
+    fn numeric_binary_form_converts_to_decimal_and_float() {
+        // 12345.678 = [1, 2345, 6780] with weight 1
+        let n = numeric(&[1, 2345, 6780], 1, NUMERIC_POSITIVE);
+        assert_eq!(n.to_i128(3).unwrap(), Some(12_345_678));
+        assert_eq!(n.to_i128(0).unwrap(), Some(12_345));
+        assert!((n.to_f64().unwrap() - 12_345.678).abs() < 1e-9);
+        // -0.0005 = [5] with weight -1
+        let n = numeric(&[5], -1, NUMERIC_NEGATIVE);
+        assert_eq!(n.to_i128(4).unwrap(), Some(-5));
+        // 2e12 = [2] with weight 3
+        assert_eq!(numeric(&[2], 3, NUMERIC_POSITIVE).to_i128(2).unwrap(), Some(200_000_000_000_000));
+        // NaN becomes null, overflow is an error
+        assert_eq!(numeric(&[], 0, 0xC000).to_i128(2).unwrap(), None);
+        assert!(numeric(&[9999; 12], 11, NUMERIC_POSITIVE).to_i128(2).is_err());
+    }
+
+    #[test]
+    fn numeric_decoder_checks_lengths() {
+        assert!(PgNumeric::from_sql(&Type::NUMERIC, &[0, 1]).is_err());
+        // declares 2 digits, carries 1
+        assert!(PgNumeric::from_sql(&Type::NUMERIC, &[0, 2, 0, 0, 0, 0, 0, 0, 0, 1]).is_err());
+        assert!(PgDate::from_sql(&Type::DATE, &[0, 0, 1]).is_err());
+    }
+
+    #[test]
+    fn numeric_typmod_selects_decimal_or_float() {
+        let typmod = |p: i32, s: i32| ((p << 16) | s) + 4;
+        assert!(matches!(numeric_kind(typmod(12, 3)), ColumnKind::Decimal { precision: 12, scale: 3 }));
+        assert!(matches!(numeric_kind(-1), ColumnKind::NumericAsFloat));
+        assert!(matches!(numeric_kind(typmod(60, 2)), ColumnKind::NumericAsFloat));
+    }
 }

@@ -27,24 +27,14 @@ impl PgServer {
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
             .unwrap_or(false);
-        let dir = tempfile::Builder::new()
-            .prefix("volley-pg-")
-            .tempdir()
-            .expect("temp dir");
+        let dir = tempfile::Builder::new().prefix("volley-pg-").tempdir().expect("temp dir");
         if is_root {
-            let status = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir.path())
-                .status()
-                .expect("chown");
+            let status =
+                Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status().expect("chown");
             assert!(status.success(), "chown of the pg dir failed");
         }
         let port = free_port();
-        let server = PgServer {
-            dir,
-            port,
-            as_postgres_user: is_root,
-        };
+        let server = PgServer { dir, port, as_postgres_user: is_root };
         let data = server.data_dir();
         let out = server
             .command("initdb")
@@ -54,10 +44,8 @@ impl PgServer {
             .output()
             .expect("run initdb");
         assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
-        let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            server.dir.path().display()
-        );
+        let options =
+            format!("-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", server.dir.path().display());
         let out = server
             .command("pg_ctl")
             .arg("-D")
@@ -104,12 +92,7 @@ impl PgServer {
 
 impl Drop for PgServer {
     fn drop(&mut self) {
-        let _ = self
-            .command("pg_ctl")
-            .arg("-D")
-            .arg(self.data_dir())
-            .args(["-m", "immediate", "-w", "stop"])
-            .output();
+        let _ = self.command("pg_ctl").arg("-D").arg(self.data_dir()).args(["-m", "immediate", "-w", "stop"]).output();
     }
 }
 
