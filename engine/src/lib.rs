@@ -1,1 +1,388 @@
-//! placeholder
+//! volley-engine: the gateway. Thread-per-core, io_uring (monoio), zero-copy.
+//!
+//! Modules and the path of one frame through them:
+//! - [`config`]: the YAML file and its limits.
+//! - [`worker`]: one thread + monoio io_uring runtime + `SO_REUSEPORT`
+//!   listener per core; its inbox and its local session tables.
+//! - [`http`]: the request head, routing, upgrades, `/health`, `/metrics`, static files.
+//! - [`connector`]: a tunnel. Its reader decodes a binary frame with
+//!   `volley_protocol::ws::FrameDecoder` (payload unmasked in place, frozen
+//!   into `Bytes`), checks the level-2 header, wraps it in a
+//!   [`frame::SharedFrame`] (WebSocket headers built once) and calls
+//!   [`worker::Worker::route`] with the stream's destination-worker mask.
+//! - [`worker`]: `route` hands the frame once to each destination worker
+//!   (inline for its own, through a [`mailbox::Mailbox`] inbox for others);
+//!   `deliver` pushes the same `Arc<SharedFrame>` into every local
+//!   subscriber's [`conn::Ring`] under the flow/slow-reader policy.
+//! - [`browser`]: a session; its writer task drains the ring with
+//!   [`writev::write_all`] (vectored, partial-write safe) and returns credit.
+//! - [`registry`]: lock-sharded tenant → connectors and stream tables.
+//! - [`metrics`]: per-worker HDR histograms, merged on read.
+//! - [`echo`]: test-only conformance echo route.
+
+pub mod browser;
+pub mod config;
+pub mod conn;
+pub mod connector;
+pub mod echo;
+pub mod frame;
+pub mod http;
+pub mod mailbox;
+pub mod metrics;
+pub mod registry;
+pub mod worker;
+pub mod writev;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use volley_protocol::ws::close_code;
+use volley_protocol::Limits;
+
+pub use config::GatewayConfig;
+
+use crate::mailbox::Mailbox;
+use crate::metrics::{Gauges, MetricsHub};
+use crate::registry::{ConnectorCmd, Registry};
+use crate::worker::{Worker, WorkerMsg, INBOX_BATCH_MAX, METRICS_PUBLISH_INTERVAL};
+
+/// io_uring submission queue entries per worker.
+pub const URING_ENTRIES: u32 = 4096;
+/// Listen backlog per worker.
+pub const LISTEN_BACKLOG: i32 = 4096;
+/// How long shutdown lets close frames drain.
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_millis(300);
+
+/// Process-wide state shared by all workers (read-mostly).
+pub struct Shared {
+    /// Configuration.
+    pub config: GatewayConfig,
+    /// Protocol limits derived from it.
+    pub limits: Limits,
+    /// Token secrets, current first.
+    pub secrets: Vec<Vec<u8>>,
+    /// Tenants, connectors, streams.
+    pub registry: Registry,
+    /// One inbox per worker.
+    pub inboxes: Vec<Arc<Mailbox<WorkerMsg>>>,
+    /// Published metrics.
+    pub metrics: MetricsHub,
+    /// Bytes queued in all rings.
+    pub ring_bytes: Arc<AtomicUsize>,
+    /// Open TCP connections.
+    pub connections: AtomicUsize,
+    /// Worker count.
+    pub workers: usize,
+    /// Static files root.
+    pub static_dir: PathBuf,
+    started: Instant,
+    next_id: AtomicU64,
+    stopping: AtomicBool,
+}
+
+impl Shared {
+    /// A fresh process-unique id.
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Gauges for the metrics endpoints.
+    pub fn gauges(&self) -> Gauges {
+        Gauges {
+            uptime_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            workers: self.workers,
+            connectors: self.registry.connectors_online.load(Ordering::Relaxed),
+            sessions: self.registry.sessions_online.load(Ordering::Relaxed),
+            ring_bytes: self.ring_bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Unix time, seconds.
+pub fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)).unwrap_or(0)
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Configuration problem.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// No secret and not `--insecure-dev`.
+    #[error("tableros_secret_key is not set; refusing to start (use --insecure-dev only on a development machine)")]
+    MissingSecret,
+    /// The port is taken by another process.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// io_uring unavailable or a thread failed to start.
+    #[error("cannot start worker {index}: {message}")]
+    Worker {
+        /// Worker index.
+        index: usize,
+        /// Cause.
+        message: String,
+    },
+    /// More workers than the destination mask holds.
+    #[error("at most {max} workers are supported", max = registry::WORKERS_MAX)]
+    TooManyWorkers,
+}
+
+/// A running gateway.
+pub struct Gateway {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    local_addr: SocketAddr,
+}
+
+impl Gateway {
+    /// The address it listens on (with the real port when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Shared state (tests and the demo read gauges from it).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Closes every connection with 1001 and joins the workers.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if self.shared.stopping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        for inbox in &self.shared.inboxes {
+            let _ = inbox.push(WorkerMsg::Shutdown);
+        }
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+
+    /// Blocks until the workers exit (they exit on shutdown).
+    pub fn wait(mut self) {
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Options that are not in the file.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// Start without a secret (development only; logs a loud warning).
+    pub insecure_dev: bool,
+    /// Record metrics on the hot path (default true; the bench compares).
+    pub metrics_disabled: bool,
+}
+
+/// Binds the port on every worker and starts them.
+pub fn start(config: GatewayConfig, options: StartOptions) -> Result<Gateway, StartError> {
+    config.validate()?;
+    let mut secrets = config.secrets();
+    if secrets.is_empty() {
+        if !options.insecure_dev {
+            return Err(StartError::MissingSecret);
+        }
+        log::warn!("!!! --insecure-dev: no tableros_secret_key; using a random secret: tokens from elsewhere will not verify !!!");
+        secrets.push(format!("insecure-dev-{}-{}", std::process::id(), unix_now()).into_bytes());
+    }
+    let workers = config.worker_count();
+    if workers > registry::WORKERS_MAX {
+        return Err(StartError::TooManyWorkers);
+    }
+    let addr = config.listen_addr()?;
+    let listeners = bind_all(addr, workers)?;
+    let local_addr = listeners[0].local_addr().map_err(|source| StartError::Bind { addr, source })?;
+    let static_dir = config.static_dir.clone().unwrap_or_else(|| PathBuf::from("web/dist"));
+    let shared = Arc::new(Shared {
+        limits: config.limits.protocol(),
+        inboxes: (0..workers).map(|_| Arc::new(Mailbox::new(config.limits.inbox_max))).collect(),
+        metrics: MetricsHub::new(workers, !options.metrics_disabled),
+        secrets,
+        registry: Registry::new(),
+        ring_bytes: Arc::new(AtomicUsize::new(0)),
+        connections: AtomicUsize::new(0),
+        workers,
+        static_dir,
+        started: Instant::now(),
+        next_id: AtomicU64::new(1),
+        stopping: AtomicBool::new(false),
+        config,
+    });
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let mut threads = Vec::with_capacity(workers);
+    for (index, listener) in listeners.into_iter().enumerate() {
+        let shared = shared.clone();
+        let ready_tx = ready_tx.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("volley-worker-{index}"))
+            .spawn(move || run_worker(index, shared, listener, ready_tx))
+            .map_err(|e| StartError::Worker { index, message: e.to_string() })?;
+        threads.push(thread);
+    }
+    drop(ready_tx);
+    for index in 0..workers {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => return Err(StartError::Worker { index, message }),
+            Err(_) => return Err(StartError::Worker { index, message: "worker thread died".into() }),
+        }
+    }
+    log::info!("gateway listening on {local_addr} with {workers} io_uring workers");
+    Ok(Gateway { shared, threads, local_addr })
+}
+
+/// Probes the port without `SO_REUSEPORT` (so another gateway already on it
+/// is an error, not a silent second member of its group), then binds one
+/// `SO_REUSEPORT` listener per worker.
+fn bind_all(addr: SocketAddr, workers: usize) -> Result<Vec<TcpListener>, StartError> {
+    let bind_error = |source| StartError::Bind { addr, source };
+    let probe = TcpListener::bind(addr).map_err(bind_error)?;
+    let actual = probe.local_addr().map_err(bind_error)?;
+    drop(probe);
+    (0..workers)
+        .map(|_| reuse_port_listener(actual).map_err(|source| StartError::Bind { addr: actual, source }))
+        .collect()
+}
+
+fn reuse_port_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
+fn run_worker(
+    index: usize,
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
+) {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    if shared.workers <= cores {
+        let _ = monoio::utils::bind_to_cpu_set([index % cores]);
+    }
+    let runtime =
+        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().with_entries(URING_ENTRIES).enable_timer().build();
+    let mut runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            let _ = ready.send(Err(format!("io_uring runtime: {e} (Volley needs a kernel with io_uring)")));
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match monoio::net::TcpListener::from_std(listener) {
+            Ok(listener) => listener,
+            Err(e) => {
+                let _ = ready.send(Err(format!("listener: {e}")));
+                return;
+            }
+        };
+        let worker = Worker::new(index, shared.clone());
+        let _ = ready.send(Ok(()));
+        let accept_canceller = monoio::io::Canceller::new();
+        let accept_task = monoio::spawn(accept_loop(worker.clone(), listener, accept_canceller.handle()));
+        let metrics_task = monoio::spawn(publish_metrics(worker.clone()));
+        inbox_loop(&worker).await;
+        // Shutdown: stop accepting, close everything with 1001, let it drain.
+        drop(accept_canceller.cancel());
+        let sessions: Vec<_> = worker.local.borrow().sessions.values().cloned().collect();
+        for session in sessions {
+            session.close(close_code::GOING_AWAY, "gateway shutting down");
+        }
+        for connector in shared.registry.all_connectors() {
+            if connector.worker == index {
+                let _ = connector
+                    .mailbox
+                    .push(ConnectorCmd::Close { code: close_code::GOING_AWAY, reason: "gateway shutting down".into() });
+            }
+        }
+        monoio::time::sleep(SHUTDOWN_DRAIN).await;
+        let _ = accept_task.await;
+        drop(metrics_task);
+    });
+}
+
+async fn inbox_loop(worker: &Rc<Worker>) {
+    let inbox = worker.shared.inboxes[worker.index].clone();
+    let mut batch = Vec::with_capacity(INBOX_BATCH_MAX);
+    loop {
+        batch.clear();
+        if inbox.recv_batch(&mut batch, INBOX_BATCH_MAX).await == 0 {
+            return;
+        }
+        for msg in batch.drain(..) {
+            if matches!(msg, WorkerMsg::Shutdown) {
+                return;
+            }
+            worker.deliver(msg);
+        }
+    }
+}
+
+async fn accept_loop(worker: Rc<Worker>, listener: monoio::net::TcpListener, cancel: monoio::io::CancelHandle) {
+    let connections_max = worker.shared.config.limits.connections_max;
+    loop {
+        let (stream, peer) = match listener.cancelable_accept(cancel.clone()).await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                if worker.shared.stopping.load(Ordering::Acquire) {
+                    return;
+                }
+                log::warn!("accept failed: {e}");
+                monoio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let open = worker.shared.connections.fetch_add(1, Ordering::AcqRel) + 1;
+        let worker = worker.clone();
+        monoio::spawn(async move {
+            if open > connections_max {
+                let mut stream = stream;
+                use monoio::io::AsyncWriteRentExt;
+                let body = volley_protocol::handshake::http_error(
+                    503,
+                    "too_many_requests",
+                    "the gateway is at its connection limit",
+                );
+                let _ = stream.write_all(body).await;
+            } else {
+                http::serve(worker.clone(), stream, peer).await;
+            }
+            worker.shared.connections.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
+}
+
+async fn publish_metrics(worker: Rc<Worker>) {
+    loop {
+        monoio::time::sleep(METRICS_PUBLISH_INTERVAL).await;
+        worker.shared.metrics.publish(worker.index, &worker.metrics.borrow());
+    }
+}

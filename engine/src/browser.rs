@@ -1,0 +1,441 @@
+//! A browser session: `/stream/{session}` after the token was verified and
+//! the upgrade answered. Parses `list`, `query`, `subscribe`, `unsubscribe`,
+//! `cancel`, `ping`; attaches the session to streams through the registry;
+//! its ring is drained by its writer task, which also returns credit.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use monoio::io::{OwnedReadHalf, OwnedWriteHalf};
+use monoio::net::TcpStream;
+use volley_protocol::message::{BrowserEvent, BrowserRequest, DatasetInfo, ErrorCode};
+use volley_protocol::token::SessionClaims;
+use volley_protocol::ws::{close_code, encode_frame, FrameDecoder, Message, MessageAssembler, OpCode, Role};
+
+use crate::conn::{run_writer, ConnCtl, ReadError, Ring, WsReader};
+use crate::frame::Level;
+use crate::metrics::WorkerMetrics;
+use crate::registry::{ConnectorCmd, OpenError, Stream, Subscriber};
+use crate::worker::{LocalSub, Worker};
+use crate::writev::OutItem;
+
+/// Initial read buffer of a browser socket: browsers send small control
+/// messages, and an idle session pins its read buffer (memory per idle session).
+pub const BROWSER_READ_CHUNK_BYTES: usize = 512;
+
+/// One browser connection's state, owned by its worker.
+pub struct BrowserSession {
+    /// Unique id.
+    pub id: u64,
+    /// Protocol level negotiated at the upgrade.
+    pub level: Level,
+    /// Verified token claims.
+    pub claims: SessionClaims,
+    /// Outgoing frames.
+    pub ring: Rc<RefCell<Ring>>,
+    /// Kill switch.
+    pub ctl: Rc<ConnCtl>,
+    queries: RefCell<HashMap<String, Arc<Stream>>>,
+    credit_owed: RefCell<HashMap<u32, (Arc<Stream>, u64)>>,
+    next_query: Cell<u64>,
+    /// Last time anything was read or written.
+    pub last_activity: Cell<Instant>,
+}
+
+impl BrowserSession {
+    /// Forgets a finished query (its stream ended).
+    pub fn forget_query(&self, query_id: &str) {
+        if let Some(stream) = self.queries.borrow_mut().remove(query_id) {
+            self.credit_owed.borrow_mut().remove(&stream.id);
+        }
+    }
+
+    /// Sends a close frame, then ends the connection.
+    pub fn close(&self, code: u16, reason: &str) {
+        self.ring.borrow_mut().push_close(code, reason);
+    }
+
+    fn send(&self, event: &BrowserEvent) {
+        self.ring.borrow_mut().push_text(&event.to_json());
+    }
+
+    fn error(&self, code: ErrorCode, message: impl Into<String>, query_id: Option<String>) {
+        self.send(&BrowserEvent::error(code, message, query_id));
+    }
+}
+
+/// Serves one upgraded browser connection until it closes.
+pub async fn run(
+    worker: Rc<Worker>,
+    read: OwnedReadHalf<TcpStream>,
+    write: OwnedWriteHalf<TcpStream>,
+    leftover: BytesMut,
+    level: Level,
+    claims: SessionClaims,
+    ctl: Rc<ConnCtl>,
+) {
+    let shared = worker.shared.clone();
+    let limits = &shared.limits;
+    let id = shared.next_id();
+    let ring = Rc::new(RefCell::new(Ring::new(shared.config.rings.session_bytes_max, shared.ring_bytes.clone())));
+    let session = Rc::new(BrowserSession {
+        id,
+        level,
+        claims,
+        ring: ring.clone(),
+        ctl: ctl.clone(),
+        queries: RefCell::new(HashMap::new()),
+        credit_owed: RefCell::new(HashMap::new()),
+        next_query: Cell::new(1),
+        last_activity: Cell::new(Instant::now()),
+    });
+    worker.local.borrow_mut().sessions.insert(id, session.clone());
+    shared.registry.sessions_online.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+
+    if level == Level::Two {
+        session.send(&BrowserEvent::Hello {
+            protocol: 2,
+            user: session.claims.sub.clone(),
+            tenant: session.claims.cuenta_id.clone(),
+            expires_at: session.claims.exp,
+            limits: serde_json::json!({
+                "control_message_bytes_max": limits.control_message_bytes_max,
+                "pending_requests_max": shared.config.limits.pending_requests_max,
+            }),
+        });
+    }
+
+    let writer = {
+        let session = session.clone();
+        let worker = worker.clone();
+        let ctl = ctl.clone();
+        monoio::spawn(async move {
+            let result = run_writer(ring, write, ctl.clone(), |items, occupancy| {
+                written(&worker, &session, items, occupancy);
+            })
+            .await;
+            if let Err(e) = result {
+                log::debug!("session {}: write ended: {e}", session.id);
+            }
+            // The writer is done (closed, failed or killed): stop the reader too.
+            ctl.kill();
+        })
+    };
+    let watchdog = monoio::spawn(watchdog(worker.clone(), session.clone()));
+
+    let decoder = FrameDecoder::new(Role::Server, limits.browser_frame_bytes_max);
+    let assembler =
+        MessageAssembler::new(limits.browser_frame_bytes_max, limits.control_message_bytes_max, limits.fragments_max);
+    let mut reader = WsReader::new(read, leftover, decoder, assembler, BROWSER_READ_CHUNK_BYTES, ctl.clone());
+    loop {
+        let message = match reader.next().await {
+            Ok(Some(message)) => message,
+            Ok(None) => break,
+            Err(ReadError::Ws(e)) => {
+                session.close(e.close_code(), &e.to_string());
+                break;
+            }
+            Err(ReadError::Io(_)) => break,
+        };
+        session.last_activity.set(Instant::now());
+        match message {
+            Message::Text(_) => {
+                let text = message.as_text().unwrap_or_default();
+                handle_request(&worker, &session, text);
+            }
+            Message::Binary(_) => {
+                session.close(close_code::UNSUPPORTED_DATA, "browsers send text control messages only");
+                break;
+            }
+            Message::Ping(payload) => {
+                session.ring.borrow_mut().push(OutItem::Encoded(encode_frame(OpCode::Pong, &payload)));
+            }
+            Message::Pong(_) => {}
+            Message::Close(close) => {
+                let code = close.map(|(code, _)| code).unwrap_or(close_code::NORMAL);
+                session.close(code, "");
+                break;
+            }
+        }
+    }
+    {
+        let mut metrics = worker.metrics.borrow_mut();
+        metrics.read_carry_bytes += reader.carried_bytes;
+    }
+    // Let a queued close frame go out, then stop everything.
+    let drain_deadline = Instant::now() + Duration::from_secs(1);
+    while !session.ctl.killed() && session.ring.borrow().bytes() > 0 && Instant::now() < drain_deadline {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    session.close(close_code::NORMAL, "");
+    monoio::time::sleep(Duration::from_millis(1)).await;
+    ctl.kill();
+    session.ring.borrow_mut().wake();
+    let _ = writer.await;
+    let _ = watchdog.await;
+    cleanup(&worker, &session);
+}
+
+fn cleanup(worker: &Rc<Worker>, session: &Rc<BrowserSession>) {
+    let queries: Vec<(String, Arc<Stream>)> = session.queries.borrow_mut().drain().collect();
+    for (query_id, stream) in queries {
+        worker.detach(&stream, session.id, &query_id);
+    }
+    worker.local.borrow_mut().sessions.remove(&session.id);
+    worker.shared.registry.sessions_online.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// After a batch reached the socket: relay latency, counters, credit back upstream.
+fn written(worker: &Rc<Worker>, session: &BrowserSession, items: &[OutItem], occupancy: usize) {
+    session.last_activity.set(Instant::now());
+    let now = Instant::now();
+    let mut metrics = worker.metrics.borrow_mut();
+    if worker.shared.metrics.enabled {
+        WorkerMetrics::record(&mut metrics.ring_occupancy_bytes, occupancy as u64);
+    }
+    let credit_bytes = worker.shared.config.limits.credit_bytes;
+    let mut owed = session.credit_owed.borrow_mut();
+    for item in items {
+        let OutItem::Frame(frame, level) = item else { continue };
+        metrics.frames_out += 1;
+        metrics.bytes_out += frame.wire_len(*level) as u64;
+        if worker.shared.metrics.enabled {
+            WorkerMetrics::record_us(&mut metrics.relay_latency_us, now.duration_since(frame.read_at));
+        }
+        let body = frame.body().len() as u64;
+        if let Some(entry) = owed.get_mut(&frame.stream_id) {
+            entry.1 += body;
+        } else if let Some(stream) = session.queries.borrow().values().find(|s| s.id == frame.stream_id) {
+            if !stream.live {
+                owed.insert(frame.stream_id, (stream.clone(), body));
+            }
+        }
+    }
+    for (stream_id, (stream, bytes)) in owed.iter_mut() {
+        if *bytes == 0 {
+            continue;
+        }
+        match stream.connector.level {
+            Level::One => {
+                stream.return_credit(*bytes);
+                *bytes = 0;
+            }
+            Level::Two => {
+                if *bytes >= credit_bytes / 4 || session.ring.borrow().bytes() == 0 {
+                    let cmd = ConnectorCmd::Credit { stream_id: *stream_id, bytes: *bytes };
+                    if stream.connector.mailbox.push(cmd).is_ok() {
+                        *bytes = 0;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn watchdog(worker: Rc<Worker>, session: Rc<BrowserSession>) {
+    let config = &worker.shared.config;
+    let interval = Duration::from_secs(config.limits.heartbeat_seconds);
+    let idle = Duration::from_secs(config.timeouts.idle_seconds);
+    let tick = Duration::from_millis(250).min(interval);
+    let mut last_ping = Instant::now();
+    loop {
+        monoio::time::sleep(tick).await;
+        if session.ctl.killed() {
+            return;
+        }
+        let now_unix = crate::unix_now();
+        if session.claims.exp.saturating_add(i64::try_from(config.limits.token_leeway_seconds).unwrap_or(0)) < now_unix
+        {
+            session.close(close_code::TOKEN_EXPIRED, "session token expired");
+            return;
+        }
+        let busy = !session.queries.borrow().is_empty();
+        if !busy && session.last_activity.get().elapsed() > idle {
+            session.close(close_code::IDLE_TIMEOUT, "idle timeout");
+            return;
+        }
+        if last_ping.elapsed() >= interval {
+            last_ping = Instant::now();
+            session.ring.borrow_mut().push(OutItem::Encoded(encode_frame(OpCode::Ping, b"")));
+        }
+    }
+}
+
+fn handle_request(worker: &Rc<Worker>, session: &Rc<BrowserSession>, text: &str) {
+    let shared = &worker.shared;
+    let request = match BrowserRequest::parse(text, shared.limits.id_bytes_max) {
+        Ok(request) => request,
+        Err(e) => {
+            session.error(e.code, e.message, None);
+            return;
+        }
+    };
+    match request {
+        BrowserRequest::Ping => session.send(&BrowserEvent::Pong),
+        BrowserRequest::List => {
+            let datasets = shared
+                .registry
+                .datasets(&session.claims.cuenta_id)
+                .into_iter()
+                .filter(|(name, _)| session.claims.allows(name))
+                .map(|(name, live)| DatasetInfo { name, live })
+                .collect();
+            session.send(&BrowserEvent::Datasets { datasets });
+        }
+        BrowserRequest::Query { dataset, query_id } => open(worker, session, dataset, query_id, false),
+        BrowserRequest::Subscribe { dataset, query_id } => open(worker, session, dataset, query_id, true),
+        BrowserRequest::Unsubscribe { query_id } | BrowserRequest::Cancel { query_id } => {
+            let is_cancel = text.contains("\"cancel\"");
+            let stream = session.queries.borrow_mut().remove(&query_id);
+            let Some(stream) = stream else {
+                session.error(ErrorCode::UnknownQuery, format!("no open query {query_id:?}"), Some(query_id));
+                return;
+            };
+            session.credit_owed.borrow_mut().remove(&stream.id);
+            worker.detach(&stream, session.id, &query_id);
+            if is_cancel && !stream.live {
+                session.send(&BrowserEvent::StreamEnd {
+                    query_id: query_id.clone(),
+                    request_id: query_id,
+                    stream_id: (session.level == Level::Two).then_some(stream.id),
+                    total_bytes: 0,
+                    error: Some(volley_protocol::ErrorBody::new(ErrorCode::Cancelled, "cancelled by the client")),
+                });
+            } else {
+                session.send(&BrowserEvent::Unsubscribed { query_id });
+            }
+        }
+    }
+}
+
+fn open(worker: &Rc<Worker>, session: &Rc<BrowserSession>, dataset: String, query_id: Option<String>, live: bool) {
+    let shared = &worker.shared;
+    let config = &shared.config;
+    let query_id = query_id.unwrap_or_else(|| {
+        let n = session.next_query.get();
+        session.next_query.set(n + 1);
+        format!("q{n}")
+    });
+    if session.queries.borrow().contains_key(&query_id) {
+        session.error(ErrorCode::BadRequest, format!("query id {query_id:?} is already open"), Some(query_id));
+        return;
+    }
+    if session.level == Level::One && !session.queries.borrow().is_empty() {
+        session.error(ErrorCode::Busy, "a level-1 socket runs one query at a time", Some(query_id));
+        return;
+    }
+    if session.queries.borrow().len() >= config.limits.pending_requests_max {
+        session.error(
+            ErrorCode::TooManyRequests,
+            format!("at most {} open queries per session", config.limits.pending_requests_max),
+            Some(query_id),
+        );
+        return;
+    }
+    if !session.claims.allows(&dataset) {
+        session.error(ErrorCode::DatasetForbidden, format!("your session may not read {dataset:?}"), Some(query_id));
+        return;
+    }
+    let tenant = session.claims.cuenta_id.clone();
+    let subscriber = Subscriber { worker: worker.index, session: session.id, query_id: query_id.clone() };
+    let opened = if live {
+        shared.registry.open_live(&tenant, &dataset, subscriber, config.limits.streams_per_connector_max)
+    } else {
+        shared
+            .registry
+            .open_query(
+                &tenant,
+                &dataset,
+                subscriber,
+                config.limits.credit_bytes,
+                config.limits.streams_per_connector_max,
+            )
+            .map(|stream| (stream, true))
+    };
+    let (stream, is_new) = match opened {
+        Ok(opened) => opened,
+        Err(e) => {
+            let (code, message) = match e {
+                OpenError::Offline => {
+                    (ErrorCode::ConnectorOffline, format!("no connector of tenant {tenant:?} is online"))
+                }
+                OpenError::NotFound => (ErrorCode::DatasetNotFound, format!("no online connector serves {dataset:?}")),
+                OpenError::NotLive => (ErrorCode::NotLive, format!("{dataset:?} is not a live dataset")),
+                OpenError::Busy => {
+                    (ErrorCode::TooManyRequests, "every connector of the tenant is at its stream limit".to_owned())
+                }
+            };
+            session.error(code, message, Some(query_id));
+            return;
+        }
+    };
+    let mut sub = LocalSub {
+        session: session.clone(),
+        query_id: query_id.clone(),
+        dataset: dataset.clone(),
+        live,
+        started: false,
+        skipping: false,
+        skipped: 0,
+        opened_at: Instant::now(),
+        first_frame_seen: false,
+    };
+    if !is_new {
+        // Late joiner of a live stream: schema and dictionaries first, then the next batch.
+        let state = stream.state.lock();
+        if state.started {
+            sub.started = true;
+            let event = BrowserEvent::StreamStart {
+                query_id: query_id.clone(),
+                request_id: query_id.clone(),
+                dataset: dataset.clone(),
+                schema: state.schema_b64.clone().unwrap_or_default(),
+                stream_id: (session.level == Level::Two).then_some(stream.id),
+                live: true,
+            };
+            let mut ring = session.ring.borrow_mut();
+            ring.push_text(&event.to_json());
+            for frame in state.schema_frame.iter().chain(state.dictionaries.iter()) {
+                ring.push(OutItem::Frame(frame.clone(), session.level));
+            }
+        }
+    }
+    worker.add_sub(stream.id, sub);
+    session.queries.borrow_mut().insert(query_id.clone(), stream.clone());
+    if is_new {
+        if let Err(e) = stream.connector.mailbox.push(ConnectorCmd::Open(stream.clone())) {
+            drop(e);
+            session.queries.borrow_mut().remove(&query_id);
+            worker.detach(&stream, session.id, &query_id);
+            session.error(ErrorCode::TooManyRequests, "the connector's queue is full", Some(query_id));
+            return;
+        }
+    }
+    if !live {
+        let worker = worker.clone();
+        let session = session.clone();
+        let timeout = Duration::from_secs(config.timeouts.query_seconds);
+        monoio::spawn(async move {
+            monoio::time::sleep(timeout).await;
+            let still_open = session.queries.borrow().get(&query_id).is_some_and(|s| s.id == stream.id);
+            if still_open && !session.ctl.killed() {
+                session.queries.borrow_mut().remove(&query_id);
+                worker.detach(&stream, session.id, &query_id);
+                session.send(&BrowserEvent::StreamEnd {
+                    query_id: query_id.clone(),
+                    request_id: query_id,
+                    stream_id: (session.level == Level::Two).then_some(stream.id),
+                    total_bytes: 0,
+                    error: Some(volley_protocol::ErrorBody::new(
+                        ErrorCode::QueryTimeout,
+                        format!("the query ran longer than {} s", timeout.as_secs()),
+                    )),
+                });
+            }
+        });
+    }
+}

@@ -1,0 +1,402 @@
+//! Gateway configuration: the YAML file (`volley gateway --config`), its
+//! defaults, and validation. Keeps the seed's keys (`http_port`,
+//! `timeouts.*`, `tableros_secret_key`) and adds the engine's. Unknown keys
+//! and bad values are refused at start with the key's name.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use volley_protocol::Limits;
+
+/// What a live stream does with a subscriber whose ring is full (PROTOCOL.md §5.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlowReaderPolicy {
+    /// Drop frames for it, resume at the next whole record batch with a `gap` notice.
+    Skip,
+    /// Close the session with code 4002.
+    Close,
+}
+
+/// Timeouts, seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// Longest a query stream may run (seed default 60).
+    pub query_seconds: u64,
+    /// Longest from TCP accept to a finished upgrade (and, for connectors, `register`). Default 10.
+    pub connect_seconds: u64,
+    /// A browser that sends nothing and receives nothing for this long is closed (4008). Default 300.
+    pub idle_seconds: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { query_seconds: 60, connect_seconds: 10, idle_seconds: 300 }
+    }
+}
+
+/// Per-session and global ring budgets.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Rings {
+    /// Queued outgoing bytes per browser session. Default 8 MiB.
+    pub session_bytes_max: usize,
+    /// Queued outgoing bytes in the whole gateway. Default 1 GiB.
+    pub total_bytes_max: usize,
+    /// Live-stream policy for a subscriber whose ring is full. Default `skip`.
+    pub slow_reader_policy: SlowReaderPolicy,
+}
+
+impl Default for Rings {
+    fn default() -> Self {
+        Rings { session_bytes_max: 8 << 20, total_bytes_max: 1 << 30, slow_reader_policy: SlowReaderPolicy::Skip }
+    }
+}
+
+/// Limits beyond the protocol's (PROTOCOL.md §7). Every field optional in YAML.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// See [`Limits::handshake_bytes_max`].
+    pub handshake_bytes_max: usize,
+    /// See [`Limits::handshake_headers_max`].
+    pub handshake_headers_max: usize,
+    /// See [`Limits::control_message_bytes_max`].
+    pub control_message_bytes_max: usize,
+    /// See [`Limits::browser_frame_bytes_max`].
+    pub browser_frame_bytes_max: usize,
+    /// See [`Limits::connector_frame_bytes_max`].
+    pub connector_frame_bytes_max: usize,
+    /// See [`Limits::message_bytes_max`].
+    pub message_bytes_max: usize,
+    /// See [`Limits::fragments_max`].
+    pub fragments_max: usize,
+    /// See [`Limits::token_bytes_max`].
+    pub token_bytes_max: usize,
+    /// See [`Limits::id_bytes_max`].
+    pub id_bytes_max: usize,
+    /// See [`Limits::token_leeway_seconds`].
+    pub token_leeway_seconds: u64,
+    /// Open queries and subscriptions per browser session. Default 16.
+    pub pending_requests_max: usize,
+    /// Concurrent streams per connector tunnel. Default 256.
+    pub streams_per_connector_max: usize,
+    /// Initial per-stream credit granted to a connector, bytes. Default 4 MiB.
+    pub credit_bytes: u64,
+    /// Heartbeat interval, seconds. Default 15.
+    pub heartbeat_seconds: u64,
+    /// Missed heartbeats before close 4003. Default 3.
+    pub heartbeat_misses_max: u32,
+    /// Open connections per gateway (all kinds). Default 200 000.
+    pub connections_max: usize,
+    /// Open connections per client IP address. Default 20 000.
+    pub connections_per_ip_max: usize,
+    /// Queued commands per connector tunnel. Default 4096.
+    pub connector_queue_max: usize,
+    /// Messages per worker inbox. Default 65 536.
+    pub inbox_max: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let l = Limits::DEFAULT;
+        LimitsConfig {
+            handshake_bytes_max: l.handshake_bytes_max,
+            handshake_headers_max: l.handshake_headers_max,
+            control_message_bytes_max: l.control_message_bytes_max,
+            browser_frame_bytes_max: l.browser_frame_bytes_max,
+            connector_frame_bytes_max: l.connector_frame_bytes_max,
+            message_bytes_max: l.message_bytes_max,
+            fragments_max: l.fragments_max,
+            token_bytes_max: l.token_bytes_max,
+            id_bytes_max: l.id_bytes_max,
+            token_leeway_seconds: l.token_leeway_seconds,
+            pending_requests_max: 16,
+            streams_per_connector_max: 256,
+            credit_bytes: 4 << 20,
+            heartbeat_seconds: 15,
+            heartbeat_misses_max: 3,
+            connections_max: 200_000,
+            connections_per_ip_max: 20_000,
+            connector_queue_max: 4096,
+            inbox_max: 65_536,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The protocol-level subset.
+    pub fn protocol(&self) -> Limits {
+        Limits {
+            handshake_bytes_max: self.handshake_bytes_max,
+            handshake_headers_max: self.handshake_headers_max,
+            control_message_bytes_max: self.control_message_bytes_max,
+            browser_frame_bytes_max: self.browser_frame_bytes_max,
+            connector_frame_bytes_max: self.connector_frame_bytes_max,
+            message_bytes_max: self.message_bytes_max,
+            fragments_max: self.fragments_max,
+            token_bytes_max: self.token_bytes_max,
+            id_bytes_max: self.id_bytes_max,
+            token_leeway_seconds: self.token_leeway_seconds,
+        }
+    }
+}
+
+/// `redis:` (revocation; used by the security work).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:port/`.
+    pub url: Option<String>,
+    /// Pub/sub channel, default `volley:revocations`.
+    pub channel: Option<String>,
+}
+
+/// `control_plane:` (optional session validation over HTTP).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ControlPlaneConfig {
+    /// `GET <url>?session_id=<id>`.
+    pub url: Option<String>,
+}
+
+/// `tls:`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+}
+
+/// `tableros_secret_key`: one secret, or a list during rotation (first signs, all verify).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Secrets {
+    /// One secret.
+    One(String),
+    /// Several; the first is current.
+    Many(Vec<String>),
+}
+
+/// The gateway's whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Seed key: port when `listen` is absent. Default 8081.
+    pub http_port: u16,
+    /// Listen address; overrides `http_port`. Default `0.0.0.0:<http_port>`.
+    pub listen: Option<String>,
+    /// Worker threads (one io_uring runtime each). Default: available cores.
+    pub workers: Option<usize>,
+    /// Seed key: HS256 secret(s) for session tokens and connector credentials.
+    pub tableros_secret_key: Option<Secrets>,
+    /// Accept seed-style connectors that send no token (logged as a warning). Default false.
+    pub allow_unauthenticated_connectors: bool,
+    /// Browser `Origin` values allowed; empty allows any (tokens still required).
+    pub allowed_origins: Vec<String>,
+    /// Directory of static files served at `/` (the dashboard). Default `web/dist`.
+    pub static_dir: Option<PathBuf>,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// Limits.
+    pub limits: LimitsConfig,
+    /// Ring budgets and slow-reader policy.
+    pub rings: Rings,
+    /// Redis revocation feed.
+    pub redis: RedisConfig,
+    /// Control plane.
+    pub control_plane: ControlPlaneConfig,
+    /// TLS.
+    pub tls: TlsConfig,
+    /// Test-only: enable the `/echo` WebSocket route used by the conformance suite.
+    pub test_echo_route: bool,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            http_port: 8081,
+            listen: None,
+            workers: None,
+            tableros_secret_key: None,
+            allow_unauthenticated_connectors: false,
+            allowed_origins: Vec::new(),
+            static_dir: None,
+            timeouts: Timeouts::default(),
+            limits: LimitsConfig::default(),
+            rings: Rings::default(),
+            redis: RedisConfig::default(),
+            control_plane: ControlPlaneConfig::default(),
+            tls: TlsConfig::default(),
+            test_echo_route: false,
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// YAML syntax, an unknown key, or a value of the wrong type.
+    #[error("{path}: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// serde's message, which names the key.
+        message: String,
+    },
+    /// A value out of range.
+    #[error("config key `{key}`: {message}")]
+    Invalid {
+        /// Dotted key.
+        key: &'static str,
+        /// Why.
+        message: String,
+    },
+}
+
+impl GatewayConfig {
+    /// Reads and validates a YAML file.
+    pub fn from_file(path: &Path) -> Result<GatewayConfig, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let config = GatewayConfig::from_yaml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.to_owned(), message },
+            other => other,
+        })?;
+        Ok(config)
+    }
+
+    /// Parses and validates YAML text.
+    pub fn from_yaml(text: &str) -> Result<GatewayConfig, ConfigError> {
+        let config: GatewayConfig = if text.trim().is_empty() {
+            GatewayConfig::default()
+        } else {
+            serde_yaml_ng::from_str(text)
+                .map_err(|e| ConfigError::Parse { path: PathBuf::from("<config>"), message: e.to_string() })?
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges and relationships between values.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, message: &str| Err(ConfigError::Invalid { key, message: message.into() });
+        if let Some(listen) = &self.listen {
+            if listen.parse::<SocketAddr>().is_err() {
+                return invalid("listen", "must be ADDRESS:PORT, e.g. 0.0.0.0:8081");
+            }
+        }
+        if self.workers == Some(0) {
+            return invalid("workers", "must be at least 1");
+        }
+        if self.timeouts.query_seconds == 0 || self.timeouts.connect_seconds == 0 {
+            return invalid("timeouts", "query_seconds and connect_seconds must be at least 1");
+        }
+        let l = &self.limits;
+        if l.control_message_bytes_max > l.browser_frame_bytes_max {
+            return invalid("limits.control_message_bytes_max", "must not exceed limits.browser_frame_bytes_max");
+        }
+        if l.connector_frame_bytes_max > l.message_bytes_max {
+            return invalid("limits.connector_frame_bytes_max", "must not exceed limits.message_bytes_max");
+        }
+        if l.browser_frame_bytes_max < 125 || l.connector_frame_bytes_max < 1024 {
+            return invalid("limits", "frame limits are too small to carry control messages");
+        }
+        if l.credit_bytes == 0 || l.heartbeat_seconds == 0 || l.pending_requests_max == 0 {
+            return invalid("limits", "credit_bytes, heartbeat_seconds and pending_requests_max must be at least 1");
+        }
+        if l.inbox_max < 16 || l.connector_queue_max < 16 {
+            return invalid("limits", "inbox_max and connector_queue_max must be at least 16");
+        }
+        if self.rings.session_bytes_max < l.connector_frame_bytes_max.min(1 << 20) {
+            return invalid("rings.session_bytes_max", "must hold at least one frame (1 MiB or the frame limit)");
+        }
+        if self.rings.total_bytes_max < self.rings.session_bytes_max {
+            return invalid("rings.total_bytes_max", "must be at least rings.session_bytes_max");
+        }
+        match &self.tableros_secret_key {
+            Some(Secrets::One(s)) if s.is_empty() => return invalid("tableros_secret_key", "is empty"),
+            Some(Secrets::Many(list)) if list.is_empty() || list.iter().any(String::is_empty) => {
+                return invalid("tableros_secret_key", "must list non-empty secrets")
+            }
+            _ => {}
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return invalid("tls", "cert and key go together");
+        }
+        Ok(())
+    }
+
+    /// The address to bind.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        match &self.listen {
+            Some(text) => text
+                .parse()
+                .map_err(|_| ConfigError::Invalid { key: "listen", message: format!("{text:?} is not ADDRESS:PORT") }),
+            None => Ok(SocketAddr::from(([0, 0, 0, 0], self.http_port))),
+        }
+    }
+
+    /// The secrets, current first.
+    pub fn secrets(&self) -> Vec<Vec<u8>> {
+        match &self.tableros_secret_key {
+            None => Vec::new(),
+            Some(Secrets::One(s)) => vec![s.clone().into_bytes()],
+            Some(Secrets::Many(list)) => list.iter().map(|s| s.clone().into_bytes()).collect(),
+        }
+    }
+
+    /// Worker count: configured, else available cores.
+    pub fn worker_count(&self) -> usize {
+        self.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_keys_parse_with_defaults() {
+        let config = GatewayConfig::from_yaml(
+            "http_port: 9000\ntimeouts:\n  query_seconds: 30\n  connect_seconds: 5\ntableros_secret_key: abc\n",
+        )
+        .unwrap();
+        assert_eq!(config.http_port, 9000);
+        assert_eq!(config.timeouts.query_seconds, 30);
+        assert_eq!(config.secrets(), vec![b"abc".to_vec()]);
+        assert_eq!(config.listen_addr().unwrap().port(), 9000);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let err = GatewayConfig::from_yaml("http_prot: 9000\n").unwrap_err().to_string();
+        assert!(err.contains("http_prot"), "{err}");
+        let err = GatewayConfig::from_yaml("limits:\n  frame_max: 1\n").unwrap_err().to_string();
+        assert!(err.contains("frame_max"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_by_name() {
+        let err = GatewayConfig::from_yaml("listen: nowhere\n").unwrap_err().to_string();
+        assert!(err.contains("listen"), "{err}");
+        let err = GatewayConfig::from_yaml("workers: 0\n").unwrap_err().to_string();
+        assert!(err.contains("workers"), "{err}");
+        let err = GatewayConfig::from_yaml("rings:\n  total_bytes_max: 10\n").unwrap_err().to_string();
+        assert!(err.contains("rings.total_bytes_max"), "{err}");
+        let err = GatewayConfig::from_yaml("rings:\n  slow_reader_policy: pray\n").unwrap_err().to_string();
+        assert!(err.contains("pray") || err.contains("slow_reader_policy"), "{err}");
+    }
+}

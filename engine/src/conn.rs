@@ -1,0 +1,310 @@
+//! Connection plumbing shared by tunnels and browser sessions: the reader
+//! (one task per connection for its whole life — dropping an in-flight
+//! io_uring read loses data, so timeouts cancel it through a `Canceller`
+//! instead), the outgoing [`Ring`] with its byte budget, and the writer task.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+
+use bytes::{Bytes, BytesMut};
+use monoio::buf::IoBufMut;
+use monoio::io::{CancelHandle, CancelableAsyncReadRent, CancelableAsyncWriteRent, Canceller};
+use volley_protocol::ws::{close_payload, encode_frame, FrameDecoder, Message, MessageAssembler, OpCode, WsError};
+
+use crate::writev::{write_all, OutItem, WriteBatch, IOVECS_PER_WRITE_MAX};
+
+/// Items one writer batch takes at most.
+pub const BATCH_ITEMS_MAX: usize = 256;
+/// Bytes one writer batch takes at most (more wait for the next writev).
+pub const BATCH_BYTES_MAX: usize = 4 << 20;
+
+/// Kill switch of one connection: cancels its in-flight read and write.
+#[derive(Default)]
+pub struct ConnCtl {
+    canceller: RefCell<Option<Canceller>>,
+    handle: RefCell<Option<CancelHandle>>,
+    killed: Cell<bool>,
+}
+
+impl ConnCtl {
+    /// A live connection's control.
+    pub fn new() -> Rc<ConnCtl> {
+        let canceller = Canceller::new();
+        let handle = canceller.handle();
+        Rc::new(ConnCtl {
+            canceller: RefCell::new(Some(canceller)),
+            handle: RefCell::new(Some(handle)),
+            killed: Cell::new(false),
+        })
+    }
+
+    /// The handle IO operations register with.
+    pub fn handle(&self) -> CancelHandle {
+        match self.handle.borrow().as_ref() {
+            Some(handle) => handle.clone(),
+            // Only reachable after kill(); a fresh, never-cancelled handle is
+            // harmless because every loop checks `killed()` first.
+            None => Canceller::new().handle(),
+        }
+    }
+
+    /// Cancels every in-flight operation; later operations fail at once.
+    pub fn kill(&self) {
+        if self.killed.replace(true) {
+            return;
+        }
+        if let Some(canceller) = self.canceller.borrow_mut().take() {
+            drop(canceller.cancel());
+        }
+    }
+
+    /// True after [`ConnCtl::kill`].
+    pub fn killed(&self) -> bool {
+        self.killed.get()
+    }
+}
+
+/// Why reading stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The socket failed or was cancelled.
+    #[error("io: {0}")]
+    Io(#[from] io::Error),
+    /// The peer broke RFC 6455 or a limit.
+    #[error("websocket: {0}")]
+    Ws(#[from] WsError),
+}
+
+/// Reads WebSocket messages from one socket.
+pub struct WsReader<R> {
+    io: R,
+    buf: BytesMut,
+    decoder: FrameDecoder,
+    assembler: MessageAssembler,
+    chunk_bytes: usize,
+    ctl: Rc<ConnCtl>,
+    /// Bytes moved from a full buffer into a new one (see metrics).
+    pub carried_bytes: u64,
+}
+
+impl<R: CancelableAsyncReadRent> WsReader<R> {
+    /// A reader; `initial` holds bytes already read past the HTTP head.
+    pub fn new(
+        io: R,
+        initial: BytesMut,
+        decoder: FrameDecoder,
+        assembler: MessageAssembler,
+        chunk_bytes: usize,
+        ctl: Rc<ConnCtl>,
+    ) -> WsReader<R> {
+        WsReader { io, buf: initial, decoder, assembler, chunk_bytes, ctl, carried_bytes: 0 }
+    }
+
+    /// The next whole message; `Ok(None)` at end of stream.
+    pub async fn next(&mut self) -> Result<Option<Message>, ReadError> {
+        loop {
+            if let Some(frame) = self.decoder.decode(&mut self.buf)? {
+                if let Some(message) = self.assembler.push(frame)? {
+                    return Ok(Some(message));
+                }
+                continue;
+            }
+            if !self.fill().await? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Reads once more into the buffer. Large frames get a buffer of exactly
+    /// their size and the read stops at their end, so their payload is read
+    /// straight into the allocation the browsers will share.
+    async fn fill(&mut self) -> Result<bool, ReadError> {
+        if self.ctl.killed() {
+            return Err(io::Error::from(io::ErrorKind::ConnectionAborted).into());
+        }
+        let frame_len = self.decoder.frame_len_hint(&self.buf).unwrap_or(0);
+        let wanted = frame_len.max(self.buf.len() + 1);
+        let spare = self.buf.capacity() - self.buf.len();
+        if self.buf.len() + spare < wanted || spare == 0 {
+            let capacity = if frame_len > self.chunk_bytes { frame_len } else { self.chunk_bytes.max(wanted) };
+            let mut fresh = BytesMut::with_capacity(capacity);
+            if !self.buf.is_empty() {
+                self.carried_bytes += self.buf.len() as u64;
+                fresh.extend_from_slice(&self.buf);
+            }
+            self.buf = fresh;
+        }
+        let start = self.buf.len();
+        let end = if frame_len > self.chunk_bytes { frame_len } else { self.buf.capacity() };
+        let buf = std::mem::take(&mut self.buf);
+        let (result, slice) = self.io.cancelable_read(buf.slice_mut(start..end), self.ctl.handle()).await;
+        self.buf = slice.into_inner();
+        let read = result?;
+        Ok(read > 0)
+    }
+}
+
+/// Outgoing queue of one connection, with a byte budget. Single-threaded
+/// (owned by the connection's worker). Pushes never block: control messages
+/// always fit (they are few and small); frames are admitted by the caller's
+/// policy (credit for queries, skip/close for live streams).
+pub struct Ring {
+    items: VecDeque<OutItem>,
+    bytes: usize,
+    budget: usize,
+    waker: Option<Waker>,
+    closing: bool,
+    total: Arc<AtomicUsize>,
+}
+
+impl Ring {
+    /// An empty ring with a per-ring budget, counted also in `total`.
+    pub fn new(budget: usize, total: Arc<AtomicUsize>) -> Ring {
+        Ring { items: VecDeque::new(), bytes: 0, budget, waker: None, closing: false, total }
+    }
+
+    /// Bytes queued.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The budget.
+    pub fn budget(&self) -> usize {
+        self.budget
+    }
+
+    /// True when `len` more bytes fit in the budget.
+    pub fn fits(&self, len: usize) -> bool {
+        self.bytes.saturating_add(len) <= self.budget
+    }
+
+    /// True once a close frame is queued.
+    pub fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    /// Queues an item (ignored once closing).
+    pub fn push(&mut self, item: OutItem) {
+        if self.closing {
+            return;
+        }
+        let len = item.wire_len();
+        self.bytes += len;
+        self.total.fetch_add(len, Ordering::Relaxed);
+        self.items.push_back(item);
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// Queues a text message.
+    pub fn push_text(&mut self, text: &str) {
+        self.push(OutItem::Encoded(encode_frame(OpCode::Text, text.as_bytes())));
+    }
+
+    /// Queues a close frame; nothing after it is sent.
+    pub fn push_close(&mut self, code: u16, reason: &str) {
+        if self.closing {
+            return;
+        }
+        self.push(OutItem::Encoded(encode_frame(OpCode::Close, &close_payload(code, reason))));
+        self.closing = true;
+    }
+
+    /// Wakes the writer without queuing (used when the connection is killed).
+    pub fn wake(&mut self) {
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+
+    fn take_batch(&mut self, batch: &mut WriteBatch) -> usize {
+        let mut taken_bytes = 0;
+        let mut taken = 0;
+        while let Some(item) = self.items.front() {
+            let len = item.wire_len();
+            if taken > 0
+                && (taken >= BATCH_ITEMS_MAX
+                    || taken_bytes + len > BATCH_BYTES_MAX
+                    || batch.iovec_count() + 3 > IOVECS_PER_WRITE_MAX)
+            {
+                break;
+            }
+            let Some(item) = self.items.pop_front() else { break };
+            taken_bytes += len;
+            taken += 1;
+            batch.push(item);
+        }
+        taken_bytes
+    }
+
+    fn release(&mut self, bytes: usize) {
+        self.bytes -= bytes.min(self.bytes);
+        self.total.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// Runs a connection's writer until the ring is closed and drained, the
+/// connection is killed, or a write fails. `on_written` sees each written
+/// batch (metrics, credit) along with the ring's occupancy when it was taken.
+pub async fn run_writer<W, F>(
+    ring: Rc<RefCell<Ring>>,
+    mut writer: W,
+    ctl: Rc<ConnCtl>,
+    mut on_written: F,
+) -> io::Result<()>
+where
+    W: CancelableAsyncWriteRent,
+    F: FnMut(&[OutItem], usize),
+{
+    let mut batch = WriteBatch::new();
+    loop {
+        let occupancy = poll_fn(|cx| {
+            if ctl.killed() {
+                return Poll::Ready(None);
+            }
+            let mut ring = ring.borrow_mut();
+            let occupancy = ring.bytes;
+            if ring.take_batch(&mut batch) > 0 {
+                return Poll::Ready(Some(occupancy));
+            }
+            if ring.closing {
+                return Poll::Ready(None);
+            }
+            ring.waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+        let Some(occupancy) = occupancy else {
+            let closing = ring.borrow().closing;
+            if closing && !ctl.killed() {
+                let _ = writer.cancelable_shutdown(ctl.handle()).await;
+            }
+            return Ok(());
+        };
+        let bytes = batch.remaining();
+        let (result, returned) = write_all(&mut writer, batch, &ctl.handle()).await;
+        batch = returned;
+        ring.borrow_mut().release(bytes);
+        let items = batch.take_items();
+        result?;
+        on_written(&items, occupancy);
+    }
+}
+
+/// Encodes a close frame's payload into a whole frame.
+pub fn close_frame(code: u16, reason: &str) -> Bytes {
+    encode_frame(OpCode::Close, &close_payload(code, reason))
+}

@@ -1,0 +1,104 @@
+//! What travels from a connector's read to browsers' writes.
+//!
+//! A [`SharedFrame`] is built once per binary frame read from a connector:
+//! the payload `Bytes` (a view of the connector's read buffer) plus the
+//! WebSocket headers for both protocol levels, built once. It is then shared
+//! by `Arc` — every session on every worker holds the same allocation; no
+//! payload byte is copied after the read.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use volley_protocol::header::{FrameHeader, FrameKind};
+use volley_protocol::limits::FRAME_HEADER_BYTES;
+use volley_protocol::ws::{encode_header, HeaderBytes, OpCode};
+
+/// A browser socket's protocol level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// The seed's: raw IPC chunks, no header.
+    One,
+    /// `volley.v2`: every binary frame starts with the 16-byte header.
+    Two,
+}
+
+/// One binary frame on its way to every subscriber; see the module docs.
+#[derive(Debug)]
+pub struct SharedFrame {
+    /// Stream it belongs to.
+    pub stream_id: u32,
+    /// Payload kind.
+    pub kind: FrameKind,
+    /// Frame number in the stream.
+    pub sequence: u64,
+    /// When the gateway finished reading it (relay latency starts here).
+    pub read_at: Instant,
+    /// The level-2 header the gateway built, when the connector speaks level 1.
+    prefix: Option<Bytes>,
+    /// The connector's payload; starts with the level-2 header when `prefix` is `None`.
+    body: Bytes,
+    ws_header_level2: HeaderBytes,
+    ws_header_level1: HeaderBytes,
+}
+
+impl SharedFrame {
+    /// A frame from a level-2 connector: `body` starts with its (checked) header.
+    pub fn from_level2(body: Bytes, header: FrameHeader, read_at: Instant) -> Arc<SharedFrame> {
+        let ipc_len = body.len().saturating_sub(FRAME_HEADER_BYTES);
+        Arc::new(SharedFrame {
+            stream_id: header.stream_id,
+            kind: header.kind,
+            sequence: header.sequence,
+            read_at,
+            prefix: None,
+            ws_header_level2: encode_header(true, OpCode::Binary, body.len(), None),
+            ws_header_level1: encode_header(true, OpCode::Binary, ipc_len, None),
+            body,
+        })
+    }
+
+    /// A frame from a level-1 connector: `body` is a raw chunk of the IPC stream.
+    pub fn from_level1(body: Bytes, stream_id: u32, sequence: u64, read_at: Instant) -> Arc<SharedFrame> {
+        let header = FrameHeader { kind: FrameKind::Chunk, flags: 0, stream_id, sequence };
+        Arc::new(SharedFrame {
+            stream_id,
+            kind: FrameKind::Chunk,
+            sequence,
+            read_at,
+            prefix: Some(Bytes::copy_from_slice(&header.encode())),
+            ws_header_level2: encode_header(true, OpCode::Binary, FRAME_HEADER_BYTES + body.len(), None),
+            ws_header_level1: encode_header(true, OpCode::Binary, body.len(), None),
+            body,
+        })
+    }
+
+    /// IPC payload bytes (headers excluded).
+    pub fn ipc_len(&self) -> usize {
+        match self.prefix {
+            Some(_) => self.body.len(),
+            None => self.body.len().saturating_sub(FRAME_HEADER_BYTES),
+        }
+    }
+
+    /// Bytes this frame puts on a browser socket of `level`.
+    pub fn wire_len(&self, level: Level) -> usize {
+        self.parts(level).iter().map(|p| p.len()).sum()
+    }
+
+    /// The slices to write, in order, for a browser socket of `level`
+    /// (empty slices are skipped by the writer).
+    pub fn parts(&self, level: Level) -> [&[u8]; 3] {
+        match (level, &self.prefix) {
+            (Level::Two, Some(prefix)) => [self.ws_header_level2.as_slice(), prefix, &self.body],
+            (Level::Two, None) => [self.ws_header_level2.as_slice(), &[], &self.body],
+            (Level::One, Some(_)) => [self.ws_header_level1.as_slice(), &[], &self.body],
+            (Level::One, None) => [self.ws_header_level1.as_slice(), &[], &self.body[FRAME_HEADER_BYTES..]],
+        }
+    }
+
+    /// The connector's payload `Bytes` (for identity checks in tests).
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+}

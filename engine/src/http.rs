@@ -1,0 +1,269 @@
+//! HTTP/1.1 on the gateway's port: read one request head (bounded, within
+//! `timeouts.connect_seconds`), then route it: WebSocket upgrades for
+//! connectors (`/ws/connect`) and browsers (`/stream/{session}`), `/health`,
+//! `/metrics`, `/metrics.json`, `/session-check/{session}`, and the
+//! dashboard's static files. Anything else gets a proper HTTP error and the
+//! connection is closed.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncWriteRentExt, CancelableAsyncReadRent, Splitable};
+use monoio::net::TcpStream;
+use volley_protocol::handshake::{
+    http_error, http_response, parse_request, upgrade_response, validate_upgrade, Request,
+};
+use volley_protocol::token::{verify_session, SessionClaims, TokenError, Validation};
+
+use crate::conn::ConnCtl;
+use crate::frame::Level;
+use crate::worker::Worker;
+
+/// Serves one accepted TCP connection.
+pub async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let ctl = ConnCtl::new();
+    let ready = Rc::new(Cell::new(false));
+    // Handshake deadline: a connection that has not finished its upgrade (and,
+    // for a connector, its register) in time is cancelled — never a hung slot.
+    {
+        let ctl = ctl.clone();
+        let ready = ready.clone();
+        let deadline = Duration::from_secs(worker.shared.config.timeouts.connect_seconds);
+        monoio::spawn(async move {
+            monoio::time::sleep(deadline).await;
+            if !ready.get() {
+                ctl.kill();
+            }
+        });
+    }
+    let mut stream = stream;
+    let limits = worker.shared.limits.clone();
+    let mut buf = BytesMut::with_capacity(1024);
+    let (request, used) = loop {
+        match parse_request(&buf, &limits) {
+            Ok(Some(parsed)) => break parsed,
+            Ok(None) => {}
+            Err(e) => {
+                let _ = stream.write_all(http_error(e.status, "bad_request", &e.reason)).await;
+                return;
+            }
+        }
+        if buf.len() == buf.capacity() {
+            buf.reserve(buf.capacity().min(limits.handshake_bytes_max));
+        }
+        let start = buf.len();
+        let end = buf.capacity();
+        let (result, slice) = stream.cancelable_read(buf.slice_mut(start..end), ctl.handle()).await;
+        buf = slice.into_inner();
+        match result {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    };
+    let leftover = buf.split_off(used);
+    let path = request.path().to_owned();
+    log::debug!("{peer} {} {path}", request.method);
+    if path == "/ws/connect" {
+        let upgrade = match validate_upgrade(&request) {
+            Ok(upgrade) => upgrade,
+            Err(e) => {
+                let _ = stream.write_all(http_error(e.status, "bad_request", &e.reason)).await;
+                return;
+            }
+        };
+        let (result, _) = stream.write_all(upgrade_response(&upgrade)).await;
+        if result.is_err() {
+            return;
+        }
+        let (read, write) = stream.into_split();
+        crate::connector::run(worker, read, write, leftover, ctl, ready).await;
+        return;
+    }
+    if let Some(token) = path.strip_prefix("/stream/") {
+        let token = percent_decode(token);
+        let claims = match authorize_browser(&worker, &request, &token) {
+            Ok(claims) => claims,
+            Err((status, code, message)) => {
+                log::info!("{peer}: browser refused ({code}): {message}");
+                let _ = stream.write_all(http_error(status, code, &message)).await;
+                return;
+            }
+        };
+        let upgrade = match validate_upgrade(&request) {
+            Ok(upgrade) => upgrade,
+            Err(e) => {
+                let _ = stream.write_all(http_error(e.status, "bad_request", &e.reason)).await;
+                return;
+            }
+        };
+        let level = if upgrade.protocol.is_some() { Level::Two } else { Level::One };
+        let (result, _) = stream.write_all(upgrade_response(&upgrade)).await;
+        if result.is_err() {
+            return;
+        }
+        ready.set(true);
+        let (read, write) = stream.into_split();
+        crate::browser::run(worker, read, write, leftover, level, claims, ctl).await;
+        return;
+    }
+    if path == "/echo" && worker.shared.config.test_echo_route {
+        let upgrade = match validate_upgrade(&request) {
+            Ok(upgrade) => upgrade,
+            Err(e) => {
+                let _ = stream.write_all(http_error(e.status, "bad_request", &e.reason)).await;
+                return;
+            }
+        };
+        let (result, _) = stream.write_all(upgrade_response(&upgrade)).await;
+        if result.is_err() {
+            return;
+        }
+        ready.set(true);
+        let (read, write) = stream.into_split();
+        crate::echo::run(worker, read, write, leftover, ctl).await;
+        return;
+    }
+    ready.set(true);
+    let response = plain_response(&worker, &request, &path);
+    let _ = stream.write_all(response).await;
+}
+
+fn plain_response(worker: &Rc<Worker>, request: &Request, path: &str) -> Vec<u8> {
+    if request.method != "GET" && request.method != "HEAD" {
+        return http_error(405, "bad_request", "only GET is served here");
+    }
+    let shared = &worker.shared;
+    match path {
+        "/health" => {
+            let body = serde_json::json!({
+                "status": "ok",
+                "workers": shared.workers,
+                "connectors": shared.registry.connectors_online.load(std::sync::atomic::Ordering::Relaxed),
+                "sessions": shared.registry.sessions_online.load(std::sync::atomic::Ordering::Relaxed),
+            });
+            http_response(200, "application/json", body.to_string().as_bytes(), &[])
+        }
+        "/metrics" => http_response(
+            200,
+            "text/plain; version=0.0.4",
+            shared.metrics.to_prometheus(&shared.gauges()).as_bytes(),
+            &[],
+        ),
+        "/metrics.json" => {
+            http_response(200, "application/json", shared.metrics.to_json(&shared.gauges()).to_string().as_bytes(), &[])
+        }
+        _ => {
+            if request.wants_upgrade() {
+                return http_error(404, "bad_request", "no WebSocket endpoint at this path");
+            }
+            if let Some(token) = path.strip_prefix("/session-check/") {
+                let token = percent_decode(token);
+                let body = match authorize_browser(worker, request, &token) {
+                    Ok(claims) => {
+                        serde_json::json!({"ok": true, "tenant": claims.cuenta_id, "user": claims.sub, "expires_at": claims.exp})
+                    }
+                    Err((_, code, message)) => serde_json::json!({"ok": false, "code": code, "message": message}),
+                };
+                return http_response(200, "application/json", body.to_string().as_bytes(), &[]);
+            }
+            static_file(&shared.static_dir, path)
+        }
+    }
+}
+
+fn authorize_browser(
+    worker: &Worker,
+    request: &Request,
+    token: &str,
+) -> Result<SessionClaims, (u16, &'static str, String)> {
+    let shared = &worker.shared;
+    if let (Some(origin), false) = (&request.origin, shared.config.allowed_origins.is_empty()) {
+        if !shared.config.allowed_origins.iter().any(|o| o == origin) {
+            return Err((403, "forbidden", format!("origin {origin} is not allowed")));
+        }
+    }
+    if token.is_empty() {
+        return Err((401, "unauthorized", "the session token is missing".into()));
+    }
+    let secrets: Vec<&[u8]> = shared.secrets.iter().map(Vec::as_slice).collect();
+    let validation = Validation {
+        secrets: &secrets,
+        now: crate::unix_now(),
+        leeway_seconds: i64::try_from(shared.limits.token_leeway_seconds).unwrap_or(0),
+        token_bytes_max: shared.limits.token_bytes_max,
+    };
+    verify_session(token, &validation).map_err(|e| match e {
+        TokenError::Expired => (401, "token_expired", "the session token has expired".into()),
+        TokenError::Claims(message) => (403, "forbidden", message),
+        other => (401, "unauthorized", other.to_string()),
+    })
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(value) = u8::from_str_radix(&text[i + 1..i + 3], 16) {
+                out.push(value);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Largest static file served, bytes.
+pub const STATIC_FILE_BYTES_MAX: u64 = 16 << 20;
+
+fn static_file(root: &Path, path: &str) -> Vec<u8> {
+    let relative = match path {
+        "/" | "" => "index.html".to_owned(),
+        "/latency" => "latency.html".to_owned(),
+        other => other.trim_start_matches('/').to_owned(),
+    };
+    let candidate = PathBuf::from(&relative);
+    let safe = candidate.components().all(|c| matches!(c, Component::Normal(_))) && !relative.contains('\\');
+    if !safe {
+        return http_error(404, "not_found", "no such file");
+    }
+    let full = root.join(candidate);
+    match std::fs::metadata(&full) {
+        Ok(meta) if meta.is_file() && meta.len() <= STATIC_FILE_BYTES_MAX => {}
+        _ => {
+            if path == "/" {
+                let body = "<!doctype html><title>Volley</title><p>The dashboard is not built. Run <code>npm ci &amp;&amp; npm run build</code> in <code>web/</code>.</p>";
+                return http_response(200, "text/html; charset=utf-8", body.as_bytes(), &[]);
+            }
+            return http_error(404, "not_found", "no such file");
+        }
+    }
+    match std::fs::read(&full) {
+        Ok(body) => http_response(200, content_type(&relative), &body, &[]),
+        Err(_) => http_error(404, "not_found", "no such file"),
+    }
+}
+
+fn content_type(name: &str) -> &'static str {
+    match name.rsplit('.').next().unwrap_or("") {
+        "html" => "text/html; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "json" => "application/json",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "map" => "application/json",
+        "wasm" => "application/wasm",
+        _ => "application/octet-stream",
+    }
+}

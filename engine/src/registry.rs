@@ -1,0 +1,413 @@
+//! The lock-sharded registry: which connectors serve which tenant, and which
+//! streams exist with their subscribers.
+//!
+//! Read-mostly; shards are `parking_lot` locks keyed by hash, and no lock is
+//! ever held across an `.await` or an IO. The per-frame hot path touches no
+//! lock at all: a connector keeps its own streams' `Arc<Stream>` and reads the
+//! destination-worker bitmask atomically.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use atomic_waker::AtomicWaker;
+use parking_lot::{Mutex, RwLock};
+
+use crate::frame::{Level, SharedFrame};
+use crate::mailbox::Mailbox;
+
+/// Shards per table; a power of two.
+pub const SHARDS: usize = 16;
+/// Most workers a gateway runs (the destination set is a 64-bit mask).
+pub const WORKERS_MAX: usize = 64;
+
+/// A command for a connector tunnel, handled on the tunnel's worker.
+#[derive(Debug)]
+pub enum ConnectorCmd {
+    /// Start serving this stream (`get_flight_info`, then `do_get`).
+    Open(Arc<Stream>),
+    /// Stop a stream: its last reader left, it was cancelled or timed out.
+    Cancel(u32),
+    /// The browsers drained this many bytes of the stream.
+    Credit {
+        /// Stream.
+        stream_id: u32,
+        /// Bytes drained.
+        bytes: u64,
+    },
+    /// Close the tunnel (revocation, shutdown).
+    Close {
+        /// Close code.
+        code: u16,
+        /// Reason.
+        reason: String,
+    },
+}
+
+/// A registered connector tunnel.
+#[derive(Debug)]
+pub struct ConnectorHandle {
+    /// Unique id (also the `session_id` of its register reply).
+    pub id: u64,
+    /// Tenant it serves.
+    pub tenant: String,
+    /// Worker that owns its socket.
+    pub worker: usize,
+    /// Protocol level agreed at register.
+    pub level: Level,
+    /// Datasets it serves.
+    pub datasets: Vec<String>,
+    /// The live subset.
+    pub live: Vec<String>,
+    /// Commands for it.
+    pub mailbox: Mailbox<ConnectorCmd>,
+    /// Streams open on it now.
+    pub active_streams: AtomicUsize,
+}
+
+impl ConnectorHandle {
+    /// True when it serves `dataset`.
+    pub fn serves(&self, dataset: &str) -> bool {
+        self.datasets.iter().any(|d| d == dataset)
+    }
+
+    /// True when `dataset` is live on it.
+    pub fn is_live(&self, dataset: &str) -> bool {
+        self.live.iter().any(|d| d == dataset)
+    }
+}
+
+/// One reader of a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscriber {
+    /// Worker that owns the browser session.
+    pub worker: usize,
+    /// Session id.
+    pub session: u64,
+    /// The browser's id for the query or subscription.
+    pub query_id: String,
+}
+
+/// Mutable stream state, behind the stream's lock (never held across IO).
+#[derive(Debug, Default)]
+pub struct StreamState {
+    /// Readers.
+    pub subscribers: Vec<Subscriber>,
+    /// Base64 schema from `stream_start`, once known.
+    pub schema_b64: Option<String>,
+    /// The schema frame (late joiners of live streams get it first).
+    pub schema_frame: Option<Arc<SharedFrame>>,
+    /// Dictionary frames seen so far (late joiners get them next).
+    pub dictionaries: Vec<Arc<SharedFrame>>,
+    /// `stream_start` arrived.
+    pub started: bool,
+    /// The stream is over; nobody may attach.
+    pub ended: bool,
+}
+
+/// An upstream stream: one `do_get` on one connector, read by one or more browsers.
+#[derive(Debug)]
+pub struct Stream {
+    /// Gateway-wide id, written in level-2 frame headers.
+    pub id: u32,
+    /// Tenant.
+    pub tenant: String,
+    /// Dataset.
+    pub dataset: String,
+    /// A live subscription stream (shared, lossy for slow readers) rather than a query.
+    pub live: bool,
+    /// The tunnel serving it.
+    pub connector: Arc<ConnectorHandle>,
+    /// Bit `w` set: worker `w` has subscribers. Read per frame without locking.
+    pub dest_workers: AtomicU64,
+    /// Level-1 flow control: bytes the connector may still send before the
+    /// gateway stops reading its socket.
+    pub credit_available: AtomicI64,
+    /// Woken when credit returns.
+    pub credit_waker: AtomicWaker,
+    /// Subscribers and late-joiner state.
+    pub state: Mutex<StreamState>,
+}
+
+impl Stream {
+    /// Adds a subscriber and marks its worker as a destination.
+    pub fn attach(&self, subscriber: Subscriber) {
+        let mut state = self.state.lock();
+        self.dest_workers.fetch_or(1 << subscriber.worker, Ordering::AcqRel);
+        state.subscribers.push(subscriber);
+    }
+
+    /// Removes a session's subscription; returns how many subscribers remain.
+    pub fn detach(&self, worker: usize, session: u64, query_id: &str) -> usize {
+        let mut state = self.state.lock();
+        state.subscribers.retain(|s| !(s.session == session && s.query_id == query_id));
+        if !state.subscribers.iter().any(|s| s.worker == worker) {
+            self.dest_workers.fetch_and(!(1 << worker), Ordering::AcqRel);
+        }
+        state.subscribers.len()
+    }
+
+    /// The worker bitmask.
+    pub fn destinations(&self) -> u64 {
+        self.dest_workers.load(Ordering::Acquire)
+    }
+
+    /// Returns credit (level-1 flow control) and wakes the connector reader.
+    pub fn return_credit(&self, bytes: u64) {
+        self.credit_available.fetch_add(i64::try_from(bytes).unwrap_or(i64::MAX), Ordering::AcqRel);
+        self.credit_waker.wake();
+    }
+}
+
+#[derive(Debug, Default)]
+struct TenantEntry {
+    connectors: Vec<Arc<ConnectorHandle>>,
+    next: usize,
+    /// dataset → live stream shared by all its subscribers.
+    live: HashMap<String, Arc<Stream>>,
+}
+
+/// Why a stream could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenError {
+    /// No connector of the tenant is online.
+    Offline,
+    /// Online connectors don't list the dataset.
+    NotFound,
+    /// The dataset is not live (subscribe).
+    NotLive,
+    /// Every candidate tunnel is at its stream limit.
+    Busy,
+}
+
+type StreamShard = Mutex<HashMap<u32, Arc<Stream>>>;
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct Registry {
+    tenants: Box<[RwLock<HashMap<String, TenantEntry>>]>,
+    streams: Box<[StreamShard]>,
+    hasher: std::collections::hash_map::RandomState,
+    next_stream_id: AtomicU32,
+    /// Connectors online.
+    pub connectors_online: AtomicUsize,
+    /// Browser sessions open.
+    pub sessions_online: AtomicUsize,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry::new()
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Registry {
+        Registry {
+            tenants: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            streams: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: std::collections::hash_map::RandomState::new(),
+            next_stream_id: AtomicU32::new(1),
+            connectors_online: AtomicUsize::new(0),
+            sessions_online: AtomicUsize::new(0),
+        }
+    }
+
+    fn tenant_shard(&self, tenant: &str) -> &RwLock<HashMap<String, TenantEntry>> {
+        let hash = self.hasher.hash_one(tenant);
+        &self.tenants[usize::try_from(hash % SHARDS as u64).unwrap_or(0)]
+    }
+
+    fn stream_shard(&self, id: u32) -> &Mutex<HashMap<u32, Arc<Stream>>> {
+        &self.streams[(id as usize) % SHARDS]
+    }
+
+    /// Adds a connector tunnel.
+    pub fn add_connector(&self, handle: Arc<ConnectorHandle>) {
+        let mut shard = self.tenant_shard(&handle.tenant).write();
+        shard.entry(handle.tenant.clone()).or_default().connectors.push(handle);
+        self.connectors_online.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Removes a connector tunnel (and the live streams it carried from the tenant's table).
+    pub fn remove_connector(&self, handle: &ConnectorHandle) {
+        let mut shard = self.tenant_shard(&handle.tenant).write();
+        if let Some(entry) = shard.get_mut(&handle.tenant) {
+            let before = entry.connectors.len();
+            entry.connectors.retain(|c| c.id != handle.id);
+            if entry.connectors.len() < before {
+                self.connectors_online.fetch_sub(1, Ordering::Relaxed);
+            }
+            entry.live.retain(|_, stream| stream.connector.id != handle.id);
+            if entry.connectors.is_empty() && entry.live.is_empty() {
+                shard.remove(&handle.tenant);
+            }
+        }
+    }
+
+    /// The tenant's connectors.
+    pub fn connectors(&self, tenant: &str) -> Vec<Arc<ConnectorHandle>> {
+        self.tenant_shard(tenant).read().get(tenant).map(|e| e.connectors.clone()).unwrap_or_default()
+    }
+
+    /// Every connector of every tenant (for shutdown and revocation).
+    pub fn all_connectors(&self) -> Vec<Arc<ConnectorHandle>> {
+        self.tenants
+            .iter()
+            .flat_map(|shard| shard.read().values().flat_map(|e| e.connectors.clone()).collect::<Vec<_>>())
+            .collect()
+    }
+
+    /// Datasets the tenant's connectors serve now: (name, live), sorted, deduplicated.
+    pub fn datasets(&self, tenant: &str) -> Vec<(String, bool)> {
+        let mut out: Vec<(String, bool)> = Vec::new();
+        for connector in self.connectors(tenant) {
+            for dataset in &connector.datasets {
+                let live = connector.is_live(dataset);
+                match out.iter_mut().find(|(name, _)| name == dataset) {
+                    Some(entry) => entry.1 |= live,
+                    None => out.push((dataset.clone(), live)),
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn new_stream_id(&self) -> u32 {
+        loop {
+            let id = self.next_stream_id.fetch_add(1, Ordering::Relaxed);
+            if id != 0 {
+                return id;
+            }
+        }
+    }
+
+    fn pick_connector(
+        &self,
+        entry: &mut TenantEntry,
+        dataset: &str,
+        live: bool,
+        streams_per_connector_max: usize,
+    ) -> Result<Arc<ConnectorHandle>, OpenError> {
+        if entry.connectors.is_empty() {
+            return Err(OpenError::Offline);
+        }
+        let candidates: Vec<&Arc<ConnectorHandle>> = entry
+            .connectors
+            .iter()
+            .filter(|c| c.serves(dataset) && (!live || (c.is_live(dataset) && c.level == Level::Two)))
+            .collect();
+        if candidates.is_empty() {
+            let served = entry.connectors.iter().any(|c| c.serves(dataset));
+            return Err(if served { OpenError::NotLive } else { OpenError::NotFound });
+        }
+        for offset in 0..candidates.len() {
+            let candidate = candidates[(entry.next + offset) % candidates.len()];
+            if candidate.active_streams.load(Ordering::Relaxed) < streams_per_connector_max {
+                entry.next = entry.next.wrapping_add(offset + 1);
+                return Ok(candidate.clone());
+            }
+        }
+        Err(OpenError::Busy)
+    }
+
+    /// Creates a query stream on one of the tenant's tunnels (round robin),
+    /// with `subscriber` as its only reader. The caller sends `Open` to it.
+    pub fn open_query(
+        &self,
+        tenant: &str,
+        dataset: &str,
+        subscriber: Subscriber,
+        credit_bytes: u64,
+        streams_per_connector_max: usize,
+    ) -> Result<Arc<Stream>, OpenError> {
+        let connector = {
+            let mut shard = self.tenant_shard(tenant).write();
+            let entry = shard.get_mut(tenant).ok_or(OpenError::Offline)?;
+            self.pick_connector(entry, dataset, false, streams_per_connector_max)?
+        };
+        let stream = self.new_stream(tenant, dataset, false, connector, credit_bytes);
+        stream.attach(subscriber);
+        Ok(stream)
+    }
+
+    /// Attaches `subscriber` to the tenant's live stream of `dataset`,
+    /// creating it when none runs. Returns the stream and whether it is new
+    /// (the caller then sends `Open`).
+    pub fn open_live(
+        &self,
+        tenant: &str,
+        dataset: &str,
+        subscriber: Subscriber,
+        streams_per_connector_max: usize,
+    ) -> Result<(Arc<Stream>, bool), OpenError> {
+        let mut shard = self.tenant_shard(tenant).write();
+        let entry = shard.get_mut(tenant).ok_or(OpenError::Offline)?;
+        if let Some(stream) = entry.live.get(dataset) {
+            if !stream.state.lock().ended {
+                let stream = stream.clone();
+                stream.attach(subscriber);
+                return Ok((stream, false));
+            }
+        }
+        let connector = self.pick_connector(entry, dataset, true, streams_per_connector_max)?;
+        let stream = self.new_stream(tenant, dataset, true, connector, u64::MAX / 4);
+        stream.attach(subscriber);
+        entry.live.insert(dataset.to_owned(), stream.clone());
+        Ok((stream, true))
+    }
+
+    fn new_stream(
+        &self,
+        tenant: &str,
+        dataset: &str,
+        live: bool,
+        connector: Arc<ConnectorHandle>,
+        credit_bytes: u64,
+    ) -> Arc<Stream> {
+        let id = self.new_stream_id();
+        connector.active_streams.fetch_add(1, Ordering::Relaxed);
+        let stream = Arc::new(Stream {
+            id,
+            tenant: tenant.to_owned(),
+            dataset: dataset.to_owned(),
+            live,
+            connector,
+            dest_workers: AtomicU64::new(0),
+            credit_available: AtomicI64::new(i64::try_from(credit_bytes).unwrap_or(i64::MAX)),
+            credit_waker: AtomicWaker::new(),
+            state: Mutex::new(StreamState::default()),
+        });
+        self.stream_shard(id).lock().insert(id, stream.clone());
+        stream
+    }
+
+    /// Looks a stream up by id.
+    pub fn stream(&self, id: u32) -> Option<Arc<Stream>> {
+        self.stream_shard(id).lock().get(&id).cloned()
+    }
+
+    /// Forgets a stream: marks it ended, removes it from the tables.
+    pub fn end_stream(&self, stream: &Stream) {
+        {
+            let mut state = stream.state.lock();
+            if state.ended {
+                return;
+            }
+            state.ended = true;
+        }
+        stream.connector.active_streams.fetch_sub(1, Ordering::Relaxed);
+        self.stream_shard(stream.id).lock().remove(&stream.id);
+        if stream.live {
+            let mut shard = self.tenant_shard(&stream.tenant).write();
+            if let Some(entry) = shard.get_mut(&stream.tenant) {
+                if entry.live.get(&stream.dataset).is_some_and(|s| s.id == stream.id) {
+                    entry.live.remove(&stream.dataset);
+                }
+            }
+        }
+    }
+}

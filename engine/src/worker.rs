@@ -1,0 +1,317 @@
+//! Workers: one thread, one monoio io_uring runtime, one `SO_REUSEPORT`
+//! listener each. A connection lives on the worker that accepted it.
+//!
+//! Per-worker state ([`Worker`]) is `Rc`/`RefCell`, never shared across
+//! threads: the browser sessions it owns and, per stream, the local
+//! subscriptions that frames fan out to. Other workers reach it only through
+//! its inbox ([`Mailbox<WorkerMsg>`]), once per frame, not once per session.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use volley_protocol::header::FrameKind;
+use volley_protocol::message::{BrowserEvent, ErrorBody, ErrorCode};
+use volley_protocol::ws::close_code;
+
+use crate::browser::BrowserSession;
+use crate::config::SlowReaderPolicy;
+use crate::frame::{Level, SharedFrame};
+use crate::mailbox::PushError;
+use crate::metrics::WorkerMetrics;
+use crate::registry::Stream;
+use crate::writev::OutItem;
+use crate::Shared;
+
+/// Inbox messages drained per wake.
+pub const INBOX_BATCH_MAX: usize = 256;
+/// How often a worker publishes its metrics.
+pub const METRICS_PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A stream-level event, turned into one browser message per local subscriber.
+#[derive(Debug, Clone)]
+pub enum StreamEvent {
+    /// `get_flight_info` answered.
+    FlightInfo {
+        /// Base64 schema.
+        schema: String,
+        /// Rows, -1 unknown.
+        records: i64,
+    },
+    /// `stream_start`.
+    Start {
+        /// Base64 schema.
+        schema: String,
+    },
+    /// `stream_end`, or the stream failed.
+    End {
+        /// IPC bytes.
+        total_bytes: u64,
+        /// Failure.
+        error: Option<ErrorBody>,
+    },
+}
+
+/// What workers send each other.
+#[derive(Debug, Clone)]
+pub enum WorkerMsg {
+    /// A frame for the local subscribers of its stream.
+    Frame(Arc<SharedFrame>),
+    /// An event for the local subscribers of a stream.
+    Event(u32, StreamEvent),
+    /// Stop: close every connection with 1001 and exit.
+    Shutdown,
+}
+
+/// One browser's view of one stream on this worker.
+pub struct LocalSub {
+    /// The session.
+    pub session: Rc<BrowserSession>,
+    /// Its query or subscription id.
+    pub query_id: String,
+    /// Dataset name.
+    pub dataset: String,
+    /// Live subscription (lossy) or query (flow-controlled).
+    pub live: bool,
+    /// `stream_start` was sent to this browser.
+    pub started: bool,
+    /// Dropping frames until the next record batch (slow live reader).
+    pub skipping: bool,
+    /// Frames dropped since skipping began.
+    pub skipped: u64,
+    /// When the browser asked.
+    pub opened_at: Instant,
+    /// First frame already queued (time to first byte recorded).
+    pub first_frame_seen: bool,
+}
+
+/// Worker-local tables.
+#[derive(Default)]
+pub struct Local {
+    /// Browser sessions on this worker.
+    pub sessions: HashMap<u64, Rc<BrowserSession>>,
+    /// stream id → local subscriptions.
+    pub subs: HashMap<u32, Vec<LocalSub>>,
+}
+
+/// One worker.
+pub struct Worker {
+    /// Index (bit in stream destination masks).
+    pub index: usize,
+    /// Process-wide state.
+    pub shared: Arc<Shared>,
+    /// Local tables.
+    pub local: RefCell<Local>,
+    /// Local metrics (published once a second).
+    pub metrics: RefCell<WorkerMetrics>,
+}
+
+impl Worker {
+    /// A worker's state.
+    pub fn new(index: usize, shared: Arc<Shared>) -> Rc<Worker> {
+        Rc::new(Worker {
+            index,
+            shared,
+            local: RefCell::new(Local::default()),
+            metrics: RefCell::new(WorkerMetrics::default()),
+        })
+    }
+
+    /// Sends `msg` to every worker with subscribers in `mask`: this worker
+    /// handles it inline, others get it once through their inbox. A full
+    /// inbox makes the caller (a connector reader) wait: backpressure, never
+    /// an unbounded queue.
+    pub async fn route(self: &Rc<Self>, mask: u64, msg: WorkerMsg) {
+        let mut bits = mask;
+        while bits != 0 {
+            let target = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            if target == self.index {
+                self.deliver(msg.clone());
+                continue;
+            }
+            let Some(inbox) = self.shared.inboxes.get(target) else { continue };
+            let mut item = msg.clone();
+            loop {
+                match inbox.push(item) {
+                    Ok(()) => break,
+                    Err(PushError::Full(back)) => {
+                        item = back;
+                        monoio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    Err(PushError::Closed(_)) => break,
+                }
+            }
+        }
+    }
+
+    /// Handles a message for this worker's sessions.
+    pub fn deliver(self: &Rc<Self>, msg: WorkerMsg) {
+        match msg {
+            WorkerMsg::Frame(frame) => self.deliver_frame(&frame),
+            WorkerMsg::Event(stream_id, event) => self.deliver_event(stream_id, &event),
+            WorkerMsg::Shutdown => {}
+        }
+    }
+
+    fn deliver_frame(&self, frame: &Arc<SharedFrame>) {
+        let mut local = self.local.borrow_mut();
+        let Some(subs) = local.subs.get_mut(&frame.stream_id) else { return };
+        let mut metrics = self.metrics.borrow_mut();
+        let policy = self.shared.config.rings.slow_reader_policy;
+        let total_max = self.shared.config.rings.total_bytes_max;
+        for sub in subs.iter_mut() {
+            let session = &sub.session;
+            let level = session.level;
+            let len = frame.wire_len(level);
+            let mut ring = session.ring.borrow_mut();
+            if !sub.first_frame_seen {
+                sub.first_frame_seen = true;
+                WorkerMetrics::record_us(&mut metrics.ttfb_us, sub.opened_at.elapsed());
+            }
+            if !sub.live {
+                // Queries are flow-controlled by credit: always queue.
+                ring.push(OutItem::Frame(frame.clone(), level));
+                continue;
+            }
+            let over_total = self.shared.ring_bytes.load(Ordering::Relaxed) + len > total_max;
+            // Dictionaries are small and needed to decode later batches: never skipped.
+            if frame.kind == FrameKind::Dictionary || frame.kind == FrameKind::Schema {
+                ring.push(OutItem::Frame(frame.clone(), level));
+                continue;
+            }
+            if sub.skipping {
+                let resumable = matches!(frame.kind, FrameKind::RecordBatch | FrameKind::EndOfStream);
+                if resumable && ring.bytes() <= ring.budget() / 2 && !over_total {
+                    sub.skipping = false;
+                    if level == Level::Two {
+                        let gap = BrowserEvent::Gap {
+                            query_id: sub.query_id.clone(),
+                            stream_id: frame.stream_id,
+                            next_sequence: frame.sequence,
+                            skipped_frames: sub.skipped,
+                        };
+                        ring.push_text(&gap.to_json());
+                    }
+                    sub.skipped = 0;
+                    ring.push(OutItem::Frame(frame.clone(), level));
+                } else {
+                    sub.skipped += 1;
+                    metrics.frames_skipped += 1;
+                }
+                continue;
+            }
+            if ring.fits(len) && !over_total {
+                ring.push(OutItem::Frame(frame.clone(), level));
+                continue;
+            }
+            match policy {
+                SlowReaderPolicy::Skip => {
+                    sub.skipping = true;
+                    sub.skipped = 1;
+                    metrics.frames_skipped += 1;
+                }
+                SlowReaderPolicy::Close => {
+                    drop(ring);
+                    session.close(close_code::SLOW_CONSUMER, "slow consumer: fell behind the live stream");
+                }
+            }
+        }
+    }
+
+    fn deliver_event(&self, stream_id: u32, event: &StreamEvent) {
+        let mut local = self.local.borrow_mut();
+        let mut metrics = self.metrics.borrow_mut();
+        if matches!(event, StreamEvent::End { .. }) {
+            if let Some(mut subs) = local.subs.remove(&stream_id) {
+                for sub in subs.iter_mut() {
+                    send_event(sub, stream_id, event, &mut metrics);
+                    sub.session.forget_query(&sub.query_id);
+                }
+            }
+        } else if let Some(subs) = local.subs.get_mut(&stream_id) {
+            for sub in subs.iter_mut() {
+                send_event(sub, stream_id, event, &mut metrics);
+            }
+        }
+    }
+
+    /// Registers a local subscription (after the registry attached it).
+    pub fn add_sub(&self, stream_id: u32, sub: LocalSub) {
+        self.local.borrow_mut().subs.entry(stream_id).or_default().push(sub);
+    }
+
+    /// Removes a local subscription.
+    pub fn remove_sub(&self, stream_id: u32, session: u64, query_id: &str) {
+        let mut local = self.local.borrow_mut();
+        if let Some(subs) = local.subs.get_mut(&stream_id) {
+            subs.retain(|s| !(s.session.id == session && s.query_id == query_id));
+            if subs.is_empty() {
+                local.subs.remove(&stream_id);
+            }
+        }
+    }
+
+    /// Detaches a browser from a stream; the last reader leaving cancels it upstream.
+    pub fn detach(&self, stream: &Arc<Stream>, session: u64, query_id: &str) {
+        self.remove_sub(stream.id, session, query_id);
+        let remaining = stream.detach(self.index, session, query_id);
+        if remaining == 0 {
+            self.shared.registry.end_stream(stream);
+            let _ = stream.connector.mailbox.push(crate::registry::ConnectorCmd::Cancel(stream.id));
+        }
+    }
+}
+
+fn send_event(sub: &mut LocalSub, stream_id: u32, event: &StreamEvent, metrics: &mut WorkerMetrics) {
+    let dataset = sub.dataset.as_str();
+    let session = &sub.session;
+    let level = session.level;
+    let stream_id_field = (level == Level::Two).then_some(stream_id);
+    let text = match event {
+        StreamEvent::FlightInfo { schema, records } => BrowserEvent::FlightInfo {
+            query_id: sub.query_id.clone(),
+            dataset: dataset.to_owned(),
+            schema: schema.clone(),
+            records: *records,
+        },
+        StreamEvent::Start { schema } => {
+            if sub.started {
+                return;
+            }
+            sub.started = true;
+            BrowserEvent::StreamStart {
+                query_id: sub.query_id.clone(),
+                request_id: sub.query_id.clone(),
+                dataset: dataset.to_owned(),
+                schema: schema.clone(),
+                stream_id: stream_id_field,
+                live: sub.live,
+            }
+        }
+        StreamEvent::End { total_bytes, error } => {
+            WorkerMetrics::record(
+                &mut metrics.stream_duration_ms,
+                u64::try_from(sub.opened_at.elapsed().as_millis()).unwrap_or(u64::MAX),
+            );
+            if !sub.started {
+                let error = error
+                    .clone()
+                    .unwrap_or_else(|| ErrorBody::new(ErrorCode::Internal, "stream ended before it started"));
+                BrowserEvent::error(error.code, error.message, Some(sub.query_id.clone()))
+            } else {
+                BrowserEvent::StreamEnd {
+                    query_id: sub.query_id.clone(),
+                    request_id: sub.query_id.clone(),
+                    stream_id: stream_id_field,
+                    total_bytes: *total_bytes,
+                    error: error.clone(),
+                }
+            }
+        }
+    };
+    session.ring.borrow_mut().push_text(&text.to_json());
+}

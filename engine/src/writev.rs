@@ -1,0 +1,214 @@
+//! Vectored writes that survive partial writes.
+//!
+//! monoio 0.2.4's `write_vectored_all` corrupts data when `writev` writes
+//! part of the vector (FIELD-NOTES.md): its bookkeeping drops the advanced
+//! pointer. [`WriteBatch`] owns the items being written and an iovec array
+//! pointing into them; [`write_all`] loops, advancing the iovecs itself.
+
+use std::io;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use monoio::buf::IoVecBuf;
+use monoio::io::{CancelHandle, CancelableAsyncWriteRent};
+
+use crate::frame::{Level, SharedFrame};
+
+/// Most iovecs in one `writev` (Linux `IOV_MAX` is 1024).
+pub const IOVECS_PER_WRITE_MAX: usize = 1024;
+
+/// One thing to write.
+#[derive(Debug, Clone)]
+pub enum OutItem {
+    /// A shared binary frame, written as header + payload without copying.
+    Frame(Arc<SharedFrame>, Level),
+    /// A whole pre-encoded WebSocket frame (text, ping, pong, close).
+    Encoded(Bytes),
+}
+
+impl OutItem {
+    /// Bytes this item puts on the socket.
+    pub fn wire_len(&self) -> usize {
+        match self {
+            OutItem::Frame(frame, level) => frame.wire_len(*level),
+            OutItem::Encoded(bytes) => bytes.len(),
+        }
+    }
+}
+
+/// Items being written plus the iovecs that point into them.
+#[derive(Debug, Default)]
+pub struct WriteBatch {
+    items: Vec<OutItem>,
+    iovecs: Vec<libc::iovec>,
+    first: usize,
+    remaining: usize,
+}
+
+impl WriteBatch {
+    /// An empty batch.
+    pub fn new() -> WriteBatch {
+        WriteBatch::default()
+    }
+
+    /// Number of iovecs the batch holds.
+    pub fn iovec_count(&self) -> usize {
+        self.iovecs.len()
+    }
+
+    /// Adds an item; its slices are referenced, not copied.
+    pub fn push(&mut self, item: OutItem) {
+        match &item {
+            OutItem::Frame(frame, level) => {
+                for part in frame.parts(*level) {
+                    self.push_slice(part);
+                }
+            }
+            OutItem::Encoded(bytes) => self.push_slice(bytes),
+        }
+        self.items.push(item);
+    }
+
+    fn push_slice(&mut self, part: &[u8]) {
+        if part.is_empty() {
+            return;
+        }
+        // The pointer stays valid while `self.items` owns the item: its bytes
+        // live in an `Arc`/`Bytes` heap allocation that does not move.
+        self.iovecs.push(libc::iovec { iov_base: part.as_ptr().cast_mut().cast(), iov_len: part.len() });
+        self.remaining += part.len();
+    }
+
+    /// Bytes still to write.
+    pub fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    /// Takes the written items back (for accounting), leaving the batch empty.
+    pub fn take_items(&mut self) -> Vec<OutItem> {
+        self.iovecs.clear();
+        self.first = 0;
+        self.remaining = 0;
+        std::mem::take(&mut self.items)
+    }
+
+    /// Marks `written` bytes as done: whole iovecs are skipped, a partly
+    /// written one has its base and length moved forward.
+    fn advance(&mut self, mut written: usize) {
+        self.remaining = self.remaining.saturating_sub(written);
+        while written > 0 && self.first < self.iovecs.len() {
+            let iovec = &mut self.iovecs[self.first];
+            if written >= iovec.iov_len {
+                written -= iovec.iov_len;
+                self.first += 1;
+            } else {
+                iovec.iov_base = iovec.iov_base.cast::<u8>().wrapping_add(written).cast();
+                iovec.iov_len -= written;
+                written = 0;
+            }
+        }
+    }
+}
+
+// SAFETY: `read_iovec_ptr` points at `iovecs[first..]`, a live Vec that is
+// not resized while the runtime owns the batch (the batch is moved into the
+// write op and only `advance` — which mutates entries in place — runs between
+// ops). Every iovec points into an item owned by `items` (Arc<SharedFrame> or
+// Bytes heap memory, which never moves) and describes exactly the remaining
+// part of that slice. Exercised by `tests::partial_writes_deliver_every_byte`.
+#[allow(unsafe_code)]
+unsafe impl IoVecBuf for WriteBatch {
+    fn read_iovec_ptr(&self) -> *const libc::iovec {
+        self.iovecs[self.first..].as_ptr()
+    }
+
+    fn read_iovec_len(&self) -> usize {
+        (self.iovecs.len() - self.first).min(IOVECS_PER_WRITE_MAX)
+    }
+}
+
+/// Writes the whole batch, however many partial writes it takes, and returns
+/// it (so the caller can account for what was delivered and reuse its Vecs).
+/// `cancel` aborts an in-flight write (a stalled reader never completes it).
+pub async fn write_all<W: CancelableAsyncWriteRent>(
+    writer: &mut W,
+    mut batch: WriteBatch,
+    cancel: &CancelHandle,
+) -> (io::Result<()>, WriteBatch) {
+    while batch.remaining() > 0 {
+        let (result, returned) = writer.cancelable_writev(batch, cancel.clone()).await;
+        batch = returned;
+        match result {
+            Ok(0) => return (Err(io::Error::from(io::ErrorKind::WriteZero)), batch),
+            Ok(written) => batch.advance(written),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (Err(e), batch),
+        }
+    }
+    (Ok(()), batch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::time::Instant;
+    use volley_protocol::header::{FrameHeader, FrameKind};
+
+    /// A slow reader forces many partial writes; every byte must arrive in order.
+    #[test]
+    fn partial_writes_deliver_every_byte() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let frames: Vec<Arc<SharedFrame>> = (0..24u32)
+            .map(|i| {
+                let header =
+                    FrameHeader { kind: FrameKind::RecordBatch, flags: 0, stream_id: 3, sequence: u64::from(i) };
+                let mut body = header.encode().to_vec();
+                body.extend(
+                    (0..(700_000 + i as usize * 13)).map(|j| (j.wrapping_mul(31) ^ i as usize).to_le_bytes()[0]),
+                );
+                SharedFrame::from_level2(Bytes::from(body), header, Instant::now())
+            })
+            .collect();
+        let mut expected = Vec::new();
+        for frame in &frames {
+            for part in frame.parts(Level::Two) {
+                expected.extend_from_slice(part);
+            }
+        }
+        let reader = std::thread::spawn(move || {
+            let (mut socket, _) = listener.accept().expect("accept");
+            let mut got = Vec::new();
+            let mut chunk = vec![0u8; 7919];
+            loop {
+                std::thread::sleep(std::time::Duration::from_micros(50));
+                match socket.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => got.extend_from_slice(&chunk[..n]),
+                    Err(e) => panic!("read: {e}"),
+                }
+            }
+            got
+        });
+        let mut runtime = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().build().expect("runtime");
+        runtime.block_on(async move {
+            let mut stream = monoio::net::TcpStream::connect(addr).await.expect("connect");
+            let mut batch = WriteBatch::new();
+            for frame in &frames {
+                batch.push(OutItem::Frame(frame.clone(), Level::Two));
+            }
+            let canceller = monoio::io::Canceller::new();
+            let (result, mut batch) = write_all(&mut stream, batch, &canceller.handle()).await;
+            result.expect("write_all");
+            assert_eq!(batch.take_items().len(), 24);
+            // Send FIN now: a close queued on the ring would wait for the next poll.
+            use monoio::io::AsyncWriteRent;
+            stream.shutdown().await.expect("shutdown");
+        });
+        drop(runtime);
+        let got = reader.join().expect("reader");
+        assert_eq!(got.len(), expected.len());
+        assert!(got == expected, "bytes differ after partial writes");
+    }
+}
