@@ -1,1 +1,158 @@
-fn main() {}
+//! `volley`: the one binary. Thin wiring only — each subcommand lives in its
+//! own module and calls into the engine, connector or bench crates:
+//!
+//! - [`demo`]: gateway + connector + sample data + dashboard on one machine.
+//! - [`gateway`]: the engine (thread-per-core io_uring gateway).
+//! - [`connector`]: the connector that dials out to a gateway.
+//! - [`token`]: signs browser session tokens and connector credentials.
+//! - [`bench`]: load-test scenarios writing to `perf-results/`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod connector;
+mod demo;
+mod gateway;
+mod signals;
+mod token;
+
+// The binaries use mimalloc (DESIGN.md, "Allocator"): many small `Bytes`
+// handles and control messages are allocated and freed on every worker.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Volley streams Apache Arrow data from connectors behind NAT, through a
+/// gateway, to dashboards in web browsers.
+#[derive(Debug, Parser)]
+#[command(name = "volley", version, propagate_version = true)]
+#[command(after_help = "Logging: set RUST_LOG (default `info`), e.g. RUST_LOG=volley_engine=debug.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a complete local demo: gateway, connector with sample datasets,
+    /// and the dashboard page in your browser.
+    Demo(demo::DemoArgs),
+    /// Run the gateway: accepts connector tunnels and browser sessions and
+    /// forwards Arrow IPC frames between them.
+    Gateway(gateway::GatewayArgs),
+    /// Run a connector: dials out to a gateway, registers for a tenant and
+    /// serves its configured datasets as Arrow IPC.
+    Connector(connector::ConnectorArgs),
+    /// Sign a browser session token (HS256 JWT), or with --connector a
+    /// connector credential, and print it on stdout.
+    Token(token::TokenArgs),
+    /// Run a load-test scenario against a gateway and write the results
+    /// under perf-results/.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo(args) => demo::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Gateway(args) => gateway::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Connector(args) => connector::run(args),
+        Command::Token(args) => token::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            // The whole cause chain on one line, without a backtrace: these
+            // are messages for the person at the terminal.
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
+        Cli::try_parse_from(std::iter::once("volley").chain(args.iter().copied())).map(|cli| cli.command)
+    }
+
+    #[test]
+    fn subcommand_arguments_parse_as_documented() {
+        let Ok(Command::Gateway(gateway)) =
+            parse(&["gateway", "--config", "gw.yaml", "--listen", "0.0.0.0:8081", "--workers", "2", "--insecure-dev"])
+        else {
+            panic!("gateway arguments");
+        };
+        assert_eq!(gateway.listen, Some("0.0.0.0:8081".parse().unwrap()));
+        assert_eq!(gateway.workers.map(|n| n.get()), Some(2));
+        assert!(gateway.insecure_dev);
+        assert!(parse(&["gateway"]).is_err(), "--config is required");
+        assert!(parse(&["gateway", "--config", "g.yaml", "--workers", "0"]).is_err());
+
+        let Ok(Command::Connector(connector)) = parse(&["connector", "--config", "c.yaml", "--test"]) else {
+            panic!("connector arguments");
+        };
+        assert!(connector.test);
+
+        let Ok(Command::Demo(demo)) = parse(&["demo"]) else { panic!("demo arguments") };
+        assert_eq!((demo.port, demo.no_open, demo.extra_datasets.len()), (8081, false, 0));
+        let Ok(Command::Demo(demo)) = parse(&[
+            "demo",
+            "--port",
+            "9000",
+            "--no-open",
+            "--extra-dataset",
+            "a=x.csv",
+            "--extra-dataset",
+            "b=y.parquet",
+        ]) else {
+            panic!("demo arguments");
+        };
+        assert_eq!((demo.port, demo.no_open, demo.extra_datasets.len()), (9000, true, 2));
+
+        for scenario in ["throughput", "fanout", "latency", "small-frames", "idle", "query-storm", "baseline", "report"]
+        {
+            assert!(matches!(parse(&["bench", scenario]), Ok(Command::Bench(_))), "{scenario}");
+        }
+        assert!(parse(&["bench", "warp-speed"]).is_err());
+        let Ok(Command::Bench(bench)) = parse(&[
+            "bench",
+            "fanout",
+            "--gateway",
+            "ws://127.0.0.1:8081",
+            "--duration",
+            "30",
+            "--connectors",
+            "2",
+            "--browsers",
+            "100",
+            "--frame-size",
+            "65536",
+            "--rate",
+            "1000",
+            "--out",
+            "/tmp/r",
+        ]) else {
+            panic!("bench arguments");
+        };
+        assert_eq!(bench.scenario, bench::Scenario::Fanout);
+        assert_eq!((bench.duration_seconds, bench.connectors, bench.browsers), (Some(30), Some(2), Some(100)));
+        assert_eq!((bench.frame_bytes, bench.rate_per_second), (Some(65536), Some(1000)));
+        assert_eq!(bench.out_dir, std::path::PathBuf::from("/tmp/r"));
+
+        assert!(
+            matches!(parse(&["token", "--secret", "s", "--tenant", "t", "--user", "u", "--ttl", "-10"]), Ok(Command::Token(t)) if t.ttl_seconds == Some(-10))
+        );
+    }
+}

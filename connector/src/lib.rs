@@ -16,8 +16,11 @@
 //!   [`slice::MessageKind`]; [`source::OpenDataset::into_ipc`] wires a
 //!   dataset to it as an iterator of [`slice::EncodedMessage`].
 //!
-//! The tunnel (reverse WebSocket client) sends each encoded message as one
-//! binary frame.
+//! - [`tunnel`]: `parallel_connections` reverse WebSocket connections to the
+//!   gateway; each `do_get` runs a producer thread that sends every encoded
+//!   message as one binary frame (level 2: behind the 16-byte header, within
+//!   the gateway's credit); reconnects forever with backoff and jitter.
+//! - [`service`]: `volley connector` and `volley connector --test`.
 //!
 //! ```text
 //! config.yaml ─▶ Config ─▶ Catalog::open(name) ─▶ OpenDataset ─▶ into_ipc ─▶ IpcStream
@@ -26,8 +29,10 @@
 //! ```
 
 pub mod config;
+pub mod service;
 pub mod slice;
 pub mod source;
+pub mod tunnel;
 
 pub use config::{Config, ConfigError};
 pub use slice::{EncodedMessage, IpcSlicer, MessageKind, SliceError, SliceOptions};

@@ -383,6 +383,7 @@ fn open(worker: &Rc<Worker>, session: &Rc<BrowserSession>, dataset: String, quer
         skipped: 0,
         opened_at: Instant::now(),
         first_frame_seen: false,
+        snapshot_through: None,
     };
     if !is_new {
         // Late joiner of a live stream: schema and dictionaries first, then the next batch.
@@ -401,6 +402,7 @@ fn open(worker: &Rc<Worker>, session: &Rc<BrowserSession>, dataset: String, quer
             ring.push_text(&event.to_json());
             for frame in state.schema_frame.iter().chain(state.dictionaries.iter()) {
                 ring.push(OutItem::Frame(frame.clone(), session.level));
+                sub.snapshot_through = sub.snapshot_through.max(Some(frame.sequence));
             }
         }
     }

@@ -295,7 +295,7 @@ async fn on_binary(
         Level::Two => {
             let header = FrameHeader::decode(&payload)
                 .map_err(|e| (close_code::PROTOCOL_ERROR, format!("bad_frame_header: {e}")))?;
-            let (stream, mask) = {
+            let (stream, mut mask) = {
                 let mut streams = tunnel.streams.borrow_mut();
                 let Some(entry) = streams.get_mut(&header.stream_id) else {
                     // A cancelled stream's frames may still be in flight: drop them.
@@ -314,6 +314,10 @@ async fn on_binary(
                 } else if state.dictionaries.len() < DICTIONARY_FRAMES_MAX {
                     state.dictionaries.push(frame.clone());
                 }
+                // Read under the lock late joiners take: a joiner either finds
+                // this frame in its snapshot or is in the mask (never neither;
+                // both is deduplicated by `LocalSub::snapshot_through`).
+                mask = stream.destinations();
             }
             worker.route(mask, WorkerMsg::Frame(frame)).await;
             Ok(())

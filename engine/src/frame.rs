@@ -6,6 +6,7 @@
 //! by `Arc` — every session on every worker holds the same allocation; no
 //! payload byte is copied after the read.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,6 +23,13 @@ pub enum Level {
     /// `volley.v2`: every binary frame starts with the 16-byte header.
     Two,
 }
+
+/// How many [`SharedFrame`]s this process built (one relaxed increment per
+/// frame read, never per session). The zero-copy test (`engine/tests/zero_copy.rs`)
+/// checks it equals the frames the connector sent, however many sessions on
+/// however many workers received them.
+#[doc(hidden)]
+pub static SHARED_FRAMES_BUILT: AtomicU64 = AtomicU64::new(0);
 
 /// One binary frame on its way to every subscriber; see the module docs.
 #[derive(Debug)]
@@ -46,6 +54,7 @@ impl SharedFrame {
     /// A frame from a level-2 connector: `body` starts with its (checked) header.
     pub fn from_level2(body: Bytes, header: FrameHeader, read_at: Instant) -> Arc<SharedFrame> {
         let ipc_len = body.len().saturating_sub(FRAME_HEADER_BYTES);
+        SHARED_FRAMES_BUILT.fetch_add(1, Ordering::Relaxed);
         Arc::new(SharedFrame {
             stream_id: header.stream_id,
             kind: header.kind,
@@ -61,6 +70,7 @@ impl SharedFrame {
     /// A frame from a level-1 connector: `body` is a raw chunk of the IPC stream.
     pub fn from_level1(body: Bytes, stream_id: u32, sequence: u64, read_at: Instant) -> Arc<SharedFrame> {
         let header = FrameHeader { kind: FrameKind::Chunk, flags: 0, stream_id, sequence };
+        SHARED_FRAMES_BUILT.fetch_add(1, Ordering::Relaxed);
         Arc::new(SharedFrame {
             stream_id,
             kind: FrameKind::Chunk,

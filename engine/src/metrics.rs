@@ -133,6 +133,11 @@ impl MetricsHub {
         }
     }
 
+    /// Worker `index`'s last published figures (tests check how work spread over workers).
+    pub fn worker(&self, index: usize) -> Option<WorkerMetrics> {
+        self.slots.get(index).map(|slot| slot.lock().clone())
+    }
+
     /// All workers' figures merged.
     pub fn merged(&self) -> WorkerMetrics {
         let mut total = WorkerMetrics::default();

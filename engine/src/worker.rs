@@ -86,6 +86,11 @@ pub struct LocalSub {
     pub opened_at: Instant,
     /// First frame already queued (time to first byte recorded).
     pub first_frame_seen: bool,
+    /// Late joiner of a live stream: the highest sequence its snapshot
+    /// (schema + dictionaries) carried. Frames up to it still in flight to
+    /// this worker are older than the snapshot or in it: dropped for this
+    /// subscriber, so it never sees a sequence twice or go backwards.
+    pub snapshot_through: Option<u64>,
 }
 
 /// Worker-local tables.
@@ -164,6 +169,9 @@ impl Worker {
         let policy = self.shared.config.rings.slow_reader_policy;
         let total_max = self.shared.config.rings.total_bytes_max;
         for sub in subs.iter_mut() {
+            if sub.snapshot_through.is_some_and(|through| frame.sequence <= through) {
+                continue;
+            }
             let session = &sub.session;
             let level = session.level;
             let len = frame.wire_len(level);

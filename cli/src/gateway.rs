@@ -1,0 +1,48 @@
+//! `volley gateway`: runs the engine until Ctrl-C or SIGTERM.
+
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+use volley_engine::{GatewayConfig, StartOptions};
+
+/// Run the gateway: connectors dial in on /ws/connect, browsers on
+/// /stream/{session}; Arrow IPC frames are forwarded from connectors to the
+/// browsers subscribed to them, unchanged.
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// Gateway configuration file (YAML): listen address, secrets, limits.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Address to listen on; overrides the config file.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// Number of worker threads (one io_uring runtime per core); default:
+    /// the number of available cores. Overrides the config file.
+    #[arg(long, value_name = "N")]
+    pub workers: Option<NonZeroUsize>,
+    /// Start without `tableros_secret_key` (a random secret is used, so no
+    /// outside token verifies). Development only; logs a loud warning.
+    #[arg(long)]
+    pub insecure_dev: bool,
+}
+
+pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
+    let mut config = GatewayConfig::from_file(&args.config)?;
+    if let Some(listen) = args.listen {
+        config.listen = Some(listen.to_string());
+    }
+    if let Some(workers) = args.workers {
+        config.workers = Some(workers.get());
+    }
+    let shutdown = crate::signals::shutdown_flag()?;
+    let gateway = volley_engine::start(config, StartOptions { insecure_dev: args.insecure_dev, ..Default::default() })
+        .context("starting the gateway")?;
+    println!("volley gateway listening on {}", gateway.local_addr());
+    crate::signals::wait(&shutdown);
+    log::info!("shutting down");
+    gateway.shutdown();
+    Ok(())
+}

@@ -1,0 +1,529 @@
+//! The reverse tunnel: `parallel_connections` WebSocket connections dialled
+//! out to the gateway, each registering for the tenant and serving the
+//! streams the gateway asks for, reconnecting forever with exponential
+//! backoff and jitter.
+//!
+//! Threads: one per connection owns its socket (reads commands, writes
+//! frames); one per open stream produces encoded IPC messages into the
+//! connection's bounded outgoing queue (a full queue blocks the producer:
+//! backpressure). Level-2 streams also wait for credit from the gateway.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::{BufMut, Bytes, BytesMut};
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+use volley_protocol::header::{FrameHeader, FrameKind};
+use volley_protocol::message::{
+    ConnectorMessage, ErrorBody, ErrorCode, FlightData, GatewayCommand, Register, RegisterReply,
+};
+
+use crate::config::{Compression, Config};
+use crate::slice::{MessageKind, SliceOptions};
+use crate::source::{Catalog, StopFlag};
+
+/// Messages queued per connection before stream producers block.
+pub const OUTGOING_QUEUE_MAX: usize = 64;
+/// Longest wait between reconnect attempts.
+pub const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(60);
+/// A connection that lived this long resets the backoff.
+pub const STABLE_CONNECTION: Duration = Duration::from_secs(30);
+/// Socket read timeout while idle: how soon queued output is noticed.
+pub const IDLE_POLL: Duration = Duration::from_millis(5);
+/// Nothing heard from the gateway for this long: the connection is dead.
+pub const GATEWAY_SILENCE_MAX: Duration = Duration::from_secs(60);
+/// How long shutdown waits for streams to finish.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Largest message accepted from the gateway (commands are small JSON).
+pub const GATEWAY_MESSAGE_BYTES_MAX: usize = 1 << 20;
+
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+pub enum TunnelError {
+    /// Connect, TLS or WebSocket failure.
+    #[error("websocket: {0}")]
+    WebSocket(#[from] tungstenite::Error),
+    /// Socket failure.
+    #[error("io: {0}")]
+    Io(#[from] io::Error),
+    /// The gateway refused `register`.
+    #[error("the gateway refused registration: {code}: {message}")]
+    Refused {
+        /// Code.
+        code: ErrorCode,
+        /// Message.
+        message: String,
+    },
+    /// The gateway broke the protocol.
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// Nothing heard for too long.
+    #[error("the gateway went silent")]
+    Silent,
+}
+
+type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
+
+enum Outgoing {
+    Text(String),
+    Binary(Bytes),
+}
+
+/// Per-stream credit (level 2): producers wait while it is exhausted.
+#[derive(Default)]
+struct Credit {
+    available: Mutex<i64>,
+    changed: Condvar,
+}
+
+impl Credit {
+    fn add(&self, bytes: u64) {
+        if let Ok(mut available) = self.available.lock() {
+            *available = available.saturating_add(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
+        self.changed.notify_all();
+    }
+
+    /// Waits for credit; false when stopped.
+    fn take(&self, bytes: usize, stop: &StopFlag) -> bool {
+        let Ok(mut available) = self.available.lock() else { return false };
+        while *available <= 0 {
+            if stop.load(Ordering::Acquire) {
+                return false;
+            }
+            match self.changed.wait_timeout(available, Duration::from_millis(50)) {
+                Ok((guard, _)) => available = guard,
+                Err(_) => return false,
+            }
+        }
+        *available -= i64::try_from(bytes).unwrap_or(i64::MAX);
+        true
+    }
+}
+
+struct StreamHandle {
+    stop: StopFlag,
+    credit: Arc<Credit>,
+    thread: JoinHandle<()>,
+}
+
+/// Runs the tunnel until `shutdown` is set: `parallel_connections` threads,
+/// each connecting, serving and reconnecting forever.
+pub fn run(config: Arc<Config>, catalog: Arc<Catalog>, shutdown: Arc<AtomicBool>) {
+    let threads: Vec<JoinHandle<()>> = (0..config.performance.parallel_connections.max(1))
+        .map(|index| {
+            let config = config.clone();
+            let catalog = catalog.clone();
+            let shutdown = shutdown.clone();
+            std::thread::Builder::new()
+                .name(format!("volley-tunnel-{index}"))
+                .spawn(move || connection_loop(index, &config, &catalog, &shutdown))
+        })
+        .filter_map(Result::ok)
+        .collect();
+    for thread in threads {
+        let _ = thread.join();
+    }
+}
+
+fn connection_loop(index: usize, config: &Config, catalog: &Arc<Catalog>, shutdown: &AtomicBool) {
+    let base = config.performance.reconnect_delay.max(Duration::from_millis(50));
+    let mut delay = base;
+    let mut attempt: u64 = 0;
+    while !shutdown.load(Ordering::Acquire) {
+        attempt += 1;
+        let started = Instant::now();
+        match connect_and_serve(index, config, catalog, shutdown) {
+            Ok(()) => log::info!("tunnel {index}: connection closed"),
+            Err(e) => log::warn!("tunnel {index}: attempt {attempt}: {e}"),
+        }
+        if shutdown.load(Ordering::Acquire) {
+            return;
+        }
+        if started.elapsed() >= STABLE_CONNECTION {
+            delay = base;
+        }
+        // Full jitter between half and all of the delay, so a fleet does not reconnect in step.
+        let jittered = delay.mul_f64(0.5 + fastrand::f64() * 0.5);
+        sleep_unless(jittered, shutdown);
+        delay = (delay * 2).min(RECONNECT_DELAY_MAX);
+    }
+}
+
+fn sleep_unless(duration: Duration, shutdown: &AtomicBool) {
+    let deadline = Instant::now() + duration;
+    while Instant::now() < deadline && !shutdown.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(20).min(deadline.saturating_duration_since(Instant::now())));
+    }
+}
+
+fn set_read_timeout(socket: &Socket, timeout: Duration) -> io::Result<()> {
+    match socket.get_ref() {
+        MaybeTlsStream::Plain(stream) => stream.set_read_timeout(Some(timeout)),
+        MaybeTlsStream::Rustls(stream) => stream.get_ref().set_read_timeout(Some(timeout)),
+        _ => Ok(()),
+    }
+}
+
+/// Opens one connection and registers; returns the socket and the agreed level.
+pub fn connect_and_register(config: &Config, catalog: &Catalog) -> Result<(Socket, u8), TunnelError> {
+    let mut ws_config = tungstenite::protocol::WebSocketConfig::default();
+    ws_config.max_message_size = Some(GATEWAY_MESSAGE_BYTES_MAX);
+    ws_config.max_frame_size = Some(GATEWAY_MESSAGE_BYTES_MAX);
+    let (mut socket, _) = tungstenite::client::connect_with_config(config.gateway.uri.as_str(), Some(ws_config), 3)?;
+    if let MaybeTlsStream::Plain(stream) = socket.get_ref() {
+        let _ = stream.set_nodelay(true);
+    }
+    let datasets: Vec<String> = catalog.names().map(str::to_owned).collect();
+    let live: Vec<String> =
+        config.datasets.iter().filter(|(_, spec)| spec.is_live()).map(|(name, _)| name.clone()).collect();
+    let register = ConnectorMessage::Register(Register {
+        tenant_id: config.tenant.id.clone(),
+        version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+        datasets,
+        live,
+        protocol: Some(2),
+        token: config.tenant.token.clone(),
+        compression: Vec::new(),
+    });
+    socket.send(Message::text(register.to_json()))?;
+    set_read_timeout(&socket, Duration::from_secs(10))?;
+    loop {
+        match socket.read()? {
+            Message::Text(text) => {
+                return match RegisterReply::parse(text.as_str()) {
+                    Ok(RegisterReply::Ok(ok)) => Ok((socket, ok.protocol.unwrap_or(1))),
+                    Ok(RegisterReply::Refused(error)) => {
+                        Err(TunnelError::Refused { code: error.code, message: error.message })
+                    }
+                    Err(e) => Err(TunnelError::Protocol(format!("bad register reply: {e}"))),
+                };
+            }
+            Message::Close(frame) => {
+                return Err(TunnelError::Protocol(format!("closed during register: {frame:?}")));
+            }
+            _ => {}
+        }
+    }
+}
+
+fn connect_and_serve(
+    index: usize,
+    config: &Config,
+    catalog: &Arc<Catalog>,
+    shutdown: &AtomicBool,
+) -> Result<(), TunnelError> {
+    let (mut socket, level) = connect_and_register(config, catalog)?;
+    log::info!(
+        "tunnel {index}: registered with {} as tenant {:?} (level {level})",
+        config.gateway.uri,
+        config.tenant.id
+    );
+    set_read_timeout(&socket, IDLE_POLL)?;
+    let (out_tx, out_rx) = sync_channel::<Outgoing>(OUTGOING_QUEUE_MAX);
+    let mut streams: HashMap<String, StreamHandle> = HashMap::new();
+    let result = serve(&mut socket, level, config, catalog, shutdown, &out_tx, &out_rx, &mut streams);
+    // Streams still running end here: their producers see the stop flag.
+    for handle in streams.values() {
+        handle.stop.store(true, Ordering::Release);
+        handle.credit.add(u64::MAX / 4);
+    }
+    drop(out_tx);
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    for (_, handle) in streams.drain() {
+        // Drain what producers still push so they can reach their end.
+        while !handle.thread.is_finished() && Instant::now() < deadline {
+            let _ = out_rx.recv_timeout(Duration::from_millis(10));
+        }
+        let _ = handle.thread.join();
+    }
+    if shutdown.load(Ordering::Acquire) {
+        let _ = socket.close(Some(tungstenite::protocol::CloseFrame {
+            code: tungstenite::protocol::frame::coding::CloseCode::Away,
+            reason: "connector shutting down".into(),
+        }));
+        let _ = socket.flush();
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+fn serve(
+    socket: &mut Socket,
+    level: u8,
+    config: &Config,
+    catalog: &Arc<Catalog>,
+    shutdown: &AtomicBool,
+    out_tx: &SyncSender<Outgoing>,
+    out_rx: &Receiver<Outgoing>,
+    streams: &mut HashMap<String, StreamHandle>,
+) -> Result<(), TunnelError> {
+    let mut last_heard = Instant::now();
+    loop {
+        if shutdown.load(Ordering::Acquire) {
+            for handle in streams.values() {
+                handle.stop.store(true, Ordering::Release);
+            }
+            // Let streams finish (they end with stream_end) within the grace period.
+            let deadline = Instant::now() + SHUTDOWN_GRACE;
+            while streams.values().any(|h| !h.thread.is_finished()) && Instant::now() < deadline {
+                write_pending(socket, out_rx)?;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            write_pending(socket, out_rx)?;
+            return Ok(());
+        }
+        write_pending(socket, out_rx)?;
+        streams.retain(|_, handle| !handle.thread.is_finished());
+        match socket.read() {
+            Ok(Message::Text(text)) => {
+                last_heard = Instant::now();
+                handle_command(text.as_str(), level, config, catalog, out_tx, streams, socket)?;
+            }
+            Ok(Message::Close(_)) => return Ok(()),
+            Ok(_) => last_heard = Instant::now(),
+            Err(tungstenite::Error::Io(e))
+                if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
+            {
+                if last_heard.elapsed() > GATEWAY_SILENCE_MAX {
+                    return Err(TunnelError::Silent);
+                }
+            }
+            Err(tungstenite::Error::ConnectionClosed) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn write_pending(socket: &mut Socket, out_rx: &Receiver<Outgoing>) -> Result<(), TunnelError> {
+    let mut wrote = false;
+    loop {
+        match out_rx.try_recv() {
+            Ok(Outgoing::Text(text)) => socket.write(Message::text(text))?,
+            Ok(Outgoing::Binary(bytes)) => socket.write(Message::Binary(bytes))?,
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+        }
+        wrote = true;
+    }
+    if wrote {
+        socket.flush()?;
+    } else {
+        // Pongs queued by tungstenite in answer to pings.
+        match socket.flush() {
+            Ok(()) => {}
+            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+fn handle_command(
+    text: &str,
+    level: u8,
+    config: &Config,
+    catalog: &Arc<Catalog>,
+    out_tx: &SyncSender<Outgoing>,
+    streams: &mut HashMap<String, StreamHandle>,
+    socket: &mut Socket,
+) -> Result<(), TunnelError> {
+    let command = match GatewayCommand::parse(text) {
+        Ok(command) => command,
+        Err(e) => {
+            log::warn!("ignoring a command the connector does not understand: {e}");
+            return Ok(());
+        }
+    };
+    let reply = |socket: &mut Socket, message: ConnectorMessage| socket.send(Message::text(message.to_json()));
+    match command {
+        GatewayCommand::Ping => reply(socket, ConnectorMessage::Pong)?,
+        GatewayCommand::GetFlightInfo { request_id, descriptor } => {
+            let name = GatewayCommand::descriptor_dataset(&descriptor).unwrap_or_default().to_owned();
+            match flight_info(catalog, &name, config) {
+                Ok(data) => reply(socket, ConnectorMessage::FlightInfo { request_id, data })?,
+                Err(error) => reply(socket, ConnectorMessage::Error { request_id: Some(request_id), error })?,
+            }
+        }
+        GatewayCommand::DoGet { request_id, ticket, stream_id, credit_bytes, live, compression } => {
+            let stop: StopFlag = Arc::new(AtomicBool::new(false));
+            let credit = Arc::new(Credit::default());
+            credit.add(if level >= 2 { credit_bytes.unwrap_or(u64::MAX / 4) } else { u64::MAX / 4 });
+            let mut options = SliceOptions::from_performance(&config.performance);
+            options.compression = match compression.as_deref() {
+                Some("lz4") => Compression::Lz4,
+                Some("zstd") => Compression::Zstd,
+                _ => Compression::None,
+            };
+            let job = StreamJob {
+                catalog: catalog.clone(),
+                dataset: ticket,
+                request_id: request_id.clone(),
+                stream_id: if level >= 2 { stream_id } else { None },
+                live,
+                options,
+                out: out_tx.clone(),
+                stop: stop.clone(),
+                credit: credit.clone(),
+            };
+            let thread =
+                std::thread::Builder::new().name(format!("volley-stream-{request_id}")).spawn(move || job.run())?;
+            streams.insert(request_id, StreamHandle { stop, credit, thread });
+        }
+        GatewayCommand::Credit { stream_id, bytes } => {
+            let key = format!("r{stream_id}");
+            if let Some(handle) = streams.get(&key) {
+                handle.credit.add(bytes);
+            }
+        }
+        GatewayCommand::Cancel { request_id } => {
+            if let Some(handle) = streams.get(&request_id) {
+                handle.stop.store(true, Ordering::Release);
+                handle.credit.add(u64::MAX / 4);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn flight_info(catalog: &Catalog, name: &str, config: &Config) -> Result<FlightData, ErrorBody> {
+    let dataset = catalog.open(name).map_err(|e| {
+        let code = if catalog.spec(name).is_none() { ErrorCode::DatasetNotFound } else { ErrorCode::SourceError };
+        ErrorBody::new(code, e.to_string())
+    })?;
+    let rows = dataset.row_count().map(|r| i64::try_from(r).unwrap_or(i64::MAX)).unwrap_or(-1);
+    let stop = dataset.stop_flag();
+    let mut stream = dataset
+        .into_ipc(SliceOptions::from_performance(&config.performance))
+        .map_err(|e| ErrorBody::new(ErrorCode::SourceError, e.to_string()))?;
+    let schema = match stream.next() {
+        Some(Ok(message)) if message.kind == MessageKind::Schema => message.bytes,
+        Some(Err(e)) => return Err(ErrorBody::new(ErrorCode::SourceError, e.to_string())),
+        _ => return Err(ErrorBody::new(ErrorCode::Internal, "the encoder produced no schema message")),
+    };
+    stop.store(true, Ordering::Release);
+    Ok(FlightData { schema: base64::engine::general_purpose::STANDARD.encode(&schema), records: rows })
+}
+
+struct StreamJob {
+    catalog: Arc<Catalog>,
+    dataset: String,
+    request_id: String,
+    stream_id: Option<u32>,
+    live: bool,
+    options: SliceOptions,
+    out: SyncSender<Outgoing>,
+    stop: StopFlag,
+    credit: Arc<Credit>,
+}
+
+impl StreamJob {
+    fn send(&self, message: ConnectorMessage) -> bool {
+        self.out.send(Outgoing::Text(message.to_json())).is_ok()
+    }
+
+    fn run(self) {
+        let request_id = self.request_id.clone();
+        let dataset = match self.catalog.open(&self.dataset) {
+            Ok(dataset) => dataset,
+            Err(e) => {
+                let code = if self.catalog.spec(&self.dataset).is_none() {
+                    ErrorCode::DatasetNotFound
+                } else {
+                    ErrorCode::SourceError
+                };
+                self.send(ConnectorMessage::Error {
+                    request_id: Some(request_id),
+                    error: ErrorBody::new(code, e.to_string()),
+                });
+                return;
+            }
+        };
+        if self.live && !dataset.is_live() {
+            log::info!("dataset {:?} is not live; streaming it once", self.dataset);
+        }
+        let source_stop = dataset.stop_flag();
+        let mut stream = match dataset.into_ipc(self.options) {
+            Ok(stream) => stream,
+            Err(e) => {
+                self.send(ConnectorMessage::Error {
+                    request_id: Some(request_id),
+                    error: ErrorBody::new(ErrorCode::SourceError, e.to_string()),
+                });
+                return;
+            }
+        };
+        let mut sequence: u64 = 0;
+        let mut total_bytes: u64 = 0;
+        let mut started = false;
+        let mut failure: Option<ErrorBody> = None;
+        loop {
+            if self.stop.load(Ordering::Acquire) {
+                source_stop.store(true, Ordering::Release);
+            }
+            let message = match stream.next() {
+                Some(Ok(message)) => message,
+                Some(Err(e)) => {
+                    failure = Some(ErrorBody::new(ErrorCode::SourceError, e.to_string()));
+                    break;
+                }
+                None => break,
+            };
+            if !started {
+                started = true;
+                let schema = base64::engine::general_purpose::STANDARD.encode(&message.bytes);
+                if !self.send(ConnectorMessage::StreamStart {
+                    request_id: request_id.clone(),
+                    schema,
+                    stream_id: self.stream_id,
+                }) {
+                    return;
+                }
+            }
+            let payload = match self.stream_id {
+                Some(stream_id) => {
+                    let kind = match message.kind {
+                        MessageKind::Schema => FrameKind::Schema,
+                        MessageKind::Dictionary => FrameKind::Dictionary,
+                        MessageKind::RecordBatch => FrameKind::RecordBatch,
+                        MessageKind::EndOfStream => FrameKind::EndOfStream,
+                    };
+                    let flags =
+                        if message.kind == MessageKind::EndOfStream { volley_protocol::header::FLAG_LAST } else { 0 };
+                    let header = FrameHeader { kind, flags, stream_id, sequence };
+                    let mut framed = BytesMut::with_capacity(header.encode().len() + message.bytes.len());
+                    framed.put_slice(&header.encode());
+                    framed.put_slice(&message.bytes);
+                    framed.freeze()
+                }
+                None => message.bytes.clone(),
+            };
+            if !self.credit.take(payload.len(), &self.stop) && self.stop.load(Ordering::Acquire) {
+                failure = Some(ErrorBody::new(ErrorCode::Cancelled, "stream cancelled"));
+                break;
+            }
+            sequence += 1;
+            total_bytes += message.bytes.len() as u64;
+            if self.out.send(Outgoing::Binary(payload)).is_err() {
+                return;
+            }
+        }
+        if self.stop.load(Ordering::Acquire) && failure.is_none() && !self.live {
+            failure = Some(ErrorBody::new(ErrorCode::Cancelled, "stream cancelled"));
+        }
+        if !started {
+            let error =
+                failure.unwrap_or_else(|| ErrorBody::new(ErrorCode::Internal, "the stream produced no messages"));
+            self.send(ConnectorMessage::Error { request_id: Some(request_id), error });
+            return;
+        }
+        self.send(ConnectorMessage::StreamEnd { request_id, total_bytes, stream_id: self.stream_id, error: failure });
+    }
+}

@@ -1,0 +1,123 @@
+//! PROTOCOL.md §5.2 late joiners: a browser that subscribes to a running live
+//! stream gets `stream_start`, then the schema frame (exactly once), then
+//! frames with strictly increasing sequences — even while the connector keeps
+//! sending schema/dictionary frames and joiners land on either worker.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::json;
+use support::*;
+use volley_protocol::header::{FrameHeader, FrameKind};
+
+#[test]
+fn late_joiners_get_the_schema_once_and_never_a_repeated_sequence() {
+    let gateway = start(config());
+    let addr = gateway.local_addr();
+    let connector = spawn_connector(addr, ConnectorSpec::level2(vec![DatasetSpec::live("ticker")]));
+    wait_connectors(&gateway, 1);
+    let token = session_token(TENANT, &["ticker"]);
+    // An anchor subscriber keeps the stream alive for the whole test.
+    let mut anchor = Browser::connect(addr, &token, true);
+    anchor.send(json!({"action": "subscribe", "dataset": "ticker", "query_id": "anchor"}));
+    let schema = ipc_messages(&golden(PRIMITIVE))[0].1.clone();
+    connector.live_frame("ticker", FrameKind::Schema, schema.clone());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let anchor_thread = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Acquire) {
+                if let Some(Received::Close(code)) = anchor.next(Duration::from_millis(50)) {
+                    panic!("anchor closed {code:?}");
+                }
+            }
+        })
+    };
+    // The producer: a dictionary frame, then record batches, repeatedly; now and
+    // then a fresh schema (which resets the dictionaries the gateway keeps).
+    let producer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Acquire) {
+                let kind = match i % 64 {
+                    0 => FrameKind::Schema,
+                    1 | 17 | 33 => FrameKind::Dictionary,
+                    _ => FrameKind::RecordBatch,
+                };
+                let body = if kind == FrameKind::Schema {
+                    schema.clone()
+                } else {
+                    Bytes::from(vec![u8::try_from(i % 251).expect("byte"); 256])
+                };
+                connector.live_frame("ticker", kind, body);
+                i += 1;
+                if i % 16 == 0 {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+            connector
+        })
+    };
+
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let joiners: Vec<_> = (0..4)
+        .map(|t| {
+            let token = token.clone();
+            std::thread::spawn(move || {
+                let mut problems = Vec::new();
+                let mut joins = 0;
+                while Instant::now() < deadline {
+                    let mut b = Browser::connect(addr, &token, true);
+                    b.send(json!({"action": "subscribe", "dataset": "ticker", "query_id": "late"}));
+                    let mut started = false;
+                    let mut frames: Vec<FrameHeader> = Vec::new();
+                    while frames.len() < 40 {
+                        match b.next(Duration::from_secs(5)) {
+                            Some(Received::Json(v)) if v["type"] == "stream_start" => started = true,
+                            Some(Received::Json(v)) if v["type"] == "flight_info" => {}
+                            Some(Received::Binary(data)) => {
+                                assert!(started, "binary before stream_start");
+                                frames.push(FrameHeader::decode(&data).expect("header"));
+                            }
+                            other => panic!("joiner got {other:?}"),
+                        }
+                    }
+                    joins += 1;
+                    if frames[0].kind != FrameKind::Schema {
+                        problems.push(format!(
+                            "thread {t} join {joins}: first frame is {:?} (seq {}), not the schema",
+                            frames[0].kind, frames[0].sequence
+                        ));
+                    }
+                    for w in frames.windows(2) {
+                        if w[1].sequence <= w[0].sequence {
+                            problems.push(format!(
+                                "thread {t} join {joins}: sequence {} ({:?}) after {} ({:?})",
+                                w[1].sequence, w[1].kind, w[0].sequence, w[0].kind
+                            ));
+                        }
+                    }
+                }
+                (joins, problems)
+            })
+        })
+        .collect();
+    let mut joins = 0;
+    let mut problems = Vec::new();
+    for j in joiners {
+        let (n, p) = j.join().expect("joiner");
+        joins += n;
+        problems.extend(p);
+    }
+    stop.store(true, Ordering::Release);
+    let _connector = producer.join().expect("producer");
+    anchor_thread.join().expect("anchor");
+    eprintln!("{joins} late joins, {} problems", problems.len());
+    assert!(problems.is_empty(), "{} of {joins} late joins broke the stream:\n{}", problems.len(), problems.join("\n"));
+}

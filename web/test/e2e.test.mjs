@@ -1,0 +1,205 @@
+// End to end: the real `volley demo` (gateway + demo connector) and Debian's
+// Chromium driven by playwright-core. Screenshots go to ../test-artifacts/web/.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+import {
+  ensureArtifactsDir, execFileAsync, missingBinaryReason, startDemo, volleyBin, waitFor, webRoot,
+} from './helpers.mjs';
+
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const CHROMIUM_ARGS = [
+  '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+];
+/** How long the live ticker is watched for growth. */
+const LIVE_WATCH_MS = 3_000;
+
+const skip = missingBinaryReason()
+  ?? (existsSync(CHROMIUM) ? null : `${CHROMIUM} not found (apt-get install chromium)`)
+  ?? (existsSync(path.join(webRoot, 'dist', 'index.html')) ? null : 'web/dist is not built (npm run build)');
+
+/**
+ * Count painted pixels of a canvas, and those close to an RGB colour.
+ * @param {import('playwright-core').Page} page
+ * @param {string} selector  a canvas
+ * @param {[number, number, number]} rgb
+ */
+function canvasInk(page, selector, rgb) {
+  return page.evaluate(([sel, [r, g, b]]) => {
+    const canvas = /** @type {HTMLCanvasElement|null} */ (document.querySelector(sel));
+    if (!canvas || canvas.width === 0 || canvas.height === 0) return { painted: 0, colour: 0 };
+    const data = /** @type {CanvasRenderingContext2D} */ (canvas.getContext('2d')).getImageData(0, 0, canvas.width, canvas.height).data;
+    let painted = 0;
+    let colour = 0;
+    for (let i = 0; i < data.length; i += 4) {
+      if (data[i + 3] === 0) continue;
+      painted += 1;
+      if (Math.abs(data[i] - r) < 40 && Math.abs(data[i + 1] - g) < 40 && Math.abs(data[i + 2] - b) < 40 && data[i + 3] > 128) colour += 1;
+    }
+    return { painted, colour };
+  }, /** @type {const} */ ([selector, rgb]));
+}
+
+describe('dashboard against the real volley demo', { skip: skip ?? false }, () => {
+  /** @type {import('./helpers.mjs').Demo} */
+  let demo;
+  /** @type {import('playwright-core').BrowserContext} */
+  let context;
+  /** @type {string} */
+  let profileDir;
+  const artifacts = ensureArtifactsDir();
+  /** Messages from the page, printed when a test fails. */
+  const pageLog = [];
+
+  before(async () => {
+    demo = await startDemo();
+    profileDir = mkdtempSync(path.join(os.tmpdir(), 'volley-chromium-'));
+    context = await chromium.launchPersistentContext(profileDir, {
+      executablePath: CHROMIUM,
+      headless: true,
+      viewport: { width: 1280, height: 900 },
+      args: CHROMIUM_ARGS,
+    });
+  });
+
+  after(async () => {
+    await context?.close();
+    await demo?.stop();
+    if (profileDir) rmSync(profileDir, { recursive: true, force: true });
+  });
+
+  /** @param {string} url */
+  async function open(url) {
+    const page = await context.newPage();
+    page.on('console', (m) => pageLog.push(`console.${m.type()}: ${m.text()}`));
+    page.on('pageerror', (e) => pageLog.push(`pageerror: ${e.message}`));
+    await page.goto(url);
+    return page;
+  }
+
+  /** @param {import('playwright-core').Page} page */
+  const rowCount = async (page) => Number(await page.textContent('[data-testid=row-count]'));
+
+  /** @param {import('playwright-core').Page} page @param {string} name */
+  async function openDataset(page, name) {
+    await page.click(`[data-testid=dataset][data-name="${name}"]`);
+    await waitFor(async () => (await page.textContent('#dataset-title')) === name, { what: `${name} opened` });
+  }
+
+  const context_ = () => `\n--- page ---\n${pageLog.slice(-30).join('\n')}\n--- demo ---\n${demo?.log().slice(-4000)}`;
+
+  it('loads with the token and lists the demo datasets', async () => {
+    const page = await open(demo.url);
+    try {
+      await page.waitForSelector('[data-testid=dataset]', { timeout: 15_000 });
+      const names = await page.$$eval('[data-testid=dataset]', (els) => els.map((e) => /** @type {HTMLElement} */ (e).dataset.name));
+      assert.ok(names.includes('ventas'), `datasets ${names}`);
+      assert.ok(names.includes('ticker'), `datasets ${names}`);
+      const tickerLive = await page.getAttribute('[data-testid=dataset][data-name="ticker"]', 'data-live');
+      assert.equal(tickerLive, 'true', 'ticker is marked live');
+      // The first dataset opens on its own: the first screen shows data.
+      await waitFor(async () => (await rowCount(page)) > 0, { what: 'first dataset shows rows' });
+      await page.screenshot({ path: path.join(artifacts, 'first-screen.png'), fullPage: true });
+    } catch (e) {
+      await page.screenshot({ path: path.join(artifacts, 'first-screen-failed.png'), fullPage: true });
+      throw new Error(`${e}${context_()}`);
+    } finally {
+      await page.close();
+    }
+  });
+
+  it('ventas: renders a chart and the exact row count', async () => {
+    const page = await open(demo.url);
+    try {
+      await page.waitForSelector('[data-testid=dataset][data-name="ventas"]', { timeout: 15_000 });
+      await openDataset(page, 'ventas');
+      await waitFor(async () => (await page.getAttribute('.content', 'data-phase')) === 'done', { timeoutMs: 30_000, what: 'ventas query done' });
+      const shown = await rowCount(page);
+      let expected = demo.datasetRows.get('ventas');
+      if (expected === undefined) {
+        // The demo did not print `dataset ventas: N rows`: fall back to flight_info's total.
+        const total = (await page.textContent('#row-total'))?.match(/(\d+)/);
+        expected = total ? Number(total[1]) : undefined;
+      }
+      assert.ok(expected !== undefined && expected > 0, `no expected row count (demo printed no "dataset ventas: N rows" line)${context_()}`);
+      assert.equal(shown, expected, 'row-count equals the rows the demo reports');
+      const points = Number(await page.getAttribute('[data-testid=chart] canvas', 'data-points'));
+      assert.ok(points > 1, `chart has points (${points})`);
+      const ink = await canvasInk(page, '[data-testid=chart] canvas', [47, 111, 237]);
+      assert.ok(ink.colour > 500, `chart line drawn (${JSON.stringify(ink)})`);
+      const tableRows = await page.$$eval('[data-testid=table] tbody tr', (rows) => rows.length);
+      assert.equal(tableRows, Math.min(20, expected));
+      await page.screenshot({ path: path.join(artifacts, 'ventas.png'), fullPage: true });
+    } catch (e) {
+      await page.screenshot({ path: path.join(artifacts, 'ventas-failed.png'), fullPage: true });
+      throw new Error(`${e}${context_()}`);
+    } finally {
+      await page.close();
+    }
+  });
+
+  it('ticker: the live row count grows', async () => {
+    const page = await open(demo.url);
+    try {
+      await page.waitForSelector('[data-testid=dataset][data-name="ticker"]', { timeout: 15_000 });
+      await openDataset(page, 'ticker');
+      const first = await waitFor(async () => rowCount(page), { what: 'first live rows' });
+      await page.waitForTimeout(LIVE_WATCH_MS);
+      const second = await rowCount(page);
+      assert.ok(second > first, `live row count grew: ${first} → ${second}`);
+      const ink = await canvasInk(page, '[data-testid=chart] canvas', [47, 111, 237]);
+      assert.ok(ink.colour > 300, `live chart drawn (${JSON.stringify(ink)})`);
+      await page.screenshot({ path: path.join(artifacts, 'ticker.png'), fullPage: true });
+    } catch (e) {
+      await page.screenshot({ path: path.join(artifacts, 'ticker-failed.png'), fullPage: true });
+      throw new Error(`${e}${context_()}`);
+    } finally {
+      await page.close();
+    }
+  });
+
+  it('an expired token shows the token_expired message', async () => {
+    assert.ok(demo.secret, `the demo printed no "secret: …" line${context_()}`);
+    const tenant = demo.tenant ?? 'demo';
+    const { stdout } = await execFileAsync(volleyBin, ['token', '--secret', demo.secret, '--tenant', tenant, '--user', 'u', '--ttl', '-10']);
+    const token = stdout.match(/eyJ[\w-]*\.[\w-]*\.[\w-]*/)?.[0] ?? stdout.trim().split('\n').pop()?.trim();
+    assert.ok(token, `volley token printed no token: ${stdout}`);
+    const page = await open(`${demo.base}/?session=${encodeURIComponent(token)}`);
+    try {
+      await waitFor(async () => (await page.getAttribute('[data-testid=status]', 'data-code')) === 'token_expired', { what: 'token_expired status' });
+      const text = await page.textContent('[data-testid=status]');
+      assert.match(text ?? '', /Your session has expired/);
+      await page.screenshot({ path: path.join(artifacts, 'expired.png'), fullPage: true });
+    } catch (e) {
+      await page.screenshot({ path: path.join(artifacts, 'expired-failed.png'), fullPage: true });
+      throw new Error(`${e}${context_()}`);
+    } finally {
+      await page.close();
+    }
+  });
+
+  it('the latency page draws', async () => {
+    const page = await open(`${demo.base}/latency`);
+    try {
+      await waitFor(async () => (await page.getAttribute('body', 'data-loaded')) === 'true', { what: '/metrics.json loaded' });
+      await page.waitForTimeout(1_500); // a second poll
+      for (const id of ['latency-chart', 'latency-series']) {
+        const ink = await canvasInk(page, `[data-testid=${id}] canvas`, [47, 111, 237]);
+        assert.ok(ink.painted > 1000, `${id} canvas is not blank (${JSON.stringify(ink)})`);
+      }
+      // Earlier tests relayed frames, so the relay curve (blue) has points.
+      const curve = await canvasInk(page, '[data-testid=latency-chart] canvas', [47, 111, 237]);
+      assert.ok(curve.colour > 1000, `relay latency curve drawn (${JSON.stringify(curve)})`);
+      await page.screenshot({ path: path.join(artifacts, 'latency.png'), fullPage: true });
+    } catch (e) {
+      await page.screenshot({ path: path.join(artifacts, 'latency-failed.png'), fullPage: true });
+      throw new Error(`${e}${context_()}`);
+    } finally {
+      await page.close();
+    }
+  });
+});
