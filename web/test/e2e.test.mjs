@@ -165,7 +165,7 @@ describe('dashboard against the real volley demo', { skip: skip ?? false }, () =
   it('an expired token shows the token_expired message', async () => {
     assert.ok(demo.secret, `the demo printed no "secret: …" line${context_()}`);
     const tenant = demo.tenant ?? 'demo';
-    const { stdout } = await execFileAsync(volleyBin, ['token', '--secret', demo.secret, '--tenant', tenant, '--user', 'u', '--ttl', '-10']);
+    const { stdout } = await execFileAsync(volleyBin, ['token', '--secret', demo.secret, '--tenant', tenant, '--user', 'u', '--ttl', '-3600']);
     const token = stdout.match(/eyJ[\w-]*\.[\w-]*\.[\w-]*/)?.[0] ?? stdout.trim().split('\n').pop()?.trim();
     assert.ok(token, `volley token printed no token: ${stdout}`);
     const page = await open(`${demo.base}/?session=${encodeURIComponent(token)}`);
