@@ -305,6 +305,20 @@ async fn on_binary(
                 entry.total_bytes += payload.len().saturating_sub(volley_protocol::limits::FRAME_HEADER_BYTES) as u64;
                 (entry.stream.clone(), entry.stream.destinations())
             };
+            if !stream.live {
+                // A level-2 connector sends within its credit (PROTOCOL.md §4.2); one
+                // frame of overdraft is allowed. Past that the ring of a stalled
+                // browser would grow without bound, so the tunnel is refused.
+                let len = i64::try_from(payload.len()).unwrap_or(i64::MAX);
+                let left = stream.credit_available.fetch_sub(len, Ordering::AcqRel) - len;
+                let overdraft_max = i64::try_from(worker.shared.limits.connector_frame_bytes_max).unwrap_or(i64::MAX);
+                if left < -overdraft_max {
+                    return Err((
+                        close_code::POLICY_VIOLATION,
+                        format!("stream {} exceeded its credit by {} bytes", header.stream_id, -left),
+                    ));
+                }
+            }
             let frame = SharedFrame::from_level2(payload, header, read_at);
             if stream.live && matches!(header.kind, FrameKind::Schema | FrameKind::Dictionary) {
                 let mut state = stream.state.lock();
@@ -488,7 +502,9 @@ async fn command_loop(worker: Rc<Worker>, tunnel: Rc<Tunnel>, ctl: Rc<ConnCtl>) 
                     }
                 }
                 ConnectorCmd::Credit { stream_id, bytes } => {
-                    if tunnel.streams.borrow().contains_key(&stream_id) {
+                    let known = tunnel.streams.borrow().get(&stream_id).map(|s| s.stream.clone());
+                    if let Some(stream) = known {
+                        stream.return_credit(bytes);
                         tunnel.send(&GatewayCommand::Credit { stream_id, bytes });
                     }
                 }
