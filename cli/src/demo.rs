@@ -71,10 +71,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     write_ticker_header(&ticker)?;
 
     let secret = crate::token::random_jti()?;
-    let mut config = GatewayConfig::default();
-    config.listen = Some(addr.to_string());
-    config.tableros_secret_key = Some(Secrets::One(secret.clone()));
-    config.static_dir = static_dir.clone();
+    let config = GatewayConfig {
+        listen: Some(addr.to_string()),
+        tableros_secret_key: Some(Secrets::One(secret.clone())),
+        static_dir: static_dir.clone(),
+        ..GatewayConfig::default()
+    };
     let gateway = volley_engine::start(config, StartOptions::default()).context("starting the demo gateway")?;
 
     let now = volley_engine::unix_now();
