@@ -44,6 +44,13 @@ pub const GATEWAY_SILENCE_MAX: Duration = Duration::from_secs(60);
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Largest message accepted from the gateway (commands are small JSON).
 pub const GATEWAY_MESSAGE_BYTES_MAX: usize = 1 << 20;
+/// Longest wait for the TCP connect (per resolved address) and for each read
+/// or write of the WebSocket upgrade: a blackholed address or a listener that
+/// never answers must not hang a connection attempt (or `--test`) forever.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for the gateway's reply to `register` (its own
+/// `timeouts.connect_seconds` default).
+pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a connection ended.
 #[derive(Debug, thiserror::Error)]
@@ -173,15 +180,66 @@ fn set_read_timeout(socket: &Socket, timeout: Duration) -> io::Result<()> {
     }
 }
 
-/// Opens one connection and registers; returns the socket and the agreed level.
-pub fn connect_and_register(config: &Config, catalog: &Catalog) -> Result<(Socket, u8), TunnelError> {
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+}
+
+/// TCP connect and WebSocket upgrade (TLS for `wss://`), each step bounded
+/// by [`HANDSHAKE_TIMEOUT`]. `tungstenite::connect` has no timeout at all: a
+/// listener that accepts but never answers would block it forever.
+fn open_socket(uri: &str) -> Result<Socket, TunnelError> {
+    use std::net::ToSocketAddrs as _;
+    use tungstenite::client::IntoClientRequest as _;
+    use tungstenite::handshake::HandshakeError;
+
+    let request = uri.into_client_request()?;
+    let tls = request.uri().scheme_str() == Some("wss");
+    let host = request.uri().host().ok_or_else(|| TunnelError::Protocol(format!("no host in {uri}")))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let port = request.uri().port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let mut last_error = io::Error::new(io::ErrorKind::NotFound, format!("{host} resolves to no address"));
+    let mut stream = None;
+    for addr in (host.as_str(), port).to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, HANDSHAKE_TIMEOUT) {
+            Ok(connected) => {
+                stream = Some(connected);
+                break;
+            }
+            Err(e) => last_error = e,
+        }
+    }
+    let stream = stream.ok_or(last_error)?;
+    let _ = stream.set_nodelay(true);
+    stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+    stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
     let mut ws_config = tungstenite::protocol::WebSocketConfig::default();
     ws_config.max_message_size = Some(GATEWAY_MESSAGE_BYTES_MAX);
     ws_config.max_frame_size = Some(GATEWAY_MESSAGE_BYTES_MAX);
-    let (mut socket, _) = tungstenite::client::connect_with_config(config.gateway.uri.as_str(), Some(ws_config), 3)?;
-    if let MaybeTlsStream::Plain(stream) = socket.get_ref() {
-        let _ = stream.set_nodelay(true);
+    let timed_out = || {
+        TunnelError::Io(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no WebSocket handshake from {uri} within {HANDSHAKE_TIMEOUT:?}"),
+        ))
+    };
+    let socket = match tungstenite::client_tls_with_config(request, stream, Some(ws_config), None) {
+        Ok((socket, _)) => socket,
+        Err(HandshakeError::Interrupted(_)) => return Err(timed_out()),
+        Err(HandshakeError::Failure(tungstenite::Error::Io(e))) if is_timeout(&e) => return Err(timed_out()),
+        Err(HandshakeError::Failure(e)) => return Err(e.into()),
+    };
+    // Writes block again once connected: backpressure from the gateway is
+    // normal and must not fail the connection.
+    match socket.get_ref() {
+        MaybeTlsStream::Plain(stream) => stream.set_write_timeout(None)?,
+        MaybeTlsStream::Rustls(stream) => stream.get_ref().set_write_timeout(None)?,
+        _ => {}
     }
+    Ok(socket)
+}
+
+/// Opens one connection and registers; returns the socket and the agreed level.
+pub fn connect_and_register(config: &Config, catalog: &Catalog) -> Result<(Socket, u8), TunnelError> {
+    let mut socket = open_socket(&config.gateway.uri)?;
     let datasets: Vec<String> = catalog.names().map(str::to_owned).collect();
     let live: Vec<String> =
         config.datasets.iter().filter(|(_, spec)| spec.is_live()).map(|(name, _)| name.clone()).collect();
@@ -195,7 +253,7 @@ pub fn connect_and_register(config: &Config, catalog: &Catalog) -> Result<(Socke
         compression: Vec::new(),
     });
     socket.send(Message::text(register.to_json()))?;
-    set_read_timeout(&socket, Duration::from_secs(10))?;
+    set_read_timeout(&socket, REGISTER_TIMEOUT)?;
     loop {
         match socket.read()? {
             Message::Text(text) => {

@@ -1,0 +1,691 @@
+//! Helpers for the end-to-end tunnel tests: an in-process gateway on real
+//! sockets, the real connector (in-process or as the `volley` binary), a
+//! level-1/level-2 browser written with sync `tungstenite`, an Arrow IPC
+//! message splitter and pyarrow as the independent reader.
+//!
+//! No mocks: every byte crosses a loopback TCP socket, every dataset is a
+//! real file.
+
+#![allow(dead_code)] // each test uses a different subset
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::{Bytes, Message, WebSocket};
+use volley_engine::{Gateway, GatewayConfig, StartOptions};
+use volley_protocol::header::{FrameHeader, FrameKind};
+use volley_protocol::token::{sign, ConnectorClaims, SessionClaims, ROLE_CONNECTOR};
+
+/// The gateway secret of every test gateway.
+pub const SECRET: &str = "volley-tunnel-e2e-secret";
+
+// ----------------------------------------------------------------- files
+
+/// `/work/shared/testdata` (the repo root's `../shared/testdata`), or `$VOLLEY_TESTDATA`.
+pub fn testdata() -> PathBuf {
+    std::env::var_os("VOLLEY_TESTDATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata"))
+}
+
+/// The 100-row CSV of the shared test data.
+pub fn aggregate_csv() -> PathBuf {
+    testdata().join("csv/aggregate_test_100.csv")
+}
+
+/// An 8-row Parquet file of the shared test data.
+pub fn alltypes_parquet() -> PathBuf {
+    testdata().join("parquet/alltypes_plain.parquet")
+}
+
+/// A directory under cargo's test tmpdir, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "tunnel-{tag}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Rows of the generated large dataset.
+pub const BIG_ROWS: usize = 200_000;
+
+/// A 200k-row Parquet file written once per test binary by pyarrow: an
+/// int64 id, a float64, a dictionary-encoded string and a plain string.
+pub fn big_parquet() -> PathBuf {
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("tunnel-big-{}.parquet", std::process::id()));
+        let script = r#"
+import sys, pyarrow as pa, pyarrow.parquet as pq
+n = int(sys.argv[2])
+ids = pa.array(range(n), type=pa.int64())
+values = pa.array([i * 0.5 for i in range(n)], type=pa.float64())
+category = pa.array(['north', 'south', 'east', 'west', 'centre'][i % 5] for i in range(n)).dictionary_encode()
+names = pa.array(f'name-{i * 7919 % 100003}' for i in range(n))
+pq.write_table(pa.table({'id': ids, 'value': values, 'category': category, 'name': names}), sys.argv[1], row_group_size=50000)
+"#;
+        let output = Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(&path)
+            .arg(BIG_ROWS.to_string())
+            .output()
+            .expect("python3 runs");
+        assert!(output.status.success(), "generating the big Parquet: {}", String::from_utf8_lossy(&output.stderr));
+        path
+    })
+    .clone()
+}
+
+// ---------------------------------------------------------------- gateway
+
+/// A free TCP port on 127.0.0.1 (bound, read and released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind :0").local_addr().expect("local addr").port()
+}
+
+/// A test gateway config: `listen`, two workers, [`SECRET`].
+pub fn gateway_config(listen: SocketAddr) -> GatewayConfig {
+    GatewayConfig {
+        listen: Some(listen.to_string()),
+        workers: Some(2),
+        tableros_secret_key: Some(volley_engine::config::Secrets::One(SECRET.into())),
+        ..GatewayConfig::default()
+    }
+}
+
+/// Starts a gateway; on a fixed port it retries for a while (a previous
+/// gateway on that port may still be releasing it).
+pub fn start_gateway(config: GatewayConfig) -> Gateway {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match volley_engine::start(config.clone(), StartOptions::default()) {
+            Ok(gateway) => return gateway,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("gateway start retry: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("gateway does not start: {e}"),
+        }
+    }
+}
+
+/// A gateway on a free port of 127.0.0.1.
+pub fn start_default_gateway() -> Gateway {
+    start_gateway(gateway_config(SocketAddr::from(([127, 0, 0, 1], 0))))
+}
+
+/// Connectors the gateway counts online.
+pub fn connectors_online(gateway: &Gateway) -> usize {
+    gateway.shared().registry.connectors_online.load(Ordering::Acquire)
+}
+
+/// Polls `cond` every 10 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `GET /health` over a real socket; the `connectors` count, `None` when
+/// nothing answers.
+pub fn health_connectors(addr: SocketAddr) -> Option<u64> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream.write_all(b"GET /health HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").ok()?;
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    let body = text.split_once("\r\n\r\n")?.1;
+    serde_json::from_str::<Value>(body).ok()?["connectors"].as_u64()
+}
+
+/// Waits until `/health` reports at least `n` connectors.
+pub fn wait_health_connectors(addr: SocketAddr, n: u64, timeout: Duration) -> bool {
+    wait_until(timeout, || health_connectors(addr).is_some_and(|c| c >= n))
+}
+
+// ----------------------------------------------------------------- tokens
+
+fn now() -> i64 {
+    volley_engine::unix_now()
+}
+
+fn next_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A browser session for `tenant` allowed to read `permisos`.
+pub fn session_token(tenant: &str, permisos: &[&str]) -> String {
+    let claims = SessionClaims {
+        sub: "ana".into(),
+        cuenta_id: tenant.into(),
+        edge_id: String::new(),
+        permisos: permisos.iter().map(|p| (*p).to_owned()).collect(),
+        jti: format!("s-{}", next_id()),
+        iat: now() - 10,
+        exp: now() + 3600,
+        nbf: None,
+        role: None,
+    };
+    sign(&claims, SECRET.as_bytes()).expect("sign session")
+}
+
+/// A connector credential for `tenant`, signed with `secret`.
+pub fn connector_token_with(tenant: &str, secret: &str) -> String {
+    let claims = ConnectorClaims {
+        cuenta_id: tenant.into(),
+        role: ROLE_CONNECTOR.into(),
+        jti: format!("c-{}", next_id()),
+        iat: now() - 10,
+        exp: now() + 3600,
+        nbf: None,
+    };
+    sign(&claims, secret.as_bytes()).expect("sign connector")
+}
+
+/// A valid connector credential for `tenant`.
+pub fn connector_token(tenant: &str) -> String {
+    connector_token_with(tenant, SECRET)
+}
+
+// -------------------------------------------------------------- connector
+
+/// Connector config text (JSON is YAML): gateway at `addr`, `tenant` with
+/// `token`, `performance` and `datasets` as given.
+pub fn connector_yaml(addr: SocketAddr, tenant: &str, token: &str, performance: Value, datasets: Value) -> String {
+    json!({
+        "gateway": {"uri": format!("ws://{addr}/ws/connect")},
+        "tenant": {"id": tenant, "token": token},
+        "performance": performance,
+        "datasets": datasets,
+    })
+    .to_string()
+}
+
+/// The real connector running in this process (`service::run_config` on a thread).
+pub struct InProcessConnector {
+    pub shutdown: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl InProcessConnector {
+    pub fn start(yaml: &str, base_dir: &Path) -> InProcessConnector {
+        let config = volley_connector::Config::from_yaml(yaml, base_dir).expect("connector config");
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let flag = shutdown.clone();
+        let thread = std::thread::Builder::new()
+            .name("test-connector".into())
+            .spawn(move || volley_connector::service::run_config(config, flag))
+            .expect("spawn connector");
+        InProcessConnector { shutdown, thread: Some(thread) }
+    }
+
+    /// Sets the shutdown flag and waits (at most `limit`) for `run_config` to
+    /// return; returns how long it took.
+    pub fn stop_within(mut self, limit: Duration) -> Duration {
+        let started = Instant::now();
+        self.shutdown.store(true, Ordering::Release);
+        let thread = self.thread.take().expect("thread");
+        assert!(
+            wait_until(limit, || thread.is_finished()),
+            "run_config did not return within {limit:?} of the shutdown flag"
+        );
+        let _ = thread.join();
+        started.elapsed()
+    }
+}
+
+impl Drop for InProcessConnector {
+    fn drop(&mut self) {
+        self.shutdown.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            // Do not hang a failing test forever on a stuck connector.
+            if wait_until(Duration::from_secs(10), || thread.is_finished()) {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+/// The `volley` binary as a child process, with stdout and stderr captured
+/// line by line (each with the instant it was read).
+pub struct VolleyProcess {
+    pub child: Child,
+    pub lines: Arc<Mutex<Vec<(Instant, String)>>>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+impl VolleyProcess {
+    pub fn spawn(args: &[&str]) -> VolleyProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_volley"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("volley starts");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let mut readers = Vec::new();
+        let stdout: Box<dyn Read + Send> = Box::new(child.stdout.take().expect("stdout"));
+        let stderr: Box<dyn Read + Send> = Box::new(child.stderr.take().expect("stderr"));
+        for pipe in [stdout, stderr] {
+            let lines = lines.clone();
+            readers.push(std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    lines.lock().expect("lock").push((Instant::now(), line));
+                }
+            }));
+        }
+        VolleyProcess { child, lines, readers }
+    }
+
+    /// Everything printed so far.
+    pub fn output(&self) -> String {
+        self.lines.lock().expect("lock").iter().map(|(_, l)| l.as_str()).collect::<Vec<_>>().join("\n")
+    }
+
+    /// Instants of the lines containing `needle`.
+    pub fn instants_of(&self, needle: &str) -> Vec<Instant> {
+        self.lines.lock().expect("lock").iter().filter(|(_, l)| l.contains(needle)).map(|(t, _)| *t).collect()
+    }
+
+    /// Sends `signal` (e.g. `-TERM`) with `kill`.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill").arg(signal).arg(self.child.id().to_string()).status().expect("kill runs");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
+    /// Waits for the process to exit within `timeout`; its exit code (`None`
+    /// if killed by a signal). Panics (after killing it) when it does not exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                for reader in self.readers.drain(..) {
+                    let _ = reader.join();
+                }
+                return status.code();
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("volley did not exit within {timeout:?}; output:\n{}", self.output());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for VolleyProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------- browser
+
+type Ws = WebSocket<TcpStream>;
+
+/// One message a browser received.
+#[derive(Debug, Clone)]
+pub enum Received {
+    Json(Value),
+    Binary(Bytes),
+    /// A close frame's code; the socket ending without one also maps here.
+    Close(Option<u16>),
+}
+
+/// A browser on a real socket: level 1 (no subprotocol) or level 2 (`volley.v2`).
+pub struct Browser {
+    pub ws: Ws,
+    pub level2: bool,
+    pub hello: Option<Value>,
+}
+
+/// One query as a browser saw it.
+#[derive(Debug, Default, Clone)]
+pub struct QueryResult {
+    pub flight_info: Option<Value>,
+    pub start: Option<Value>,
+    /// Binary payloads in order (level 2: the 16-byte header stripped).
+    pub payloads: Vec<Bytes>,
+    /// Level-2 headers, in order.
+    pub headers: Vec<FrameHeader>,
+    /// `stream_end` or `error`.
+    pub end: Option<Value>,
+}
+
+impl QueryResult {
+    /// The payloads concatenated: one Arrow IPC stream.
+    pub fn bytes(&self) -> Vec<u8> {
+        self.payloads.iter().flat_map(|p| p.iter().copied()).collect()
+    }
+
+    /// The error code of the end message, if any.
+    pub fn error_code(&self) -> Option<String> {
+        let end = self.end.as_ref()?;
+        if end["type"] == "error" {
+            return end["code"].as_str().map(str::to_owned);
+        }
+        end["error"]["code"].as_str().map(str::to_owned)
+    }
+}
+
+fn is_timeout(e: &tungstenite::Error) -> bool {
+    matches!(e, tungstenite::Error::Io(io) if matches!(io.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut))
+}
+
+impl Browser {
+    pub fn connect(addr: SocketAddr, token: &str, level2: bool) -> Browser {
+        let stream = TcpStream::connect(addr).expect("browser connects");
+        stream.set_nodelay(true).expect("nodelay");
+        stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let mut request = format!("ws://{addr}/stream/{token}").into_client_request().expect("request");
+        if level2 {
+            request.headers_mut().insert("Sec-WebSocket-Protocol", "volley.v2".parse().expect("header"));
+        }
+        let (ws, response) = tungstenite::client::client(request, stream).expect("browser handshake");
+        let selected =
+            response.headers().get("Sec-WebSocket-Protocol").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let mut browser = Browser { ws, level2, hello: None };
+        if level2 {
+            assert_eq!(selected.as_deref(), Some("volley.v2"), "the gateway selects volley.v2");
+            match browser.next(Duration::from_secs(5)) {
+                Some(Received::Json(hello)) if hello["type"] == "hello" => browser.hello = Some(hello),
+                other => panic!("expected hello first, got {other:?}"),
+            }
+        } else {
+            assert_eq!(selected, None, "no subprotocol at level 1");
+        }
+        browser
+    }
+
+    pub fn send(&mut self, value: Value) {
+        self.ws.send(Message::text(value.to_string())).expect("browser sends");
+    }
+
+    /// The next message within `timeout` (pings are answered and skipped).
+    pub fn next(&mut self, timeout: Duration) -> Option<Received> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let _ = self.ws.get_ref().set_read_timeout(Some(left.max(Duration::from_millis(1))));
+            match self.ws.read() {
+                Ok(Message::Text(text)) => {
+                    return Some(Received::Json(serde_json::from_str(&text).expect("gateway sends JSON")))
+                }
+                Ok(Message::Binary(data)) => return Some(Received::Binary(data)),
+                Ok(Message::Close(frame)) => return Some(Received::Close(frame.map(|f| u16::from(f.code)))),
+                Ok(_) => continue,
+                Err(e) if is_timeout(&e) => return None,
+                Err(_) => return Some(Received::Close(None)),
+            }
+        }
+    }
+
+    /// The next JSON message (panics on anything else).
+    pub fn next_json(&mut self, timeout: Duration) -> Value {
+        match self.next(timeout) {
+            Some(Received::Json(v)) => v,
+            other => panic!("expected a JSON message, got {other:?}"),
+        }
+    }
+
+    /// `list` → the dataset names.
+    pub fn list(&mut self) -> Vec<String> {
+        self.send(json!({"action": "list"}));
+        loop {
+            let reply = self.next_json(Duration::from_secs(5));
+            if reply["type"] == "datasets" {
+                let mut names: Vec<String> = reply["datasets"]
+                    .as_array()
+                    .expect("datasets array")
+                    .iter()
+                    .map(|d| d["name"].as_str().expect("name").to_owned())
+                    .collect();
+                names.sort();
+                return names;
+            }
+        }
+    }
+
+    /// Runs one query to its end.
+    pub fn query(&mut self, dataset: &str, query_id: &str) -> QueryResult {
+        self.send(json!({"action": "query", "dataset": dataset, "query_id": query_id}));
+        self.collect(query_id, Duration::from_secs(30))
+    }
+
+    /// Collects one query's messages until its `stream_end` or `error`.
+    pub fn collect(&mut self, query_id: &str, timeout: Duration) -> QueryResult {
+        let mut result = QueryResult::default();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .unwrap_or_else(|| panic!("query {query_id} did not end within {timeout:?}: {:?}", result.end));
+            match self.next(left) {
+                Some(Received::Json(v)) => match v["type"].as_str().unwrap_or_default() {
+                    "flight_info" => result.flight_info = Some(v),
+                    "stream_start" => result.start = Some(v),
+                    "stream_end" | "error" => {
+                        result.end = Some(v);
+                        return result;
+                    }
+                    _ => {}
+                },
+                Some(Received::Binary(data)) => {
+                    if self.level2 {
+                        let header = FrameHeader::decode(&data).expect("valid level-2 header");
+                        result.headers.push(header);
+                        result.payloads.push(data.slice(16..));
+                    } else {
+                        result.payloads.push(data);
+                    }
+                }
+                Some(Received::Close(code)) => panic!("socket closed ({code:?}) during query {query_id}"),
+                None => {}
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------- arrow IPC
+
+fn le_u32(buf: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(buf[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn to_usize(v: impl TryInto<usize>) -> usize {
+    v.try_into().ok().expect("fits usize")
+}
+
+/// (header type, body length) of an IPC `Message` flatbuffer, read from its
+/// vtable: field 1 `header_type` (1 Schema, 2 DictionaryBatch, 3
+/// RecordBatch), field 3 `bodyLength`.
+fn message_meta(meta: &[u8]) -> (u8, usize) {
+    let table = to_usize(le_u32(meta, 0));
+    let soffset = i32::from_le_bytes(meta[table..table + 4].try_into().expect("4 bytes"));
+    let vtable = to_usize(i64::try_from(table).expect("i64") - i64::from(soffset));
+    let vtable_len = usize::from(u16::from_le_bytes(meta[vtable..vtable + 2].try_into().expect("2 bytes")));
+    let field = |id: usize| -> usize {
+        let at = vtable + 4 + 2 * id;
+        if at + 2 <= vtable + vtable_len {
+            usize::from(u16::from_le_bytes(meta[at..at + 2].try_into().expect("2 bytes")))
+        } else {
+            0
+        }
+    };
+    let header_type = match field(1) {
+        0 => 0,
+        off => meta[table + off],
+    };
+    let body_len = match field(3) {
+        0 => 0,
+        off => to_usize(i64::from_le_bytes(meta[table + off..table + off + 8].try_into().expect("8 bytes"))),
+    };
+    (header_type, body_len)
+}
+
+/// Splits an encapsulated IPC byte sequence into whole messages: (kind, length).
+pub fn ipc_messages(data: &[u8]) -> Vec<(FrameKind, usize)> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < data.len() {
+        let start = pos;
+        assert!(pos + 8 <= data.len(), "truncated IPC message prefix at {pos}");
+        assert_eq!(le_u32(data, pos), 0xFFFF_FFFF, "continuation marker at {pos}");
+        let meta_len = to_usize(le_u32(data, pos + 4));
+        pos += 8;
+        if meta_len == 0 {
+            out.push((FrameKind::EndOfStream, pos - start));
+            continue;
+        }
+        let (header_type, body_len) = message_meta(&data[pos..pos + meta_len]);
+        pos += meta_len + body_len;
+        assert!(pos <= data.len(), "IPC message overruns its frame");
+        let kind = match header_type {
+            1 => FrameKind::Schema,
+            2 => FrameKind::Dictionary,
+            3 => FrameKind::RecordBatch,
+            other => panic!("unexpected IPC message header type {other}"),
+        };
+        out.push((kind, pos - start));
+    }
+    out
+}
+
+/// What pyarrow says about an IPC stream, compared with its own read of a source file.
+#[derive(Debug)]
+pub struct PyarrowCheck {
+    pub rows: u64,
+    pub source_rows: u64,
+    pub columns: Vec<String>,
+    /// Columns whose values differ from the source's (after casting to the source's type).
+    pub mismatches: Vec<String>,
+    /// Sum of the checksum column: (IPC, source).
+    pub checksum: (f64, f64),
+}
+
+/// Reads `ipc` (an IPC stream file) with pyarrow and compares every column
+/// with pyarrow's own read of `source` (`csv` or `parquet`); `checksum_column`
+/// is summed on both sides.
+pub fn pyarrow_compare(ipc: &Path, kind: &str, source: &Path, checksum_column: &str) -> PyarrowCheck {
+    let script = r#"
+import sys, json, hashlib
+import pyarrow as pa, pyarrow.ipc as ipc, pyarrow.csv as pcsv, pyarrow.parquet as pq, pyarrow.compute as pc
+ipc_path, kind, src, col = sys.argv[1:5]
+with open(ipc_path, 'rb') as f:
+    t = ipc.open_stream(f).read_all()
+s = pcsv.read_csv(src) if kind == 'csv' else pq.read_table(src)
+def digest(c):
+    if pa.types.is_dictionary(c.type):
+        c = c.cast(c.type.value_type)
+    return hashlib.sha256(repr(c.to_pylist()).encode()).hexdigest()
+mismatches = []
+for name in s.column_names:
+    if name not in t.column_names:
+        mismatches.append(name + ': missing')
+        continue
+    a, b = t.column(name), s.column(name)
+    if a.type != b.type:
+        try:
+            a = a.cast(b.type)
+        except Exception as e:
+            mismatches.append(f'{name}: {a.type} vs {b.type}: {e}')
+            continue
+    if digest(a) != digest(b):
+        mismatches.append(f'{name}: values differ ({t.schema.field(name).type} vs {b.type})')
+def total(table):
+    v = pc.sum(table.column(col)).as_py()
+    return float(v or 0)
+print(json.dumps({'rows': t.num_rows, 'source_rows': s.num_rows, 'columns': t.column_names,
+                  'mismatches': mismatches, 'checksum': [total(t), total(s)]}))
+"#;
+    let output = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(ipc)
+        .arg(kind)
+        .arg(source)
+        .arg(checksum_column)
+        .output()
+        .expect("python3 runs");
+    assert!(output.status.success(), "pyarrow failed: {}", String::from_utf8_lossy(&output.stderr));
+    let v: Value = serde_json::from_slice(&output.stdout).expect("pyarrow prints JSON");
+    PyarrowCheck {
+        rows: v["rows"].as_u64().expect("rows"),
+        source_rows: v["source_rows"].as_u64().expect("source_rows"),
+        columns: v["columns"].as_array().expect("columns").iter().map(|c| c.as_str().unwrap_or("").into()).collect(),
+        mismatches: v["mismatches"]
+            .as_array()
+            .expect("mismatches")
+            .iter()
+            .map(|c| c.as_str().unwrap_or("").into())
+            .collect(),
+        checksum: (v["checksum"][0].as_f64().expect("sum"), v["checksum"][1].as_f64().expect("sum")),
+    }
+}
+
+/// pyarrow's read of an IPC stream: (rows, the values of `column` as JSON).
+pub fn pyarrow_read(ipc: &Path, column: &str) -> (u64, Vec<Value>) {
+    let script = r#"
+import sys, json, pyarrow.ipc as ipc
+with open(sys.argv[1], 'rb') as f:
+    t = ipc.open_stream(f).read_all()
+print(json.dumps({'rows': t.num_rows, 'values': [str(v) for v in t.column(sys.argv[2]).to_pylist()]}))
+"#;
+    let output = Command::new("python3").arg("-c").arg(script).arg(ipc).arg(column).output().expect("python3 runs");
+    assert!(output.status.success(), "pyarrow failed: {}", String::from_utf8_lossy(&output.stderr));
+    let v: Value = serde_json::from_slice(&output.stdout).expect("pyarrow prints JSON");
+    (v["rows"].as_u64().expect("rows"), v["values"].as_array().expect("values").clone())
+}
+
+/// Writes `bytes` to `dir/name` and returns the path.
+pub fn write_file(dir: &TempDir, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).expect("write file");
+    path
+}
