@@ -91,8 +91,10 @@ pub struct LimitsConfig {
     pub heartbeat_misses_max: u32,
     /// Open connections per gateway (all kinds). Default 200 000.
     pub connections_max: usize,
-    /// Open connections per client IP address. Default 20 000.
+    /// Open connections per client IP address (all kinds). Default 20 000.
     pub connections_per_ip_max: usize,
+    /// Open browser sessions per tenant (`cuenta_id`). Default 50 000.
+    pub sessions_per_tenant_max: usize,
     /// Queued commands per connector tunnel. Default 4096.
     pub connector_queue_max: usize,
     /// Messages per worker inbox. Default 65 536.
@@ -120,6 +122,7 @@ impl Default for LimitsConfig {
             heartbeat_misses_max: 3,
             connections_max: 200_000,
             connections_per_ip_max: 20_000,
+            sessions_per_tenant_max: 50_000,
             connector_queue_max: 4096,
             inbox_max: 65_536,
         }
@@ -144,22 +147,67 @@ impl LimitsConfig {
     }
 }
 
-/// `redis:` (revocation; used by the security work).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+/// Default pub/sub channel of the revocation feed.
+pub const DEFAULT_REVOCATION_CHANNEL: &str = "volley:revocations";
+
+/// `redis:` — the revocation feed (pub/sub), optional.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
-    /// `redis://host:port/`.
+    /// `redis://host:port/`. Absent: no revocation feed.
     pub url: Option<String>,
     /// Pub/sub channel, default `volley:revocations`.
     pub channel: Option<String>,
+    /// While the feed is disconnected, refuse new browser sessions with 503
+    /// `unavailable` (true) or keep admitting them, logging (false, default).
+    pub fail_closed: bool,
+    /// How long a user or tenant revocation (and a session revocation whose
+    /// token expiry is unknown) is remembered, seconds. Default 86 400.
+    pub revocation_ttl_seconds: u64,
 }
 
-/// `control_plane:` (optional session validation over HTTP).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig { url: None, channel: None, fail_closed: false, revocation_ttl_seconds: 86_400 }
+    }
+}
+
+impl RedisConfig {
+    /// The channel to subscribe to.
+    pub fn channel(&self) -> &str {
+        self.channel.as_deref().unwrap_or(DEFAULT_REVOCATION_CHANNEL)
+    }
+}
+
+/// `control_plane:` — optional session validation over HTTP.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ControlPlaneConfig {
-    /// `GET <url>?session_id=<id>`.
+    /// `GET <url>?session_id=<id>`. Absent: sessions are JWTs verified locally only.
     pub url: Option<String>,
+    /// Ask the control plane about every session, JWTs included (after local
+    /// verification). Default false: only ids that are not JWTs.
+    pub validate_all: bool,
+    /// TCP connect timeout, milliseconds. Default 1000.
+    pub connect_timeout_ms: u64,
+    /// Whole-request timeout, milliseconds. Default 2000.
+    pub timeout_ms: u64,
+    /// When the control plane is unreachable: admit JWTs that verified
+    /// locally (true), or refuse with 503 `unavailable` (false, default).
+    /// Opaque ids cannot be admitted without an answer either way.
+    pub fail_open: bool,
+}
+
+impl Default for ControlPlaneConfig {
+    fn default() -> Self {
+        ControlPlaneConfig {
+            url: None,
+            validate_all: false,
+            connect_timeout_ms: 1000,
+            timeout_ms: 2000,
+            fail_open: false,
+        }
+    }
 }
 
 /// `tls:`.
@@ -333,6 +381,34 @@ impl GatewayConfig {
             }
             _ => {}
         }
+        if l.connections_max == 0 || l.connections_per_ip_max == 0 || l.sessions_per_tenant_max == 0 {
+            return invalid(
+                "limits",
+                "connections_max, connections_per_ip_max and sessions_per_tenant_max must be at least 1",
+            );
+        }
+        if let Some(url) = &self.redis.url {
+            if !url.starts_with("redis://") && !url.starts_with("unix://") {
+                return invalid(
+                    "redis.url",
+                    "must be redis://HOST:PORT[/DB] or unix:///path (rediss:// is not supported)",
+                );
+            }
+        }
+        if self.redis.channel.as_deref() == Some("") {
+            return invalid("redis.channel", "is empty");
+        }
+        if self.redis.revocation_ttl_seconds == 0 {
+            return invalid("redis.revocation_ttl_seconds", "must be at least 1");
+        }
+        if let Some(url) = &self.control_plane.url {
+            if !url.starts_with("http://") && !url.starts_with("https://") {
+                return invalid("control_plane.url", "must be an http:// or https:// URL");
+            }
+        }
+        if self.control_plane.connect_timeout_ms == 0 || self.control_plane.timeout_ms == 0 {
+            return invalid("control_plane", "connect_timeout_ms and timeout_ms must be at least 1");
+        }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return invalid("tls", "cert and key go together");
         }
@@ -386,6 +462,39 @@ mod tests {
         assert!(err.contains("http_prot"), "{err}");
         let err = GatewayConfig::from_yaml("limits:\n  frame_max: 1\n").unwrap_err().to_string();
         assert!(err.contains("frame_max"), "{err}");
+    }
+
+    #[test]
+    fn security_keys_parse_with_defaults() {
+        let config = GatewayConfig::from_yaml("redis:\n  url: redis://127.0.0.1:6379/\n").unwrap();
+        assert_eq!(config.redis.channel(), DEFAULT_REVOCATION_CHANNEL);
+        assert!(!config.redis.fail_closed);
+        assert_eq!(config.redis.revocation_ttl_seconds, 86_400);
+        assert_eq!(config.control_plane, ControlPlaneConfig::default());
+        assert_eq!(config.control_plane.connect_timeout_ms, 1000);
+        assert_eq!(config.control_plane.timeout_ms, 2000);
+        assert!(!config.control_plane.fail_open && !config.control_plane.validate_all);
+        assert_eq!(config.limits.sessions_per_tenant_max, 50_000);
+        let config = GatewayConfig::from_yaml(
+            "redis:\n  url: redis://r:1/\n  channel: c\n  fail_closed: true\ncontrol_plane:\n  url: http://cp/v\n  \
+             validate_all: true\n  fail_open: true\n  timeout_ms: 50\nlimits:\n  sessions_per_tenant_max: 3\n",
+        )
+        .unwrap();
+        assert_eq!(config.redis.channel(), "c");
+        assert!(config.redis.fail_closed && config.control_plane.validate_all && config.control_plane.fail_open);
+        assert_eq!(config.control_plane.timeout_ms, 50);
+        assert_eq!(config.limits.sessions_per_tenant_max, 3);
+        for (yaml, key) in [
+            ("redis:\n  url: http://x\n", "redis.url"),
+            ("redis:\n  channel: ''\n", "redis.channel"),
+            ("control_plane:\n  url: ftp://x\n", "control_plane.url"),
+            ("control_plane:\n  timeout_ms: 0\n", "control_plane"),
+            ("limits:\n  connections_per_ip_max: 0\n", "limits"),
+            ("redis:\n  fail_closd: true\n", "fail_closd"),
+        ] {
+            let err = GatewayConfig::from_yaml(yaml).unwrap_err().to_string();
+            assert!(err.contains(key), "{yaml}: {err}");
+        }
     }
 
     #[test]

@@ -247,7 +247,10 @@ async fn finish(ctl: Rc<ConnCtl>, ring: Rc<RefCell<Ring>>, writer: monoio::task:
 fn refuse(ring: &Rc<RefCell<Ring>>, code: ErrorCode, message: &str) {
     let mut ring = ring.borrow_mut();
     ring.push_text(&RegisterReply::Refused(ErrorBody::new(code, message)).to_json());
-    let close = if matches!(code, ErrorCode::Unauthorized | ErrorCode::Forbidden | ErrorCode::TokenExpired) {
+    let close = if matches!(
+        code,
+        ErrorCode::Unauthorized | ErrorCode::Forbidden | ErrorCode::TokenExpired | ErrorCode::Revoked
+    ) {
         close_code::POLICY_VIOLATION
     } else {
         close_code::PROTOCOL_ERROR
@@ -257,13 +260,23 @@ fn refuse(ring: &Rc<RefCell<Ring>>, code: ErrorCode, message: &str) {
 
 fn authenticate(worker: &Worker, register: &Register) -> Result<(), (ErrorCode, String)> {
     let shared = &worker.shared;
+    let jti = authenticate_token(worker, register)?;
+    if shared.revocations.check_connector(jti.as_deref(), &register.tenant_id, crate::unix_now()) {
+        return Err((ErrorCode::Revoked, "the tenant or this connector credential is revoked".to_owned()));
+    }
+    Ok(())
+}
+
+/// Verifies the credential; returns its `jti` (none for a seed-style connector).
+fn authenticate_token(worker: &Worker, register: &Register) -> Result<Option<String>, (ErrorCode, String)> {
+    let shared = &worker.shared;
     match &register.token {
         None if shared.config.allow_unauthenticated_connectors => {
             log::warn!(
                 "connector for tenant {:?} registered without a token (allow_unauthenticated_connectors is on)",
                 register.tenant_id
             );
-            Ok(())
+            Ok(None)
         }
         None => Err((ErrorCode::Unauthorized, "register must carry a connector token".to_owned())),
         Some(token) => {
@@ -279,7 +292,7 @@ fn authenticate(worker: &Worker, register: &Register) -> Result<(), (ErrorCode, 
             if claims.cuenta_id != register.tenant_id {
                 return Err((ErrorCode::Forbidden, "the connector token belongs to another tenant".to_owned()));
             }
-            Ok(())
+            Ok(Some(claims.jti))
         }
     }
 }

@@ -4,6 +4,11 @@
 //! `/metrics`, `/metrics.json`, `/session-check/{session}`, and the
 //! dashboard's static files. Anything else gets a proper HTTP error and the
 //! connection is closed.
+//!
+//! A browser session is admitted by [`authorize_browser`] (origin, token or
+//! control-plane verdict, revocations, the revocation feed's fail-closed
+//! policy), then counted against `limits.sessions_per_tenant_max` for as long
+//! as it is open.
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -19,6 +24,8 @@ use volley_protocol::handshake::{
     http_error, http_response, parse_request, upgrade_response, validate_upgrade, Request,
 };
 use volley_protocol::token::{verify_session, SessionClaims, TokenError, Validation};
+
+use crate::control_plane::{Refusal, Verdict};
 
 use crate::conn::ConnCtl;
 use crate::frame::Level;
@@ -87,13 +94,21 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
     }
     if let Some(token) = path.strip_prefix("/stream/") {
         let token = percent_decode(token);
-        let claims = match authorize_browser(&worker, &request, &token) {
+        let claims = match authorize_browser(&worker, &request, &token).await {
             Ok(claims) => claims,
             Err((status, code, message)) => {
                 log::info!("{peer}: browser refused ({code}): {message}");
                 let _ = stream.write_all(http_error(status, code, &message)).await;
                 return;
             }
+        };
+        let shared = worker.shared.clone();
+        let tenant_max = shared.config.limits.sessions_per_tenant_max;
+        let Some(_tenant_slot) = shared.tenant_sessions.guard(claims.cuenta_id.clone(), tenant_max) else {
+            log::info!("{peer}: browser refused: tenant {:?} has {tenant_max} open sessions", claims.cuenta_id);
+            let message = format!("tenant {:?} is at its limit of {tenant_max} open sessions", claims.cuenta_id);
+            let _ = stream.write_all(http_error(503, "too_many_requests", &message)).await;
+            return;
         };
         let upgrade = match validate_upgrade(&request) {
             Ok(upgrade) => upgrade,
@@ -129,9 +144,25 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
         crate::echo::run(worker, read, write, leftover, ctl).await;
         return;
     }
+    let response = match path.strip_prefix("/session-check/") {
+        Some(token) if (request.method == "GET" || request.method == "HEAD") && !request.wants_upgrade() => {
+            session_check(&worker, &request, &percent_decode(token)).await
+        }
+        _ => plain_response(&worker, &request, &path),
+    };
     ready.set(true);
-    let response = plain_response(&worker, &request, &path);
     let _ = stream.write_all(response).await;
+}
+
+/// `/session-check/{session}`: would this session be admitted? Always 200, the verdict in the body.
+async fn session_check(worker: &Rc<Worker>, request: &Request, token: &str) -> Vec<u8> {
+    let body = match authorize_browser(worker, request, token).await {
+        Ok(claims) => {
+            serde_json::json!({"ok": true, "tenant": claims.cuenta_id, "user": claims.sub, "expires_at": claims.exp})
+        }
+        Err((_, code, message)) => serde_json::json!({"ok": false, "code": code, "message": message}),
+    };
+    http_response(200, "application/json", body.to_string().as_bytes(), &[])
 }
 
 fn plain_response(worker: &Rc<Worker>, request: &Request, path: &str) -> Vec<u8> {
@@ -162,26 +193,21 @@ fn plain_response(worker: &Rc<Worker>, request: &Request, path: &str) -> Vec<u8>
             if request.wants_upgrade() {
                 return http_error(404, "bad_request", "no WebSocket endpoint at this path");
             }
-            if let Some(token) = path.strip_prefix("/session-check/") {
-                let token = percent_decode(token);
-                let body = match authorize_browser(worker, request, &token) {
-                    Ok(claims) => {
-                        serde_json::json!({"ok": true, "tenant": claims.cuenta_id, "user": claims.sub, "expires_at": claims.exp})
-                    }
-                    Err((_, code, message)) => serde_json::json!({"ok": false, "code": code, "message": message}),
-                };
-                return http_response(200, "application/json", body.to_string().as_bytes(), &[]);
-            }
             static_file(&shared.static_dir, path)
         }
     }
 }
 
-fn authorize_browser(
-    worker: &Worker,
-    request: &Request,
-    token: &str,
-) -> Result<SessionClaims, (u16, &'static str, String)> {
+/// True when `id` has the shape of a JWT (three dot-separated parts).
+fn looks_like_jwt(id: &str) -> bool {
+    id.bytes().filter(|b| *b == b'.').count() == 2
+}
+
+/// Admits a browser session or says why not: the origin, then the token
+/// (a JWT verified locally and/or the control plane's verdict), then the
+/// revocation set. Runs before the upgrade answer, on the worker; the
+/// control-plane request runs on its own threads.
+pub async fn authorize_browser(worker: &Worker, request: &Request, token: &str) -> Result<SessionClaims, Refusal> {
     let shared = &worker.shared;
     if let (Some(origin), false) = (&request.origin, shared.config.allowed_origins.is_empty()) {
         if !shared.config.allowed_origins.iter().any(|o| o == origin) {
@@ -191,10 +217,63 @@ fn authorize_browser(
     if token.is_empty() {
         return Err((401, "unauthorized", "the session token is missing".into()));
     }
+    if token.len() > shared.limits.token_bytes_max {
+        return Err((
+            401,
+            "unauthorized",
+            format!("the session token is over {} bytes", shared.limits.token_bytes_max),
+        ));
+    }
+    if shared.revocations.feed_down_and_fail_closed(shared.config.redis.fail_closed) {
+        return Err((503, "unavailable", "the revocation feed is unreachable; new sessions are refused".into()));
+    }
+    let now = crate::unix_now();
+    let claims = match (&shared.control_plane, looks_like_jwt(token)) {
+        (Some(control_plane), false) => match control_plane.validate(token).await {
+            Verdict::Admit(claims) => claims,
+            Verdict::Refuse(refusal) => return Err(refusal),
+            Verdict::Unavailable(why) => {
+                log::warn!("control plane: {why}");
+                return Err((503, "unavailable", "the control plane is unreachable; retry later".into()));
+            }
+        },
+        (Some(control_plane), true) if control_plane.validate_all => {
+            let claims = verify_locally(worker, token, now)?;
+            match control_plane.validate(&claims.jti).await {
+                Verdict::Admit(answer) if answer.cuenta_id == claims.cuenta_id => claims,
+                Verdict::Admit(_) => {
+                    return Err((403, "forbidden", "the control plane places this session in another tenant".into()))
+                }
+                Verdict::Refuse(refusal) => return Err(refusal),
+                Verdict::Unavailable(why) if control_plane.fail_open => {
+                    log::warn!("control plane: {why}; admitting a locally verified token (fail_open)");
+                    claims
+                }
+                Verdict::Unavailable(why) => {
+                    log::warn!("control plane: {why}");
+                    return Err((503, "unavailable", "the control plane is unreachable; retry later".into()));
+                }
+            }
+        }
+        _ => verify_locally(worker, token, now)?,
+    };
+    if let Some(revocation) = shared.revocations.check_session(&claims, now) {
+        let what = match revocation {
+            crate::revocation::Revocation::Session(_) => "this session",
+            crate::revocation::Revocation::User(_) => "this user",
+            crate::revocation::Revocation::Tenant(_) => "this tenant",
+        };
+        return Err((403, "revoked", format!("{what} was revoked")));
+    }
+    Ok(claims)
+}
+
+fn verify_locally(worker: &Worker, token: &str, now: i64) -> Result<SessionClaims, Refusal> {
+    let shared = &worker.shared;
     let secrets: Vec<&[u8]> = shared.secrets.iter().map(Vec::as_slice).collect();
     let validation = Validation {
         secrets: &secrets,
-        now: crate::unix_now(),
+        now,
         leeway_seconds: i64::try_from(shared.limits.token_leeway_seconds).unwrap_or(0),
         token_bytes_max: shared.limits.token_bytes_max,
     };

@@ -19,21 +19,32 @@
 //! - [`registry`]: lock-sharded tenant → connectors and stream tables.
 //! - [`metrics`]: per-worker HDR histograms, merged on read.
 //! - [`echo`]: test-only conformance echo route.
+//!
+//! Admission (before any of the above, off the hot path):
+//! - [`admission`]: open connections per client IP (checked at accept) and
+//!   browser sessions per tenant (checked when a session is admitted).
+//! - [`revocation`]: the Redis revocation feed thread and the revoked set
+//!   checked at admission and at connector `register`.
+//! - [`control_plane`]: optional HTTP validation of session ids, cached, on
+//!   its own thread pool.
 
+pub mod admission;
 pub mod browser;
 pub mod config;
 pub mod conn;
 pub mod connector;
+pub mod control_plane;
 pub mod echo;
 pub mod frame;
 pub mod http;
 pub mod mailbox;
 pub mod metrics;
 pub mod registry;
+pub mod revocation;
 pub mod worker;
 pub mod writev;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -46,9 +57,12 @@ use volley_protocol::Limits;
 
 pub use config::GatewayConfig;
 
+use crate::admission::Counter;
+use crate::control_plane::ControlPlane;
 use crate::mailbox::Mailbox;
 use crate::metrics::{Gauges, MetricsHub};
 use crate::registry::{ConnectorCmd, Registry};
+use crate::revocation::Revocations;
 use crate::worker::{Worker, WorkerMsg, INBOX_BATCH_MAX, METRICS_PUBLISH_INTERVAL};
 
 /// io_uring submission queue entries per worker.
@@ -57,6 +71,9 @@ pub const URING_ENTRIES: u32 = 4096;
 pub const LISTEN_BACKLOG: i32 = 4096;
 /// How long shutdown lets close frames drain.
 pub const SHUTDOWN_DRAIN: Duration = Duration::from_millis(300);
+/// After the drain, how long the runtime keeps running so cancelled
+/// connections finish and their sockets are closed.
+pub const SHUTDOWN_CLOSE_GRACE: Duration = Duration::from_millis(100);
 
 /// Process-wide state shared by all workers (read-mostly).
 pub struct Shared {
@@ -80,6 +97,14 @@ pub struct Shared {
     pub workers: usize,
     /// Static files root.
     pub static_dir: PathBuf,
+    /// Revoked sessions, users and tenants (fed by Redis).
+    pub revocations: Revocations,
+    /// The control-plane client, when `control_plane.url` is set.
+    pub control_plane: Option<ControlPlane>,
+    /// Open connections per client IP.
+    pub ip_connections: Counter<IpAddr>,
+    /// Open browser sessions per tenant.
+    pub tenant_sessions: Counter<String>,
     started: Instant,
     next_id: AtomicU64,
     stopping: AtomicBool,
@@ -89,6 +114,11 @@ impl Shared {
     /// A fresh process-unique id.
     pub fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// True once shutdown began.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
     }
 
     /// Gauges for the metrics endpoints.
@@ -133,6 +163,14 @@ pub enum StartError {
         /// Cause.
         message: String,
     },
+    /// A helper thread (revocation feed, control-plane pool) failed to start.
+    #[error("cannot start the {what} thread: {source}")]
+    Thread {
+        /// Which.
+        what: &'static str,
+        /// Cause.
+        source: std::io::Error,
+    },
     /// More workers than the destination mask holds.
     #[error("at most {max} workers are supported", max = registry::WORKERS_MAX)]
     TooManyWorkers,
@@ -142,6 +180,7 @@ pub enum StartError {
 pub struct Gateway {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
+    feed: Option<JoinHandle<()>>,
     local_addr: SocketAddr,
 }
 
@@ -170,6 +209,9 @@ impl Gateway {
         }
         for thread in self.threads.drain(..) {
             let _ = thread.join();
+        }
+        if let Some(feed) = self.feed.take() {
+            let _ = feed.join();
         }
     }
 
@@ -215,6 +257,9 @@ pub fn start(config: GatewayConfig, options: StartOptions) -> Result<Gateway, St
     let listeners = bind_all(addr, workers)?;
     let local_addr = listeners[0].local_addr().map_err(|source| StartError::Bind { addr, source })?;
     let static_dir = config.static_dir.clone().unwrap_or_else(|| PathBuf::from("web/dist"));
+    let leeway = i64::try_from(config.limits.token_leeway_seconds).unwrap_or(0);
+    let control_plane = ControlPlane::start(&config.control_plane, leeway)
+        .map_err(|source| StartError::Thread { what: "control-plane", source })?;
     let shared = Arc::new(Shared {
         limits: config.limits.protocol(),
         inboxes: (0..workers).map(|_| Arc::new(Mailbox::new(config.limits.inbox_max))).collect(),
@@ -225,6 +270,10 @@ pub fn start(config: GatewayConfig, options: StartOptions) -> Result<Gateway, St
         connections: AtomicUsize::new(0),
         workers,
         static_dir,
+        revocations: Revocations::new(config.redis.revocation_ttl_seconds, config.redis.url.is_some()),
+        control_plane,
+        ip_connections: Counter::default(),
+        tenant_sessions: Counter::default(),
         started: Instant::now(),
         next_id: AtomicU64::new(1),
         stopping: AtomicBool::new(false),
@@ -249,8 +298,16 @@ pub fn start(config: GatewayConfig, options: StartOptions) -> Result<Gateway, St
             Err(_) => return Err(StartError::Worker { index, message: "worker thread died".into() }),
         }
     }
+    let feed = match revocation::spawn_feed(shared.clone()) {
+        Ok(feed) => feed,
+        Err(source) => {
+            let mut gateway = Gateway { shared, threads, feed: None, local_addr };
+            gateway.stop();
+            return Err(StartError::Thread { what: "revocation feed", source });
+        }
+    };
     log::info!("gateway listening on {local_addr} with {workers} io_uring workers");
-    Ok(Gateway { shared, threads, local_addr })
+    Ok(Gateway { shared, threads, feed, local_addr })
 }
 
 /// Probes the port without `SO_REUSEPORT` (so another gateway already on it
@@ -324,6 +381,16 @@ fn run_worker(
             }
         }
         monoio::time::sleep(SHUTDOWN_DRAIN).await;
+        // A browser that is not reading never gets its close frame (it sits
+        // behind queued frames): cancel its IO so the socket is closed (FIN)
+        // while this runtime still runs — a runtime that is dropped with
+        // sockets open never submits their close.
+        let sessions: Vec<_> = worker.local.borrow().sessions.values().cloned().collect();
+        for session in sessions {
+            session.ctl.kill();
+            session.ring.borrow_mut().wake();
+        }
+        monoio::time::sleep(SHUTDOWN_CLOSE_GRACE).await;
         let _ = accept_task.await;
         drop(metrics_task);
     });
@@ -348,6 +415,7 @@ async fn inbox_loop(worker: &Rc<Worker>) {
 
 async fn accept_loop(worker: Rc<Worker>, listener: monoio::net::TcpListener, cancel: monoio::io::CancelHandle) {
     let connections_max = worker.shared.config.limits.connections_max;
+    let per_ip_max = worker.shared.config.limits.connections_per_ip_max;
     loop {
         let (stream, peer) = match listener.cancelable_accept(cancel.clone()).await {
             Ok(accepted) => accepted,
@@ -361,19 +429,24 @@ async fn accept_loop(worker: Rc<Worker>, listener: monoio::net::TcpListener, can
             }
         };
         let open = worker.shared.connections.fetch_add(1, Ordering::AcqRel) + 1;
+        let ip = peer.ip();
+        let ip_counted = open <= connections_max && worker.shared.ip_connections.try_acquire(&ip, per_ip_max);
         let worker = worker.clone();
         monoio::spawn(async move {
-            if open > connections_max {
+            if ip_counted {
+                http::serve(worker.clone(), stream, peer).await;
+                worker.shared.ip_connections.release(&ip);
+            } else {
+                let message = if open > connections_max {
+                    "the gateway is at its connection limit".to_owned()
+                } else {
+                    log::info!("{peer}: refused, {ip} already has {per_ip_max} open connections");
+                    format!("too many open connections from {ip} (at most {per_ip_max})")
+                };
                 let mut stream = stream;
                 use monoio::io::AsyncWriteRentExt;
-                let body = volley_protocol::handshake::http_error(
-                    503,
-                    "too_many_requests",
-                    "the gateway is at its connection limit",
-                );
+                let body = volley_protocol::handshake::http_error(503, "too_many_requests", &message);
                 let _ = stream.write_all(body).await;
-            } else {
-                http::serve(worker.clone(), stream, peer).await;
             }
             worker.shared.connections.fetch_sub(1, Ordering::AcqRel);
         });

@@ -22,7 +22,8 @@ use crate::config::SlowReaderPolicy;
 use crate::frame::{Level, SharedFrame};
 use crate::mailbox::PushError;
 use crate::metrics::WorkerMetrics;
-use crate::registry::Stream;
+use crate::registry::{ConnectorCmd, Stream};
+use crate::revocation::Revocation;
 use crate::writev::OutItem;
 use crate::Shared;
 
@@ -62,6 +63,9 @@ pub enum WorkerMsg {
     Frame(Arc<SharedFrame>),
     /// An event for the local subscribers of a stream.
     Event(u32, StreamEvent),
+    /// A revocation from the Redis feed: close the matching local sessions
+    /// (4000) and, for a tenant, its tunnels owned by this worker.
+    Revoke(Arc<Revocation>),
     /// Stop: close every connection with 1001 and exit.
     Shutdown,
 }
@@ -158,7 +162,43 @@ impl Worker {
         match msg {
             WorkerMsg::Frame(frame) => self.deliver_frame(&frame),
             WorkerMsg::Event(stream_id, event) => self.deliver_event(stream_id, &event),
+            WorkerMsg::Revoke(revocation) => self.revoke(&revocation),
             WorkerMsg::Shutdown => {}
+        }
+    }
+
+    /// Closes this worker's sessions (and, for a tenant, tunnels) that `revocation` covers.
+    fn revoke(&self, revocation: &Revocation) {
+        let sessions: Vec<Rc<BrowserSession>> =
+            self.local.borrow().sessions.values().filter(|s| revocation.matches(&s.claims)).cloned().collect();
+        for session in &sessions {
+            if let Revocation::Session(jti) = revocation {
+                self.shared.revocations.session_expires_at(jti, session.claims.exp);
+            }
+            session.close(close_code::REVOKED, "revoked");
+        }
+        let mut tunnels = 0;
+        if let Revocation::Tenant(tenant) = revocation {
+            for connector in self.shared.registry.connectors(tenant) {
+                if connector.worker != self.index {
+                    continue;
+                }
+                let close = ConnectorCmd::Close { code: close_code::REVOKED, reason: "tenant revoked".into() };
+                if connector.mailbox.push(close).is_err() {
+                    log::warn!(
+                        "connector c-{}: command queue full or closed; revocation close not queued",
+                        connector.id
+                    );
+                }
+                tunnels += 1;
+            }
+        }
+        if !sessions.is_empty() || tunnels > 0 {
+            log::info!(
+                "worker {}: {revocation:?} closed {} session(s) and {tunnels} tunnel(s)",
+                self.index,
+                sessions.len()
+            );
         }
     }
 
@@ -280,6 +320,10 @@ fn send_event(sub: &mut LocalSub, stream_id: u32, event: &StreamEvent, metrics: 
     let level = session.level;
     let stream_id_field = (level == Level::Two).then_some(stream_id);
     let text = match event {
+        // A late joiner of a live stream on another worker got `stream_start`
+        // from the stream's snapshot while the connector's `flight_info` was
+        // still in flight to this inbox: `flight_info` never follows `stream_start`.
+        StreamEvent::FlightInfo { .. } if sub.started => return,
         StreamEvent::FlightInfo { schema, records } => BrowserEvent::FlightInfo {
             query_id: sub.query_id.clone(),
             dataset: dataset.to_owned(),

@@ -224,9 +224,12 @@ fn health_and_metrics_routes_report_the_gateway_state() {
     assert!(
         wait_until(Duration::from_secs(4), || {
             metrics = metrics_json(addr);
+            // Each worker publishes on its own second: the connector's worker
+            // (frames_in) may publish after the browser's (frames_out).
             metrics["counters"]["frames_out"].as_u64().unwrap_or(0) >= result.payloads.len() as u64
+                && metrics["counters"]["frames_in"].as_u64().unwrap_or(0) >= result.payloads.len() as u64
         }),
-        "frames_out never counted the query: {metrics}"
+        "frames_out/frames_in never counted the query: {metrics}"
     );
     assert_eq!(metrics["workers"], 2);
     assert_eq!(metrics["connectors"], 1);

@@ -58,6 +58,9 @@ pub enum ErrorCode {
     SlowConsumer,
     /// A bug.
     Internal,
+    /// A service the gateway depends on (control plane, revocation feed) is
+    /// unreachable and its policy is to fail closed; retry later.
+    Unavailable,
     /// A code this version does not know (forward compatibility).
     #[serde(other)]
     Other,
@@ -89,6 +92,7 @@ impl ErrorCode {
             ErrorCode::SourceError => "source_error",
             ErrorCode::SlowConsumer => "slow_consumer",
             ErrorCode::Internal => "internal",
+            ErrorCode::Unavailable => "unavailable",
             ErrorCode::Other => "other",
         }
     }

@@ -196,6 +196,7 @@ fn defined_error_codes() -> Vec<ErrorCode> {
         SourceError,
         SlowConsumer,
         Internal,
+        Unavailable,
     ];
     // Exhaustive on purpose: a new variant stops this compiling until it is
     // added to the list above (and then the table check below demands a row).
@@ -204,7 +205,7 @@ fn defined_error_codes() -> Vec<ErrorCode> {
             InvalidJson | BadRequest | UnknownAction | Unauthorized | TokenExpired | Forbidden | Revoked
             | DatasetNotFound | DatasetForbidden | NotLive | ConnectorOffline | ConnectorGone | QueryTimeout
             | Cancelled | Busy | TooManyRequests | UnknownQuery | UnknownStream | BadFrameHeader | SourceError
-            | SlowConsumer | Internal => {}
+            | SlowConsumer | Internal | Unavailable => {}
             Other => unreachable!("Other is not listed"),
         }
     }

@@ -1,0 +1,315 @@
+//! Revocation over Redis pub/sub (DESIGN.md "Security", PROTOCOL.md §8–§10)
+//! against a REAL `redis-server` each test starts on a free port: a revoked
+//! session is closed with 4000 within milliseconds and refused afterwards
+//! (403 `revoked`); user and tenant revocations (a tenant's tunnels too);
+//! the feed reconnects after Redis restarts; `redis.fail_closed`.
+//!
+//! `redis-server` must be installed (scripts/test.sh installs it); without
+//! it these tests fail under CI=true and are skipped (loudly) elsewhere.
+
+mod support;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::*;
+use volley_engine::GatewayConfig;
+use volley_protocol::token::{sign, SessionClaims};
+
+const REDIS_SERVER: &str = "/usr/bin/redis-server";
+const CHANNEL: &str = "volley:revocations";
+
+/// A redis-server child process on 127.0.0.1:`port`, killed on drop.
+struct RedisServer {
+    child: Child,
+    port: u16,
+}
+
+impl RedisServer {
+    /// Starts one; `None` (after saying so) when redis-server is not installed outside CI.
+    fn start(port: u16) -> Option<RedisServer> {
+        if !Path::new(REDIS_SERVER).exists() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{REDIS_SERVER} is missing: scripts/test.sh installs the redis-server package"
+            );
+            eprintln!("SKIPPED: {REDIS_SERVER} is not installed (apt-get install redis-server)");
+            return None;
+        }
+        let child = Command::new(REDIS_SERVER)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        let server = RedisServer { child, port };
+        let up = wait_until(Duration::from_secs(10), || {
+            server.connection().and_then(|mut c| redis::cmd("PING").query::<String>(&mut c).ok()).is_some()
+        });
+        assert!(up, "redis-server did not answer PING on port {port}");
+        Some(server)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn connection(&self) -> Option<redis::Connection> {
+        redis::Client::open(self.url()).ok()?.get_connection_with_timeout(Duration::from_millis(500)).ok()
+    }
+
+    /// Subscribers of the revocation channel (the gateway's feed).
+    fn subscribers(&self) -> i64 {
+        let Some(mut c) = self.connection() else { return 0 };
+        let reply: Vec<redis::Value> =
+            redis::cmd("PUBSUB").arg("NUMSUB").arg(CHANNEL).query(&mut c).unwrap_or_default();
+        match reply.get(1) {
+            Some(redis::Value::Int(n)) => *n,
+            _ => 0,
+        }
+    }
+
+    /// Waits until the gateway's feed is subscribed.
+    fn wait_subscribed(&self) {
+        assert!(
+            wait_until(Duration::from_secs(10), || self.subscribers() >= 1),
+            "the gateway did not subscribe to {CHANNEL}"
+        );
+    }
+
+    /// Publishes `message`; returns how many subscribers got it.
+    fn publish(&self, message: &Value) -> i64 {
+        let mut c = self.connection().expect("connect to redis");
+        redis::cmd("PUBLISH").arg(CHANNEL).arg(message.to_string()).query(&mut c).expect("PUBLISH")
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free port for redis-server, chosen *below* the kernel's ephemeral range:
+/// gateways (and every other test socket) bind port 0, which the kernel takes
+/// from the ephemeral range, so none of them can grab this port while Redis is
+/// down between a kill and a restart.
+fn free_port() -> u16 {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().and_then(|n| n.parse::<u16>().ok()))
+        .unwrap_or(32768);
+    let (from, to) = (low.saturating_sub(12_000).max(1024), low.saturating_sub(1).max(1025));
+    let mut rng = fastrand::Rng::new();
+    for _ in 0..1000 {
+        let port = rng.u16(from..to);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {from}..{to}");
+}
+
+fn redis_config(url: &str) -> GatewayConfig {
+    let mut config = config();
+    config.redis.url = Some(url.to_owned());
+    config
+}
+
+/// A session token with explicit user, tenant and session id.
+fn token(sub: &str, tenant: &str, jti: &str) -> String {
+    let now = volley_engine::unix_now();
+    let claims = SessionClaims {
+        sub: sub.into(),
+        cuenta_id: tenant.into(),
+        edge_id: String::new(),
+        permisos: vec!["*".into()],
+        jti: jti.into(),
+        iat: now - 10,
+        exp: now + 3600,
+        nbf: None,
+        role: None,
+    };
+    sign(&claims, SECRET.as_bytes()).expect("sign")
+}
+
+/// Status and error code of an upgrade to `/stream/{token}` that is refused.
+fn refused(addr: SocketAddr, token: &str) -> (u16, String) {
+    let (status, text) = http_raw(addr, upgrade_request(&format!("/stream/{token}"), "").as_bytes());
+    let code = serde_json::from_str::<Value>(http_body(&text)).map(|v| v["code"].as_str().unwrap_or("").to_owned());
+    (status, code.unwrap_or_default())
+}
+
+/// Publishes and measures how long until `browser` reads close 4000.
+fn publish_and_time_close(redis: &RedisServer, message: Value, browser: &mut Browser) -> Duration {
+    let t0 = Instant::now();
+    assert_eq!(redis.publish(&message), 1, "one subscriber (the gateway) got {message}");
+    let code = browser.expect_close(Duration::from_secs(5));
+    let elapsed = t0.elapsed();
+    assert_eq!(code, Some(4000), "close code after {message}");
+    elapsed
+}
+
+#[test]
+fn a_revoked_session_is_closed_at_once_and_refused_afterwards() {
+    let Some(redis) = RedisServer::start(free_port()) else { return };
+    let gateway = start(redis_config(&redis.url()));
+    let addr = gateway.local_addr();
+    redis.wait_subscribed();
+
+    let revoked = token("ana", TENANT, "sess-revoked");
+    let kept = token("ana", TENANT, "sess-kept");
+    let mut victim = Browser::connect(addr, &revoked, true);
+    let mut bystander = Browser::connect(addr, &kept, false);
+    let elapsed = publish_and_time_close(&redis, json!({"session_id": "sess-revoked"}), &mut victim);
+    eprintln!("session revocation: publish → close 4000 read by the browser in {elapsed:?}");
+    assert!(elapsed < Duration::from_millis(500), "close took {elapsed:?} (goal 100 ms)");
+
+    // Refused from now on; other sessions of the same user are untouched.
+    assert_eq!(refused(addr, &revoked), (403, "revoked".to_owned()));
+    bystander.send(json!({"action": "ping"}));
+    assert_eq!(bystander.next_json(Duration::from_secs(5))["type"], "pong");
+    let (status, body) = http_get(addr, &format!("/session-check/{revoked}"));
+    assert_eq!(status, 200);
+    assert_eq!(serde_json::from_str::<Value>(http_body(&body)).expect("json")["code"], "revoked");
+
+    // Malformed feed messages are ignored, the feed keeps working.
+    assert_eq!(redis.publish(&json!({"nonsense": 1})), 1);
+    assert_eq!(redis.publish(&json!({"session_id": "a", "user_id": "b"})), 1);
+    let mut again = Browser::connect(addr, &token("ana", TENANT, "sess-later"), true);
+    publish_and_time_close(&redis, json!({"session_id": "sess-later"}), &mut again);
+}
+
+#[test]
+fn user_and_tenant_revocations_close_every_match_and_the_tenants_tunnels() {
+    let Some(redis) = RedisServer::start(free_port()) else { return };
+    let gateway = start(redis_config(&redis.url()));
+    let addr = gateway.local_addr();
+    redis.wait_subscribed();
+
+    // User: both of bob's sessions close (they may sit on different workers), ana's stays.
+    let mut bob1 = Browser::connect(addr, &token("bob", TENANT, "b1"), true);
+    let mut bob2 = Browser::connect(addr, &token("bob", TENANT, "b2"), false);
+    let mut ana = Browser::connect(addr, &token("ana", TENANT, "a1"), true);
+    let elapsed = publish_and_time_close(&redis, json!({"user_id": "bob"}), &mut bob1);
+    eprintln!("user revocation: close read in {elapsed:?}");
+    assert_eq!(bob2.expect_close(Duration::from_secs(2)), Some(4000));
+    assert_eq!(refused(addr, &token("bob", TENANT, "b3")), (403, "revoked".to_owned()));
+    ana.send(json!({"action": "ping"}));
+    assert_eq!(ana.next_json(Duration::from_secs(5))["type"], "pong");
+
+    // Tenant: its sessions and its connectors (on every worker) close, another tenant's stay.
+    let other_tenant = "globex";
+    let connectors: Vec<_> = (0..3)
+        .map(|_| {
+            let spec = ConnectorSpec {
+                tenant: "initech".into(),
+                token: Some(connector_token("initech")),
+                level: 2,
+                datasets: vec![DatasetSpec::live("ticker")],
+            };
+            spawn_connector(addr, spec)
+        })
+        .collect();
+    let other = spawn_connector(
+        addr,
+        ConnectorSpec {
+            tenant: other_tenant.into(),
+            token: Some(connector_token(other_tenant)),
+            level: 2,
+            datasets: vec![DatasetSpec::live("ticker")],
+        },
+    );
+    wait_connectors(&gateway, 4);
+    let mut initech = Browser::connect(addr, &token("carl", "initech", "i1"), true);
+    let mut globex = Browser::connect(addr, &token("dora", other_tenant, "g1"), true);
+    let elapsed = publish_and_time_close(&redis, json!({"cuenta_id": "initech"}), &mut initech);
+    eprintln!("tenant revocation: close read in {elapsed:?}");
+    let t0 = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(2), || connectors.iter().all(|c| !c.alive.load(Ordering::Acquire))),
+        "the tenant's tunnels were closed"
+    );
+    eprintln!("tenant revocation: all 3 tunnels gone {:?} after the browser's close", t0.elapsed());
+    wait_connectors(&gateway, 1);
+    assert!(other.alive.load(Ordering::Acquire), "another tenant's tunnel stays");
+    globex.send(json!({"action": "ping"}));
+    assert_eq!(globex.next_json(Duration::from_secs(5))["type"], "pong");
+
+    // Refused until the entry expires: sessions (403) and connectors at register.
+    assert_eq!(refused(addr, &token("carl", "initech", "i2")), (403, "revoked".to_owned()));
+    let (reply, code) = register_refused(
+        addr,
+        json!({"action": "register", "tenant_id": "initech", "version": "0", "datasets": ["x"],
+               "protocol": 2, "token": connector_token("initech")}),
+    );
+    assert_eq!(reply["code"], "revoked", "{reply}");
+    assert_eq!(code, Some(1008));
+}
+
+#[test]
+fn the_feed_reconnects_after_redis_restarts() {
+    let port = free_port();
+    let Some(redis) = RedisServer::start(port) else { return };
+    let mut config = redis_config(&redis.url());
+    config.redis.fail_closed = false;
+    let gateway = start(config);
+    let addr = gateway.local_addr();
+    redis.wait_subscribed();
+    let shared = gateway.shared().clone();
+    assert!(shared.revocations.connected.load(Ordering::Acquire));
+
+    redis.kill();
+    assert!(
+        wait_until(Duration::from_secs(5), || !shared.revocations.connected.load(Ordering::Acquire)),
+        "the gateway noticed Redis went away"
+    );
+    // fail_closed is off: sessions are still admitted while Redis is down.
+    let mut browser = Browser::connect(addr, &token("ana", TENANT, "r1"), true);
+
+    let t0 = Instant::now();
+    let redis = RedisServer::start(port).expect("redis-server restarts");
+    redis.wait_subscribed();
+    eprintln!("feed resubscribed {:?} after Redis came back", t0.elapsed());
+    let elapsed = publish_and_time_close(&redis, json!({"session_id": "r1"}), &mut browser);
+    eprintln!("after restart: close read in {elapsed:?}");
+    assert!(elapsed < Duration::from_millis(500), "close took {elapsed:?}");
+    assert_eq!(refused(addr, &token("ana", TENANT, "r1")), (403, "revoked".to_owned()));
+}
+
+#[test]
+fn fail_closed_refuses_new_sessions_while_the_feed_is_down() {
+    let port = free_port();
+    let mut config = redis_config(&format!("redis://127.0.0.1:{port}/"));
+    config.redis.fail_closed = true;
+    let gateway = start(config);
+    let addr = gateway.local_addr();
+    let jwt = token("ana", TENANT, "fc1");
+
+    // No Redis yet: 503 unavailable.
+    assert_eq!(refused(addr, &jwt), (503, "unavailable".to_owned()));
+    let Some(redis) = RedisServer::start(port) else { return };
+    redis.wait_subscribed();
+    assert!(wait_until(Duration::from_secs(5), || gateway.shared().revocations.connected.load(Ordering::Acquire)));
+    let mut browser = Browser::connect(addr, &jwt, true);
+    browser.send(json!({"action": "ping"}));
+    assert_eq!(browser.next_json(Duration::from_secs(5))["type"], "pong");
+
+    // Redis goes away again: open sessions stay, new ones are refused.
+    redis.kill();
+    let shared = gateway.shared().clone();
+    assert!(wait_until(Duration::from_secs(5), || !shared.revocations.connected.load(Ordering::Acquire)));
+    assert_eq!(refused(addr, &jwt), (503, "unavailable".to_owned()));
+    browser.send(json!({"action": "ping"}));
+    assert_eq!(browser.next_json(Duration::from_secs(5))["type"], "pong");
+}
