@@ -21,7 +21,7 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncWriteRentExt, CancelableAsyncReadRent, Splitable};
 use monoio::net::TcpStream;
 use volley_protocol::handshake::{
-    http_error, http_response, parse_request, upgrade_response, validate_upgrade, Request,
+    http_error, http_response, parse_request, upgrade_response, validate_upgrade, Request, Upgrade,
 };
 use volley_protocol::token::{verify_session, SessionClaims, TokenError, Validation};
 
@@ -30,6 +30,21 @@ use crate::control_plane::{Refusal, Verdict};
 use crate::conn::ConnCtl;
 use crate::frame::Level;
 use crate::worker::Worker;
+
+/// Validates a WebSocket upgrade and answers it: `101` and the upgrade on
+/// success; the HTTP error (and `None`) when the request is refused or the
+/// answer cannot be written.
+async fn accept_upgrade(stream: &mut TcpStream, request: &Request) -> Option<Upgrade> {
+    let upgrade = match validate_upgrade(request) {
+        Ok(upgrade) => upgrade,
+        Err(e) => {
+            let _ = stream.write_all(http_error(e.status, "bad_request", &e.reason)).await;
+            return None;
+        }
+    };
+    let (result, _) = stream.write_all(upgrade_response(&upgrade)).await;
+    result.ok().map(|_| upgrade)
+}
 
 /// Serves one accepted TCP connection.
 pub async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
@@ -77,17 +92,7 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
     let path = request.path().to_owned();
     log::debug!("{peer} {} {path}", request.method);
     if path == "/ws/connect" {
-        let upgrade = match validate_upgrade(&request) {
-            Ok(upgrade) => upgrade,
-            Err(e) => {
-                let _ = stream.write_all(http_error(e.status, "bad_request", &e.reason)).await;
-                return;
-            }
-        };
-        let (result, _) = stream.write_all(upgrade_response(&upgrade)).await;
-        if result.is_err() {
-            return;
-        }
+        let Some(_) = accept_upgrade(&mut stream, &request).await else { return };
         let (read, write) = stream.into_split();
         crate::connector::run(worker, read, write, leftover, ctl, ready).await;
         return;
@@ -110,35 +115,15 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
             let _ = stream.write_all(http_error(503, "too_many_requests", &message)).await;
             return;
         };
-        let upgrade = match validate_upgrade(&request) {
-            Ok(upgrade) => upgrade,
-            Err(e) => {
-                let _ = stream.write_all(http_error(e.status, "bad_request", &e.reason)).await;
-                return;
-            }
-        };
+        let Some(upgrade) = accept_upgrade(&mut stream, &request).await else { return };
         let level = if upgrade.protocol.is_some() { Level::Two } else { Level::One };
-        let (result, _) = stream.write_all(upgrade_response(&upgrade)).await;
-        if result.is_err() {
-            return;
-        }
         ready.set(true);
         let (read, write) = stream.into_split();
         crate::browser::run(worker, read, write, leftover, level, claims, ctl).await;
         return;
     }
     if path == "/echo" && worker.shared.config.test_echo_route {
-        let upgrade = match validate_upgrade(&request) {
-            Ok(upgrade) => upgrade,
-            Err(e) => {
-                let _ = stream.write_all(http_error(e.status, "bad_request", &e.reason)).await;
-                return;
-            }
-        };
-        let (result, _) = stream.write_all(upgrade_response(&upgrade)).await;
-        if result.is_err() {
-            return;
-        }
+        let Some(_) = accept_upgrade(&mut stream, &request).await else { return };
         ready.set(true);
         let (read, write) = stream.into_split();
         crate::echo::run(worker, read, write, leftover, ctl).await;
