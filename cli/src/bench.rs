@@ -1,8 +1,17 @@
-//! `volley bench`: load-test scenarios.
+//! `volley bench`: load-test scenarios. The harness lives in `volley-bench`
+//! (which never links the engine); this module only decides which gateway it
+//! measures: by default a child `volley gateway` process started here on
+//! 127.0.0.1 (its pid gives RSS and CPU time), or `--in-process`
+//! (`volley_engine::start` in this process), or an external `--gateway URL`
+//! with its `--secret`.
 
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 
+use anyhow::{bail, Context as _};
 use clap::{Args, ValueEnum};
+use volley_bench::{Options, ScenarioResult};
 
 /// Run a load-test scenario: simulated connectors and browsers against a
 /// gateway, with HDR latency histograms; results are written as a record
@@ -12,9 +21,20 @@ pub struct BenchArgs {
     /// Which scenario to run.
     #[arg(value_enum, value_name = "SCENARIO")]
     pub scenario: Scenario,
-    /// Gateway to test, e.g. ws://127.0.0.1:8081.
-    #[arg(long, value_name = "URL")]
+    /// Gateway to test, e.g. ws://127.0.0.1:8081 (needs --secret). Without
+    /// it the bench starts its own gateway as a child process.
+    #[arg(long, value_name = "URL", requires = "secret")]
     pub gateway: Option<String>,
+    /// The gateway's `tableros_secret_key`, to mint session and connector tokens.
+    #[arg(long, value_name = "SECRET", env = "VOLLEY_BENCH_SECRET")]
+    pub secret: Option<String>,
+    /// Pid of the --gateway process (idle reads its RSS; others its CPU time).
+    #[arg(long, value_name = "PID", requires = "gateway")]
+    pub gateway_pid: Option<u32>,
+    /// Start the gateway inside this process (volley_engine::start) instead of
+    /// as a child process. Idle RSS then includes the bench's own memory.
+    #[arg(long, conflicts_with = "gateway")]
+    pub in_process: bool,
     /// How long to measure, in seconds; default depends on the scenario.
     #[arg(long = "duration", value_name = "S")]
     pub duration_seconds: Option<u64>,
@@ -56,7 +76,167 @@ pub enum Scenario {
     Report,
 }
 
+impl Scenario {
+    fn harness(self) -> Option<volley_bench::Scenario> {
+        use volley_bench::Scenario as S;
+        Some(match self {
+            Scenario::Throughput => S::Throughput,
+            Scenario::Fanout => S::Fanout,
+            Scenario::Latency => S::Latency,
+            Scenario::SmallFrames => S::SmallFrames,
+            Scenario::Idle => S::Idle,
+            Scenario::QueryStorm => S::QueryStorm,
+            Scenario::Baseline => S::Baseline,
+            Scenario::Report => return None,
+        })
+    }
+}
+
+/// A gateway the bench started.
+enum Started {
+    Child(Child),
+    InProcess(volley_engine::Gateway),
+}
+
+struct Target {
+    url: String,
+    pid: Option<u32>,
+    started: Option<Started>,
+    how: serde_json::Value,
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        match self.started.take() {
+            Some(Started::Child(mut child)) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Some(Started::InProcess(gateway)) => gateway.shutdown(),
+            None => {}
+        }
+    }
+}
+
+fn start_gateway(args: &BenchArgs, secret: &str, metrics_disabled: bool) -> anyhow::Result<Target> {
+    if args.in_process {
+        let config = volley_engine::GatewayConfig {
+            listen: Some("127.0.0.1:0".into()),
+            tableros_secret_key: Some(volley_engine::config::Secrets::One(secret.into())),
+            ..volley_engine::GatewayConfig::default()
+        };
+        let gateway =
+            volley_engine::start(config, volley_engine::StartOptions { metrics_disabled, ..Default::default() })
+                .context("starting the in-process gateway")?;
+        return Ok(Target {
+            url: format!("ws://{}", gateway.local_addr()),
+            pid: Some(std::process::id()),
+            how: serde_json::json!({"mode": "in-process", "metrics_disabled": metrics_disabled}),
+            started: Some(Started::InProcess(gateway)),
+        });
+    }
+    let config = std::env::temp_dir().join(format!("volley-bench-{}.yaml", std::process::id()));
+    std::fs::write(&config, format!("listen: \"127.0.0.1:0\"\ntableros_secret_key: \"{secret}\"\n"))
+        .with_context(|| format!("writing {}", config.display()))?;
+    let exe = std::env::current_exe().context("locating the volley executable")?;
+    let mut command = Command::new(exe);
+    command.arg("gateway").arg("--config").arg(&config);
+    if metrics_disabled {
+        command.arg("--metrics-disabled");
+    }
+    let mut child = command
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting `volley gateway`")?;
+    let stdout = child.stdout.take().context("gateway stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                if let Some(addr) = line.strip_prefix("volley gateway listening on ") {
+                    break addr.trim().to_owned();
+                }
+            }
+            _ => {
+                let _ = child.kill();
+                bail!("the gateway child exited before listening");
+            }
+        }
+    };
+    // Keep draining its stdout so it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    let pid = child.id();
+    Ok(Target {
+        url: format!("ws://{addr}"),
+        pid: Some(pid),
+        how: serde_json::json!({"mode": "child process `volley gateway`", "pid": pid, "metrics_disabled": metrics_disabled,
+                                "config": "listen 127.0.0.1:0, defaults otherwise (workers = cores)"}),
+        started: Some(Started::Child(child)),
+    })
+}
+
+fn run_once(
+    args: &BenchArgs,
+    scenario: volley_bench::Scenario,
+    options: &Options,
+    secret: &str,
+    metrics_disabled: bool,
+) -> anyhow::Result<ScenarioResult> {
+    let target = match &args.gateway {
+        Some(url) => Target {
+            url: url.clone(),
+            pid: args.gateway_pid,
+            started: None,
+            how: serde_json::json!({"mode": "external", "url": url}),
+        },
+        None => start_gateway(args, secret, metrics_disabled)?,
+    };
+    let options = Options { gateway_pid: target.pid, ..options.clone() };
+    let mut result = volley_bench::run_scenario(scenario, &options, &target.url, secret)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", scenario.name()))?;
+    result.gateway = target.how.clone();
+    Ok(result)
+}
+
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let _ = args;
-    anyhow::bail!("`volley bench` is not built yet")
+    let Some(scenario) = args.scenario.harness() else {
+        let path = volley_bench::record::report(&args.out_dir).map_err(anyhow::Error::msg)?;
+        println!("wrote {}", path.display());
+        return Ok(());
+    };
+    let secret = match (&args.gateway, &args.secret) {
+        (Some(_), Some(secret)) => secret.clone(),
+        (Some(_), None) => bail!("--gateway needs --secret (the gateway's tableros_secret_key) to mint tokens"),
+        (None, Some(secret)) => secret.clone(),
+        (None, None) => format!("bench-{}-{}", std::process::id(), volley_bench::wire::now_nanos()),
+    };
+    let mut options = Options {
+        duration_seconds: args.duration_seconds,
+        connectors: args.connectors,
+        browsers: args.browsers,
+        frame_bytes: args.frame_bytes,
+        rate_per_second: args.rate_per_second,
+        gateway_pid: None,
+        baseline: None,
+        progress: true,
+    };
+    // The baseline is measured once per invocation and shared by every run in it.
+    options.baseline = Some(volley_bench::measure_baseline(&options).map_err(anyhow::Error::msg)?);
+    let mut result = run_once(&args, scenario, &options, &secret, false)?;
+    let compare = matches!(scenario, volley_bench::Scenario::Throughput | volley_bench::Scenario::Latency);
+    if compare && args.gateway.is_none() {
+        let off = run_once(&args, scenario, &options, &secret, true)?;
+        result.metrics_off = Some(serde_json::json!({
+            "headline": off.headline, "figures": off.figures, "histograms": off.histograms, "errors": off.errors,
+        }));
+    }
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let (json, svg) = volley_bench::record::write(&result, &args.out_dir, &command).map_err(anyhow::Error::msg)?;
+    let readme = volley_bench::record::report(&args.out_dir).map_err(anyhow::Error::msg)?;
+    volley_bench::print_summary(std::slice::from_ref(&result));
+    println!("\nwrote {}, {}, {}", json.display(), svg.display(), readme.display());
+    Ok(())
 }

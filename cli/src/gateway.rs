@@ -27,6 +27,9 @@ pub struct GatewayArgs {
     /// outside token verifies). Development only; logs a loud warning.
     #[arg(long)]
     pub insecure_dev: bool,
+    /// Do not record metrics on the hot path (`volley bench` compares on/off).
+    #[arg(long, hide = true)]
+    pub metrics_disabled: bool,
 }
 
 pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
@@ -38,8 +41,11 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
         config.workers = Some(workers.get());
     }
     let shutdown = crate::signals::shutdown_flag()?;
-    let gateway = volley_engine::start(config, StartOptions { insecure_dev: args.insecure_dev, ..Default::default() })
-        .context("starting the gateway")?;
+    let gateway = volley_engine::start(
+        config,
+        StartOptions { insecure_dev: args.insecure_dev, metrics_disabled: args.metrics_disabled },
+    )
+    .context("starting the gateway")?;
     println!("volley gateway listening on {}", gateway.local_addr());
     crate::signals::wait(&shutdown);
     log::info!("shutting down");

@@ -50,6 +50,13 @@ enum Command {
     /// Run a load-test scenario against a gateway and write the results
     /// under perf-results/.
     Bench(bench::BenchArgs),
+    /// Internal: one group of simulated browsers for `volley bench` (a child
+    /// process re-invoked by the bench; prints `ready` and a JSON result).
+    #[command(name = "bench-worker", hide = true)]
+    BenchWorker {
+        /// The group's JSON spec.
+        spec: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -61,6 +68,9 @@ fn main() -> ExitCode {
         Command::Connector(args) => connector::run(args),
         Command::Token(args) => token::run(args).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
+        Command::BenchWorker { spec } => {
+            volley_bench::browsers::worker_main(&spec).map(|()| ExitCode::SUCCESS).map_err(anyhow::Error::msg)
+        }
     };
     match result {
         Ok(code) => code,
@@ -126,11 +136,14 @@ mod tests {
             assert!(matches!(parse(&["bench", scenario]), Ok(Command::Bench(_))), "{scenario}");
         }
         assert!(parse(&["bench", "warp-speed"]).is_err());
+        assert!(parse(&["bench", "idle", "--gateway", "ws://127.0.0.1:8081"]).is_err(), "--gateway needs --secret");
         let Ok(Command::Bench(bench)) = parse(&[
             "bench",
             "fanout",
             "--gateway",
             "ws://127.0.0.1:8081",
+            "--secret",
+            "s",
             "--duration",
             "30",
             "--connectors",

@@ -412,6 +412,15 @@ impl GatewayConfig {
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return invalid("tls", "cert and key go together");
         }
+        if self.tls.cert.is_some() {
+            // Refused rather than ignored: serving plain text to someone who
+            // configured TLS would be worse than not starting.
+            return invalid(
+                "tls",
+                "TLS on the gateway's own listener is not implemented in this version; \
+                 terminate TLS in front of the gateway (connectors already speak wss://)",
+            );
+        }
         Ok(())
     }
 
@@ -505,6 +514,8 @@ mod tests {
         assert!(err.contains("workers"), "{err}");
         let err = GatewayConfig::from_yaml("rings:\n  total_bytes_max: 10\n").unwrap_err().to_string();
         assert!(err.contains("rings.total_bytes_max"), "{err}");
+        let err = GatewayConfig::from_yaml("tls:\n  cert: a.pem\n  key: a.key\n").unwrap_err().to_string();
+        assert!(err.contains("tls") && err.contains("not implemented"), "{err}");
         let err = GatewayConfig::from_yaml("rings:\n  slow_reader_policy: pray\n").unwrap_err().to_string();
         assert!(err.contains("pray") || err.contains("slow_reader_policy"), "{err}");
     }

@@ -1,0 +1,274 @@
+//! The machine's limits, measured in the same run as every scenario:
+//! memcpy, one loopback TCP hop, a plain two-hop TCP relay (read/write with a
+//! 256 KiB buffer in one thread — what any gateway must at least do), the
+//! relay's latency at a fixed rate, and the harness's own capacity (the
+//! simulated connector's frame writer feeding the browser parser directly,
+//! no gateway).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::hist;
+use crate::wire::{self, Event, Parser, HEADER_BYTES, OP_BINARY};
+
+/// Relay copy buffer.
+pub const RELAY_BUFFER_BYTES: usize = 256 * 1024;
+
+fn gbps(bytes: u64, elapsed: Duration) -> f64 {
+    bytes as f64 / elapsed.as_secs_f64().max(1e-9) / 1e9
+}
+
+/// memcpy bandwidth (GB/s copied), 64 MiB buffers.
+pub fn memcpy_gbps() -> f64 {
+    let src = vec![7u8; 64 << 20];
+    let mut dst = vec![0u8; 64 << 20];
+    dst.copy_from_slice(&src);
+    let start = Instant::now();
+    let rounds = 8;
+    for i in 0..rounds {
+        dst.copy_from_slice(&src);
+        dst[i] ^= 1;
+    }
+    std::hint::black_box(&dst);
+    gbps(rounds as u64 * (64 << 20), start.elapsed())
+}
+
+fn sink(stream: TcpStream) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut stream = stream;
+        let mut buf = vec![0u8; RELAY_BUFFER_BYTES];
+        let mut total = 0u64;
+        while let Ok(n) = stream.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+        }
+        total
+    })
+}
+
+fn pair() -> std::io::Result<(TcpStream, TcpStream)> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let a = TcpStream::connect(listener.local_addr()?)?;
+    let (b, _) = listener.accept()?;
+    a.set_nodelay(true)?;
+    b.set_nodelay(true)?;
+    Ok((a, b))
+}
+
+/// A running two-hop relay: `upstream` in, `downstream` out.
+pub struct Relay {
+    /// Where the sender connects.
+    pub upstream: SocketAddr,
+    /// Where the receiver connects.
+    pub downstream: SocketAddr,
+    thread: std::thread::JoinHandle<std::io::Result<u64>>,
+}
+
+impl Relay {
+    /// Listens on two loopback ports; copies once both are connected.
+    pub fn start() -> std::io::Result<Relay> {
+        let up = TcpListener::bind("127.0.0.1:0")?;
+        let down = TcpListener::bind("127.0.0.1:0")?;
+        let (upstream, downstream) = (up.local_addr()?, down.local_addr()?);
+        let thread = std::thread::spawn(move || {
+            let (mut from, _) = up.accept()?;
+            let (mut to, _) = down.accept()?;
+            to.set_nodelay(true)?;
+            let mut buf = vec![0u8; RELAY_BUFFER_BYTES];
+            let mut total = 0u64;
+            loop {
+                let n = from.read(&mut buf)?;
+                if n == 0 {
+                    return Ok(total);
+                }
+                to.write_all(&buf[..n])?;
+                total += n as u64;
+            }
+        });
+        Ok(Relay { upstream, downstream, thread })
+    }
+
+    /// Joins the copy thread (after the sender closed).
+    pub fn join(self) -> std::io::Result<u64> {
+        self.thread.join().unwrap_or_else(|_| Err(std::io::Error::other("relay panicked")))
+    }
+}
+
+/// GB/s of `bytes` written in `chunk`-byte writes over one loopback hop.
+pub fn loopback_gbps(bytes: u64, chunk: usize) -> std::io::Result<f64> {
+    let (mut a, b) = pair()?;
+    let reader = sink(b);
+    let data = vec![1u8; chunk];
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while sent < bytes {
+        a.write_all(&data)?;
+        sent += chunk as u64;
+    }
+    drop(a);
+    let got = reader.join().unwrap_or(0);
+    Ok(gbps(got, start.elapsed()))
+}
+
+/// GB/s of `bytes` written in `chunk`-byte writes through the two-hop relay.
+pub fn relay_gbps(bytes: u64, chunk: usize) -> std::io::Result<f64> {
+    let relay = Relay::start()?;
+    let mut a = TcpStream::connect(relay.upstream)?;
+    a.set_nodelay(true)?;
+    let b = TcpStream::connect(relay.downstream)?;
+    let reader = sink(b);
+    let data = vec![1u8; chunk];
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while sent < bytes {
+        a.write_all(&data)?;
+        sent += chunk as u64;
+    }
+    drop(a);
+    let got = reader.join().unwrap_or(0);
+    let elapsed = start.elapsed();
+    let _ = relay.join();
+    Ok(gbps(got, elapsed))
+}
+
+/// Latency (ns) through the relay: `rate` records/s of `size` bytes for `duration`, open loop.
+pub fn relay_latency(rate: u64, size: usize, duration: Duration) -> std::io::Result<hdrhistogram::Histogram<u64>> {
+    let size = size.max(16);
+    let relay = Relay::start()?;
+    let mut a = TcpStream::connect(relay.upstream)?;
+    a.set_nodelay(true)?;
+    let mut b = TcpStream::connect(relay.downstream)?;
+    b.set_nodelay(true)?;
+    let total = crate::sat_u64(u128::from(rate) * duration.as_nanos() / 1_000_000_000);
+    let reader = std::thread::spawn(move || {
+        let mut h = hist::new_ns();
+        let mut buf = vec![0u8; RELAY_BUFFER_BYTES];
+        let mut pending: Vec<u8> = Vec::new();
+        let mut seen = 0u64;
+        while seen < total {
+            let Ok(n) = b.read(&mut buf) else { break };
+            if n == 0 {
+                break;
+            }
+            let now = wire::now_nanos();
+            pending.extend_from_slice(&buf[..n]);
+            let whole = pending.len() / size * size;
+            for record in pending[..whole].chunks_exact(size) {
+                hist::record(&mut h, now.saturating_sub(wire::le_u64(record, 0)));
+                seen += 1;
+            }
+            pending.drain(..whole);
+        }
+        h
+    });
+    let mut record = vec![0u8; size];
+    let t0 = wire::now_nanos();
+    let mut next = 0u64;
+    while next < total {
+        let now = wire::now_nanos();
+        let due = (crate::sat_u64(u128::from(now - t0) * u128::from(rate) / 1_000_000_000) + 1).min(total);
+        if due <= next {
+            let at = t0 + crate::sat_u64(u128::from(next) * 1_000_000_000 / u128::from(rate));
+            std::thread::sleep(Duration::from_nanos(at.saturating_sub(now)));
+            continue;
+        }
+        let mut out = Vec::with_capacity(size * usize::try_from(due - next).unwrap_or(1));
+        for seq in next..due {
+            let scheduled = t0 + crate::sat_u64(u128::from(seq) * 1_000_000_000 / u128::from(rate));
+            record[..8].copy_from_slice(&scheduled.to_le_bytes());
+            out.extend_from_slice(&record);
+        }
+        a.write_all(&out)?;
+        next = due;
+    }
+    let h = reader.join().map_err(|_| std::io::Error::other("latency reader panicked"))?;
+    drop(a);
+    let _ = relay.join();
+    Ok(h)
+}
+
+/// The harness's own capacity: the connector's batched, patched frame
+/// writes (`frame_bytes` payload) into one loopback socket read by the
+/// browser parser. Returns (frames/s, payload GB/s).
+pub fn harness_capacity(frame_bytes: usize, frames: u64) -> std::io::Result<(f64, f64)> {
+    let (mut a, mut b) = pair()?;
+    let reader = std::thread::spawn(move || {
+        let mut parser = Parser::default();
+        let mut buf = vec![0u8; RELAY_BUFFER_BYTES];
+        let mut count = 0u64;
+        while let Ok(n) = b.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            // A server frame looks like a client frame without mask: strip it below.
+            parser.feed(&buf[..n], |e| {
+                if let Event::Binary { .. } = e {
+                    count += 1;
+                }
+            });
+        }
+        count
+    });
+    // Server-style (unmasked) frames so the browser parser accepts them; the
+    // writer's work (patch + write) is the same as the connector's.
+    let mut one = wire::client_frame_header(OP_BINARY, HEADER_BYTES + frame_bytes);
+    one[1] &= 0x7F;
+    one.truncate(one.len() - 4);
+    let frame_len = one.len() + HEADER_BYTES + frame_bytes;
+    one.resize(frame_len, 5);
+    let per_batch = (64 * 1024 / frame_len).clamp(1, 256);
+    let mut batch = one.repeat(per_batch);
+    let start = Instant::now();
+    let mut seq = 0u64;
+    while seq < frames {
+        let n = per_batch.min(usize::try_from(frames - seq).unwrap_or(per_batch));
+        let now = wire::now_nanos();
+        for k in 0..n {
+            let at = k * frame_len + frame_len - frame_bytes - HEADER_BYTES;
+            batch[at + 8..at + 16].copy_from_slice(&(seq + k as u64).to_le_bytes());
+            if frame_bytes >= 16 {
+                batch[at + 16..at + 24].copy_from_slice(&now.to_le_bytes());
+            }
+        }
+        a.write_all(&batch[..n * frame_len])?;
+        seq += n as u64;
+    }
+    drop(a);
+    let got = reader.join().unwrap_or(0);
+    let elapsed = start.elapsed().as_secs_f64().max(1e-9);
+    Ok((got as f64 / elapsed, got as f64 * frame_bytes as f64 / elapsed / 1e9))
+}
+
+/// Every baseline figure, as stored in each result under `baseline`.
+pub fn measure(bytes: u64, rate: u64, latency_size: usize, latency_duration: Duration) -> std::io::Result<Value> {
+    let memcpy = memcpy_gbps();
+    let loopback_64k = loopback_gbps(bytes, 64 * 1024)?;
+    let relay_64k = relay_gbps(bytes, 64 * 1024)?;
+    let relay_1m = relay_gbps(bytes, 1 << 20)?;
+    let relay_1k = relay_gbps(bytes / 4, 1024)?;
+    let latency = relay_latency(rate, latency_size, latency_duration)?;
+    let (harness_1k_fps, harness_1k_gbps) = harness_capacity(1024, bytes / 128)?;
+    let (harness_64k_fps, harness_64k_gbps) = harness_capacity(64 * 1024, (bytes / (64 * 1024)).max(1))?;
+    Ok(json!({
+        "memcpy_gbps": memcpy,
+        "loopback_tcp_64k_gbps": loopback_64k,
+        "relay_64k_gbps": relay_64k,
+        "relay_1m_gbps": relay_1m,
+        "relay_1k_writes_gbps": relay_1k,
+        "relay_1k_writes_frames_per_s": relay_1k * 1e9 / 1024.0,
+        "relay_latency_ns": hist::record_json(&latency, "ns"),
+        "relay_latency_rate_per_s": rate,
+        "relay_latency_record_bytes": latency_size,
+        "harness_1k_frames_per_s": harness_1k_fps,
+        "harness_1k_gbps": harness_1k_gbps,
+        "harness_64k_frames_per_s": harness_64k_fps,
+        "harness_64k_gbps": harness_64k_gbps,
+        "bytes_per_bulk_run": bytes,
+        "note": "relay = plain two-hop TCP relay, one thread, read/write with a 256 KiB buffer; harness_* = the bench's connector frame writer feeding its browser parser over one loopback socket (no gateway): what one core of the load generator can push",
+    }))
+}

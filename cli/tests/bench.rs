@@ -1,0 +1,126 @@
+//! The load-test harness itself: each scenario runs end to end against a
+//! gateway the bench starts (a child `volley gateway`), finishes, and writes
+//! a record whose fields are present and whose HDR histograms decode. No
+//! figure is compared with a threshold: this machine is shared and noisy.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn out_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("volley-bench-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn run_bench(args: &[&str], out: &Path) -> Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_volley"))
+        .arg("bench")
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("volley bench runs");
+    assert!(
+        output.status.success(),
+        "volley bench {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let scenario = args[0];
+    let json = std::fs::read_dir(out)
+        .expect("out dir exists")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.extension().is_some_and(|e| e == "json")
+                && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&format!("{scenario}-")))
+        })
+        .expect("a JSON record");
+    assert!(json.with_extension("svg").exists(), "an SVG plot beside {}", json.display());
+    assert!(out.join("README.md").exists(), "the report is regenerated");
+    serde_json::from_str(&std::fs::read_to_string(&json).expect("read record")).expect("record is JSON")
+}
+
+/// The fields every record carries (STYLE.md practice 11).
+fn assert_record(record: &Value, scenario: &str) {
+    assert_eq!(record["scenario"], scenario);
+    for field in ["date", "command", "commit", "build_profile", "headline", "figures", "baseline", "gateway"] {
+        assert!(!record[field].is_null(), "{scenario}: field {field} missing in {record}");
+    }
+    for field in ["cores", "kernel", "cpu_model"] {
+        assert!(!record["machine"][field].is_null(), "machine.{field}");
+    }
+    assert!(record["headline"]["value"].is_number(), "headline value: {}", record["headline"]);
+    assert!(record["baseline"]["relay_64k_gbps"].is_number(), "baseline measured in the same run");
+    assert!(record["command"].as_str().is_some_and(|c| c.contains(scenario)));
+    assert!(record["errors"].as_array().is_some_and(|e| e.is_empty()), "{scenario}: errors {}", record["errors"]);
+    decode_all(&record["histograms"]);
+    decode_all(&record["baseline"]);
+}
+
+/// Every `hdr_v2_base64` string under `value` deserialises as an HDR V2 histogram.
+fn decode_all(value: &Value) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::String(text)) = map.get("hdr_v2_base64") {
+                let histogram = volley_bench::hist::decode(text).expect("HDR V2 base64 decodes");
+                assert_eq!(Some(histogram.len()), map.get("count").and_then(Value::as_u64), "count matches");
+            }
+            map.values().for_each(decode_all);
+        }
+        Value::Array(items) => items.iter().for_each(decode_all),
+        _ => {}
+    }
+}
+
+#[test]
+fn bench_throughput_writes_a_complete_record_with_metrics_on_and_off() {
+    let out = out_dir("throughput");
+    let record = run_bench(&["throughput", "--duration", "1"], &out);
+    assert_record(&record, "throughput");
+    assert!(record["baseline_ratio"].is_number());
+    assert_eq!(record["figures"]["runs"].as_array().map(Vec::len), Some(2), "64 KiB and 1 MiB frames");
+    assert!(record["metrics_off"]["headline"]["value"].is_number(), "metrics off run recorded");
+    assert!(record["figures"]["runs"][0]["complete"].as_bool().unwrap_or(false));
+    let _ = std::fs::remove_dir_all(out);
+}
+
+#[test]
+fn bench_latency_records_decodable_latency_histograms() {
+    let out = out_dir("latency");
+    let record = run_bench(&["latency", "--duration", "1", "--rate", "2000", "--browsers", "20"], &out);
+    assert_record(&record, "latency");
+    let latency = &record["histograms"]["latency_from_scheduled"];
+    assert_eq!(latency["count"].as_u64(), Some(2000 * 20), "every frame reached every browser");
+    let histogram = volley_bench::hist::decode(latency["hdr_v2_base64"].as_str().expect("base64")).expect("decodes");
+    assert!(histogram.value_at_quantile(0.5) > 0);
+    assert!(record["metrics_off"]["histograms"]["latency_from_scheduled"].is_object());
+    let _ = std::fs::remove_dir_all(out);
+}
+
+#[test]
+fn bench_fanout_to_ten_browsers_completes() {
+    let out = out_dir("fanout");
+    let record = run_bench(&["fanout", "--browsers", "10", "--duration", "1"], &out);
+    assert_record(&record, "fanout");
+    let run = &record["figures"]["runs"][0];
+    assert_eq!(run["browsers"], 10);
+    assert_eq!(run["completed_browsers"], 10);
+    assert!(record["histograms"]["completion_10_browsers"]["count"].as_u64() == Some(10));
+    let _ = std::fs::remove_dir_all(out);
+}
+
+#[test]
+fn bench_idle_reads_the_gateway_rss() {
+    let out = out_dir("idle");
+    let record = run_bench(&["idle", "--browsers", "200", "--duration", "1"], &out);
+    assert_record(&record, "idle");
+    assert_eq!(record["figures"]["sessions_open"], 200);
+    assert!(record["figures"]["rss_after_bytes"].as_u64().unwrap_or(0) > 0);
+    let report = std::fs::read_to_string(out.join("README.md")).expect("report");
+    assert!(report.contains("| idle |"), "{report}");
+    let _ = std::fs::remove_dir_all(out);
+}
