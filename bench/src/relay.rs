@@ -99,18 +99,24 @@ impl Relay {
     }
 }
 
-/// GB/s of `bytes` written in `chunk`-byte writes over one loopback hop.
-pub fn loopback_gbps(bytes: u64, chunk: usize) -> std::io::Result<f64> {
-    let (mut a, b) = pair()?;
-    let reader = sink(b);
+/// Writes `bytes` (rounded up to whole chunks) in `chunk`-byte writes, then
+/// closes the socket so the reader sees the end.
+fn write_chunks(mut socket: TcpStream, bytes: u64, chunk: usize) -> std::io::Result<()> {
     let data = vec![1u8; chunk];
-    let start = Instant::now();
     let mut sent = 0u64;
     while sent < bytes {
-        a.write_all(&data)?;
+        socket.write_all(&data)?;
         sent += chunk as u64;
     }
-    drop(a);
+    Ok(())
+}
+
+/// GB/s of `bytes` written in `chunk`-byte writes over one loopback hop.
+pub fn loopback_gbps(bytes: u64, chunk: usize) -> std::io::Result<f64> {
+    let (a, b) = pair()?;
+    let reader = sink(b);
+    let start = Instant::now();
+    write_chunks(a, bytes, chunk)?;
     let got = reader.join().unwrap_or(0);
     Ok(gbps(got, start.elapsed()))
 }
@@ -118,18 +124,12 @@ pub fn loopback_gbps(bytes: u64, chunk: usize) -> std::io::Result<f64> {
 /// GB/s of `bytes` written in `chunk`-byte writes through the two-hop relay.
 pub fn relay_gbps(bytes: u64, chunk: usize) -> std::io::Result<f64> {
     let relay = Relay::start()?;
-    let mut a = TcpStream::connect(relay.upstream)?;
+    let a = TcpStream::connect(relay.upstream)?;
     a.set_nodelay(true)?;
     let b = TcpStream::connect(relay.downstream)?;
     let reader = sink(b);
-    let data = vec![1u8; chunk];
     let start = Instant::now();
-    let mut sent = 0u64;
-    while sent < bytes {
-        a.write_all(&data)?;
-        sent += chunk as u64;
-    }
-    drop(a);
+    write_chunks(a, bytes, chunk)?;
     let got = reader.join().unwrap_or(0);
     let elapsed = start.elapsed();
     let _ = relay.join();

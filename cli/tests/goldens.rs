@@ -13,6 +13,9 @@
 //! No mocks: real sockets, the real gateway and connector, real files.
 
 mod support;
+// The connector's test helpers (row comparison across batch boundaries).
+#[path = "../../connector/tests/support/mod.rs"]
+mod connector_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -183,37 +186,11 @@ fn assert_equal(label: &str, want: &(SchemaRef, Vec<RecordBatch>), got: &(Schema
                 want_concat.err(),
                 got_concat.err()
             );
-            assert_same_rows_sliced(label, &want.1, &got.1);
+            connector_support::assert_same_rows(&want.1, &got.1, label);
         }
     }
 }
 
-/// Row-by-row comparison whatever the batch boundaries.
-fn assert_same_rows_sliced(label: &str, expected: &[RecordBatch], actual: &[RecordBatch]) {
-    let expected: Vec<&RecordBatch> = expected.iter().filter(|b| b.num_rows() > 0).collect();
-    let actual: Vec<&RecordBatch> = actual.iter().filter(|b| b.num_rows() > 0).collect();
-    let (mut i, mut j, mut a, mut b) = (0, 0, 0, 0);
-    while i < expected.len() && j < actual.len() {
-        let n = (expected[i].num_rows() - a).min(actual[j].num_rows() - b);
-        let left = expected[i].slice(a, n);
-        let right = actual[j].slice(b, n);
-        for (column, (l, r)) in left.columns().iter().zip(right.columns()).enumerate() {
-            assert_eq!(l.to_data(), r.to_data(), "{label}: column {column} differs");
-        }
-        a += n;
-        b += n;
-        if a == expected[i].num_rows() {
-            i += 1;
-            a = 0;
-        }
-        if b == actual[j].num_rows() {
-            j += 1;
-            b = 0;
-        }
-    }
-}
-
-/// The error message of a failed query, for the report.
 fn error_text(result: &QueryResult) -> String {
     let end = result.end.as_ref().expect("an end message");
     let message = if end["type"] == "error" { &end["message"] } else { &end["error"]["message"] };
