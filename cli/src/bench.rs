@@ -157,7 +157,7 @@ fn start_gateway(args: &BenchArgs, secret: &str, metrics_disabled: bool) -> anyh
         match lines.next() {
             Some(Ok(line)) => {
                 if let Some(addr) = line.strip_prefix("volley gateway listening on ") {
-                    break addr.trim().to_owned();
+                    break addr.trim().trim_start_matches("http://").to_owned();
                 }
             }
             _ => {

@@ -1,4 +1,5 @@
-//! `volley gateway`: runs the engine until Ctrl-C or SIGTERM.
+//! `volley gateway`: runs the engine until Ctrl-C or SIGTERM; SIGHUP reloads
+//! the TLS certificate and key.
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
@@ -46,8 +47,16 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
         StartOptions { insecure_dev: args.insecure_dev, metrics_disabled: args.metrics_disabled },
     )
     .context("starting the gateway")?;
-    println!("volley gateway listening on {}", gateway.local_addr());
-    crate::signals::wait(&shutdown);
+    let scheme = if gateway.shared().tls.is_some() { "https" } else { "http" };
+    println!("volley gateway listening on {scheme}://{}", gateway.local_addr());
+    let reload = crate::signals::reload_flag()?;
+    while !crate::signals::wait_for(&shutdown, &reload) {
+        match gateway.reload_tls() {
+            Ok(true) => log::info!("SIGHUP: TLS certificate and key reloaded; new connections use them"),
+            Ok(false) => log::info!("SIGHUP: nothing to reload (no tls: section)"),
+            Err(e) => log::error!("SIGHUP: TLS reload failed, still serving the previous certificate: {e}"),
+        }
+    }
     log::info!("shutting down");
     gateway.shutdown();
     Ok(())

@@ -1,25 +1,49 @@
-//! Ctrl-C and SIGTERM set one flag that every long-running subcommand polls.
+//! Ctrl-C and SIGTERM set one flag that every long-running subcommand polls;
+//! SIGHUP sets another (the gateway reloads its TLS files).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Installs the handler and returns the flag it sets.
+use signal_hook::consts::{SIGINT, SIGTERM};
+
+/// Installs the Ctrl-C and SIGTERM handlers and returns the flag they set.
+/// A second signal while the flag is set exits at once (the user insists).
 pub fn shutdown_flag() -> anyhow::Result<Arc<AtomicBool>> {
     let flag = Arc::new(AtomicBool::new(false));
-    let handler_flag = flag.clone();
-    ctrlc::set_handler(move || {
-        if handler_flag.swap(true, Ordering::AcqRel) {
-            // Second signal: the user insists.
-            std::process::exit(130);
-        }
-    })?;
+    for signal in [SIGINT, SIGTERM] {
+        // Registered first, so it sees the flag as it was before this signal.
+        signal_hook::flag::register_conditional_shutdown(signal, 130, flag.clone())?;
+        signal_hook::flag::register(signal, flag.clone())?;
+    }
     Ok(flag)
 }
 
 /// Blocks until the flag is set.
 pub fn wait(flag: &AtomicBool) {
     while !flag.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Installs a SIGHUP handler and returns the flag it sets (never set where
+/// there is no SIGHUP).
+pub fn reload_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    #[cfg(unix)]
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, flag.clone())?;
+    Ok(flag)
+}
+
+/// Blocks until shutdown (`true`) or a reload request (`false`, flag cleared).
+pub fn wait_for(shutdown: &AtomicBool, reload: &AtomicBool) -> bool {
+    loop {
+        if shutdown.load(Ordering::Acquire) {
+            return true;
+        }
+        if reload.swap(false, Ordering::AcqRel) {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -134,6 +134,12 @@ pub struct Config {
 pub struct GatewayConfig {
     /// `ws://host:port/ws/connect` or `wss://…`.
     pub uri: String,
+    /// PEM file of the CA(s) that sign the gateway's certificate, for
+    /// `wss://` to a gateway with a private CA. Absent: the system's roots
+    /// (Mozilla's bundled roots when the system has none). Relative paths
+    /// are relative to the config file.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -519,7 +525,13 @@ impl Config {
                 .map_err(|problem| ConfigError::Dataset { name: name.clone(), problem })?;
             datasets.insert(name, spec);
         }
-        Ok(Config { gateway: raw.gateway, tenant: raw.tenant, performance, logging, datasets })
+        let mut gateway = raw.gateway;
+        if let Some(ca_file) = &mut gateway.ca_file {
+            *ca_file = base_dir.join(&*ca_file);
+            crate::tunnel::load_ca_file(ca_file)
+                .map_err(|reason| ConfigError::Setting { key: "gateway.ca_file", reason })?;
+        }
+        Ok(Config { gateway, tenant: raw.tenant, performance, logging, datasets })
     }
 }
 

@@ -26,9 +26,11 @@ use volley_protocol::message::{
     ConnectorMessage, ErrorBody, ErrorCode, FlightData, GatewayCommand, Register, RegisterReply,
 };
 
-use crate::config::{Compression, Config};
+use crate::config::{Compression, Config, GatewayConfig};
 use crate::slice::{MessageKind, SliceOptions};
 use crate::source::{Catalog, StopFlag};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 
 /// Messages queued per connection before stream producers block.
 pub const OUTGOING_QUEUE_MAX: usize = 64;
@@ -184,16 +186,62 @@ fn is_timeout(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
 }
 
+/// Reads the CA certificates of `gateway.ca_file`.
+pub fn load_ca_file(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no CERTIFICATE in the file", path.display()));
+    }
+    Ok(certs)
+}
+
+/// The roots `wss://` trusts: `gateway.ca_file` alone when set, else the
+/// system's (Mozilla's bundled roots when the system has none).
+fn client_tls_config(gateway: &GatewayConfig) -> Result<Arc<rustls::ClientConfig>, TunnelError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match &gateway.ca_file {
+        Some(path) => {
+            let certs = load_ca_file(path).map_err(|e| TunnelError::Io(io::Error::other(e)))?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(TunnelError::Io(io::Error::other(format!(
+                    "gateway.ca_file {}: no usable CA certificate",
+                    path.display()
+                ))));
+            }
+        }
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(native.certs);
+            if roots.is_empty() {
+                roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TunnelError::Protocol(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// TCP connect and WebSocket upgrade (TLS for `wss://`), each step bounded
 /// by [`HANDSHAKE_TIMEOUT`]. `tungstenite::connect` has no timeout at all: a
 /// listener that accepts but never answers would block it forever.
-fn open_socket(uri: &str) -> Result<Socket, TunnelError> {
+fn open_socket(gateway: &GatewayConfig) -> Result<Socket, TunnelError> {
     use std::net::ToSocketAddrs as _;
     use tungstenite::client::IntoClientRequest as _;
     use tungstenite::handshake::HandshakeError;
 
+    let uri = gateway.uri.as_str();
     let request = uri.into_client_request()?;
     let tls = request.uri().scheme_str() == Some("wss");
+    let tls_connector = if tls { Some(tungstenite::Connector::Rustls(client_tls_config(gateway)?)) } else { None };
     let host = request.uri().host().ok_or_else(|| TunnelError::Protocol(format!("no host in {uri}")))?;
     let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
     let port = request.uri().port_u16().unwrap_or(if tls { 443 } else { 80 });
@@ -221,7 +269,7 @@ fn open_socket(uri: &str) -> Result<Socket, TunnelError> {
             format!("no WebSocket handshake from {uri} within {HANDSHAKE_TIMEOUT:?}"),
         ))
     };
-    let socket = match tungstenite::client_tls_with_config(request, stream, Some(ws_config), None) {
+    let socket = match tungstenite::client_tls_with_config(request, stream, Some(ws_config), tls_connector) {
         Ok((socket, _)) => socket,
         Err(HandshakeError::Interrupted(_)) => return Err(timed_out()),
         Err(HandshakeError::Failure(tungstenite::Error::Io(e))) if is_timeout(&e) => return Err(timed_out()),
@@ -239,7 +287,7 @@ fn open_socket(uri: &str) -> Result<Socket, TunnelError> {
 
 /// Opens one connection and registers; returns the socket and the agreed level.
 pub fn connect_and_register(config: &Config, catalog: &Catalog) -> Result<(Socket, u8), TunnelError> {
-    let mut socket = open_socket(&config.gateway.uri)?;
+    let mut socket = open_socket(&config.gateway)?;
     let datasets: Vec<String> = catalog.names().map(str::to_owned).collect();
     let live: Vec<String> =
         config.datasets.iter().filter(|(_, spec)| spec.is_live()).map(|(name, _)| name.clone()).collect();

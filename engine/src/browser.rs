@@ -10,8 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use monoio::io::{OwnedReadHalf, OwnedWriteHalf};
-use monoio::net::TcpStream;
 use volley_protocol::message::{BrowserEvent, BrowserRequest, DatasetInfo, ErrorCode};
 use volley_protocol::token::SessionClaims;
 use volley_protocol::ws::{close_code, encode_frame, FrameDecoder, Message, MessageAssembler, OpCode, Role};
@@ -20,6 +18,7 @@ use crate::conn::{run_writer, ConnCtl, ReadError, Ring, WsReader};
 use crate::frame::Level;
 use crate::metrics::WorkerMetrics;
 use crate::registry::{ConnectorCmd, OpenError, Stream, Subscriber};
+use crate::transport::{ConnRead, ConnWrite};
 use crate::worker::{LocalSub, Worker};
 use crate::writev::OutItem;
 
@@ -69,10 +68,10 @@ impl BrowserSession {
 }
 
 /// Serves one upgraded browser connection until it closes.
-pub async fn run(
+pub async fn run<R: ConnRead, W: ConnWrite + 'static>(
     worker: Rc<Worker>,
-    read: OwnedReadHalf<TcpStream>,
-    write: OwnedWriteHalf<TcpStream>,
+    read: R,
+    write: W,
     leftover: BytesMut,
     level: Level,
     claims: SessionClaims,

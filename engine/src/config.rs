@@ -164,11 +164,21 @@ pub struct RedisConfig {
     /// How long a user or tenant revocation (and a session revocation whose
     /// token expiry is unknown) is remembered, seconds. Default 86 400.
     pub revocation_ttl_seconds: u64,
+    /// After this many seconds without traffic on the subscription, the feed
+    /// sends `PING`; no answer within the same time counts as a lost
+    /// connection (a Redis host that vanished without closing TCP). Default 5.
+    pub keepalive_seconds: u64,
 }
 
 impl Default for RedisConfig {
     fn default() -> Self {
-        RedisConfig { url: None, channel: None, fail_closed: false, revocation_ttl_seconds: 86_400 }
+        RedisConfig {
+            url: None,
+            channel: None,
+            fail_closed: false,
+            revocation_ttl_seconds: 86_400,
+            keepalive_seconds: 5,
+        }
     }
 }
 
@@ -210,7 +220,9 @@ impl Default for ControlPlaneConfig {
     }
 }
 
-/// `tls:`.
+/// `tls:` — serve `https://` and `wss://` on the listener. Both files are
+/// read at start (a bad pair refuses to start, naming the key) and again on
+/// SIGHUP.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
@@ -398,6 +410,9 @@ impl GatewayConfig {
         if self.redis.channel.as_deref() == Some("") {
             return invalid("redis.channel", "is empty");
         }
+        if self.redis.keepalive_seconds == 0 {
+            return invalid("redis.keepalive_seconds", "must be at least 1");
+        }
         if self.redis.revocation_ttl_seconds == 0 {
             return invalid("redis.revocation_ttl_seconds", "must be at least 1");
         }
@@ -411,15 +426,6 @@ impl GatewayConfig {
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return invalid("tls", "cert and key go together");
-        }
-        if self.tls.cert.is_some() {
-            // Refused rather than ignored: serving plain text to someone who
-            // configured TLS would be worse than not starting.
-            return invalid(
-                "tls",
-                "TLS on the gateway's own listener is not implemented in this version; \
-                 terminate TLS in front of the gateway (connectors already speak wss://)",
-            );
         }
         Ok(())
     }
@@ -514,8 +520,10 @@ mod tests {
         assert!(err.contains("workers"), "{err}");
         let err = GatewayConfig::from_yaml("rings:\n  total_bytes_max: 10\n").unwrap_err().to_string();
         assert!(err.contains("rings.total_bytes_max"), "{err}");
-        let err = GatewayConfig::from_yaml("tls:\n  cert: a.pem\n  key: a.key\n").unwrap_err().to_string();
-        assert!(err.contains("tls") && err.contains("not implemented"), "{err}");
+        let err = GatewayConfig::from_yaml("tls:\n  cert: a.pem\n").unwrap_err().to_string();
+        assert!(err.contains("tls") && err.contains("together"), "{err}");
+        let err = GatewayConfig::from_yaml("redis:\n  keepalive_seconds: 0\n").unwrap_err().to_string();
+        assert!(err.contains("redis.keepalive_seconds"), "{err}");
         let err = GatewayConfig::from_yaml("rings:\n  slow_reader_policy: pray\n").unwrap_err().to_string();
         assert!(err.contains("pray") || err.contains("slow_reader_policy"), "{err}");
     }

@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::task::{Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
-use monoio::buf::IoBufMut;
-use monoio::io::{CancelHandle, CancelableAsyncReadRent, CancelableAsyncWriteRent, Canceller};
+use monoio::io::{CancelHandle, Canceller};
 use volley_protocol::ws::{close_payload, encode_frame, FrameDecoder, Message, MessageAssembler, OpCode, WsError};
 
+use crate::transport::{ConnRead, ConnWrite};
 use crate::writev::{write_all, OutItem, WriteBatch, IOVECS_PER_WRITE_MAX};
 
 /// Items one writer batch takes at most.
@@ -93,7 +93,7 @@ pub struct WsReader<R> {
     pub carried_bytes: u64,
 }
 
-impl<R: CancelableAsyncReadRent> WsReader<R> {
+impl<R: ConnRead> WsReader<R> {
     /// A reader; `initial` holds bytes already read past the HTTP head.
     pub fn new(
         io: R,
@@ -143,8 +143,9 @@ impl<R: CancelableAsyncReadRent> WsReader<R> {
         let start = self.buf.len();
         let end = if frame_len > self.chunk_bytes { frame_len } else { self.buf.capacity() };
         let buf = std::mem::take(&mut self.buf);
-        let (result, slice) = self.io.cancelable_read(buf.slice_mut(start..end), self.ctl.handle()).await;
-        self.buf = slice.into_inner();
+        debug_assert!(start < end);
+        let (result, buf) = self.io.read_into(buf, end, self.ctl.handle()).await;
+        self.buf = buf;
         let read = result?;
         Ok(read > 0)
     }
@@ -266,7 +267,7 @@ pub async fn run_writer<W, F>(
     mut on_written: F,
 ) -> io::Result<()>
 where
-    W: CancelableAsyncWriteRent,
+    W: ConnWrite,
     F: FnMut(&[OutItem], usize),
 {
     let mut batch = WriteBatch::new();
@@ -290,7 +291,7 @@ where
         let Some(occupancy) = occupancy else {
             let closing = ring.borrow().closing;
             if closing && !ctl.killed() {
-                let _ = writer.cancelable_shutdown(ctl.handle()).await;
+                let _ = writer.shutdown(ctl.handle()).await;
             }
             return Ok(());
         };

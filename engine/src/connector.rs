@@ -16,8 +16,6 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use monoio::io::{OwnedReadHalf, OwnedWriteHalf};
-use monoio::net::TcpStream;
 use volley_protocol::header::{FrameHeader, FrameKind};
 use volley_protocol::message::{
     ConnectorMessage, Descriptor, ErrorBody, ErrorCode, GatewayCommand, Register, RegisterOk, RegisterReply,
@@ -29,6 +27,7 @@ use crate::conn::{run_writer, ConnCtl, ReadError, Ring, WsReader};
 use crate::frame::{Level, SharedFrame};
 use crate::mailbox::Mailbox;
 use crate::registry::{ConnectorCmd, ConnectorHandle, Stream};
+use crate::transport::{ConnRead, ConnWrite};
 use crate::worker::{StreamEvent, Worker, WorkerMsg};
 use crate::writev::OutItem;
 
@@ -69,10 +68,10 @@ fn stream_id_of(request_id: &str) -> Option<u32> {
 }
 
 /// Serves one upgraded connector connection until it closes.
-pub async fn run(
+pub async fn run<R: ConnRead, W: ConnWrite + 'static>(
     worker: Rc<Worker>,
-    read: OwnedReadHalf<TcpStream>,
-    write: OwnedWriteHalf<TcpStream>,
+    read: R,
+    write: W,
     leftover: BytesMut,
     ctl: Rc<ConnCtl>,
     registered: Rc<Cell<bool>>,

@@ -221,7 +221,11 @@ impl ControlPlane {
 fn ask(agent: &ureq::Agent, url: &str, session_id: &str, leeway_seconds: i64) -> Verdict {
     let response = match agent.get(url).query("session_id", session_id).call() {
         Ok(response) => response,
-        Err(e) => return Verdict::Unavailable(format!("control plane unreachable: {e}")),
+        // The error may quote the request URL: never let the session id reach a log.
+        Err(e) => {
+            let text = e.to_string().replace(session_id, "<redacted>");
+            return Verdict::Unavailable(format!("control plane unreachable: {text}"));
+        }
     };
     let status = response.status().as_u16();
     if status >= 500 {

@@ -6,11 +6,10 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use bytes::BytesMut;
-use monoio::io::{OwnedReadHalf, OwnedWriteHalf};
-use monoio::net::TcpStream;
 use volley_protocol::ws::{close_code, encode_frame, FrameDecoder, Message, MessageAssembler, OpCode, Role};
 
 use crate::conn::{run_writer, ConnCtl, ReadError, Ring, WsReader};
+use crate::transport::{ConnRead, ConnWrite};
 use crate::worker::Worker;
 use crate::writev::OutItem;
 
@@ -18,10 +17,10 @@ use crate::writev::OutItem;
 pub const ECHO_READ_CHUNK_BYTES: usize = 64 * 1024;
 
 /// Echoes until the peer closes.
-pub async fn run(
+pub async fn run<R: ConnRead, W: ConnWrite + 'static>(
     worker: Rc<Worker>,
-    read: OwnedReadHalf<TcpStream>,
-    write: OwnedWriteHalf<TcpStream>,
+    read: R,
+    write: W,
     leftover: BytesMut,
     ctl: Rc<ConnCtl>,
 ) {

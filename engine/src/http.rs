@@ -16,9 +16,8 @@ use std::path::{Component, Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use monoio::buf::IoBufMut;
-use monoio::io::{AsyncWriteRentExt, CancelableAsyncReadRent, Splitable};
+use bytes::{Bytes, BytesMut};
+use monoio::io::Splitable;
 use monoio::net::TcpStream;
 use volley_protocol::handshake::{
     http_error, http_response, parse_request, upgrade_response, validate_upgrade, Request, Upgrade,
@@ -29,30 +28,39 @@ use crate::control_plane::{Refusal, Verdict};
 
 use crate::conn::ConnCtl;
 use crate::frame::Level;
+use crate::transport::{ConnRead, ConnWrite};
 use crate::worker::Worker;
 
 /// Validates a WebSocket upgrade and answers it: `101` and the upgrade on
 /// success; the HTTP error (and `None`) when the request is refused or the
 /// answer cannot be written.
-async fn accept_upgrade(stream: &mut TcpStream, request: &Request) -> Option<Upgrade> {
+async fn accept_upgrade<W: ConnWrite>(write: &mut W, request: &Request, ctl: &ConnCtl) -> Option<Upgrade> {
     let upgrade = match validate_upgrade(request) {
         Ok(upgrade) => upgrade,
         Err(e) => {
-            let _ = stream.write_all(http_error(e.status, "bad_request", &e.reason)).await;
+            respond(write, http_error(e.status, "bad_request", &e.reason), ctl).await;
             return None;
         }
     };
-    let (result, _) = stream.write_all(upgrade_response(&upgrade)).await;
-    result.ok().map(|_| upgrade)
+    write.write_bytes(Bytes::from(upgrade_response(&upgrade)), ctl.handle()).await.ok().map(|_| upgrade)
 }
 
-/// Serves one accepted TCP connection.
+/// Writes a whole HTTP response and ends the stream.
+async fn respond<W: ConnWrite>(write: &mut W, response: Vec<u8>, ctl: &ConnCtl) {
+    if write.write_bytes(Bytes::from(response), ctl.handle()).await.is_ok() {
+        let _ = write.shutdown(ctl.handle()).await;
+    }
+}
+
+/// Serves one accepted TCP connection: the TLS handshake when the listener
+/// has TLS, then one HTTP request.
 pub async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let ctl = ConnCtl::new();
     let ready = Rc::new(Cell::new(false));
-    // Handshake deadline: a connection that has not finished its upgrade (and,
-    // for a connector, its register) in time is cancelled — never a hung slot.
+    // Handshake deadline: a connection that has not finished its TLS
+    // handshake and upgrade (and, for a connector, its register) in time is
+    // cancelled — never a hung slot.
     {
         let ctl = ctl.clone();
         let ready = ready.clone();
@@ -64,7 +72,27 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
             }
         });
     }
-    let mut stream = stream;
+    match worker.shared.tls.clone() {
+        None => {
+            let (read, write) = stream.into_split();
+            serve_http(worker, read, write, peer, ctl, ready).await;
+        }
+        Some(acceptor) => match acceptor.accept(stream, ctl.handle()).await {
+            Ok((read, write)) => serve_http(worker, read, write, peer, ctl, ready).await,
+            Err(e) => log::debug!("{peer}: TLS handshake failed: {e}"),
+        },
+    }
+}
+
+/// Reads one request head and routes it.
+async fn serve_http<R: ConnRead, W: ConnWrite + 'static>(
+    worker: Rc<Worker>,
+    mut read: R,
+    mut write: W,
+    peer: SocketAddr,
+    ctl: Rc<ConnCtl>,
+    ready: Rc<Cell<bool>>,
+) {
     let limits = worker.shared.limits.clone();
     let mut buf = BytesMut::with_capacity(1024);
     let (request, used) = loop {
@@ -72,17 +100,16 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
             Ok(Some(parsed)) => break parsed,
             Ok(None) => {}
             Err(e) => {
-                let _ = stream.write_all(http_error(e.status, "bad_request", &e.reason)).await;
+                respond(&mut write, http_error(e.status, "bad_request", &e.reason), &ctl).await;
                 return;
             }
         }
         if buf.len() == buf.capacity() {
             buf.reserve(buf.capacity().min(limits.handshake_bytes_max));
         }
-        let start = buf.len();
         let end = buf.capacity();
-        let (result, slice) = stream.cancelable_read(buf.slice_mut(start..end), ctl.handle()).await;
-        buf = slice.into_inner();
+        let (result, returned) = read.read_into(buf, end, ctl.handle()).await;
+        buf = returned;
         match result {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
@@ -90,10 +117,9 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
     };
     let leftover = buf.split_off(used);
     let path = request.path().to_owned();
-    log::debug!("{peer} {} {path}", request.method);
+    log::debug!("{peer} {} {}", request.method, redact_path(&path));
     if path == "/ws/connect" {
-        let Some(_) = accept_upgrade(&mut stream, &request).await else { return };
-        let (read, write) = stream.into_split();
+        let Some(_) = accept_upgrade(&mut write, &request, &ctl).await else { return };
         crate::connector::run(worker, read, write, leftover, ctl, ready).await;
         return;
     }
@@ -103,7 +129,7 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
             Ok(claims) => claims,
             Err((status, code, message)) => {
                 log::info!("{peer}: browser refused ({code}): {message}");
-                let _ = stream.write_all(http_error(status, code, &message)).await;
+                respond(&mut write, http_error(status, code, &message), &ctl).await;
                 return;
             }
         };
@@ -112,20 +138,18 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
         let Some(_tenant_slot) = shared.tenant_sessions.guard(claims.cuenta_id.clone(), tenant_max) else {
             log::info!("{peer}: browser refused: tenant {:?} has {tenant_max} open sessions", claims.cuenta_id);
             let message = format!("tenant {:?} is at its limit of {tenant_max} open sessions", claims.cuenta_id);
-            let _ = stream.write_all(http_error(503, "too_many_requests", &message)).await;
+            respond(&mut write, http_error(503, "too_many_requests", &message), &ctl).await;
             return;
         };
-        let Some(upgrade) = accept_upgrade(&mut stream, &request).await else { return };
+        let Some(upgrade) = accept_upgrade(&mut write, &request, &ctl).await else { return };
         let level = if upgrade.protocol.is_some() { Level::Two } else { Level::One };
         ready.set(true);
-        let (read, write) = stream.into_split();
         crate::browser::run(worker, read, write, leftover, level, claims, ctl).await;
         return;
     }
     if path == "/echo" && worker.shared.config.test_echo_route {
-        let Some(_) = accept_upgrade(&mut stream, &request).await else { return };
+        let Some(_) = accept_upgrade(&mut write, &request, &ctl).await else { return };
         ready.set(true);
-        let (read, write) = stream.into_split();
         crate::echo::run(worker, read, write, leftover, ctl).await;
         return;
     }
@@ -136,7 +160,7 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
         _ => plain_response(&worker, &request, &path),
     };
     ready.set(true);
-    let _ = stream.write_all(response).await;
+    respond(&mut write, response, &ctl).await;
 }
 
 /// `/session-check/{session}`: would this session be admitted? Always 200, the verdict in the body.
@@ -330,4 +354,16 @@ fn content_type(name: &str) -> &'static str {
         "wasm" => "application/wasm",
         _ => "application/octet-stream",
     }
+}
+
+/// A request path fit for logs: the session token in `/stream/{token}` and
+/// `/session-check/{token}` is replaced by its length, so logs never carry
+/// a credential.
+pub fn redact_path(path: &str) -> String {
+    for prefix in ["/stream/", "/session-check/"] {
+        if let Some(token) = path.strip_prefix(prefix) {
+            return format!("{prefix}<redacted {} bytes>", token.len());
+        }
+    }
+    path.to_owned()
 }

@@ -41,6 +41,8 @@ pub mod mailbox;
 pub mod metrics;
 pub mod registry;
 pub mod revocation;
+pub mod tls;
+pub mod transport;
 pub mod worker;
 pub mod writev;
 
@@ -105,6 +107,8 @@ pub struct Shared {
     pub ip_connections: Counter<IpAddr>,
     /// Open browser sessions per tenant.
     pub tenant_sessions: Counter<String>,
+    /// TLS for the listener, when `tls.cert` and `tls.key` are set.
+    pub tls: Option<Arc<tls::TlsAcceptor>>,
     started: Instant,
     next_id: AtomicU64,
     stopping: AtomicBool,
@@ -171,6 +175,9 @@ pub enum StartError {
         /// Cause.
         source: std::io::Error,
     },
+    /// The TLS certificate or key cannot be used.
+    #[error("{0}")]
+    Tls(#[from] tls::TlsError),
     /// More workers than the destination mask holds.
     #[error("at most {max} workers are supported", max = registry::WORKERS_MAX)]
     TooManyWorkers,
@@ -193,6 +200,16 @@ impl Gateway {
     /// Shared state (tests and the demo read gauges from it).
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// Reads `tls.cert` and `tls.key` again (SIGHUP): new handshakes get the
+    /// new pair, open sessions keep theirs; on error the old pair stays.
+    /// `Ok(false)` when the gateway has no TLS.
+    pub fn reload_tls(&self) -> Result<bool, tls::TlsError> {
+        match &self.shared.tls {
+            Some(acceptor) => acceptor.store().reload().map(|()| true),
+            None => Ok(false),
+        }
     }
 
     /// Closes every connection with 1001 and joins the workers.
@@ -253,6 +270,10 @@ pub fn start(config: GatewayConfig, options: StartOptions) -> Result<Gateway, St
     if workers > registry::WORKERS_MAX {
         return Err(StartError::TooManyWorkers);
     }
+    let tls = match (&config.tls.cert, &config.tls.key) {
+        (Some(cert), Some(key)) => Some(Arc::new(tls::TlsAcceptor::new(cert, key)?)),
+        _ => None,
+    };
     let addr = config.listen_addr()?;
     let listeners = bind_all(addr, workers)?;
     let local_addr = listeners[0].local_addr().map_err(|source| StartError::Bind { addr, source })?;
@@ -274,6 +295,7 @@ pub fn start(config: GatewayConfig, options: StartOptions) -> Result<Gateway, St
         control_plane,
         ip_connections: Counter::default(),
         tenant_sessions: Counter::default(),
+        tls,
         started: Instant::now(),
         next_id: AtomicU64::new(1),
         stopping: AtomicBool::new(false),

@@ -269,7 +269,8 @@ fn feed(shared: &Shared, url: &str) {
                     "still admitting sessions (fail_closed is off)"
                 };
                 log::warn!(
-                    "revocation feed {url} channel {channel}: {e}; attempt {attempt} failed, retrying in {} ms; {policy}",
+                    "revocation feed {} channel {channel}: {e}; attempt {attempt} failed, retrying in {} ms; {policy}",
+                    redact_url(url),
                     backoff.as_millis()
                 );
                 sleep_unless_stopping(shared, backoff);
@@ -294,18 +295,32 @@ fn subscribe(
     pubsub.subscribe(channel)?;
     pubsub.set_read_timeout(Some(REDIS_POLL_INTERVAL))?;
     shared.revocations.connected.store(true, Ordering::Release);
-    log::info!("revocation feed subscribed to {channel} at {url}");
+    log::info!("revocation feed subscribed to {channel} at {}", redact_url(url));
     *backoff = REDIS_BACKOFF_MIN;
     *attempt = 0;
+    let keepalive = Duration::from_secs(shared.config.redis.keepalive_seconds);
+    let mut last_heard = std::time::Instant::now();
     loop {
         if shared.is_stopping() {
             return Ok(());
         }
         let message = match pubsub.get_message() {
             Ok(message) => message,
-            Err(e) if e.is_timeout() => continue,
+            Err(e) if e.is_timeout() => {
+                if last_heard.elapsed() >= keepalive {
+                    // A silent subscription may be a dead one: ask. A
+                    // connection that does not answer in time is dropped and
+                    // the feed reconnects (and reports itself down meanwhile).
+                    pubsub.set_read_timeout(Some(keepalive))?;
+                    let _: redis::Value = pubsub.ping()?;
+                    pubsub.set_read_timeout(Some(REDIS_POLL_INTERVAL))?;
+                    last_heard = std::time::Instant::now();
+                }
+                continue;
+            }
             Err(e) => return Err(e),
         };
+        last_heard = std::time::Instant::now();
         let payload = message.get_payload_bytes();
         match std::str::from_utf8(payload).map_err(|e| e.to_string()).and_then(Revocation::parse) {
             Ok((revocation, exp)) => revoke(shared, revocation, exp),
@@ -350,8 +365,24 @@ fn sleep_unless_stopping(shared: &Shared, total: Duration) {
     }
 }
 
+/// A URL fit for logs: any `user:password@` part is replaced.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}://<redacted>@{}", &url[..scheme_end], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn urls_lose_their_credentials_in_logs() {
+        assert_eq!(super::redact_url("redis://:s3cret@db:6379/0"), "redis://<redacted>@db:6379/0");
+        assert_eq!(super::redact_url("redis://db:6379"), "redis://db:6379");
+    }
+
     use super::*;
 
     fn claims(jti: &str, sub: &str, tenant: &str) -> SessionClaims {

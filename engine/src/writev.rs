@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use monoio::buf::IoVecBuf;
-use monoio::io::{CancelHandle, CancelableAsyncWriteRent};
+use monoio::io::CancelHandle;
+
+use crate::transport::ConnWrite;
 
 use crate::frame::{Level, SharedFrame};
 
@@ -43,6 +45,7 @@ pub struct WriteBatch {
     iovecs: Vec<libc::iovec>,
     first: usize,
     remaining: usize,
+    total: usize,
 }
 
 impl WriteBatch {
@@ -77,6 +80,36 @@ impl WriteBatch {
         // live in an `Arc`/`Bytes` heap allocation that does not move.
         self.iovecs.push(libc::iovec { iov_base: part.as_ptr().cast_mut().cast(), iov_len: part.len() });
         self.remaining += part.len();
+        self.total += part.len();
+    }
+
+    /// The bytes still to write, as slices of the items (for writers that
+    /// cannot take raw iovecs, such as TLS).
+    pub fn remaining_parts(&self) -> Vec<&[u8]> {
+        let mut skip = self.total - self.remaining;
+        let mut parts = Vec::new();
+        for item in &self.items {
+            let (three, one);
+            let slices: &[&[u8]] = match item {
+                OutItem::Frame(frame, level) => {
+                    three = frame.parts(*level);
+                    &three
+                }
+                OutItem::Encoded(bytes) => {
+                    one = [&bytes[..]];
+                    &one
+                }
+            };
+            for &part in slices {
+                if skip >= part.len() {
+                    skip -= part.len();
+                    continue;
+                }
+                parts.push(&part[skip..]);
+                skip = 0;
+            }
+        }
+        parts
     }
 
     /// Bytes still to write.
@@ -89,6 +122,7 @@ impl WriteBatch {
         self.iovecs.clear();
         self.first = 0;
         self.remaining = 0;
+        self.total = 0;
         std::mem::take(&mut self.items)
     }
 
@@ -130,13 +164,13 @@ unsafe impl IoVecBuf for WriteBatch {
 /// Writes the whole batch, however many partial writes it takes, and returns
 /// it (so the caller can account for what was delivered and reuse its Vecs).
 /// `cancel` aborts an in-flight write (a stalled reader never completes it).
-pub async fn write_all<W: CancelableAsyncWriteRent>(
+pub async fn write_all<W: ConnWrite>(
     writer: &mut W,
     mut batch: WriteBatch,
     cancel: &CancelHandle,
 ) -> (io::Result<()>, WriteBatch) {
     while batch.remaining() > 0 {
-        let (result, returned) = writer.cancelable_writev(batch, cancel.clone()).await;
+        let (result, returned) = writer.write_batch(batch, cancel.clone()).await;
         batch = returned;
         match result {
             Ok(0) => return (Err(io::Error::from(io::ErrorKind::WriteZero)), batch),
@@ -203,8 +237,7 @@ mod tests {
             result.expect("write_all");
             assert_eq!(batch.take_items().len(), 24);
             // Send FIN now: a close queued on the ring would wait for the next poll.
-            use monoio::io::AsyncWriteRent;
-            stream.shutdown().await.expect("shutdown");
+            ConnWrite::shutdown(&mut stream, canceller.handle()).await.expect("shutdown");
         });
         drop(runtime);
         let got = reader.join().expect("reader");

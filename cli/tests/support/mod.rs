@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tungstenite::client::IntoClientRequest;
+use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Bytes, Message, WebSocket};
 use volley_engine::{Gateway, GatewayConfig, StartOptions};
 use volley_protocol::header::{FrameHeader, FrameKind};
@@ -296,9 +297,14 @@ pub struct VolleyProcess {
 
 impl VolleyProcess {
     pub fn spawn(args: &[&str]) -> VolleyProcess {
+        VolleyProcess::spawn_with_log(args, "info")
+    }
+
+    /// Like [`VolleyProcess::spawn`] with `RUST_LOG=log_level`.
+    pub fn spawn_with_log(args: &[&str], log_level: &str) -> VolleyProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_volley"))
             .args(args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", log_level)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -367,7 +373,7 @@ impl Drop for VolleyProcess {
 
 // ---------------------------------------------------------------- browser
 
-type Ws = WebSocket<TcpStream>;
+type Ws = WebSocket<MaybeTlsStream<TcpStream>>;
 
 /// One message a browser received.
 #[derive(Debug, Clone)]
@@ -420,14 +426,36 @@ fn is_timeout(e: &tungstenite::Error) -> bool {
 
 impl Browser {
     pub fn connect(addr: SocketAddr, token: &str, level2: bool) -> Browser {
+        Browser::connect_url(addr, &format!("ws://{addr}/stream/{token}"), level2, None)
+    }
+
+    /// A browser on `wss://{host}:{port}` trusting `tls`'s roots (`host`
+    /// names the certificate; the socket goes to `addr`).
+    pub fn connect_tls(
+        addr: SocketAddr,
+        host: &str,
+        token: &str,
+        level2: bool,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Browser {
+        let url = format!("wss://{host}:{}/stream/{token}", addr.port());
+        Browser::connect_url(addr, &url, level2, Some(tls))
+    }
+
+    fn connect_url(addr: SocketAddr, url: &str, level2: bool, tls: Option<Arc<rustls::ClientConfig>>) -> Browser {
         let stream = TcpStream::connect(addr).expect("browser connects");
         stream.set_nodelay(true).expect("nodelay");
         stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-        let mut request = format!("ws://{addr}/stream/{token}").into_client_request().expect("request");
+        let mut request = url.into_client_request().expect("request");
         if level2 {
             request.headers_mut().insert("Sec-WebSocket-Protocol", "volley.v2".parse().expect("header"));
         }
-        let (ws, response) = tungstenite::client::client(request, stream).expect("browser handshake");
+        let connector = match tls {
+            Some(config) => tungstenite::Connector::Rustls(config),
+            None => tungstenite::Connector::Plain,
+        };
+        let (ws, response) =
+            tungstenite::client_tls_with_config(request, stream, None, Some(connector)).expect("browser handshake");
         let selected =
             response.headers().get("Sec-WebSocket-Protocol").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let mut browser = Browser { ws, level2, hello: None };
@@ -452,7 +480,12 @@ impl Browser {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.checked_duration_since(Instant::now())?;
-            let _ = self.ws.get_ref().set_read_timeout(Some(left.max(Duration::from_millis(1))));
+            let tcp = match self.ws.get_ref() {
+                MaybeTlsStream::Plain(tcp) => tcp,
+                MaybeTlsStream::Rustls(tls) => tls.get_ref(),
+                _ => unreachable!("only plain and rustls streams are built here"),
+            };
+            let _ = tcp.set_read_timeout(Some(left.max(Duration::from_millis(1))));
             match self.ws.read() {
                 Ok(Message::Text(text)) => {
                     return Some(Received::Json(serde_json::from_str(&text).expect("gateway sends JSON")))
