@@ -122,12 +122,15 @@ pub async fn run<R: ConnRead, W: ConnWrite + 'static>(
         finish(ctl, ring, writer).await;
         return;
     };
-    if let Err((code, message)) = authenticate(&worker, &register) {
-        log::warn!("connector for tenant {:?} refused: {message}", register.tenant_id);
-        refuse(&ring, code, &message);
-        finish(ctl, ring, writer).await;
-        return;
-    }
+    let credential_jti = match authenticate(&worker, &register) {
+        Ok(jti) => jti,
+        Err((code, message)) => {
+            log::warn!("connector for tenant {:?} refused: {message}", register.tenant_id);
+            refuse(&ring, code, &message);
+            finish(ctl, ring, writer).await;
+            return;
+        }
+    };
     let level = if register.protocol == Some(2) { Level::Two } else { Level::One };
     let handle = Arc::new(ConnectorHandle {
         id: shared.next_id(),
@@ -138,6 +141,7 @@ pub async fn run<R: ConnRead, W: ConnWrite + 'static>(
         live: register.live.iter().filter(|d| register.datasets.contains(d)).cloned().collect(),
         mailbox: Mailbox::new(shared.config.limits.connector_queue_max),
         active_streams: Default::default(),
+        credential_jti,
     });
     let reply = RegisterReply::Ok(RegisterOk {
         session_id: format!("c-{}", handle.id),
@@ -257,13 +261,14 @@ fn refuse(ring: &Rc<RefCell<Ring>>, code: ErrorCode, message: &str) {
     ring.push_close(close, message);
 }
 
-fn authenticate(worker: &Worker, register: &Register) -> Result<(), (ErrorCode, String)> {
+/// Verifies the credential and its revocations; returns its `jti`.
+fn authenticate(worker: &Worker, register: &Register) -> Result<Option<String>, (ErrorCode, String)> {
     let shared = &worker.shared;
     let jti = authenticate_token(worker, register)?;
     if shared.revocations.check_connector(jti.as_deref(), &register.tenant_id, crate::unix_now()) {
         return Err((ErrorCode::Revoked, "the tenant or this connector credential is revoked".to_owned()));
     }
-    Ok(())
+    Ok(jti)
 }
 
 /// Verifies the credential; returns its `jti` (none for a seed-style connector).

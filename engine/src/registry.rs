@@ -64,6 +64,9 @@ pub struct ConnectorHandle {
     pub mailbox: Mailbox<ConnectorCmd>,
     /// Streams open on it now.
     pub active_streams: AtomicUsize,
+    /// `jti` of the credential it registered with (none for a seed-style
+    /// connector): revoking it closes this tunnel.
+    pub credential_jti: Option<String>,
 }
 
 impl ConnectorHandle {

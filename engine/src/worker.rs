@@ -178,12 +178,28 @@ impl Worker {
             session.close(close_code::REVOKED, "revoked");
         }
         let mut tunnels = 0;
-        if let Revocation::Tenant(tenant) = revocation {
-            for connector in self.shared.registry.connectors(tenant) {
+        // A tenant revocation drops its tunnels; a `session_id` revocation
+        // naming a connector credential's `jti` drops the tunnels that
+        // registered with it.
+        let (connectors, reason) = match revocation {
+            Revocation::Tenant(tenant) => (self.shared.registry.connectors(tenant), "tenant revoked"),
+            Revocation::Session(jti) => (
+                self.shared
+                    .registry
+                    .all_connectors()
+                    .into_iter()
+                    .filter(|c| c.credential_jti.as_deref() == Some(jti.as_str()))
+                    .collect(),
+                "connector credential revoked",
+            ),
+            Revocation::User(_) => (Vec::new(), ""),
+        };
+        {
+            for connector in connectors {
                 if connector.worker != self.index {
                     continue;
                 }
-                let close = ConnectorCmd::Close { code: close_code::REVOKED, reason: "tenant revoked".into() };
+                let close = ConnectorCmd::Close { code: close_code::REVOKED, reason: reason.into() };
                 if connector.mailbox.push(close).is_err() {
                     log::warn!(
                         "connector c-{}: command queue full or closed; revocation close not queued",

@@ -313,3 +313,79 @@ fn fail_closed_refuses_new_sessions_while_the_feed_is_down() {
     browser.send(json!({"action": "ping"}));
     assert_eq!(browser.next_json(Duration::from_secs(5))["type"], "pong");
 }
+
+#[test]
+fn revoking_a_connector_credential_closes_its_open_tunnels_only() {
+    let Some(redis) = RedisServer::start(free_port()) else { return };
+    let gateway = start(redis_config(&redis.url()));
+    let addr = gateway.local_addr();
+    redis.wait_subscribed();
+    let spec = |jti: &str| ConnectorSpec {
+        tenant: TENANT.into(),
+        token: Some(connector_token_jti(TENANT, SECRET, jti)),
+        level: 2,
+        datasets: vec![DatasetSpec::live("ticker")],
+    };
+    // Two tunnels with the stolen credential (likely on both workers), one with another.
+    let stolen: Vec<_> = (0..2).map(|_| spawn_connector(addr, spec("cred-stolen"))).collect();
+    let kept = spawn_connector(addr, spec("cred-kept"));
+    wait_connectors(&gateway, 3);
+    let mut browser = Browser::connect(addr, &token("ana", TENANT, "s-keep"), true);
+
+    let t0 = Instant::now();
+    assert_eq!(redis.publish(&json!({"session_id": "cred-stolen"})), 1);
+    assert!(
+        wait_until(Duration::from_secs(2), || stolen.iter().all(|c| !c.alive.load(Ordering::Acquire))),
+        "tunnels of the revoked credential were closed"
+    );
+    eprintln!("connector credential revocation: both tunnels gone in {:?}", t0.elapsed());
+    wait_connectors(&gateway, 1);
+    assert!(kept.alive.load(Ordering::Acquire), "a tunnel with another credential stays");
+    browser.send(json!({"action": "ping"}));
+    assert_eq!(browser.next_json(Duration::from_secs(5))["type"], "pong", "the tenant's sessions stay");
+
+    // The credential cannot register again.
+    let (reply, code) = register_refused(
+        addr,
+        json!({"action": "register", "tenant_id": TENANT, "version": "0", "datasets": ["x"],
+               "protocol": 2, "token": connector_token_jti(TENANT, SECRET, "cred-stolen")}),
+    );
+    assert_eq!(reply["code"], "revoked", "{reply}");
+    assert_eq!(code, Some(1008));
+}
+
+/// A Redis that stops answering without closing TCP (SIGSTOP: a host that
+/// froze or vanished behind a silent network) is noticed by the keepalive
+/// PING, reported down (fail_closed refuses new sessions), and the feed
+/// resubscribes once it answers again.
+#[test]
+fn a_frozen_redis_is_noticed_by_the_keepalive_and_the_feed_recovers() {
+    let Some(redis) = RedisServer::start(free_port()) else { return };
+    let mut config = redis_config(&redis.url());
+    config.redis.fail_closed = true;
+    config.redis.keepalive_seconds = 1;
+    let gateway = start(config);
+    let addr = gateway.local_addr();
+    redis.wait_subscribed();
+    let shared = gateway.shared().clone();
+    assert!(wait_until(Duration::from_secs(5), || shared.revocations.connected.load(Ordering::Acquire)));
+
+    let pid = redis.child.id().to_string();
+    let signal = |name: &str| {
+        let status = Command::new("kill").args([name, &pid]).status().expect("kill runs");
+        assert!(status.success(), "kill {name}");
+    };
+    signal("-STOP");
+    let t0 = Instant::now();
+    let noticed = wait_until(Duration::from_secs(6), || !shared.revocations.connected.load(Ordering::Acquire));
+    let took = t0.elapsed();
+    signal("-CONT");
+    assert!(noticed, "a frozen Redis was not noticed within 6 s (keepalive 1 s)");
+    eprintln!("frozen Redis noticed after {took:?}");
+    assert!(wait_until(Duration::from_secs(10), || shared.revocations.connected.load(Ordering::Acquire)));
+    // Subscribed again: revocations work.
+    redis.wait_subscribed();
+    let mut browser = Browser::connect(addr, &token("ana", TENANT, "s-frozen"), true);
+    let elapsed = publish_and_time_close(&redis, json!({"session_id": "s-frozen"}), &mut browser);
+    eprintln!("revocation after recovery: close read in {elapsed:?}");
+}

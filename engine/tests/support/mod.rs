@@ -79,10 +79,15 @@ pub fn session_token_with(tenant: &str, permisos: &[&str], exp: i64, secret: &st
 
 /// A connector credential for `tenant`, signed with `secret`.
 pub fn connector_token_with(tenant: &str, secret: &str) -> String {
+    connector_token_jti(tenant, secret, &format!("c-{}", fastrand_id()))
+}
+
+/// A connector credential for `tenant` with a chosen `jti`.
+pub fn connector_token_jti(tenant: &str, secret: &str, jti: &str) -> String {
     let claims = ConnectorClaims {
         cuenta_id: tenant.into(),
         role: ROLE_CONNECTOR.into(),
-        jti: format!("c-{}", fastrand_id()),
+        jti: jti.into(),
         iat: now() - 10,
         exp: now() + 3600,
         nbf: None,
