@@ -43,6 +43,8 @@ pub struct BrowserSession {
     next_query: Cell<u64>,
     /// Last time anything was read or written.
     pub last_activity: Cell<Instant>,
+    /// Last heartbeat ping queued.
+    last_ping: Cell<Instant>,
 }
 
 impl BrowserSession {
@@ -91,6 +93,7 @@ pub async fn run<R: ConnRead, W: ConnWrite + 'static>(
         credit_owed: RefCell::new(HashMap::new()),
         next_query: Cell::new(1),
         last_activity: Cell::new(Instant::now()),
+        last_ping: Cell::new(Instant::now()),
     });
     worker.local.borrow_mut().sessions.insert(id, session.clone());
     shared.registry.sessions_online.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -124,7 +127,6 @@ pub async fn run<R: ConnRead, W: ConnWrite + 'static>(
             ctl.kill();
         })
     };
-    let watchdog = monoio::spawn(watchdog(worker.clone(), session.clone()));
 
     let decoder = FrameDecoder::new(Role::Server, limits.browser_frame_bytes_max);
     let assembler =
@@ -175,7 +177,6 @@ pub async fn run<R: ConnRead, W: ConnWrite + 'static>(
     ctl.kill();
     session.ring.borrow_mut().wake();
     let _ = writer.await;
-    let _ = watchdog.await;
     cleanup(&worker, &session);
 }
 
@@ -235,32 +236,29 @@ fn written(worker: &Rc<Worker>, session: &BrowserSession, items: &[OutItem], occ
     }
 }
 
-async fn watchdog(worker: Rc<Worker>, session: Rc<BrowserSession>) {
+/// One sweep's checks of a session (see [`crate::worker::sweep`]): token
+/// expiry, idle timeout, heartbeat ping.
+pub fn check(worker: &Worker, session: &BrowserSession, now: Instant, now_unix: i64) {
     let config = &worker.shared.config;
-    let interval = Duration::from_secs(config.limits.heartbeat_seconds);
-    let idle = Duration::from_secs(config.timeouts.idle_seconds);
-    let tick = Duration::from_millis(250).min(interval);
-    let mut last_ping = Instant::now();
-    loop {
-        monoio::time::sleep(tick).await;
-        if session.ctl.killed() {
-            return;
-        }
-        let now_unix = crate::unix_now();
-        if session.claims.exp.saturating_add(i64::try_from(config.limits.token_leeway_seconds).unwrap_or(0)) < now_unix
-        {
-            session.close(close_code::TOKEN_EXPIRED, "session token expired");
-            return;
-        }
-        let busy = !session.queries.borrow().is_empty();
-        if !busy && session.last_activity.get().elapsed() > idle {
-            session.close(close_code::IDLE_TIMEOUT, "idle timeout");
-            return;
-        }
-        if last_ping.elapsed() >= interval {
-            last_ping = Instant::now();
-            session.ring.borrow_mut().push(OutItem::Encoded(encode_frame(OpCode::Ping, b"")));
-        }
+    if session.ctl.killed() || session.ring.borrow().is_closing() {
+        return;
+    }
+    let leeway = i64::try_from(config.limits.token_leeway_seconds).unwrap_or(0);
+    if session.claims.exp.saturating_add(leeway) < now_unix {
+        session.close(close_code::TOKEN_EXPIRED, "session token expired");
+        return;
+    }
+    let busy = !session.queries.borrow().is_empty();
+    if !busy
+        && now.saturating_duration_since(session.last_activity.get())
+            > Duration::from_secs(config.timeouts.idle_seconds)
+    {
+        session.close(close_code::IDLE_TIMEOUT, "idle timeout");
+        return;
+    }
+    if now.saturating_duration_since(session.last_ping.get()) >= Duration::from_secs(config.limits.heartbeat_seconds) {
+        session.last_ping.set(now);
+        session.ring.borrow_mut().push(OutItem::Encoded(encode_frame(OpCode::Ping, b"")));
     }
 }
 

@@ -30,6 +30,7 @@ pub struct ConnCtl {
     canceller: RefCell<Option<Canceller>>,
     handle: RefCell<Option<CancelHandle>>,
     killed: Cell<bool>,
+    ready: Cell<bool>,
 }
 
 impl ConnCtl {
@@ -41,6 +42,7 @@ impl ConnCtl {
             canceller: RefCell::new(Some(canceller)),
             handle: RefCell::new(Some(handle)),
             killed: Cell::new(false),
+            ready: Cell::new(false),
         })
     }
 
@@ -67,6 +69,17 @@ impl ConnCtl {
     /// True after [`ConnCtl::kill`].
     pub fn killed(&self) -> bool {
         self.killed.get()
+    }
+
+    /// The handshake is done (upgrade answered; for a connector, registered):
+    /// the handshake deadline no longer applies.
+    pub fn mark_ready(&self) {
+        self.ready.set(true);
+    }
+
+    /// True after [`ConnCtl::mark_ready`].
+    pub fn is_ready(&self) -> bool {
+        self.ready.get()
     }
 }
 

@@ -74,7 +74,6 @@ pub async fn run<R: ConnRead, W: ConnWrite + 'static>(
     write: W,
     leftover: BytesMut,
     ctl: Rc<ConnCtl>,
-    registered: Rc<Cell<bool>>,
 ) {
     let shared = worker.shared.clone();
     let limits = shared.limits.clone();
@@ -150,7 +149,7 @@ pub async fn run<R: ConnRead, W: ConnWrite + 'static>(
         credit_bytes: (level == Level::Two).then_some(shared.config.limits.credit_bytes),
     });
     ring.borrow_mut().push_text(&reply.to_json());
-    registered.set(true);
+    ctl.mark_ready();
     shared.registry.add_connector(handle.clone());
     log::info!(
         "connector c-{} registered: tenant {:?}, level {}, datasets {:?}",

@@ -10,11 +10,11 @@
 //! policy), then counted against `limits.sessions_per_tenant_max` for as long
 //! as it is open.
 
-use std::cell::Cell;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Component, Path, PathBuf};
 use std::rc::Rc;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use monoio::io::Splitable;
@@ -30,6 +30,7 @@ use crate::conn::ConnCtl;
 use crate::frame::Level;
 use crate::transport::{ConnRead, ConnWrite};
 use crate::worker::Worker;
+use crate::Shared;
 
 /// Validates a WebSocket upgrade and answers it: `101` and the upgrade on
 /// success; the HTTP error (and `None`) when the request is refused or the
@@ -52,46 +53,73 @@ async fn respond<W: ConnWrite>(write: &mut W, response: Vec<u8>, ctl: &ConnCtl) 
     }
 }
 
+/// Releases an accepted connection's admission counts (gateway-wide, per
+/// IP) when the connection ends, in whichever task it ends.
+pub struct ConnSlot {
+    shared: Arc<Shared>,
+    ip: Option<IpAddr>,
+}
+
+impl ConnSlot {
+    /// Counts a connection already added to `shared.connections` (and, with
+    /// `ip`, to `shared.ip_connections`).
+    pub fn new(shared: Arc<Shared>, ip: Option<IpAddr>) -> ConnSlot {
+        ConnSlot { shared, ip }
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        if let Some(ip) = &self.ip {
+            self.shared.ip_connections.release(ip);
+        }
+        self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One open browser session counted against its tenant's limit.
+struct TenantSlot {
+    shared: Arc<Shared>,
+    tenant: String,
+}
+
+impl Drop for TenantSlot {
+    fn drop(&mut self) {
+        self.shared.tenant_sessions.release(&self.tenant);
+    }
+}
+
 /// Serves one accepted TCP connection: the TLS handshake when the listener
-/// has TLS, then one HTTP request.
-pub async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
+/// has TLS, then one HTTP request. A browser session continues in a task
+/// of its own, so the handshake's state (request head, TLS setup) is freed
+/// as soon as the upgrade is done.
+pub async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr, slot: ConnSlot) {
     let _ = stream.set_nodelay(true);
     let ctl = ConnCtl::new();
-    let ready = Rc::new(Cell::new(false));
     // Handshake deadline: a connection that has not finished its TLS
     // handshake and upgrade (and, for a connector, its register) in time is
-    // cancelled — never a hung slot.
-    {
-        let ctl = ctl.clone();
-        let ready = ready.clone();
-        let deadline = Duration::from_secs(worker.shared.config.timeouts.connect_seconds);
-        monoio::spawn(async move {
-            monoio::time::sleep(deadline).await;
-            if !ready.get() {
-                ctl.kill();
-            }
-        });
-    }
+    // cancelled by the worker's sweep — never a hung slot.
+    worker.watch_handshake(&ctl);
     match worker.shared.tls.clone() {
         None => {
             let (read, write) = stream.into_split();
-            serve_http(worker, read, write, peer, ctl, ready).await;
+            serve_http(worker, read, write, peer, ctl, slot).await;
         }
         Some(acceptor) => match acceptor.accept(stream, ctl.handle()).await {
-            Ok((read, write)) => serve_http(worker, read, write, peer, ctl, ready).await,
+            Ok((read, write)) => serve_http(worker, read, write, peer, ctl, slot).await,
             Err(e) => log::debug!("{peer}: TLS handshake failed: {e}"),
         },
     }
 }
 
 /// Reads one request head and routes it.
-async fn serve_http<R: ConnRead, W: ConnWrite + 'static>(
+async fn serve_http<R: ConnRead + 'static, W: ConnWrite + 'static>(
     worker: Rc<Worker>,
     mut read: R,
     mut write: W,
     peer: SocketAddr,
     ctl: Rc<ConnCtl>,
-    ready: Rc<Cell<bool>>,
+    slot: ConnSlot,
 ) {
     let limits = worker.shared.limits.clone();
     let mut buf = BytesMut::with_capacity(1024);
@@ -120,7 +148,8 @@ async fn serve_http<R: ConnRead, W: ConnWrite + 'static>(
     log::debug!("{peer} {} {}", request.method, redact_path(&path));
     if path == "/ws/connect" {
         let Some(_) = accept_upgrade(&mut write, &request, &ctl).await else { return };
-        crate::connector::run(worker, read, write, leftover, ctl, ready).await;
+        crate::connector::run(worker, read, write, leftover, ctl).await;
+        drop(slot);
         return;
     }
     if let Some(token) = path.strip_prefix("/stream/") {
@@ -135,7 +164,11 @@ async fn serve_http<R: ConnRead, W: ConnWrite + 'static>(
         };
         let shared = worker.shared.clone();
         let tenant_max = shared.config.limits.sessions_per_tenant_max;
-        let Some(_tenant_slot) = shared.tenant_sessions.guard(claims.cuenta_id.clone(), tenant_max) else {
+        let tenant_slot = shared
+            .tenant_sessions
+            .try_acquire(&claims.cuenta_id, tenant_max)
+            .then(|| TenantSlot { shared: shared.clone(), tenant: claims.cuenta_id.clone() });
+        let Some(tenant_slot) = tenant_slot else {
             log::info!("{peer}: browser refused: tenant {:?} has {tenant_max} open sessions", claims.cuenta_id);
             let message = format!("tenant {:?} is at its limit of {tenant_max} open sessions", claims.cuenta_id);
             respond(&mut write, http_error(503, "too_many_requests", &message), &ctl).await;
@@ -143,13 +176,20 @@ async fn serve_http<R: ConnRead, W: ConnWrite + 'static>(
         };
         let Some(upgrade) = accept_upgrade(&mut write, &request, &ctl).await else { return };
         let level = if upgrade.protocol.is_some() { Level::Two } else { Level::One };
-        ready.set(true);
-        crate::browser::run(worker, read, write, leftover, level, claims, ctl).await;
+        ctl.mark_ready();
+        // Bytes the client sent past the head stay; an empty remainder gives
+        // back the head's buffer (the reader allocates a small one).
+        let leftover = if leftover.is_empty() { BytesMut::new() } else { leftover };
+        monoio::spawn(async move {
+            crate::browser::run(worker, read, write, leftover, level, claims, ctl).await;
+            drop(tenant_slot);
+            drop(slot);
+        });
         return;
     }
     if path == "/echo" && worker.shared.config.test_echo_route {
         let Some(_) = accept_upgrade(&mut write, &request, &ctl).await else { return };
-        ready.set(true);
+        ctl.mark_ready();
         crate::echo::run(worker, read, write, leftover, ctl).await;
         return;
     }
@@ -159,7 +199,7 @@ async fn serve_http<R: ConnRead, W: ConnWrite + 'static>(
         }
         _ => plain_response(&worker, &request, &path),
     };
-    ready.set(true);
+    ctl.mark_ready();
     respond(&mut write, response, &ctl).await;
 }
 

@@ -388,6 +388,7 @@ fn run_worker(
         let accept_canceller = monoio::io::Canceller::new();
         let accept_task = monoio::spawn(accept_loop(worker.clone(), listener, accept_canceller.handle()));
         let metrics_task = monoio::spawn(publish_metrics(worker.clone()));
+        let sweep_task = monoio::spawn(worker::sweep(worker.clone()));
         inbox_loop(&worker).await;
         // Shutdown: stop accepting, close everything with 1001, let it drain.
         drop(accept_canceller.cancel());
@@ -415,6 +416,7 @@ fn run_worker(
         monoio::time::sleep(SHUTDOWN_CLOSE_GRACE).await;
         let _ = accept_task.await;
         drop(metrics_task);
+        drop(sweep_task);
     });
 }
 
@@ -454,10 +456,10 @@ async fn accept_loop(worker: Rc<Worker>, listener: monoio::net::TcpListener, can
         let ip = peer.ip();
         let ip_counted = open <= connections_max && worker.shared.ip_connections.try_acquire(&ip, per_ip_max);
         let worker = worker.clone();
+        let slot = http::ConnSlot::new(worker.shared.clone(), ip_counted.then_some(ip));
         monoio::spawn(async move {
             if ip_counted {
-                http::serve(worker.clone(), stream, peer).await;
-                worker.shared.ip_connections.release(&ip);
+                http::serve(worker.clone(), stream, peer, slot).await;
             } else {
                 let message = if open > connections_max {
                     "the gateway is at its connection limit".to_owned()
@@ -469,8 +471,8 @@ async fn accept_loop(worker: Rc<Worker>, listener: monoio::net::TcpListener, can
                 use monoio::io::AsyncWriteRentExt;
                 let body = volley_protocol::handshake::http_error(503, "too_many_requests", &message);
                 let _ = stream.write_all(body).await;
+                drop(slot);
             }
-            worker.shared.connections.fetch_sub(1, Ordering::AcqRel);
         });
     }
 }

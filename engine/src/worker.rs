@@ -7,8 +7,8 @@
 //! its inbox ([`Mailbox<WorkerMsg>`]), once per frame, not once per session.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
-use std::rc::Rc;
+use std::collections::{HashMap, VecDeque};
+use std::rc::{Rc, Weak};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +19,7 @@ use volley_protocol::ws::close_code;
 
 use crate::browser::BrowserSession;
 use crate::config::SlowReaderPolicy;
+use crate::conn::ConnCtl;
 use crate::frame::{Level, SharedFrame};
 use crate::mailbox::PushError;
 use crate::metrics::WorkerMetrics;
@@ -104,6 +105,43 @@ pub struct Local {
     pub sessions: HashMap<u64, Rc<BrowserSession>>,
     /// stream id → local subscriptions.
     pub subs: HashMap<u32, Vec<LocalSub>>,
+    /// Connections still in their handshake, oldest first, with their
+    /// deadlines (`timeouts.connect_seconds` is the same for all, so this
+    /// is ordered): checked by [`sweep`], no timer per connection.
+    pub handshakes: VecDeque<(Instant, Weak<ConnCtl>)>,
+}
+
+/// How often a worker's [`sweep`] runs: handshake deadlines, token expiry,
+/// idle timeouts and pings of all its sessions. One timer per worker
+/// instead of one per connection; deadlines are honoured to within this.
+pub const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Once per [`SWEEP_INTERVAL`]: cancels connections past their handshake
+/// deadline, and checks every browser session of this worker (token expiry,
+/// idle timeout, heartbeat ping).
+pub async fn sweep(worker: Rc<Worker>) {
+    loop {
+        monoio::time::sleep(SWEEP_INTERVAL).await;
+        let now = Instant::now();
+        let expired: Vec<Rc<ConnCtl>> = {
+            let mut local = worker.local.borrow_mut();
+            let mut expired = Vec::new();
+            while local.handshakes.front().is_some_and(|(deadline, _)| *deadline <= now) {
+                if let Some((_, ctl)) = local.handshakes.pop_front() {
+                    expired.extend(ctl.upgrade().filter(|ctl| !ctl.is_ready()));
+                }
+            }
+            expired
+        };
+        for ctl in expired {
+            ctl.kill();
+        }
+        let sessions: Vec<Rc<BrowserSession>> = worker.local.borrow().sessions.values().cloned().collect();
+        let now_unix = crate::unix_now();
+        for session in sessions {
+            crate::browser::check(&worker, &session, now, now_unix);
+        }
+    }
 }
 
 /// One worker.
@@ -127,6 +165,12 @@ impl Worker {
             local: RefCell::new(Local::default()),
             metrics: RefCell::new(WorkerMetrics::default()),
         })
+    }
+
+    /// Starts the handshake deadline of a new connection.
+    pub fn watch_handshake(&self, ctl: &Rc<ConnCtl>) {
+        let deadline = Instant::now() + Duration::from_secs(self.shared.config.timeouts.connect_seconds);
+        self.local.borrow_mut().handshakes.push_back((deadline, Rc::downgrade(ctl)));
     }
 
     /// Sends `msg` to every worker with subscribers in `mask`: this worker
