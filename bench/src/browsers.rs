@@ -506,6 +506,18 @@ pub fn worker_main(spec_json: &str) -> Result<(), String> {
 /// Opens `count` idle level-2 sessions with plain std sockets: connects and
 /// writes the upgrade request for a batch, then reads each `101` head (and
 /// whatever follows). Returns the open sockets and the errors seen.
+/// Connections opened from one loopback source address before moving to the
+/// next (127.0.0.1, .2, …): one address has about 28k ephemeral ports.
+pub const IDLE_CONNECTIONS_PER_SOURCE: usize = 20_000;
+
+/// Connects to `addr` from source address `source` (any port).
+fn connect_from(source: std::net::IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.bind(&SocketAddr::new(source, 0).into())?;
+    socket.connect(&addr.into())?;
+    Ok(socket.into())
+}
+
 pub fn open_idle(
     addr: SocketAddr,
     token: &str,
@@ -521,7 +533,15 @@ pub fn open_idle(
         let n = BATCH.min(count - open.len() - errors.len());
         let mut batch = Vec::with_capacity(n);
         for _ in 0..n {
-            match TcpStream::connect(addr).and_then(|mut s| s.write_all(request.as_bytes()).map(|()| s)) {
+            let index = open.len() + errors.len() + batch.len();
+            let connected = if addr.ip().is_loopback() && addr.is_ipv4() {
+                // Spread over 127.0.0.x so 100k sessions do not run out of ports.
+                let step = u8::try_from(index / IDLE_CONNECTIONS_PER_SOURCE + 1).unwrap_or(u8::MAX);
+                connect_from(std::net::IpAddr::from([127, 0, 0, step]), addr)
+            } else {
+                TcpStream::connect(addr)
+            };
+            match connected.and_then(|mut s| s.write_all(request.as_bytes()).map(|()| s)) {
                 Ok(s) => batch.push(s),
                 Err(e) => errors.push(format!("idle connect: {e}")),
             }

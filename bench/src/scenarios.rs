@@ -477,11 +477,26 @@ pub fn small_frames(ctx: &Context) -> Result<ScenarioResult, String> {
     })
 }
 
+/// Descriptors the idle scenario keeps free beyond one per session.
+pub const IDLE_FD_MARGIN: u64 = 512;
+
 /// K idle browser sessions; gateway RSS growth per session.
 pub fn idle(ctx: &Context) -> Result<ScenarioResult, String> {
     let count = ctx.options.browsers.unwrap_or(10_000);
     let pid =
         ctx.options.gateway_pid.ok_or("idle needs the gateway's pid (run without --gateway, or give --gateway-pid)")?;
+    // Each session is a socket here and one in the gateway: without the
+    // descriptors the run would only measure accept errors and timeouts.
+    for (who, id) in [("this process", std::process::id()), ("the gateway", pid)] {
+        if let Some(limit) = crate::open_files_limit(id) {
+            if limit < count as u64 + IDLE_FD_MARGIN {
+                return Err(format!(
+                    "{who} may open {limit} files, fewer than {count} sessions need (+{IDLE_FD_MARGIN}); \
+                     raise the hard limit (ulimit -Hn, or LimitNOFILE= under systemd)"
+                ));
+            }
+        }
+    }
     let token = ctx.session_token()?;
     std::thread::sleep(Duration::from_millis(300));
     let before = crate::rss_bytes(pid).ok_or("cannot read the gateway's VmRSS")?;

@@ -118,6 +118,9 @@ impl Drop for Target {
     }
 }
 
+/// `limits.connections_per_ip_max` of the bench's child gateway.
+pub const BENCH_CONNECTIONS_PER_IP_MAX: usize = 200_000;
+
 fn start_gateway(args: &BenchArgs, secret: &str, metrics_disabled: bool) -> anyhow::Result<Target> {
     if args.in_process {
         let config = volley_engine::GatewayConfig {
@@ -136,7 +139,14 @@ fn start_gateway(args: &BenchArgs, secret: &str, metrics_disabled: bool) -> anyh
         });
     }
     let config = std::env::temp_dir().join(format!("volley-bench-{}.yaml", std::process::id()));
-    std::fs::write(&config, format!("listen: \"127.0.0.1:0\"\ntableros_secret_key: \"{secret}\"\n"))
+    // The bench's clients all come from loopback addresses: lift the per-IP
+    // cap (the gateway-wide `connections_max` still applies).
+    std::fs::write(
+        &config,
+        format!(
+            "listen: \"127.0.0.1:0\"\ntableros_secret_key: \"{secret}\"\nlimits:\n  connections_per_ip_max: {BENCH_CONNECTIONS_PER_IP_MAX}\n"
+        ),
+    )
         .with_context(|| format!("writing {}", config.display()))?;
     let exe = std::env::current_exe().context("locating the volley executable")?;
     let mut command = Command::new(exe);
@@ -207,6 +217,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         println!("wrote {}", path.display());
         return Ok(());
     };
+    // Every simulated browser is a socket here and, for a child gateway
+    // (which inherits the limit), one there too.
+    let sockets = u64::try_from(args.browsers.unwrap_or(10_000)).unwrap_or(u64::MAX);
+    let nofile = crate::fdlimit::raise_nofile(sockets.saturating_add(4096));
+    if nofile < sockets {
+        eprintln!("warning: open-file limit {nofile} is below {sockets} browsers; raise it (ulimit -n) or run as root");
+    }
     let secret = match (&args.gateway, &args.secret) {
         (Some(_), Some(secret)) => secret.clone(),
         (Some(_), None) => bail!("--gateway needs --secret (the gateway's tableros_secret_key) to mint tokens"),

@@ -41,6 +41,15 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
     if let Some(workers) = args.workers {
         config.workers = Some(workers.get());
     }
+    // One descriptor per connection, plus a margin for listeners and files.
+    let wanted = u64::try_from(config.limits.connections_max).unwrap_or(u64::MAX).saturating_add(1024);
+    let nofile = crate::fdlimit::raise_nofile(wanted);
+    if nofile < wanted {
+        log::warn!(
+            "open-file limit is {nofile}: fewer connections than limits.connections_max ({}) fit; raise it (ulimit -n, LimitNOFILE=)",
+            config.limits.connections_max
+        );
+    }
     let shutdown = crate::signals::shutdown_flag()?;
     let gateway = volley_engine::start(
         config,

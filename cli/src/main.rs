@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod connector;
 mod demo;
+mod fdlimit;
 mod gateway;
 mod signals;
 mod token;
