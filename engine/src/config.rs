@@ -252,6 +252,11 @@ pub struct GatewayConfig {
     pub listen: Option<String>,
     /// Worker threads (one io_uring runtime each). Default: available cores.
     pub workers: Option<usize>,
+    /// Pin worker i to core i (when there are no more workers than cores).
+    /// Best on a machine the gateway has to itself; where it shares cores
+    /// with other busy processes, unpinned workers can move to an idle core.
+    /// Default true.
+    pub pin_workers: bool,
     /// Seed key: HS256 secret(s) for session tokens and connector credentials.
     pub tableros_secret_key: Option<Secrets>,
     /// Accept seed-style connectors that send no token (logged as a warning). Default false.
@@ -282,6 +287,7 @@ impl Default for GatewayConfig {
             http_port: 8081,
             listen: None,
             workers: None,
+            pin_workers: true,
             tableros_secret_key: None,
             allow_unauthenticated_connectors: false,
             allowed_origins: Vec::new(),

@@ -363,7 +363,7 @@ fn run_worker(
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    if shared.workers <= cores {
+    if shared.config.pin_workers && shared.workers <= cores {
         let _ = monoio::utils::bind_to_cpu_set([index % cores]);
     }
     let runtime =
