@@ -217,6 +217,7 @@ fn user_and_tenant_revocations_close_every_match_and_the_tenants_tunnels() {
                 token: Some(connector_token("initech")),
                 level: 2,
                 datasets: vec![DatasetSpec::live("ticker")],
+                compression: Vec::new(),
             };
             spawn_connector(addr, spec)
         })
@@ -228,6 +229,7 @@ fn user_and_tenant_revocations_close_every_match_and_the_tenants_tunnels() {
             token: Some(connector_token(other_tenant)),
             level: 2,
             datasets: vec![DatasetSpec::live("ticker")],
+            compression: Vec::new(),
         },
     );
     wait_connectors(&gateway, 4);
