@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Args;
 use serde_json::json;
-use volley_engine::config::Secrets;
+use volley_engine::config::{CompressionConfig, Secrets};
 use volley_engine::{GatewayConfig, StartOptions};
 use volley_protocol::token::{self, ConnectorClaims, SessionClaims};
+use volley_protocol::Codec;
 
 /// Run a local demo: a gateway, a connector serving sample datasets and the
 /// dashboard page, all on this machine; opens the page in your browser.
@@ -26,6 +27,18 @@ pub struct DemoArgs {
     /// Arrow, chosen by extension); repeatable.
     #[arg(long = "extra-dataset", value_name = "NAME=PATH", value_parser = parse_extra_dataset)]
     pub extra_datasets: Vec<ExtraDataset>,
+    /// Let the gateway compress IPC bodies with these codecs, most preferred
+    /// first (its `compression.codecs`), for clients that accept them:
+    /// e.g. `zstd,lz4`. Default: no compression.
+    #[arg(long, value_name = "CODECS", value_delimiter = ',', value_parser = parse_codec)]
+    pub compression: Vec<Codec>,
+}
+
+fn parse_codec(text: &str) -> Result<Codec, String> {
+    Codec::from_name(text).ok_or_else(|| {
+        let known: Vec<&str> = Codec::ALL.iter().map(|c| c.as_str()).collect();
+        format!("unknown codec {text:?} (known: {})", known.join(", "))
+    })
 }
 
 /// One `--extra-dataset NAME=PATH`.
@@ -75,6 +88,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         listen: Some(addr.to_string()),
         tableros_secret_key: Some(Secrets::One(secret.clone())),
         static_dir: static_dir.clone(),
+        compression: CompressionConfig { codecs: args.compression.clone(), ..CompressionConfig::default() },
         ..GatewayConfig::default()
     };
     let gateway = volley_engine::start(config, StartOptions::default()).context("starting the demo gateway")?;
@@ -154,6 +168,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("dataset ticker: live, {TICKER_ROWS_PER_BATCH} rows a second");
     for extra in &args.extra_datasets {
         println!("dataset {}: {}", extra.name, extra.path.display());
+    }
+    if !args.compression.is_empty() {
+        let codecs: Vec<&str> = args.compression.iter().map(|c| c.as_str()).collect();
+        println!("compression: {}", codecs.join(","));
     }
     println!("secret: {secret}");
     println!("tenant: {DEMO_TENANT}");

@@ -20,6 +20,7 @@ use std::time::Duration;
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
+use volley_protocol::Codec;
 
 /// Default number of parallel tunnel connections (seed default).
 pub const PARALLEL_CONNECTIONS_DEFAULT: usize = 3;
@@ -44,6 +45,10 @@ pub const RECONNECT_DELAY_SECONDS_MAX: f64 = 3600.0;
 pub const BATCH_ROWS_DEFAULT: usize = 8192;
 /// Largest accepted `batch_rows`: bounds the memory one source batch may take.
 pub const BATCH_ROWS_MAX: usize = 1_000_000;
+/// Codecs offered to the gateway when `performance.compression` is absent:
+/// all the connector can produce. The gateway asks for one only when its own
+/// `compression.codecs` and the requesting browser allow it.
+pub const COMPRESSION_CODECS_DEFAULT: [Codec; 2] = Codec::ALL;
 /// Rows read to infer a CSV/NDJSON schema when none is given.
 pub const INFER_SCHEMA_ROWS: usize = 1000;
 /// Default poll interval of a followed CSV/NDJSON file, in milliseconds.
@@ -151,14 +156,22 @@ pub struct TenantConfig {
     pub token: Option<String>,
 }
 
-/// IPC body compression.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// IPC body compression of one stream's messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compression {
     #[default]
     None,
     Lz4,
     Zstd,
+}
+
+impl From<Codec> for Compression {
+    fn from(codec: Codec) -> Self {
+        match codec {
+            Codec::Lz4 => Compression::Lz4,
+            Codec::Zstd => Compression::Zstd,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -169,7 +182,11 @@ pub struct PerformanceConfig {
     /// Target minimum encoded IPC message size, bytes (never above `max_chunk_bytes`).
     pub min_chunk_bytes: usize,
     pub reconnect_delay: Duration,
-    pub compression: Compression,
+    /// Codecs offered to the gateway in `register` (`performance.compression`).
+    /// The gateway chooses per stream among them (`do_get`'s `compression`);
+    /// offering costs nothing until a gateway asks. Default: every codec
+    /// ([`COMPRESSION_CODECS_DEFAULT`]).
+    pub compression_codecs: Vec<Codec>,
 }
 
 impl Default for PerformanceConfig {
@@ -179,7 +196,7 @@ impl Default for PerformanceConfig {
             max_chunk_bytes: CHUNK_BYTES_MAX_DEFAULT,
             min_chunk_bytes: CHUNK_BYTES_MIN_DEFAULT,
             reconnect_delay: Duration::from_secs_f64(RECONNECT_DELAY_SECONDS_DEFAULT),
-            compression: Compression::None,
+            compression_codecs: COMPRESSION_CODECS_DEFAULT.to_vec(),
         }
     }
 }
@@ -437,7 +454,8 @@ struct RawPerformance {
     max_chunk_size: Option<usize>,
     min_chunk_size: Option<usize>,
     reconnect_delay: Option<f64>,
-    compression: Option<Compression>,
+    /// `none`, one codec, or a list of codecs (see [`parse_compression`]).
+    compression: Option<serde_yaml_ng::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -590,8 +608,39 @@ fn validate_performance(raw: &RawPerformance) -> Result<PerformanceConfig, Confi
         max_chunk_bytes,
         min_chunk_bytes,
         reconnect_delay: Duration::from_secs_f64(delay_seconds),
-        compression: raw.compression.unwrap_or_default(),
+        compression_codecs: match &raw.compression {
+            None => COMPRESSION_CODECS_DEFAULT.to_vec(),
+            Some(value) => parse_compression(value)?,
+        },
     })
+}
+
+/// `performance.compression`: `none` (offer nothing), one codec (`zstd`,
+/// `lz4`), or a list of codecs, each at most once.
+fn parse_compression(value: &serde_yaml_ng::Value) -> Result<Vec<Codec>, ConfigError> {
+    let bad = |reason: String| ConfigError::Setting { key: "performance.compression", reason };
+    let codec = |value: &serde_yaml_ng::Value| -> Result<Codec, ConfigError> {
+        let name = value.as_str().ok_or_else(|| bad(format!("{value:?} is not a codec name")))?;
+        Codec::from_name(name).ok_or_else(|| bad(format!("`{name}` is not one of none, lz4, zstd")))
+    };
+    match value {
+        serde_yaml_ng::Value::String(name) if name == "none" => Ok(Vec::new()),
+        serde_yaml_ng::Value::Sequence(items) => {
+            let mut codecs = Vec::with_capacity(items.len());
+            for item in items {
+                if item.as_str() == Some("none") {
+                    return Err(bad("`none` stands alone (`compression: none`), not in a list".into()));
+                }
+                let codec = codec(item)?;
+                if codecs.contains(&codec) {
+                    return Err(bad(format!("`{codec}` is listed twice")));
+                }
+                codecs.push(codec);
+            }
+            Ok(codecs)
+        }
+        other => Ok(vec![codec(other)?]),
+    }
 }
 
 /// Checks that a dataset name is safe to appear in a request: letters,

@@ -21,11 +21,12 @@ pub fn run(config_path: &Path, shutdown: Arc<AtomicBool>) -> Result<(), ConfigEr
 pub fn run_config(config: Config, shutdown: Arc<AtomicBool>) {
     let catalog = Arc::new(Catalog::new(&config));
     log::info!(
-        "connector for tenant {:?}: {} datasets, {} connections to {}",
+        "connector for tenant {:?}: {} datasets, {} connections to {}, compression offered {:?}",
         config.tenant.id,
         config.datasets.len(),
         config.performance.parallel_connections,
-        config.gateway.uri
+        config.gateway.uri,
+        config.performance.compression_codecs
     );
     tunnel::run(Arc::new(config), catalog, shutdown);
 }

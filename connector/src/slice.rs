@@ -81,7 +81,8 @@ impl SliceOptions {
         Self {
             max_message_bytes: performance.max_chunk_bytes,
             min_message_bytes: performance.min_chunk_bytes,
-            compression: performance.compression,
+            // Chosen per stream by the gateway (`do_get`), among the codecs offered.
+            compression: Compression::None,
             coalesce: true,
         }
     }

@@ -23,7 +23,7 @@ use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
 use volley_protocol::header::{FrameHeader, FrameKind};
 use volley_protocol::message::{
-    ConnectorMessage, ErrorBody, ErrorCode, FlightData, GatewayCommand, Register, RegisterReply,
+    Codec, ConnectorMessage, ErrorBody, ErrorCode, FlightData, GatewayCommand, Register, RegisterReply,
 };
 
 use crate::config::{Compression, Config, GatewayConfig};
@@ -298,7 +298,7 @@ pub fn connect_and_register(config: &Config, catalog: &Catalog) -> Result<(Socke
         live,
         protocol: Some(2),
         token: config.tenant.token.clone(),
-        compression: Vec::new(),
+        compression: config.performance.compression_codecs.iter().map(|codec| codec.as_str().to_owned()).collect(),
     });
     socket.send(Message::text(register.to_json()))?;
     set_read_timeout(&socket, REGISTER_TIMEOUT)?;
@@ -459,15 +459,29 @@ fn handle_command(
             }
         }
         GatewayCommand::DoGet { request_id, ticket, stream_id, credit_bytes, live, compression } => {
+            // Only a codec offered in `register` may be asked for: anything
+            // else is a gateway bug, answered with an error, not ignored
+            // (an uncompressed stream announced as compressed would mislead).
+            let offered = &config.performance.compression_codecs;
+            let compression = match compression.as_deref() {
+                None => Compression::None,
+                Some(name) => match Codec::from_name(name).filter(|codec| offered.contains(codec)) {
+                    Some(codec) => codec.into(),
+                    None => {
+                        let error = ErrorBody::new(
+                            ErrorCode::BadRequest,
+                            format!("compression {name:?} was not offered in register (offered: {offered:?})"),
+                        );
+                        reply(socket, ConnectorMessage::Error { request_id: Some(request_id), error })?;
+                        return Ok(());
+                    }
+                },
+            };
             let stop: StopFlag = Arc::new(AtomicBool::new(false));
             let credit = Arc::new(Credit::default());
             credit.add(if level >= 2 { credit_bytes.unwrap_or(u64::MAX / 4) } else { u64::MAX / 4 });
             let mut options = SliceOptions::from_performance(&config.performance);
-            options.compression = match compression.as_deref() {
-                Some("lz4") => Compression::Lz4,
-                Some("zstd") => Compression::Zstd,
-                _ => Compression::None,
-            };
+            options.compression = compression;
             let job = StreamJob {
                 catalog: catalog.clone(),
                 dataset: ticket,

@@ -7,9 +7,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use volley_connector::config::{
-    Compression, ConfigError, DatasetProblem, LogLevel, SourceSpec, CHUNK_BYTES_MAX_DEFAULT, CHUNK_BYTES_MIN_DEFAULT,
+    ConfigError, DatasetProblem, LogLevel, SourceSpec, CHUNK_BYTES_MAX_DEFAULT, CHUNK_BYTES_MIN_DEFAULT,
+    COMPRESSION_CODECS_DEFAULT,
 };
 use volley_connector::{Catalog, Config, SourceError};
+use volley_protocol::Codec;
 
 const HEAD: &str = "gateway:\n  uri: \"ws://gw.example:8081/ws/connect\"\ntenant:\n  id: abc\n";
 
@@ -54,7 +56,7 @@ fn seed_config_loads_with_defaults() {
     assert_eq!(config.performance.parallel_connections, 3);
     assert_eq!(config.performance.max_chunk_bytes, CHUNK_BYTES_MAX_DEFAULT);
     assert_eq!(config.performance.min_chunk_bytes, CHUNK_BYTES_MIN_DEFAULT);
-    assert_eq!(config.performance.compression, Compression::None);
+    assert_eq!(config.performance.compression_codecs, COMPRESSION_CODECS_DEFAULT, "offers every codec by default");
 }
 
 #[test]
@@ -76,7 +78,7 @@ fn full_example_loads_and_resolves_paths_against_the_config_dir() {
     let text = format!("{HEAD}{}\n", lines.join("\n"));
     let config = load(&text, dir.path()).unwrap();
     assert_eq!(config.tenant.token.as_deref(), Some("secret"));
-    assert_eq!(config.performance.compression, Compression::Zstd);
+    assert_eq!(config.performance.compression_codecs, [Codec::Zstd]);
     assert_eq!(config.datasets.len(), 8);
     match &config.datasets["ventas"] {
         SourceSpec::Csv(csv) => assert_eq!(csv.path, dir.path().join("data/ventas.csv")),
@@ -165,6 +167,27 @@ fn bad_live_specs_are_refused() {
         match dataset_problem(result, "vivo") {
             DatasetProblem::BadLive(message) => assert!(message.contains(hint), "{definition}: {message}"),
             other => panic!("{definition}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn compression_offers_none_one_or_a_list_of_codecs() {
+    let dir = dir_with_files();
+    for (value, offered) in
+        [("none", vec![]), ("lz4", vec![Codec::Lz4]), ("[lz4, zstd]", vec![Codec::Lz4, Codec::Zstd]), ("[]", vec![])]
+    {
+        let config = load(&format!("{HEAD}performance: {{ compression: {value} }}\n"), dir.path()).unwrap();
+        assert_eq!(config.performance.compression_codecs, offered, "{value}");
+    }
+    for (value, needle) in
+        [("brotli", "brotli"), ("[zstd, zstd]", "twice"), ("[none]", "none"), ("7", "not a codec name")]
+    {
+        match load(&format!("{HEAD}performance: {{ compression: {value} }}\n"), dir.path()) {
+            Err(ConfigError::Setting { key: "performance.compression", reason }) => {
+                assert!(reason.contains(needle), "{value}: {reason}");
+            }
+            other => panic!("{value}: {other:?}"),
         }
     }
 }

@@ -283,8 +283,12 @@ fn handle_request(worker: &Rc<Worker>, session: &Rc<BrowserSession>, text: &str)
                 .collect();
             session.send(&BrowserEvent::Datasets { datasets });
         }
-        BrowserRequest::Query { dataset, query_id } => open(worker, session, dataset, query_id, false),
-        BrowserRequest::Subscribe { dataset, query_id } => open(worker, session, dataset, query_id, true),
+        BrowserRequest::Query { dataset, query_id, compression } => {
+            open(worker, session, dataset, query_id, compression.as_deref(), false)
+        }
+        BrowserRequest::Subscribe { dataset, query_id, compression } => {
+            open(worker, session, dataset, query_id, compression.as_deref(), true)
+        }
         BrowserRequest::Unsubscribe { query_id } | BrowserRequest::Cancel { query_id } => {
             let is_cancel = text.contains("\"cancel\"");
             let stream = session.queries.borrow_mut().remove(&query_id);
@@ -309,7 +313,16 @@ fn handle_request(worker: &Rc<Worker>, session: &Rc<BrowserSession>, text: &str)
     }
 }
 
-fn open(worker: &Rc<Worker>, session: &Rc<BrowserSession>, dataset: String, query_id: Option<String>, live: bool) {
+/// Opens a query or subscription; `compression` is the codecs the client
+/// said it decodes (`None`: it said nothing).
+fn open(
+    worker: &Rc<Worker>,
+    session: &Rc<BrowserSession>,
+    dataset: String,
+    query_id: Option<String>,
+    compression: Option<&[String]>,
+    live: bool,
+) {
     let shared = &worker.shared;
     let config = &shared.config;
     let query_id = query_id.unwrap_or_else(|| {
@@ -339,8 +352,9 @@ fn open(worker: &Rc<Worker>, session: &Rc<BrowserSession>, dataset: String, quer
     }
     let tenant = session.claims.cuenta_id.clone();
     let subscriber = Subscriber { worker: worker.index, session: session.id, query_id: query_id.clone() };
+    let codecs = config.compression.preference(compression);
     let opened = if live {
-        shared.registry.open_live(&tenant, &dataset, subscriber, config.limits.streams_per_connector_max)
+        shared.registry.open_live(&tenant, &dataset, subscriber, config.limits.streams_per_connector_max, &codecs)
     } else {
         shared
             .registry
@@ -350,6 +364,7 @@ fn open(worker: &Rc<Worker>, session: &Rc<BrowserSession>, dataset: String, quer
                 subscriber,
                 config.limits.credit_bytes,
                 config.limits.streams_per_connector_max,
+                &codecs,
             )
             .map(|stream| (stream, true))
     };
@@ -365,6 +380,10 @@ fn open(worker: &Rc<Worker>, session: &Rc<BrowserSession>, dataset: String, quer
                 OpenError::Busy => {
                     (ErrorCode::TooManyRequests, "every connector of the tenant is at its stream limit".to_owned())
                 }
+                // Unreachable: `preference` always ends with `None`, which every tunnel offers.
+                OpenError::NoCodec => {
+                    (ErrorCode::Internal, format!("no connector serving {dataset:?} offers an acceptable compression"))
+                }
             };
             session.error(code, message, Some(query_id));
             return;
@@ -375,6 +394,7 @@ fn open(worker: &Rc<Worker>, session: &Rc<BrowserSession>, dataset: String, quer
         query_id: query_id.clone(),
         dataset: dataset.clone(),
         live,
+        compression: stream.compression,
         started: false,
         skipping: false,
         skipped: 0,
@@ -394,6 +414,7 @@ fn open(worker: &Rc<Worker>, session: &Rc<BrowserSession>, dataset: String, quer
                 schema: state.schema_b64.clone().unwrap_or_default(),
                 stream_id: (session.level == Level::Two).then_some(stream.id),
                 live: true,
+                compression: stream.compression.map(|codec| codec.as_str().to_owned()),
             };
             let mut ring = session.ring.borrow_mut();
             ring.push_text(&event.to_json());

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use volley_protocol::Limits;
+use volley_protocol::{Codec, Limits};
 
 /// What a live stream does with a subscriber whose ring is full (PROTOCOL.md §5.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -147,6 +147,42 @@ impl LimitsConfig {
     }
 }
 
+/// `compression:` — IPC body compression of upstream streams (PROTOCOL.md §5.4).
+///
+/// The gateway forwards the connector's bytes to every subscriber of a stream
+/// and never re-encodes them, so a stream's codec must be one that every one
+/// of its readers can decode. Off by default: a browser that cannot decode a
+/// codec gets nothing useful from it, and on a fast network the connector's
+/// CPU spent compressing buys nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompressionConfig {
+    /// Codecs the gateway may ask connectors for, most preferred first
+    /// (`zstd`, `lz4`). A stream gets the first of these that the requesting
+    /// client accepts and a connector serving the dataset offers; otherwise
+    /// none. Default empty: streams are never compressed.
+    pub codecs: Vec<Codec>,
+    /// Codecs assumed decodable by a client whose `query`/`subscribe` names
+    /// none (seed pages, level-1 sockets) — only for deployments whose pages
+    /// register their own IPC codecs. Must be a subset of `codecs`. Default
+    /// empty: such clients get uncompressed streams.
+    pub assume_client_codecs: Vec<Codec>,
+}
+
+impl CompressionConfig {
+    /// The codecs a request may get, most preferred first, always ending with
+    /// `None` (uncompressed, which every client decodes): `codecs` filtered by
+    /// what the client named (`client`), or by `assume_client_codecs` when it
+    /// named nothing. Names this version does not know are ignored.
+    pub fn preference(&self, client: Option<&[String]>) -> Vec<Option<Codec>> {
+        let accepted: Vec<Codec> = match client {
+            Some(names) => Codec::known(names),
+            None => self.assume_client_codecs.clone(),
+        };
+        self.codecs.iter().filter(|codec| accepted.contains(codec)).map(|codec| Some(*codec)).chain([None]).collect()
+    }
+}
+
 /// Default pub/sub channel of the revocation feed.
 pub const DEFAULT_REVOCATION_CHANNEL: &str = "volley:revocations";
 
@@ -275,6 +311,8 @@ pub struct GatewayConfig {
     pub redis: RedisConfig,
     /// Control plane.
     pub control_plane: ControlPlaneConfig,
+    /// IPC body compression of upstream streams.
+    pub compression: CompressionConfig,
     /// TLS.
     pub tls: TlsConfig,
     /// Test-only: enable the `/echo` WebSocket route used by the conformance suite.
@@ -297,6 +335,7 @@ impl Default for GatewayConfig {
             rings: Rings::default(),
             redis: RedisConfig::default(),
             control_plane: ControlPlaneConfig::default(),
+            compression: CompressionConfig::default(),
             tls: TlsConfig::default(),
             test_echo_route: false,
         }
@@ -430,6 +469,16 @@ impl GatewayConfig {
         if self.control_plane.connect_timeout_ms == 0 || self.control_plane.timeout_ms == 0 {
             return invalid("control_plane", "connect_timeout_ms and timeout_ms must be at least 1");
         }
+        let codecs = &self.compression.codecs;
+        if codecs.iter().enumerate().any(|(i, codec)| codecs[..i].contains(codec)) {
+            return invalid("compression.codecs", "lists a codec twice");
+        }
+        if let Some(codec) = self.compression.assume_client_codecs.iter().find(|codec| !codecs.contains(codec)) {
+            return Err(ConfigError::Invalid {
+                key: "compression.assume_client_codecs",
+                message: format!("{codec} is not in compression.codecs, so no stream would ever use it"),
+            });
+        }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return invalid("tls", "cert and key go together");
         }
@@ -515,6 +564,37 @@ mod tests {
         ] {
             let err = GatewayConfig::from_yaml(yaml).unwrap_err().to_string();
             assert!(err.contains(key), "{yaml}: {err}");
+        }
+    }
+
+    #[test]
+    fn compression_is_off_by_default_and_follows_the_gateway_preference() {
+        let off = GatewayConfig::from_yaml("http_port: 9000\n").unwrap().compression;
+        assert_eq!(off, CompressionConfig::default());
+        let names = |list: &[&str]| list.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        assert_eq!(off.preference(Some(&names(&["zstd", "lz4"]))), vec![None], "off: never compressed");
+
+        let config = GatewayConfig::from_yaml("compression:\n  codecs: [zstd, lz4]\n").unwrap().compression;
+        // The gateway's order decides, not the client's.
+        assert_eq!(config.preference(Some(&names(&["lz4", "zstd"]))), vec![Some(Codec::Zstd), Some(Codec::Lz4), None]);
+        assert_eq!(config.preference(Some(&names(&["lz4", "brotli"]))), vec![Some(Codec::Lz4), None]);
+        assert_eq!(config.preference(Some(&[])), vec![None], "[] accepts nothing");
+        assert_eq!(config.preference(None), vec![None], "a client that says nothing gets nothing");
+
+        let config = GatewayConfig::from_yaml("compression:\n  codecs: [lz4, zstd]\n  assume_client_codecs: [zstd]\n")
+            .unwrap()
+            .compression;
+        assert_eq!(config.preference(None), vec![Some(Codec::Zstd), None]);
+        assert_eq!(config.preference(Some(&[])), vec![None], "an explicit [] overrides the assumption");
+
+        for (yaml, needle) in [
+            ("compression:\n  codecs: [zstd, zstd]\n", "compression.codecs"),
+            ("compression:\n  codecs: [lz4]\n  assume_client_codecs: [zstd]\n", "compression.assume_client_codecs"),
+            ("compression:\n  codecs: [brotli]\n", "brotli"),
+            ("compression:\n  codec: [zstd]\n", "codec"),
+        ] {
+            let err = GatewayConfig::from_yaml(yaml).unwrap_err().to_string();
+            assert!(err.contains(needle), "{yaml}: {err}");
         }
     }
 

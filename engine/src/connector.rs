@@ -22,6 +22,7 @@ use volley_protocol::message::{
 };
 use volley_protocol::token::{verify_connector, Validation};
 use volley_protocol::ws::{close_code, encode_frame, FrameDecoder, Message, MessageAssembler, OpCode, Role};
+use volley_protocol::Codec;
 
 use crate::conn::{run_writer, ConnCtl, ReadError, Ring, WsReader};
 use crate::frame::{Level, SharedFrame};
@@ -138,6 +139,7 @@ pub async fn run<R: ConnRead, W: ConnWrite + 'static>(
         level,
         datasets: register.datasets.clone(),
         live: register.live.iter().filter(|d| register.datasets.contains(d)).cloned().collect(),
+        compression: Codec::known(&register.compression),
         mailbox: Mailbox::new(shared.config.limits.connector_queue_max),
         active_streams: Default::default(),
         credential_jti,
@@ -152,11 +154,12 @@ pub async fn run<R: ConnRead, W: ConnWrite + 'static>(
     ctl.mark_ready();
     shared.registry.add_connector(handle.clone());
     log::info!(
-        "connector c-{} registered: tenant {:?}, level {}, datasets {:?}",
+        "connector c-{} registered: tenant {:?}, level {}, datasets {:?}, compression {:?}",
         handle.id,
         handle.tenant,
         if level == Level::Two { 2 } else { 1 },
-        handle.datasets
+        handle.datasets,
+        handle.compression
     );
 
     let tunnel = Rc::new(Tunnel {
@@ -403,7 +406,7 @@ async fn on_message(worker: &Rc<Worker>, tunnel: &Rc<Tunnel>, message: Connector
                 stream_id: level2.then_some(id),
                 credit_bytes: (level2 && !stream.live).then_some(worker.shared.config.limits.credit_bytes),
                 live: stream.live,
-                compression: None,
+                compression: stream.compression.map(|codec| codec.as_str().to_owned()),
             });
         }
         ConnectorMessage::StreamStart { request_id, schema, .. } => {

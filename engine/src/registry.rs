@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use atomic_waker::AtomicWaker;
 use parking_lot::{Mutex, RwLock};
+use volley_protocol::Codec;
 
 use crate::frame::{Level, SharedFrame};
 use crate::mailbox::Mailbox;
@@ -60,6 +61,9 @@ pub struct ConnectorHandle {
     pub datasets: Vec<String>,
     /// The live subset.
     pub live: Vec<String>,
+    /// IPC body compression codecs it offered in `register` (known ones only).
+    /// It is never asked for any other.
+    pub compression: Vec<Codec>,
     /// Commands for it.
     pub mailbox: Mailbox<ConnectorCmd>,
     /// Streams open on it now.
@@ -78,6 +82,11 @@ impl ConnectorHandle {
     /// True when `dataset` is live on it.
     pub fn is_live(&self, dataset: &str) -> bool {
         self.live.iter().any(|d| d == dataset)
+    }
+
+    /// True when it can produce streams compressed with `codec` (`None`: uncompressed, always).
+    pub fn offers(&self, codec: Option<Codec>) -> bool {
+        codec.is_none_or(|codec| self.compression.contains(&codec))
     }
 }
 
@@ -120,6 +129,10 @@ pub struct Stream {
     pub dataset: String,
     /// A live subscription stream (shared, lossy for slow readers) rather than a query.
     pub live: bool,
+    /// IPC body compression the connector applies (`do_get`'s `compression`).
+    /// Part of what makes a live stream shareable: a subscriber is attached
+    /// only to a stream whose codec it accepted.
+    pub compression: Option<Codec>,
     /// The tunnel serving it.
     pub connector: Arc<ConnectorHandle>,
     /// Bit `w` set: worker `w` has subscribers. Read per frame without locking.
@@ -163,12 +176,15 @@ impl Stream {
     }
 }
 
+/// What makes a live stream shareable: the dataset and the codec its bytes carry.
+type LiveKey = (String, Option<Codec>);
+
 #[derive(Debug, Default)]
 struct TenantEntry {
     connectors: Vec<Arc<ConnectorHandle>>,
     next: usize,
-    /// dataset → live stream shared by all its subscribers.
-    live: HashMap<String, Arc<Stream>>,
+    /// (dataset, codec) → live stream shared by all its subscribers.
+    live: HashMap<LiveKey, Arc<Stream>>,
 }
 
 /// Why a stream could not be opened.
@@ -182,6 +198,21 @@ pub enum OpenError {
     NotLive,
     /// Every candidate tunnel is at its stream limit.
     Busy,
+    /// No candidate tunnel offers the codec asked for (the caller tries the
+    /// next one it may use; uncompressed is always offered).
+    NoCodec,
+}
+
+impl OpenError {
+    /// Of two reasons no codec could be served, the one to report: `Busy`
+    /// (a tunnel would serve it, but has no room) over `NoCodec`.
+    fn worse(self, other: OpenError) -> OpenError {
+        if self == OpenError::Busy || other == OpenError::Busy {
+            OpenError::Busy
+        } else {
+            other
+        }
+    }
 }
 
 type StreamShard = Mutex<HashMap<u32, Arc<Stream>>>;
@@ -288,24 +319,29 @@ impl Registry {
         }
     }
 
+    /// A tunnel of the tenant that serves `dataset` (live, when asked) and
+    /// offers `codec`, round robin among those below their stream limit.
     fn pick_connector(
         &self,
         entry: &mut TenantEntry,
         dataset: &str,
         live: bool,
+        codec: Option<Codec>,
         streams_per_connector_max: usize,
     ) -> Result<Arc<ConnectorHandle>, OpenError> {
         if entry.connectors.is_empty() {
             return Err(OpenError::Offline);
         }
-        let candidates: Vec<&Arc<ConnectorHandle>> = entry
-            .connectors
-            .iter()
-            .filter(|c| c.serves(dataset) && (!live || (c.is_live(dataset) && c.level == Level::Two)))
-            .collect();
-        if candidates.is_empty() {
+        let serving =
+            |c: &&Arc<ConnectorHandle>| c.serves(dataset) && (!live || (c.is_live(dataset) && c.level == Level::Two));
+        if !entry.connectors.iter().any(|c| serving(&c)) {
             let served = entry.connectors.iter().any(|c| c.serves(dataset));
             return Err(if served { OpenError::NotLive } else { OpenError::NotFound });
+        }
+        let candidates: Vec<&Arc<ConnectorHandle>> =
+            entry.connectors.iter().filter(serving).filter(|c| c.offers(codec)).collect();
+        if candidates.is_empty() {
+            return Err(OpenError::NoCodec);
         }
         for offset in 0..candidates.len() {
             let candidate = candidates[(entry.next + offset) % candidates.len()];
@@ -319,6 +355,11 @@ impl Registry {
 
     /// Creates a query stream on one of the tenant's tunnels (round robin),
     /// with `subscriber` as its only reader. The caller sends `Open` to it.
+    ///
+    /// `codecs` is what the request may get, most preferred first, ending
+    /// with `None` ([`crate::config::CompressionConfig::preference`]): the
+    /// stream gets the first one that a tunnel serving the dataset offers
+    /// and has room for.
     pub fn open_query(
         &self,
         tenant: &str,
@@ -326,41 +367,68 @@ impl Registry {
         subscriber: Subscriber,
         credit_bytes: u64,
         streams_per_connector_max: usize,
+        codecs: &[Option<Codec>],
     ) -> Result<Arc<Stream>, OpenError> {
-        let connector = {
+        let (connector, codec) = {
             let mut shard = self.tenant_shard(tenant).write();
             let entry = shard.get_mut(tenant).ok_or(OpenError::Offline)?;
-            self.pick_connector(entry, dataset, false, streams_per_connector_max)?
+            let mut last = OpenError::NoCodec;
+            let mut picked = None;
+            for codec in codecs {
+                match self.pick_connector(entry, dataset, false, *codec, streams_per_connector_max) {
+                    Ok(connector) => {
+                        picked = Some((connector, *codec));
+                        break;
+                    }
+                    Err(e @ (OpenError::NoCodec | OpenError::Busy)) => last = last.worse(e),
+                    Err(e) => return Err(e),
+                }
+            }
+            picked.ok_or(last)?
         };
-        let stream = self.new_stream(tenant, dataset, false, connector, credit_bytes);
+        let stream = self.new_stream(tenant, dataset, false, codec, connector, credit_bytes);
         stream.attach(subscriber);
         Ok(stream)
     }
 
-    /// Attaches `subscriber` to the tenant's live stream of `dataset`,
-    /// creating it when none runs. Returns the stream and whether it is new
-    /// (the caller then sends `Open`).
+    /// Attaches `subscriber` to the tenant's live stream of `dataset` with
+    /// the first codec of `codecs` (as in [`Registry::open_query`]) for which
+    /// one runs or a tunnel can start one, creating it in the second case.
+    /// Returns the stream and whether it is new (the caller then sends `Open`).
     pub fn open_live(
         &self,
         tenant: &str,
         dataset: &str,
         subscriber: Subscriber,
         streams_per_connector_max: usize,
+        codecs: &[Option<Codec>],
     ) -> Result<(Arc<Stream>, bool), OpenError> {
         let mut shard = self.tenant_shard(tenant).write();
         let entry = shard.get_mut(tenant).ok_or(OpenError::Offline)?;
-        if let Some(stream) = entry.live.get(dataset) {
-            if !stream.state.lock().ended {
-                let stream = stream.clone();
-                stream.attach(subscriber);
-                return Ok((stream, false));
+        let mut last = OpenError::NoCodec;
+        for codec in codecs {
+            let key: LiveKey = (dataset.to_owned(), *codec);
+            if let Some(stream) = entry.live.get(&key) {
+                if !stream.state.lock().ended {
+                    let stream = stream.clone();
+                    stream.attach(subscriber);
+                    return Ok((stream, false));
+                }
             }
+            let connector = match self.pick_connector(entry, dataset, true, *codec, streams_per_connector_max) {
+                Ok(connector) => connector,
+                Err(e @ (OpenError::NoCodec | OpenError::Busy)) => {
+                    last = last.worse(e);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let stream = self.new_stream(tenant, dataset, true, *codec, connector, u64::MAX / 4);
+            stream.attach(subscriber);
+            entry.live.insert(key, stream.clone());
+            return Ok((stream, true));
         }
-        let connector = self.pick_connector(entry, dataset, true, streams_per_connector_max)?;
-        let stream = self.new_stream(tenant, dataset, true, connector, u64::MAX / 4);
-        stream.attach(subscriber);
-        entry.live.insert(dataset.to_owned(), stream.clone());
-        Ok((stream, true))
+        Err(last)
     }
 
     fn new_stream(
@@ -368,6 +436,7 @@ impl Registry {
         tenant: &str,
         dataset: &str,
         live: bool,
+        compression: Option<Codec>,
         connector: Arc<ConnectorHandle>,
         credit_bytes: u64,
     ) -> Arc<Stream> {
@@ -378,6 +447,7 @@ impl Registry {
             tenant: tenant.to_owned(),
             dataset: dataset.to_owned(),
             live,
+            compression,
             connector,
             dest_workers: AtomicU64::new(0),
             credit_available: AtomicI64::new(i64::try_from(credit_bytes).unwrap_or(i64::MAX)),
@@ -407,8 +477,9 @@ impl Registry {
         if stream.live {
             let mut shard = self.tenant_shard(&stream.tenant).write();
             if let Some(entry) = shard.get_mut(&stream.tenant) {
-                if entry.live.get(&stream.dataset).is_some_and(|s| s.id == stream.id) {
-                    entry.live.remove(&stream.dataset);
+                let key: LiveKey = (stream.dataset.clone(), stream.compression);
+                if entry.live.get(&key).is_some_and(|s| s.id == stream.id) {
+                    entry.live.remove(&key);
                 }
             }
         }

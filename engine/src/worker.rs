@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use volley_protocol::header::FrameKind;
 use volley_protocol::message::{BrowserEvent, ErrorBody, ErrorCode};
 use volley_protocol::ws::close_code;
+use volley_protocol::Codec;
 
 use crate::browser::BrowserSession;
 use crate::config::SlowReaderPolicy;
@@ -81,6 +82,8 @@ pub struct LocalSub {
     pub dataset: String,
     /// Live subscription (lossy) or query (flow-controlled).
     pub live: bool,
+    /// The stream's IPC body compression, announced in `stream_start`.
+    pub compression: Option<Codec>,
     /// `stream_start` was sent to this browser.
     pub started: bool,
     /// Dropping frames until the next record batch (slow live reader).
@@ -402,6 +405,7 @@ fn send_event(sub: &mut LocalSub, stream_id: u32, event: &StreamEvent, metrics: 
                 schema: schema.clone(),
                 stream_id: stream_id_field,
                 live: sub.live,
+                compression: sub.compression.map(|codec| codec.as_str().to_owned()),
             }
         }
         StreamEvent::End { total_bytes, error } => {

@@ -217,6 +217,7 @@ fn user_and_tenant_revocations_close_every_match_and_the_tenants_tunnels() {
                 token: Some(connector_token("initech")),
                 level: 2,
                 datasets: vec![DatasetSpec::live("ticker")],
+                compression: Vec::new(),
             };
             spawn_connector(addr, spec)
         })
@@ -228,6 +229,7 @@ fn user_and_tenant_revocations_close_every_match_and_the_tenants_tunnels() {
             token: Some(connector_token(other_tenant)),
             level: 2,
             datasets: vec![DatasetSpec::live("ticker")],
+            compression: Vec::new(),
         },
     );
     wait_connectors(&gateway, 4);
@@ -325,6 +327,7 @@ fn revoking_a_connector_credential_closes_its_open_tunnels_only() {
         token: Some(connector_token_jti(TENANT, SECRET, jti)),
         level: 2,
         datasets: vec![DatasetSpec::live("ticker")],
+        compression: Vec::new(),
     };
     // Two tunnels with the stolen credential (likely on both workers), one with another.
     let stolen: Vec<_> = (0..2).map(|_| spawn_connector(addr, spec("cred-stolen"))).collect();

@@ -35,6 +35,6 @@ pub mod ws;
 pub use header::{FrameHeader, FrameKind};
 pub use limits::Limits;
 pub use message::{
-    BrowserEvent, BrowserRequest, ConnectorMessage, DatasetInfo, ErrorBody, ErrorCode, GatewayCommand, ParseError,
-    Register, RegisterOk, RegisterReply,
+    BrowserEvent, BrowserRequest, Codec, ConnectorMessage, DatasetInfo, ErrorBody, ErrorCode, GatewayCommand,
+    ParseError, Register, RegisterOk, RegisterReply,
 };

@@ -179,6 +179,56 @@ fn to_json_with(tag_key: &str, tag_value: &str, body: &impl Serialize) -> String
     value.to_string()
 }
 
+// ------------------------------------------------------------- compression
+
+/// An IPC body compression codec (Arrow's `BodyCompression`), by its wire
+/// name. Codec names travel as strings in the messages so that a name this
+/// version does not know is ignored, not refused (forward compatibility);
+/// [`Codec::from_name`] reads one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Codec {
+    /// `lz4`: Arrow's `LZ4_FRAME` (each buffer one LZ4 frame).
+    Lz4,
+    /// `zstd`: Arrow's `ZSTD` (each buffer one Zstandard frame).
+    Zstd,
+}
+
+impl Codec {
+    /// Every codec this version knows.
+    pub const ALL: [Codec; 2] = [Codec::Zstd, Codec::Lz4];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Codec::Lz4 => "lz4",
+            Codec::Zstd => "zstd",
+        }
+    }
+
+    /// The codec a wire name denotes; `None` for a name this version does not know.
+    pub fn from_name(name: &str) -> Option<Codec> {
+        Codec::ALL.into_iter().find(|codec| codec.as_str() == name)
+    }
+
+    /// The known codecs among `names`, in their order, each once.
+    pub fn known(names: &[String]) -> Vec<Codec> {
+        let mut out: Vec<Codec> = Vec::with_capacity(Codec::ALL.len());
+        for codec in names.iter().filter_map(|name| Codec::from_name(name)) {
+            if !out.contains(&codec) {
+                out.push(codec);
+            }
+        }
+        out
+    }
+}
+
+impl std::fmt::Display for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 // ---------------------------------------------------------------- tunnel, up
 
 /// `register` (connector → gateway).
@@ -201,7 +251,9 @@ pub struct Register {
     /// Connector credential (`volley token --connector`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
-    /// IPC body compressions the connector can produce.
+    /// IPC body compression codecs the connector can produce ([`Codec`]
+    /// names; unknown names are ignored). The gateway asks a connector only
+    /// for a codec it listed here (PROTOCOL.md §5.4).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub compression: Vec<String>,
 }
@@ -484,7 +536,8 @@ pub enum GatewayCommand {
         /// Keep the stream open and follow new data.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         live: bool,
-        /// Negotiated IPC body compression (`lz4` or `zstd`).
+        /// IPC body compression the connector must apply to this stream
+        /// (a [`Codec`] name it listed in `register`); absent: none.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         compression: Option<String>,
     },
@@ -542,6 +595,11 @@ pub enum BrowserRequest {
         /// Client's id for the query; the gateway makes one when absent.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         query_id: Option<String>,
+        /// IPC body compression codecs the client can decode ([`Codec`]
+        /// names; unknown names are ignored). Absent: the gateway assumes
+        /// `compression.assume_client_codecs` (none by default); `[]`: none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        compression: Option<Vec<String>>,
     },
     /// Datasets the session may read.
     List,
@@ -552,6 +610,9 @@ pub enum BrowserRequest {
         /// Client's id for the subscription.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         query_id: Option<String>,
+        /// Codecs the client can decode, as in [`BrowserRequest::Query`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        compression: Option<Vec<String>>,
     },
     /// Stop following.
     Unsubscribe {
@@ -577,10 +638,14 @@ impl BrowserRequest {
             None => return Err(ParseError::new(ErrorCode::BadRequest, "request has no action")),
         };
         match &request {
-            BrowserRequest::Query { dataset, query_id } | BrowserRequest::Subscribe { dataset, query_id } => {
+            BrowserRequest::Query { dataset, query_id, compression }
+            | BrowserRequest::Subscribe { dataset, query_id, compression } => {
                 check_id("dataset", dataset, id_bytes_max)?;
                 if let Some(id) = query_id {
                     check_id("query_id", id, id_bytes_max)?;
+                }
+                for name in compression.iter().flatten() {
+                    check_id("compression codec name", name, id_bytes_max)?;
                 }
             }
             BrowserRequest::Unsubscribe { query_id } | BrowserRequest::Cancel { query_id } => {
@@ -654,6 +719,10 @@ pub enum BrowserEvent {
         stream_id: Option<u32>,
         /// Whether the stream follows live data.
         live: bool,
+        /// The IPC body compression of this stream's dictionary and record
+        /// batch messages (a [`Codec`] name the request accepted); absent: none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        compression: Option<String>,
     },
     /// A stream ends (with `error` when it failed).
     StreamEnd {
@@ -743,6 +812,41 @@ mod tests {
         assert_eq!(register.protocol, None);
         assert_eq!(register.token, None);
         assert_eq!(register.datasets, vec!["ventas".to_owned()]);
+    }
+
+    #[test]
+    fn codec_names_are_read_and_unknown_ones_ignored() {
+        let names: Vec<String> = ["lz4", "brotli", "zstd", "lz4"].iter().map(|n| (*n).to_owned()).collect();
+        assert_eq!(Codec::known(&names), [Codec::Lz4, Codec::Zstd]);
+        for codec in Codec::ALL {
+            assert_eq!(Codec::from_name(codec.as_str()), Some(codec));
+            assert_eq!(serde_json::to_value(codec).unwrap(), serde_json::json!(codec.as_str()));
+        }
+        assert_eq!(Codec::from_name("LZ4"), None, "names are exact");
+    }
+
+    #[test]
+    fn browser_compression_lists_are_optional_and_distinguish_empty_from_absent() {
+        let parse = |text: &str| BrowserRequest::parse(text, 64).unwrap();
+        let BrowserRequest::Query { compression, .. } = parse(r#"{"action":"query","dataset":"v"}"#) else {
+            panic!("not a query")
+        };
+        assert_eq!(compression, None);
+        let BrowserRequest::Subscribe { compression, .. } =
+            parse(r#"{"action":"subscribe","dataset":"v","compression":[]}"#)
+        else {
+            panic!("not a subscribe")
+        };
+        assert_eq!(compression, Some(Vec::new()));
+        let empty = parse(r#"{"action":"query","dataset":"v","compression":[]}"#);
+        assert!(empty.to_json().contains(r#""compression":[]"#), "[] survives a round trip: {}", empty.to_json());
+        for bad in [
+            r#"{"action":"query","dataset":"v","compression":"zstd"}"#,
+            r#"{"action":"query","dataset":"v","compression":[""]}"#,
+            r#"{"action":"query","dataset":"v","compression":[7]}"#,
+        ] {
+            assert_eq!(BrowserRequest::parse(bad, 64).unwrap_err().code, ErrorCode::BadRequest, "{bad}");
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use volley_protocol::{
 };
 
 /// Deleting examples from the page should be a deliberate act, not an accident.
-const JSON_EXAMPLES_MIN: usize = 25;
+const JSON_EXAMPLES_MIN: usize = 36;
 
 fn protocol_md() -> String {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/PROTOCOL.md");

@@ -520,7 +520,8 @@ async function openDataset(dataset) {
     el.content.dataset.phase = 'done';
     const seconds = ((performance.now() - v.startedAt) / 1000).toFixed(2);
     const sampled = v.stride > 1 ? ` The chart samples 1 row in ${v.stride}.` : '';
-    setStatus(`Loaded ${v.rows} rows of “${dataset.name}” (${formatBytes(q.bytesReceived)}) in ${seconds} s.${sampled}`, 'ok');
+    const compressed = q.compression ? `, ${q.compression}-compressed` : '';
+    setStatus(`Loaded ${v.rows} rows of “${dataset.name}” (${formatBytes(q.bytesReceived)}${compressed}) in ${seconds} s.${sampled}`, 'ok');
   } catch (error) {
     if (v.closed) return;
     el.content.dataset.phase = 'error';

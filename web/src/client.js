@@ -11,9 +11,17 @@
  * Works in browsers and in Node (pass `WebSocket` from the `ws` package; Node
  * 20 has no stable global WebSocket).
  *
+ * Compressed streams (PROTOCOL.md §5.4): apache-arrow JS 21 decompresses IPC
+ * bodies through its process-wide `compressionRegistry` but ships no codec.
+ * {@link registerCodecs} registers `fzstd` (ZSTD) and `lz4js` (LZ4_FRAME)
+ * decoders there, and the client names the codecs it can decode in every
+ * `query`/`subscribe`; the gateway picks one (or none) per stream.
+ *
  * @module volley
  */
-import { RecordBatchReader } from 'apache-arrow';
+import { CompressionType, RecordBatchReader, compressionRegistry } from 'apache-arrow';
+import { decompress as zstdDecompress } from 'fzstd';
+import lz4js from 'lz4js';
 
 /** Level-2 frame header size in bytes (PROTOCOL.md §3). */
 export const FRAME_HEADER_BYTES = 16;
@@ -56,6 +64,143 @@ export const CLOSE_CODE_ERRORS = Object.freeze({
   4004: 'connector_replaced',
   4008: 'idle_timeout',
 });
+
+/**
+ * IPC body compression codecs this client can decode, by wire name
+ * (PROTOCOL.md §5.4). The gateway's configuration decides which one a stream
+ * gets; the order here does not matter.
+ */
+export const CODECS = Object.freeze(['zstd', 'lz4']);
+
+/**
+ * Largest decompressed IPC buffer the registered decoders produce, bytes.
+ * A Volley connector cuts record batches at `max_chunk_size` (1 MiB by
+ * default, 16 MiB at most) before compressing, so no honest buffer comes
+ * near this; the bound keeps a corrupt or hostile frame header from making
+ * the page allocate gigabytes. Change it with {@link registerCodecs}.
+ */
+export const DECOMPRESSED_BUFFER_BYTES_MAX = 256 * 1024 * 1024;
+
+/** Arrow's buffers must start 8-byte aligned for zero-copy typed arrays. @param {Uint8Array} bytes */
+function aligned(bytes) {
+  return bytes.byteOffset % 8 === 0 ? bytes : bytes.slice();
+}
+
+const codecLimits = { decompressedBufferBytesMax: DECOMPRESSED_BUFFER_BYTES_MAX };
+
+/** @param {number} bytes @param {string} codec */
+function checkDecompressedBytes(bytes, codec) {
+  if (!(bytes <= codecLimits.decompressedBufferBytesMax)) {
+    throw new VolleyError('decode_error', `${codec}: a buffer declares ${bytes} decompressed bytes, more than ${codecLimits.decompressedBufferBytesMax}`);
+  }
+}
+
+/** The Frame_Content_Size of a Zstandard frame header, or -1 when absent. @param {Uint8Array} data */
+function zstdContentSize(data) {
+  if (data.byteLength < 6) return -1;
+  const descriptor = data[4];
+  const sizeFlag = descriptor >> 6;
+  const singleSegment = (descriptor >> 5) & 1;
+  const dictionaryIdBytes = [0, 1, 2, 4][descriptor & 3];
+  const at = 5 + (singleSegment ? 0 : 1) + dictionaryIdBytes;
+  const sizeBytes = [singleSegment ? 1 : 0, 2, 4, 8][sizeFlag];
+  if (sizeBytes === 0 || data.byteLength < at + sizeBytes) return -1;
+  const view = new DataView(data.buffer, data.byteOffset + at, sizeBytes);
+  if (sizeBytes === 1) return view.getUint8(0);
+  if (sizeBytes === 2) return view.getUint16(0, true) + 256;
+  if (sizeBytes === 4) return view.getUint32(0, true);
+  return Number(view.getBigUint64(0, true));
+}
+
+/** LZ4 frame block sizes by the block-maximum-size field of the BD byte. */
+const LZ4_BLOCK_BYTES_MAX = [0, 0, 0, 0, 64 << 10, 256 << 10, 1 << 20, 4 << 20];
+
+/**
+ * Checks an LZ4 frame's header and block headers (LZ4 frame format 1.6)
+ * and returns the most bytes it can decode to: its declared content size,
+ * else the sum of its blocks' bounds. Refuses what lz4js would decode wrong
+ * (dictionary ids, block checksums, content sizes of 2^31 bytes or more —
+ * it reads them with 32-bit shifts) and anything over
+ * `decompressedBufferBytesMax`.
+ * @param {Uint8Array} data
+ * @returns {number}
+ */
+function lz4FrameBound(data) {
+  const fail = (/** @type {string} */ why) => new VolleyError('decode_error', `lz4: ${why}`);
+  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  if (data.byteLength < 7 || view.getUint32(0, true) !== 0x184d2204) throw fail('not an LZ4 frame');
+  const flags = data[4];
+  if ((flags & 0xc0) !== 0x40) throw fail(`unsupported frame version ${flags >> 6}`);
+  if (flags & 0x11) throw fail('block checksums and dictionary ids are not supported');
+  const blockMax = LZ4_BLOCK_BYTES_MAX[(data[5] >> 4) & 7];
+  if (!blockMax) throw fail('invalid block maximum size');
+  if (flags & 0x08) {
+    if (data.byteLength < 15) throw fail('truncated frame header');
+    const declared = Number(view.getBigUint64(6, true));
+    checkDecompressedBytes(declared, 'lz4');
+    return declared;
+  }
+  let at = 7;
+  let total = 0;
+  for (;;) {
+    if (at + 4 > data.byteLength) throw fail('truncated block header');
+    const header = view.getUint32(at, true);
+    at += 4;
+    if (header === 0) return total;
+    const size = header & 0x7fffffff;
+    total += header & 0x80000000 ? size : blockMax;
+    checkDecompressedBytes(total, 'lz4');
+    at += size;
+  }
+}
+
+/** Decoders by wire name: the apache-arrow compression type and a `decode`. */
+const DECODERS = Object.freeze({
+  zstd: {
+    type: CompressionType.ZSTD,
+    /** @param {Uint8Array} data */
+    decode(data) {
+      checkDecompressedBytes(zstdContentSize(data), 'zstd');
+      const out = zstdDecompress(data);
+      checkDecompressedBytes(out.byteLength, 'zstd');
+      return aligned(out);
+    },
+  },
+  lz4: {
+    type: CompressionType.LZ4_FRAME,
+    /** @param {Uint8Array} data */
+    decode(data) {
+      const bound = lz4FrameBound(data);
+      // lz4js decodes the blocks into a buffer of the size it is given.
+      const out = lz4js.decompress(data, bound);
+      if (out.byteLength > bound) throw new VolleyError('decode_error', 'lz4: a frame decoded to more bytes than it declares');
+      return aligned(out);
+    },
+  },
+});
+
+/**
+ * Register IPC body decoders for `names` in apache-arrow's process-wide
+ * `compressionRegistry`, except where the page registered a decoder of its
+ * own (that one is kept). Unknown names throw.
+ * @param {readonly string[]} [names]  default: every codec in {@link CODECS}
+ * @param {{decompressedBufferBytesMax?: number}} [limits]  process-wide, like the registry
+ * @returns {string[]} the names of `names` that can now be decoded
+ */
+export function registerCodecs(names = CODECS, limits = {}) {
+  if (limits.decompressedBufferBytesMax !== undefined) {
+    codecLimits.decompressedBufferBytesMax = limits.decompressedBufferBytesMax;
+  }
+  const usable = [];
+  for (const name of names) {
+    const decoder = DECODERS[/** @type {keyof typeof DECODERS} */ (name)];
+    if (!decoder) throw new VolleyError('bad_request', `unknown compression codec ${JSON.stringify(name)} (known: ${CODECS.join(', ')})`);
+    const existing = compressionRegistry.get(decoder.type);
+    if (typeof existing?.decode !== 'function') compressionRegistry.set(decoder.type, { decode: decoder.decode });
+    if (!usable.includes(name)) usable.push(name);
+  }
+  return usable;
+}
 
 /** Error codes after which reconnecting with the same session cannot help. */
 const FATAL_CODES = new Set(['unauthorized', 'forbidden', 'token_expired', 'revoked']);
@@ -319,6 +464,8 @@ export async function* decodeBatches(bytes, onSchema) {
  * @property {number} [reconnectDelayInitialMs]
  * @property {number} [reconnectDelayMaxMs]
  * @property {number} [reconnectAttemptsMax]
+ * @property {string[]} [compression]  IPC body codecs to accept (PROTOCOL.md §5.4); default {@link CODECS}; `[]` asks for uncompressed streams
+ * @property {number} [decompressedBufferBytesMax]  see {@link DECOMPRESSED_BUFFER_BYTES_MAX}
  */
 
 /**
@@ -373,6 +520,10 @@ export class VolleyClient {
     this.WebSocket = options.WebSocket ?? globalThis.WebSocket;
     if (!this.WebSocket) throw new VolleyError('bad_request', 'connect: no WebSocket implementation (pass options.WebSocket)');
     this.fetch = options.fetch ?? globalThis.fetch?.bind(globalThis);
+    /** Codecs named in every `query`/`subscribe`: the ones this client decodes. */
+    this.codecs = registerCodecs(options.compression ?? CODECS, {
+      decompressedBufferBytesMax: options.decompressedBufferBytesMax,
+    });
 
     /** Negotiated level: 2 when the gateway selected `volley.v2`, else 1. */
     this.level = 0;
@@ -894,6 +1045,8 @@ export class QueryStream {
     this.flightInfo = null;
     /** @type {number|null} */
     this.streamId = null;
+    /** @type {string|null} the stream's IPC body compression (`stream_start`), null when none */
+    this.compression = null;
     /** IPC payload bytes received (frame headers excluded, like stream_end.total_bytes). */
     this.bytesReceived = 0;
     /** Rows decoded so far. */
@@ -923,7 +1076,7 @@ export class QueryStream {
       this._releaseTurn();
       return;
     }
-    if (!this.client._send({ action: 'query', dataset: this.dataset, query_id: this.queryId })) {
+    if (!this.client._send({ action: 'query', dataset: this.dataset, query_id: this.queryId, compression: this.client.codecs })) {
       this._fail(new VolleyError('connection_lost', 'not connected', { queryId: this.queryId }));
     }
   }
@@ -947,6 +1100,7 @@ export class QueryStream {
         return;
       case 'stream_start':
         this._streaming = true;
+        this.compression = typeof msg.compression === 'string' ? msg.compression : null;
         if (typeof msg.stream_id === 'number') {
           this.streamId = msg.stream_id;
           this.client._bindStream(msg.stream_id, this);
@@ -1091,6 +1245,8 @@ export class Subscription {
     this.callbacks = callbacks;
     /** @type {number|null} */
     this.streamId = null;
+    /** @type {string|null} the current stream's IPC body compression, null when none */
+    this.compression = null;
     this.bytesReceived = 0;
     this.rowsReceived = 0;
     this.batchesReceived = 0;
@@ -1121,7 +1277,7 @@ export class Subscription {
     if (this.done) return;
     this._releaseTurn();
     this._releaseTurn = await this.client._takeLevel1Turn();
-    this.client._send({ action: 'subscribe', dataset: this.dataset, query_id: this.queryId });
+    this.client._send({ action: 'subscribe', dataset: this.dataset, query_id: this.queryId, compression: this.client.codecs });
   }
 
   /** Decode segments in order so batches reach `onBatch` in order. */
@@ -1168,6 +1324,7 @@ export class Subscription {
         // connector loss (PROTOCOL.md §5.3): a fresh stream either way.
         this.client._unbindStream(this.streamId, this);
         this.streamId = typeof msg.stream_id === 'number' ? msg.stream_id : null;
+        this.compression = typeof msg.compression === 'string' ? msg.compression : null;
         if (this.streamId != null) this.client._bindStream(this.streamId, this);
         this._streaming = true;
         this._schemaFrame = null;

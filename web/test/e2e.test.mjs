@@ -142,6 +142,24 @@ describe('dashboard against the real volley demo', { skip: skip ?? false }, () =
     }
   });
 
+  it('ventas through a compressing gateway: the page decodes zstd', async () => {
+    const squeezed = await startDemo(['--compression', 'zstd,lz4']);
+    const page = await open(squeezed.url);
+    try {
+      await page.waitForSelector('[data-testid=dataset][data-name="ventas"]', { timeout: 15_000 });
+      await openDataset(page, 'ventas');
+      await waitFor(async () => (await page.getAttribute('.content', 'data-phase')) === 'done', { timeoutMs: 30_000, what: 'ventas query done' });
+      assert.equal(await rowCount(page), squeezed.datasetRows.get('ventas'), 'every row decoded in the page');
+      const status = (await page.textContent('[data-testid=status]')) ?? '';
+      assert.match(status, /zstd-compressed/, 'the stream was zstd-compressed');
+    } catch (e) {
+      throw new Error(`${e}\n--- page ---\n${pageLog.slice(-30).join('\n')}\n--- demo ---\n${squeezed.log().slice(-4000)}`);
+    } finally {
+      await page.close();
+      await squeezed.stop();
+    }
+  });
+
   it('ticker: the live row count grows', async () => {
     const page = await open(demo.url);
     try {

@@ -316,17 +316,32 @@ pub struct ConnectorSpec {
     pub level: u8,
     /// Datasets.
     pub datasets: Vec<DatasetSpec>,
+    /// Codec names listed in `register`'s `compression` (omitted when empty).
+    /// The fake connector sends its frames as they are whatever `do_get` asks.
+    pub compression: Vec<String>,
 }
 
 impl ConnectorSpec {
     /// A seed-style (level 1, no token) connector.
     pub fn level1(datasets: Vec<DatasetSpec>) -> ConnectorSpec {
-        ConnectorSpec { tenant: TENANT.into(), token: None, level: 1, datasets }
+        ConnectorSpec { tenant: TENANT.into(), token: None, level: 1, datasets, compression: Vec::new() }
     }
 
     /// A level-2 connector with a valid credential.
     pub fn level2(datasets: Vec<DatasetSpec>) -> ConnectorSpec {
-        ConnectorSpec { tenant: TENANT.into(), token: Some(connector_token(TENANT)), level: 2, datasets }
+        ConnectorSpec {
+            tenant: TENANT.into(),
+            token: Some(connector_token(TENANT)),
+            level: 2,
+            datasets,
+            compression: Vec::new(),
+        }
+    }
+
+    /// Same, offering these compression codecs in `register`.
+    pub fn offering(mut self, codecs: &[&str]) -> ConnectorSpec {
+        self.compression = codecs.iter().map(|c| (*c).to_owned()).collect();
+        self
     }
 }
 
@@ -445,6 +460,9 @@ pub fn spawn_connector(addr: SocketAddr, spec: ConnectorSpec) -> ConnectorHandle
     if let Some(token) = &spec.token {
         register["token"] = json!(token);
     }
+    if !spec.compression.is_empty() {
+        register["compression"] = json!(spec.compression);
+    }
     ws.send(WsMessage::text(register.to_string())).expect("send register");
     let reply = loop {
         match ws.read().expect("register reply") {
@@ -508,9 +526,15 @@ fn connector_loop(
         while let Ok(cmd) = control.try_recv() {
             match cmd {
                 Control::Live { dataset, kind, body } => {
-                    match active.iter_mut().find(|a| a.live && spec.datasets[a.dataset].name == dataset) {
-                        Some(a) => a.pending_live.push_back((kind, body)),
-                        None => live_backlog.entry(dataset).or_default().push_back((kind, body)),
+                    // Every live stream of the dataset gets the frame (the
+                    // gateway runs one per codec it chose).
+                    let mut fed = false;
+                    for a in active.iter_mut().filter(|a| a.live && spec.datasets[a.dataset].name == dataset) {
+                        a.pending_live.push_back((kind, body.clone()));
+                        fed = true;
+                    }
+                    if !fed {
+                        live_backlog.entry(dataset).or_default().push_back((kind, body));
                     }
                 }
                 Control::Vanish => {
