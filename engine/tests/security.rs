@@ -1,0 +1,127 @@
+//! Threats without a home elsewhere: a cross-site page opening a session
+//! with a user's token (cross-site WebSocket hijacking), and a connector
+//! trying to take over another tenant's live stream. Real gateway, real
+//! sockets; the other threats are in bad_input.rs, revocation.rs,
+//! control_plane.rs, admission_limits.rs and cli/tests/tls.rs.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+use support::*;
+use volley_protocol::header::FrameKind;
+
+const ALLOWED: &str = "https://dash.volley.example";
+
+#[test]
+fn a_page_from_another_origin_cannot_open_a_session_with_the_users_token() {
+    let mut config = config();
+    config.allowed_origins = vec![ALLOWED.to_owned()];
+    let gateway = start(config);
+    let addr = gateway.local_addr();
+    let token = session_token(TENANT, &["*"]);
+    // Status and response head (and body, for refusals: the gateway closes after them).
+    let upgrade = |origin: &str| {
+        let extra = if origin.is_empty() { String::new() } else { format!("Origin: {origin}\r\n") };
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        stream.write_all(upgrade_request(&format!("/stream/{token}"), &extra).as_bytes()).expect("write");
+        let mut text = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => text.extend_from_slice(&buf[..n]),
+            }
+            // A 101 stays open: its head is all there is to read for now.
+            if text.starts_with(b"HTTP/1.1 101") && text.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+        let text = String::from_utf8_lossy(&text).into_owned();
+        let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0u16);
+        (status, text)
+    };
+
+    for evil in
+        ["https://evil.example", "https://dash.volley.example.evil.example", "null", "http://dash.volley.example"]
+    {
+        let (status, text) = upgrade(evil);
+        assert_eq!(status, 403, "origin {evil}: {text}");
+        let body: Value = serde_json::from_str(http_body(&text)).expect("JSON error body");
+        assert_eq!(body["code"], "forbidden", "{body}");
+        assert!(body["message"].as_str().unwrap_or_default().contains("origin"), "{body}");
+    }
+    let (status, text) = upgrade(ALLOWED);
+    assert_eq!(status, 101, "the allowed origin upgrades: {text}");
+    // Non-browser clients send no Origin; the token alone decides for them.
+    let (status, _) = upgrade("");
+    assert_eq!(status, 101, "no Origin header: not a browser page");
+}
+
+#[test]
+fn a_connector_cannot_hijack_or_interleave_with_another_tenants_live_stream() {
+    let mut config = config();
+    config.allow_unauthenticated_connectors = false;
+    let gateway = start(config);
+    let addr = gateway.local_addr();
+    let legit = spawn_connector(
+        addr,
+        ConnectorSpec {
+            tenant: TENANT.into(),
+            token: Some(connector_token(TENANT)),
+            level: 2,
+            datasets: vec![DatasetSpec::live("ticker")],
+            compression: Vec::new(),
+        },
+    );
+    wait_connectors(&gateway, 1);
+    let mut browser = Browser::connect(addr, &session_token(TENANT, &["ticker"]), true);
+    browser.send(json!({"action": "subscribe", "dataset": "ticker", "query_id": "t"}));
+    let command = legit.wait_command("do_get", Duration::from_secs(5)).expect("the legit connector is asked");
+    assert_eq!(command["ticket"], "ticker");
+
+    // Attempts to register for TENANT: another tenant's valid credential, a
+    // forged one, none at all. Each is refused with 1008 and never counted.
+    let other = connector_token("globex");
+    let forged = connector_token_with(TENANT, "not-the-gateway-secret");
+    let register = |token: Option<&str>| {
+        let mut message = json!({"action": "register", "tenant_id": TENANT, "version": "0",
+                                 "datasets": ["ticker"], "live": ["ticker"], "protocol": 2});
+        if let Some(token) = token {
+            message["token"] = json!(token);
+        }
+        register_refused(addr, message)
+    };
+    for (what, token, code) in [
+        ("another tenant's token", Some(other.as_str()), "forbidden"),
+        ("a forged token", Some(forged.as_str()), "unauthorized"),
+        ("no token", None, "unauthorized"),
+    ] {
+        let (reply, close) = register(token);
+        assert_eq!(reply["code"], code, "{what}: {reply}");
+        assert_eq!(close, Some(1008), "{what}");
+    }
+    assert_eq!(gateway.shared().registry.connectors(TENANT).len(), 1, "only the legit tunnel is registered");
+
+    // The stream keeps flowing from the legit connector only, in order.
+    for i in 0..5u8 {
+        legit.live_frame("ticker", FrameKind::RecordBatch, Bytes::from(vec![i; 64]));
+    }
+    let mut payloads = Vec::new();
+    while payloads.len() < 5 {
+        match browser.next(Duration::from_secs(5)) {
+            Some(Received::Binary(data)) => payloads.push(data),
+            Some(Received::Json(_)) => {}
+            other => panic!("the subscription broke: {other:?}"),
+        }
+    }
+    for (i, data) in payloads.iter().enumerate() {
+        let body = &data[16..];
+        assert!(body.iter().all(|b| usize::from(*b) == i), "frame {i} came from the legit connector, in order");
+    }
+}
