@@ -195,7 +195,8 @@ mod tests {
         };
         assert_eq!((demo.port, demo.no_open, demo.extra_datasets.len()), (9000, true, 2));
 
-        for scenario in ["throughput", "fanout", "latency", "small-frames", "idle", "query-storm", "baseline", "report"]
+        for scenario in
+            ["throughput", "fanout", "latency", "small-frames", "idle", "query-storm", "baseline", "source", "report"]
         {
             assert!(matches!(parse(&["bench", scenario]), Ok(Command::Bench(_))), "{scenario}");
         }
