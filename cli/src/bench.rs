@@ -51,7 +51,7 @@ pub struct BenchArgs {
     /// Frames per second each connector sends.
     #[arg(long = "rate", value_name = "R")]
     pub rate_per_second: Option<u64>,
-    /// `source`: rows of generated data [default: 1000000].
+    /// `source`: rows of generated data [default: 2000000].
     #[arg(long, value_name = "N")]
     pub rows: Option<u64>,
     /// Directory for results.
