@@ -102,6 +102,7 @@ impl Scenario {
 /// A gateway the bench started.
 enum Started {
     Child(Child),
+    #[cfg(target_os = "linux")]
     InProcess(volley_engine::Gateway),
 }
 
@@ -119,6 +120,7 @@ impl Drop for Target {
                 let _ = child.kill();
                 let _ = child.wait();
             }
+            #[cfg(target_os = "linux")]
             Some(Started::InProcess(gateway)) => gateway.shutdown(),
             None => {}
         }
@@ -126,6 +128,11 @@ impl Drop for Target {
 }
 
 fn start_gateway(args: &BenchArgs, secret: &str, metrics_disabled: bool) -> anyhow::Result<Target> {
+    #[cfg(not(target_os = "linux"))]
+    if args.in_process {
+        bail!("--in-process needs the engine, which runs on Linux only (io_uring)");
+    }
+    #[cfg(target_os = "linux")]
     if args.in_process {
         let config = volley_engine::GatewayConfig {
             listen: Some("127.0.0.1:0".into()),

@@ -13,7 +13,10 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod connector;
+// The engine (io_uring) is Linux-only; see cli/Cargo.toml.
+#[cfg(target_os = "linux")]
 mod demo;
+#[cfg(target_os = "linux")]
 mod gateway;
 mod signals;
 mod token;
@@ -37,9 +40,11 @@ struct Cli {
 enum Command {
     /// Run a complete local demo: gateway, connector with sample datasets,
     /// and the dashboard page in your browser.
+    #[cfg(target_os = "linux")]
     Demo(demo::DemoArgs),
     /// Run the gateway: accepts connector tunnels and browser sessions and
     /// forwards Arrow IPC frames between them.
+    #[cfg(target_os = "linux")]
     Gateway(gateway::GatewayArgs),
     /// Run a connector: dials out to a gateway, registers for a tenant and
     /// serves its configured datasets as Arrow IPC.
@@ -77,7 +82,9 @@ fn main() -> ExitCode {
     }
     logger.init();
     let result = match cli.command {
+        #[cfg(target_os = "linux")]
         Command::Demo(args) => demo::run(args).map(|()| ExitCode::SUCCESS),
+        #[cfg(target_os = "linux")]
         Command::Gateway(args) => gateway::run(args).map(|()| ExitCode::SUCCESS),
         Command::Connector(args) => connector::run(args),
         Command::Token(args) => token::run(args).map(|()| ExitCode::SUCCESS),
@@ -160,6 +167,7 @@ mod tests {
         Cli::try_parse_from(std::iter::once("volley").chain(args.iter().copied())).map(|cli| cli.command)
     }
 
+    #[cfg(target_os = "linux")] // gateway and demo exist on Linux only
     #[test]
     fn subcommand_arguments_parse_as_documented() {
         let Ok(Command::Gateway(gateway)) =

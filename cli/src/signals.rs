@@ -2,7 +2,6 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Installs the handler and returns the flag it sets.
 pub fn shutdown_flag() -> anyhow::Result<Arc<AtomicBool>> {
@@ -17,9 +16,10 @@ pub fn shutdown_flag() -> anyhow::Result<Arc<AtomicBool>> {
     Ok(flag)
 }
 
-/// Blocks until the flag is set.
+/// Blocks until the flag is set (`volley demo`, Linux only).
+#[cfg(target_os = "linux")]
 pub fn wait(flag: &AtomicBool) {
     while !flag.load(Ordering::Acquire) {
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Type-checks the connector's Windows service for Windows: the cfg(windows)
 # code in connector/src/system_service.rs (install/start/stop/uninstall and
-# the service entry point, on the `windows-service` crate) is compiled by
-# `cargo clippy -D warnings` for x86_64-pc-windows-gnu. Nothing is linked or
-# run: this proves it type-checks, not that it works on Windows.
+# the service entry point, on the `windows-service` crate) and the `volley`
+# binary that wires it are compiled by `cargo clippy -D warnings` for
+# x86_64-pc-windows-gnu. Nothing is linked or run: this proves they
+# type-check, not that they work on Windows.
 #
-# Only the crate that holds the service, volley-connector, is checked: the
-# `volley` binary also links the engine, whose io_uring runtime (monoio)
-# does not build for Windows.
+# On Windows `volley` is built without the engine (its io_uring runtime,
+# monoio, is Linux-only): no `gateway`, `demo` or `bench --in-process`.
+# The CLI's tests are not checked for Windows (they start gateways).
 #
 # Installs what is missing: the rustup target, and the mingw-w64 C cross
 # compiler (apt: gcc-mingw-w64-x86-64) that the build scripts of ring,
@@ -51,4 +52,6 @@ fi
 
 echo "windows-check: cargo clippy --target $TARGET -p volley-connector --all-targets -- -D warnings"
 cargo clippy --target "$TARGET" -p volley-connector --all-targets -- -D warnings
-echo "windows-check: volley-connector (with its Windows service) type-checks for $TARGET; not run on Windows"
+echo "windows-check: cargo clippy --target $TARGET -p volley -- -D warnings"
+cargo clippy --target "$TARGET" -p volley -- -D warnings
+echo "windows-check: volley-connector and the volley binary type-check for $TARGET; not run on Windows"
