@@ -19,14 +19,15 @@
 //! PostgreSQL server ([`volley_testkit::PgServer`]) with `COPY`. When
 //! PostgreSQL is not installed that source is skipped and the run says so.
 //!
-//! Every source is measured [`REPEATS`] times on each side; the record
-//! keeps every sample and compares medians. One record per source
+//! Every source is measured [`REPEATS`] times on each side, the sides
+//! alternating pass by pass (one pyarrow process per variant serves all its
+//! passes); the record keeps every sample and compares medians. One record per source
 //! (`source-csv`, `source-parquet`, `source-postgres`).
 
 use std::fs::File;
-use std::io::{BufWriter, Write as _};
+use std::io::{BufRead as _, BufReader, BufWriter, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -324,45 +325,98 @@ fn summary(passes: &[Pass], source_bytes: u64) -> Value {
     })
 }
 
-/// Runs the pyarrow script; `Err` when it could not run, `Ok(None)` when it skipped.
-fn pyarrow_passes(script: &Path, args: &[String]) -> Result<Option<(Vec<Pass>, Value)>, String> {
-    let python = std::env::var(PYTHON_ENV).unwrap_or_else(|_| PYTHON_DEFAULT.into());
-    let output = Command::new(&python)
-        .arg(script)
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run {python} ({e}); set {PYTHON_ENV}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "{python} {} {}: exit {}: {}",
-            script.display(),
-            args.join(" "),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
+/// A pyarrow script process serving one variant's passes (see the protocol
+/// in `pyarrow_source.py`): one line in, one timed pass, one JSON line out.
+struct Worker {
+    child: Child,
+    input: ChildStdin,
+    output: BufReader<ChildStdout>,
+}
+
+impl Worker {
+    /// Starts the script; `Ok(None)` (with the reason) when it skips.
+    fn start(script: &Path, args: &[String]) -> Result<Result<(Worker, Value), String>, String> {
+        let python = std::env::var(PYTHON_ENV).unwrap_or_else(|_| PYTHON_DEFAULT.into());
+        let mut child = Command::new(&python)
+            .arg(script)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot run {python} ({e}); set {PYTHON_ENV}"))?;
+        let input = child.stdin.take().ok_or("no stdin")?;
+        let output = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+        let mut worker = Worker { child, input, output };
+        let header = worker.line().map_err(|e| format!("{python} {} {}: {e}", script.display(), args.join(" ")))?;
+        if let Some(reason) = header.get("skipped") {
+            return Ok(Err(reason.as_str().unwrap_or("skipped").to_owned()));
+        }
+        Ok(Ok((worker, header)))
     }
-    let value: Value = serde_json::from_slice(&output.stdout)
-        .map_err(|e| format!("pyarrow script output is not JSON ({e}): {}", String::from_utf8_lossy(&output.stdout)))?;
-    if value.get("skipped").is_some() {
-        return Ok(None);
+
+    fn line(&mut self) -> Result<Value, String> {
+        let mut line = String::new();
+        match self.output.read_line(&mut line) {
+            Ok(0) => Err("the pyarrow script ended early (its stderr is above)".into()),
+            Ok(_) => serde_json::from_str(&line).map_err(|e| format!("pyarrow script said {line:?}: {e}")),
+            Err(e) => Err(e.to_string()),
+        }
     }
-    let passes = value["runs"]
-        .as_array()
-        .ok_or("pyarrow script output has no runs")?
-        .iter()
-        .map(|run| Pass {
+
+    /// One timed pass.
+    fn pass(&mut self) -> Result<Pass, String> {
+        self.input.write_all(b"pass\n").and_then(|()| self.input.flush()).map_err(|e| e.to_string())?;
+        let run = self.line()?;
+        Ok(Pass {
             rows: run["rows"].as_u64().unwrap_or(0),
             ipc_bytes: run["ipc_bytes"].as_u64().unwrap_or(0),
             seconds: run["seconds"].as_f64().unwrap_or(f64::NAN),
             cpu_seconds: run["cpu_seconds"].as_f64(),
+            schema: run["schema"].as_str().unwrap_or_default().to_owned(),
             ..Pass::default()
         })
-        .collect();
-    let mut about = value.clone();
-    if let Some(map) = about.as_object_mut() {
-        map.remove("runs");
     }
-    Ok(Some((passes, about)))
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // End of input ends the script; kill it if it is stuck in a pass.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One pyarrow variant's passes.
+struct Side {
+    /// `--threads` value: `on` (pyarrow's default pool) or `off`.
+    mode: &'static str,
+    worker: Option<Worker>,
+    passes: Vec<Pass>,
+    about: Value,
+    state: SideState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SideState {
+    Running,
+    Skipped,
+    Failed,
+}
+
+impl Side {
+    fn new(mode: &'static str) -> Side {
+        Side { mode, worker: None, passes: Vec::new(), about: Value::Null, state: SideState::Running }
+    }
+
+    /// Its key in the record's `baseline`.
+    fn key(&self) -> &'static str {
+        if self.mode == "on" {
+            "pyarrow"
+        } else {
+            "pyarrow_single_thread"
+        }
+    }
 }
 
 /// Runs every source; one result per source measured, plus what was skipped.
@@ -416,52 +470,84 @@ pub fn run(options: &SourceOptions) -> Result<(Vec<ScenarioResult>, Vec<String>)
     let mut results = Vec::new();
     for (kind, source_bytes) in sources {
         let name = kind.name();
-        let mut passes = Vec::with_capacity(REPEATS);
-        for pass in 0..REPEATS {
-            say(format!("{name}: volley pass {} of {REPEATS}", pass + 1));
-            passes.push(volley_pass(&catalog, name)?);
-        }
-        let rows = passes[0].rows;
-        if rows != options.rows {
-            return Err(format!("{name}: the connector produced {rows} rows, expected {}", options.rows));
-        }
-        // pyarrow writes batches of the size the connector's slicer chose.
-        let chunk_rows = rows / passes[0].record_batch_messages.max(1);
         let source_arg = match kind {
             Kind::Csv => csv_path.display().to_string(),
             Kind::Parquet => parquet_path.display().to_string(),
             Kind::Postgres => postgres.as_ref().map(|(s, _)| s.url()).unwrap_or_default(),
         };
-        let mut baselines = serde_json::Map::new();
+        let modes: &[&str] = if kind == Kind::Postgres { &["on"] } else { &["on", "off"] };
+        let mut sides: Vec<Side> = modes.iter().map(|mode| Side::new(mode)).collect();
+        let mut passes: Vec<Pass> = Vec::with_capacity(REPEATS);
         let mut errors = Vec::new();
-        let threads: &[&str] = if kind == Kind::Postgres { &["on"] } else { &["on", "off"] };
-        for thread_mode in threads {
-            say(format!("{name}: pyarrow (threads {thread_mode}), {REPEATS} passes"));
-            let mut args = vec![
-                name.to_owned(),
-                source_arg.clone(),
-                format!("--threads={thread_mode}"),
-                format!("--max-chunksize={chunk_rows}"),
-                format!("--repeat={REPEATS}"),
-            ];
-            if kind == Kind::Postgres {
-                args.push(format!("--query={postgres_query}"));
+        let mut chunk_rows = 0;
+        // Passes alternate between the sides, so that a burst of load from
+        // elsewhere on a shared machine falls on both rather than on one.
+        for pass in 0..REPEATS {
+            say(format!("{name}: pass {} of {REPEATS}: volley, then pyarrow", pass + 1));
+            let this = volley_pass(&catalog, name)?;
+            if this.rows != options.rows {
+                return Err(format!("{name}: the connector produced {} rows, expected {}", this.rows, options.rows));
             }
-            let key = if *thread_mode == "on" { "pyarrow" } else { "pyarrow_single_thread" };
-            match pyarrow_passes(&script, &args) {
-                Ok(Some((passes, about))) => {
-                    let mut figures = summary(&passes, source_bytes);
-                    figures["about"] = about;
-                    if figures["rows"].as_u64() != Some(rows) {
-                        errors.push(format!("{key} read {} rows, the connector {rows}", figures["rows"]));
+            // pyarrow writes batches of the size the connector's slicer chose.
+            chunk_rows = this.rows / this.record_batch_messages.max(1);
+            passes.push(this);
+            for side in sides.iter_mut().filter(|side| side.state == SideState::Running) {
+                if side.worker.is_none() {
+                    let mut args = vec![
+                        name.to_owned(),
+                        source_arg.clone(),
+                        format!("--threads={}", side.mode),
+                        format!("--max-chunksize={chunk_rows}"),
+                    ];
+                    if kind == Kind::Postgres {
+                        args.push(format!("--query={postgres_query}"));
+                    }
+                    match Worker::start(&script, &args) {
+                        Ok(Ok((worker, about))) => {
+                            side.worker = Some(worker);
+                            side.about = about;
+                        }
+                        Ok(Err(reason)) => {
+                            side.state = SideState::Skipped;
+                            skipped.push(format!("{name}: {} skipped: {reason}", side.key()));
+                            continue;
+                        }
+                        Err(error) => {
+                            errors.push(error);
+                            side.state = SideState::Failed;
+                            continue;
+                        }
+                    }
+                }
+                let Some(worker) = side.worker.as_mut() else { continue };
+                match worker.pass() {
+                    Ok(run) => side.passes.push(run),
+                    Err(error) => {
+                        errors.push(format!("{}: {error}", side.key()));
+                        side.state = SideState::Failed;
+                        side.worker = None;
+                    }
+                }
+            }
+        }
+        let rows = options.rows;
+        let mut baselines = serde_json::Map::new();
+        for side in sides {
+            let key = side.key();
+            match side.state {
+                SideState::Running => {
+                    let mut figures = summary(&side.passes, source_bytes);
+                    figures["about"] = side.about;
+                    figures["about"]["schema"] = side.passes.first().map(|p| p.schema.clone()).into();
+                    if side.passes.iter().any(|p| p.rows != rows) {
+                        errors.push(format!("{key} read other than {rows} rows: {}", figures["rows"]));
                     }
                     baselines.insert(key.into(), figures);
                 }
-                Ok(None) => {
+                SideState::Skipped => {
                     baselines.insert(key.into(), json!({"skipped": "see notes"}));
-                    skipped.push(format!("{name}: {key} skipped (module missing; see bench/pyarrow_source.py)"));
                 }
-                Err(error) => errors.push(error),
+                SideState::Failed => {}
             }
         }
         results.push(record(kind, &passes, source_bytes, chunk_rows, Value::Object(baselines), errors, options));
@@ -484,6 +570,8 @@ fn record(
     let volley = summary(passes, source_bytes);
     let rows_per_s = volley["rows_per_s"].as_f64().unwrap_or(f64::NAN);
     let ratio_to = |key: &str| baseline[key]["rows_per_s"].as_f64().map(|other| rows_per_s / other);
+    let volley_cpu = volley["median_cpu_seconds"].as_f64();
+    let cpu_ratio = |other: &Value| other["median_cpu_seconds"].as_f64().zip(volley_cpu).map(|(o, v)| o / v);
     let name = kind.name();
     let reader = match kind {
         Kind::Csv => "pyarrow.csv.read_csv",
@@ -522,6 +610,9 @@ fn record(
             "pyarrow_chunk_rows": chunk_rows,
             "ratio_to_pyarrow": ratio_to("pyarrow"),
             "ratio_to_pyarrow_single_thread": ratio_to("pyarrow_single_thread"),
+            // pyarrow's CPU seconds / the connector's, medians: above 1 the connector spends less CPU.
+            "cpu_ratio_pyarrow_to_volley": cpu_ratio(&baseline["pyarrow"]),
+            "cpu_ratio_pyarrow_single_thread_to_volley": cpu_ratio(&baseline["pyarrow_single_thread"]),
             "bars": {"unit": "rows/s", "items": bars},
         }),
         baseline,
