@@ -35,7 +35,7 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-auto}
 
 APT_PACKAGES=(chromium redis-server postgresql odbc-postgresql unixodbc unixodbc-dev pkg-config)
 # python import name => pip package name
-PIP_MODULES=(pyarrow:pyarrow jwt:pyjwt websockets:websockets kosoku:kosoku)
+PIP_MODULES=(pyarrow:pyarrow jwt:pyjwt websockets:websockets kosoku:kosoku adbc_driver_postgresql:adbc-driver-postgresql)
 
 SKIP=",${VOLLEY_SKIP:-},"
 if [[ -n ${CI:-} && $SKIP != ",," ]]; then

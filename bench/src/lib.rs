@@ -1,7 +1,10 @@
 //! volley-bench: the load-test harness. It never links the engine
 //! (DESIGN.md: cli → {engine, connector, bench} → protocol); it talks to a
 //! gateway over sockets, and the CLI decides which gateway (a child
-//! `volley gateway` process it starts, or `--gateway URL`).
+//! `volley gateway` process it starts, or `--gateway URL`). It links the
+//! connector for one scenario, `source`, which measures the connector's own
+//! source → IPC code path without a gateway (bench → connector → protocol:
+//! still one way).
 //!
 //! Modules and the path of one measurement through them:
 //! - [`wire`]: the bench's fast WebSocket client side (zero-key masked
@@ -14,6 +17,9 @@
 //!   the harness's own capacity.
 //! - [`scenarios`]: throughput, fanout, latency, small-frames, idle,
 //!   query-storm, baseline → a [`ScenarioResult`].
+//! - [`source`]: not the gateway: the connector's source → IPC path (CSV,
+//!   Parquet, PostgreSQL) against pyarrow doing the same job; the one
+//!   module that links the connector (`volley-connector`), never the engine.
 //! - [`hist`]: HDR helpers; [`record`]: JSON + SVG records and the report.
 
 pub mod browsers;
@@ -22,6 +28,7 @@ pub mod hist;
 pub mod record;
 pub mod relay;
 pub mod scenarios;
+pub mod source;
 pub mod wire;
 
 use std::collections::BTreeMap;

@@ -3,7 +3,8 @@
 //! measures: by default a child `volley gateway` process started here on
 //! 127.0.0.1 (its pid gives RSS and CPU time), or `--in-process`
 //! (`volley_engine::start` in this process), or an external `--gateway URL`
-//! with its `--secret`.
+//! with its `--secret`. `volley bench source` needs no gateway: it times
+//! the connector's source → IPC path against pyarrow (`volley_bench::source`).
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -50,6 +51,9 @@ pub struct BenchArgs {
     /// Frames per second each connector sends.
     #[arg(long = "rate", value_name = "R")]
     pub rate_per_second: Option<u64>,
+    /// `source`: rows of generated data [default: 2000000].
+    #[arg(long, value_name = "N")]
+    pub rows: Option<u64>,
     /// Directory for results.
     #[arg(long = "out", value_name = "DIR", default_value = "perf-results")]
     pub out_dir: PathBuf,
@@ -72,6 +76,9 @@ pub enum Scenario {
     QueryStorm,
     /// Reference measurements on this machine (memcpy, loopback TCP, plain relay).
     Baseline,
+    /// The connector's source → IPC path (CSV, Parquet, PostgreSQL; no
+    /// network) against pyarrow doing the same on the same data.
+    Source,
     /// Summarise the results already under --out.
     Report,
 }
@@ -87,7 +94,7 @@ impl Scenario {
             Scenario::Idle => S::Idle,
             Scenario::QueryStorm => S::QueryStorm,
             Scenario::Baseline => S::Baseline,
-            Scenario::Report => return None,
+            Scenario::Report | Scenario::Source => return None,
         })
     }
 }
@@ -95,6 +102,7 @@ impl Scenario {
 /// A gateway the bench started.
 enum Started {
     Child(Child),
+    #[cfg(target_os = "linux")]
     InProcess(volley_engine::Gateway),
 }
 
@@ -112,6 +120,7 @@ impl Drop for Target {
                 let _ = child.kill();
                 let _ = child.wait();
             }
+            #[cfg(target_os = "linux")]
             Some(Started::InProcess(gateway)) => gateway.shutdown(),
             None => {}
         }
@@ -122,6 +131,11 @@ impl Drop for Target {
 pub const BENCH_CONNECTIONS_PER_IP_MAX: usize = 200_000;
 
 fn start_gateway(args: &BenchArgs, secret: &str, metrics_disabled: bool) -> anyhow::Result<Target> {
+    #[cfg(not(target_os = "linux"))]
+    if args.in_process {
+        bail!("--in-process needs the engine, which runs on Linux only (io_uring)");
+    }
+    #[cfg(target_os = "linux")]
     if args.in_process {
         let config = volley_engine::GatewayConfig {
             listen: Some("127.0.0.1:0".into()),
@@ -211,7 +225,50 @@ fn run_once(
     Ok(result)
 }
 
+/// `volley bench source`: one record per source measured.
+fn run_source(args: &BenchArgs) -> anyhow::Result<()> {
+    let options = volley_bench::source::SourceOptions {
+        rows: args.rows.unwrap_or(volley_bench::source::ROWS_DEFAULT),
+        progress: true,
+    };
+    let (results, skipped) = volley_bench::source::run(&options).map_err(anyhow::Error::msg)?;
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let mut written = Vec::new();
+    for result in &results {
+        let (json, svg) = volley_bench::record::write(result, &args.out_dir, &command).map_err(anyhow::Error::msg)?;
+        written.push(format!("{}, {}", json.display(), svg.display()));
+    }
+    let readme = volley_bench::record::report(&args.out_dir).map_err(anyhow::Error::msg)?;
+    println!(
+        "\n{:<16} {:>14} {:>14} {:>14} {:>10}",
+        "source", "volley rows/s", "pyarrow rows/s", "1-thread rows/s", "ratio"
+    );
+    for result in &results {
+        let figures = &result.figures;
+        let rate = |v: &serde_json::Value| v.as_f64().map(volley_bench::record::fmt_num).unwrap_or_else(|| "—".into());
+        println!(
+            "{:<16} {:>14} {:>14} {:>14} {:>10}",
+            result.scenario,
+            rate(&figures["volley"]["rows_per_s"]),
+            rate(&result.baseline["pyarrow"]["rows_per_s"]),
+            rate(&result.baseline["pyarrow_single_thread"]["rows_per_s"]),
+            result.baseline_ratio.map(|r| format!("{r:.2}×")).unwrap_or_else(|| "—".into()),
+        );
+        for error in &result.errors {
+            println!("    error: {error}");
+        }
+    }
+    for line in &skipped {
+        println!("{line}");
+    }
+    println!("\nwrote {}, {}", written.join(", "), readme.display());
+    Ok(())
+}
+
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.scenario == Scenario::Source {
+        return run_source(&args);
+    }
     let Some(scenario) = args.scenario.harness() else {
         let path = volley_bench::record::report(&args.out_dir).map_err(anyhow::Error::msg)?;
         println!("wrote {}", path.display());

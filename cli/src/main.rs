@@ -13,8 +13,11 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod connector;
+// The engine (io_uring) is Linux-only; see cli/Cargo.toml.
+#[cfg(target_os = "linux")]
 mod demo;
 mod fdlimit;
+#[cfg(target_os = "linux")]
 mod gateway;
 mod signals;
 mod token;
@@ -38,9 +41,11 @@ struct Cli {
 enum Command {
     /// Run a complete local demo: gateway, connector with sample datasets,
     /// and the dashboard page in your browser.
+    #[cfg(target_os = "linux")]
     Demo(demo::DemoArgs),
     /// Run the gateway: accepts connector tunnels and browser sessions and
     /// forwards Arrow IPC frames between them.
+    #[cfg(target_os = "linux")]
     Gateway(gateway::GatewayArgs),
     /// Run a connector: dials out to a gateway, registers for a tenant and
     /// serves its configured datasets as Arrow IPC.
@@ -61,10 +66,26 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
+    let mut logger = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    // A Windows service has no console: `connector run-service` logs to a file.
+    if let Command::Connector(args) = &cli.command {
+        match connector::service_log_file(args) {
+            Ok(Some(file)) => {
+                logger.target(env_logger::Target::Pipe(Box::new(file))).write_style(env_logger::WriteStyle::Never);
+            }
+            Ok(None) => {}
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    logger.init();
     let result = match cli.command {
+        #[cfg(target_os = "linux")]
         Command::Demo(args) => demo::run(args).map(|()| ExitCode::SUCCESS),
+        #[cfg(target_os = "linux")]
         Command::Gateway(args) => gateway::run(args).map(|()| ExitCode::SUCCESS),
         Command::Connector(args) => connector::run(args),
         Command::Token(args) => token::run(args).map(|()| ExitCode::SUCCESS),
@@ -94,10 +115,60 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    #[test]
+    fn connector_service_subcommands_parse_and_install_writes_a_command_line_that_parses() {
+        use connector::ServiceArgs;
+        use volley_connector::system_service::{launch_arguments, SERVICE_NAME_DEFAULT, STATE_WAIT_DEFAULT};
+
+        let Ok(Command::Connector(c)) = parse(&["connector", "install", "--config", "c.yml"]) else {
+            panic!("install arguments");
+        };
+        let Some(ServiceArgs::Install(install)) = c.service else { panic!("install") };
+        assert_eq!((install.name.as_str(), install.config.to_str()), (SERVICE_NAME_DEFAULT, Some("c.yml")));
+        assert_eq!((install.restart_delay_seconds, install.log_file), (5, None));
+        for verb in ["start", "stop", "uninstall"] {
+            let Ok(Command::Connector(c)) = parse(&["connector", verb, "--name", "Second", "--wait", "7"]) else {
+                panic!("{verb} arguments");
+            };
+            let (ServiceArgs::Start(a) | ServiceArgs::Stop(a) | ServiceArgs::Uninstall(a)) =
+                c.service.expect("a subcommand")
+            else {
+                panic!("{verb}");
+            };
+            assert_eq!((a.name.as_str(), a.wait_seconds), ("Second", 7));
+            let Ok(Command::Connector(c)) = parse(&["connector", verb]) else { panic!("{verb} defaults") };
+            let (Some(ServiceArgs::Start(a)) | Some(ServiceArgs::Stop(a)) | Some(ServiceArgs::Uninstall(a))) =
+                c.service
+            else {
+                panic!("{verb}");
+            };
+            assert_eq!((a.name.as_str(), a.wait_seconds), (SERVICE_NAME_DEFAULT, STATE_WAIT_DEFAULT.as_secs()));
+        }
+        assert!(parse(&["connector", "--config", "c.yml", "install", "--config", "c.yml"]).is_err());
+        assert!(parse(&["connector", "install"]).is_err(), "install needs --config");
+
+        // What `install` stores as the service's command line must parse as `run-service`.
+        let stored = launch_arguments(
+            "Volley 2",
+            std::path::Path::new("/srv/volley/connector.yml"),
+            std::path::Path::new("/srv/volley/Volley 2.log"),
+            123_456,
+        );
+        let cli = Cli::try_parse_from(std::iter::once(std::ffi::OsString::from("volley")).chain(stored))
+            .expect("the stored command line parses");
+        let Command::Connector(c) = cli.command else { panic!("a connector command") };
+        let Some(ServiceArgs::RunService(run)) = c.service else { panic!("run-service") };
+        assert_eq!(run.name, "Volley 2");
+        assert_eq!(run.config, std::path::PathBuf::from("/srv/volley/connector.yml"));
+        assert_eq!(run.log_file, std::path::PathBuf::from("/srv/volley/Volley 2.log"));
+        assert_eq!(run.log_file_bytes_max, 123_456);
+    }
+
     fn parse(args: &[&str]) -> Result<Command, clap::Error> {
         Cli::try_parse_from(std::iter::once("volley").chain(args.iter().copied())).map(|cli| cli.command)
     }
 
+    #[cfg(target_os = "linux")] // gateway and demo exist on Linux only
     #[test]
     fn subcommand_arguments_parse_as_documented() {
         let Ok(Command::Gateway(gateway)) =
@@ -114,7 +185,8 @@ mod tests {
         let Ok(Command::Connector(connector)) = parse(&["connector", "--config", "c.yaml", "--test"]) else {
             panic!("connector arguments");
         };
-        assert!(connector.test);
+        assert!(connector.test && connector.service.is_none());
+        assert!(parse(&["connector"]).is_err(), "--config is required without a subcommand");
 
         let Ok(Command::Demo(demo)) = parse(&["demo"]) else { panic!("demo arguments") };
         assert_eq!((demo.port, demo.no_open, demo.extra_datasets.len()), (8081, false, 0));
@@ -132,7 +204,8 @@ mod tests {
         };
         assert_eq!((demo.port, demo.no_open, demo.extra_datasets.len()), (9000, true, 2));
 
-        for scenario in ["throughput", "fanout", "latency", "small-frames", "idle", "query-storm", "baseline", "report"]
+        for scenario in
+            ["throughput", "fanout", "latency", "small-frames", "idle", "query-storm", "baseline", "source", "report"]
         {
             assert!(matches!(parse(&["bench", scenario]), Ok(Command::Bench(_))), "{scenario}");
         }

@@ -1,9 +1,10 @@
 //! Ctrl-C and SIGTERM set one flag that every long-running subcommand polls;
 //! SIGHUP sets another (the gateway reloads its TLS files).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
+#[cfg(target_os = "linux")]
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 
@@ -19,23 +20,25 @@ pub fn shutdown_flag() -> anyhow::Result<Arc<AtomicBool>> {
     Ok(flag)
 }
 
-/// Blocks until the flag is set.
+/// Blocks until the flag is set (`volley demo`, Linux only).
+#[cfg(target_os = "linux")]
 pub fn wait(flag: &AtomicBool) {
     while !flag.load(Ordering::Acquire) {
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 
-/// Installs a SIGHUP handler and returns the flag it sets (never set where
-/// there is no SIGHUP).
+/// Installs a SIGHUP handler and returns the flag it sets (`volley gateway`,
+/// Linux only).
+#[cfg(target_os = "linux")]
 pub fn reload_flag() -> anyhow::Result<Arc<AtomicBool>> {
     let flag = Arc::new(AtomicBool::new(false));
-    #[cfg(unix)]
     signal_hook::flag::register(signal_hook::consts::SIGHUP, flag.clone())?;
     Ok(flag)
 }
 
 /// Blocks until shutdown (`true`) or a reload request (`false`, flag cleared).
+#[cfg(target_os = "linux")]
 pub fn wait_for(shutdown: &AtomicBool, reload: &AtomicBool) -> bool {
     loop {
         if shutdown.load(Ordering::Acquire) {
@@ -44,6 +47,6 @@ pub fn wait_for(shutdown: &AtomicBool, reload: &AtomicBool) -> bool {
         if reload.swap(false, Ordering::AcqRel) {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }

@@ -124,3 +124,72 @@ fn bench_idle_reads_the_gateway_rss() {
     assert!(report.contains("| idle |"), "{report}");
     let _ = std::fs::remove_dir_all(out);
 }
+
+fn python_has(module: &str) -> bool {
+    Command::new("python3").args(["-c", &format!("import {module}")]).output().is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn bench_source_writes_one_record_per_source_with_pyarrow_beside_it() {
+    const ROWS: u64 = 3000;
+    let out = out_dir("source");
+    let output = Command::new(env!("CARGO_BIN_EXE_volley"))
+        .args(["bench", "source", "--rows", &ROWS.to_string(), "--out"])
+        .arg(&out)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("volley bench source runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "volley bench source failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let records: Vec<PathBuf> = std::fs::read_dir(&out)
+        .expect("out dir exists")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    let report = std::fs::read_to_string(out.join("README.md")).expect("the report is regenerated");
+    let postgres_measured = !stdout.contains("postgres skipped");
+    let mut sources = vec!["csv", "parquet"];
+    if postgres_measured {
+        sources.push("postgres");
+    }
+    assert_eq!(records.len(), sources.len(), "one record per measured source: {records:?}\n{stdout}");
+    let pyarrow = python_has("pyarrow");
+    for source in sources {
+        let scenario = format!("source-{source}");
+        let path = records
+            .iter()
+            .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&format!("{scenario}-"))))
+            .unwrap_or_else(|| panic!("no {scenario} record in {records:?}"));
+        assert!(path.with_extension("svg").exists(), "an SVG beside {}", path.display());
+        let record: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("JSON");
+        assert_eq!(record["scenario"], scenario.as_str());
+        for field in ["date", "command", "commit", "build_profile", "headline", "figures", "baseline", "gateway"] {
+            assert!(!record[field].is_null(), "{scenario}: field {field} missing");
+        }
+        for field in ["cores", "kernel", "cpu_model"] {
+            assert!(!record["machine"][field].is_null(), "machine.{field}");
+        }
+        assert!(record["command"].as_str().is_some_and(|c| c.contains("bench source")));
+        assert!(record["headline"]["value"].as_f64().is_some_and(|v| v > 0.0), "{}", record["headline"]);
+        let volley = &record["figures"]["volley"];
+        assert_eq!(volley["rows"].as_u64(), Some(ROWS), "{scenario}: every row reached IPC");
+        assert!(volley["ipc_mb_per_s"].is_number() && volley["source_mb_per_s"].is_number());
+        assert_eq!(volley["samples_seconds"].as_array().map(Vec::len), Some(volley_bench::source::REPEATS));
+        assert!(report.contains(&format!("| {scenario} |")), "{report}");
+        let needs_module = if source == "postgres" { "adbc_driver_postgresql" } else { "pyarrow" };
+        if pyarrow && python_has(needs_module) {
+            assert!(record["errors"].as_array().is_some_and(Vec::is_empty), "{scenario}: {}", record["errors"]);
+            assert_eq!(record["baseline"]["pyarrow"]["rows"].as_u64(), Some(ROWS), "{scenario}: pyarrow read it all");
+            assert!(record["baseline_ratio"].as_f64().is_some_and(|r| r > 0.0), "{scenario}: ratio");
+            assert!(record["figures"]["bars"]["items"].as_array().is_some_and(|b| b.len() >= 2), "bars");
+        } else {
+            eprintln!("SKIP: {needs_module} is not installed: {scenario} has no pyarrow baseline");
+        }
+    }
+    let _ = std::fs::remove_dir_all(out);
+}

@@ -21,6 +21,11 @@
 //!   message as one binary frame (level 2: behind the 16-byte header, within
 //!   the gateway's credit); reconnects forever with backoff and jitter.
 //! - [`service`]: `volley connector` and `volley connector --test`.
+//! - [`system_service`]: the Windows service (`volley connector
+//!   install|start|stop|uninstall`, and `run-service`, which the service
+//!   manager starts) around the same run loop, and the size-capped log file
+//!   a service writes. On Linux the connector runs under systemd instead
+//!   (`packaging/volley-connector.service`).
 //!
 //! ```text
 //! config.yaml ─▶ Config ─▶ Catalog::open(name) ─▶ OpenDataset ─▶ into_ipc ─▶ IpcStream
@@ -32,6 +37,7 @@ pub mod config;
 pub mod service;
 pub mod slice;
 pub mod source;
+pub mod system_service;
 pub mod tunnel;
 
 pub use config::{Config, ConfigError};

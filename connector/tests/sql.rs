@@ -211,7 +211,7 @@ fn odbc_reads_the_same_table_through_the_postgresql_driver() {
     let c = catalog(&format!(
         "  legado: {{ type: odbc, connection_string: \"Driver={{PostgreSQL Unicode}};Server=127.0.0.1;Port={};Database=postgres;Uid=postgres;Pwd=;\", query: \"SELECT id, name, f8, flag FROM mixed ORDER BY id\", batch_rows: 10000 }}\n\
          \x20 nodb: {{ type: odbc, connection_string: \"Driver={{PostgreSQL Unicode}};Server=127.0.0.1;Port=1;Database=postgres;Uid=postgres;\", query: \"SELECT 1\" }}\n",
-        server.port
+        server.port()
     ));
     let opened = c.open("legado").unwrap();
     assert_eq!(opened.schema().fields().len(), 4);
