@@ -1,11 +1,18 @@
 //! Parquet files: row groups streamed through `ParquetRecordBatchReader` in
 //! batches of `batch_rows`, with optional projection onto top-level columns
-//! by name. The row count comes from the file metadata.
+//! by name. The row count comes from the row groups' metadata.
+//!
+//! A footer whose `num_rows` disagrees with its row groups (some early
+//! writers left it 0) is corrected before reading: parquet-rs caps its batch
+//! size at the footer's count and would yield no rows at all from such a
+//! file, while pyarrow reads them.
 
 use std::fs::File;
+use std::sync::Arc;
 
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ProjectionMask;
+use parquet::file::metadata::{FileMetaData, ParquetMetaData};
 
 use super::{Opened, SourceError};
 use crate::config::ParquetSpec;
@@ -14,9 +21,30 @@ pub fn open(dataset: &str, spec: &ParquetSpec, batch_rows: usize) -> Result<Open
     let path = &spec.path;
     let file = File::open(path).map_err(|e| SourceError::io(dataset, path, e))?;
     let parquet_error = |source| SourceError::Parquet { dataset: dataset.to_string(), source };
-    let mut builder =
-        ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_error)?.with_batch_size(batch_rows);
-    let row_count = u64::try_from(builder.metadata().file_metadata().num_rows()).ok();
+    let options = ArrowReaderOptions::new();
+    let mut metadata = ArrowReaderMetadata::load(&file, options.clone()).map_err(parquet_error)?;
+    let declared = metadata.metadata().file_metadata().num_rows();
+    let in_row_groups: i64 = metadata.metadata().row_groups().iter().map(|group| group.num_rows()).sum();
+    if declared != in_row_groups {
+        log::warn!(
+            "dataset {dataset}: {} says {declared} rows in its footer but its row groups hold {in_row_groups}; \
+             reading the row groups",
+            path.display()
+        );
+        let footer = metadata.metadata().file_metadata();
+        let corrected = FileMetaData::new(
+            footer.version(),
+            in_row_groups,
+            footer.created_by().map(str::to_owned),
+            footer.key_value_metadata().cloned(),
+            footer.schema_descr_ptr(),
+            footer.column_orders().cloned(),
+        );
+        let fixed = ParquetMetaData::new(corrected, metadata.metadata().row_groups().to_vec());
+        metadata = ArrowReaderMetadata::try_new(Arc::new(fixed), options).map_err(parquet_error)?;
+    }
+    let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata).with_batch_size(batch_rows);
+    let row_count = u64::try_from(in_row_groups).ok();
     if let Some(columns) = &spec.columns {
         let arrow_schema = builder.schema();
         let mut roots = Vec::with_capacity(columns.len());
