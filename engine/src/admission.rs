@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, RandomState};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
@@ -68,19 +69,21 @@ impl<K: Hash + Eq + Clone> Counter<K> {
         self.shard(key).lock().get(key).copied().unwrap_or(0)
     }
 
-    /// Counts one for `key` until the guard drops; `None` when `key` is at `max`.
-    pub fn guard(&self, key: K, max: usize) -> Option<CounterGuard<'_, K>> {
-        self.try_acquire(&key, max).then(|| CounterGuard { counter: self, key })
+    /// Counts one for `key` until the guard drops; `None` when `key` is at
+    /// `max`. The guard owns its counter, so it can travel with a connection
+    /// into whichever task ends it.
+    pub fn guard(self: &Arc<Self>, key: K, max: usize) -> Option<CounterGuard<K>> {
+        self.try_acquire(&key, max).then(|| CounterGuard { counter: self.clone(), key })
     }
 }
 
 /// One counted thing; released on drop.
-pub struct CounterGuard<'a, K: Hash + Eq + Clone> {
-    counter: &'a Counter<K>,
+pub struct CounterGuard<K: Hash + Eq + Clone> {
+    counter: Arc<Counter<K>>,
     key: K,
 }
 
-impl<K: Hash + Eq + Clone> Drop for CounterGuard<'_, K> {
+impl<K: Hash + Eq + Clone> Drop for CounterGuard<K> {
     fn drop(&mut self) {
         self.counter.release(&self.key);
     }
@@ -92,7 +95,7 @@ mod tests {
 
     #[test]
     fn counts_up_to_the_limit_and_forgets_idle_keys() {
-        let counter: Counter<String> = Counter::default();
+        let counter: Arc<Counter<String>> = Arc::new(Counter::default());
         let key = "acme".to_owned();
         assert!(counter.try_acquire(&key, 2));
         assert!(counter.try_acquire(&key, 2));

@@ -26,6 +26,7 @@ use volley_protocol::token::{verify_session, SessionClaims, TokenError, Validati
 
 use crate::control_plane::{Refusal, Verdict};
 
+use crate::admission::CounterGuard;
 use crate::conn::ConnCtl;
 use crate::frame::Level;
 use crate::transport::{ConnRead, ConnWrite};
@@ -53,39 +54,24 @@ async fn respond<W: ConnWrite>(write: &mut W, response: Vec<u8>, ctl: &ConnCtl) 
     }
 }
 
-/// Releases an accepted connection's admission counts (gateway-wide, per
-/// IP) when the connection ends, in whichever task it ends.
+/// Releases an accepted connection's admission counts (gateway-wide, and
+/// its IP's guard) when the connection ends, in whichever task it ends.
 pub struct ConnSlot {
     shared: Arc<Shared>,
-    ip: Option<IpAddr>,
+    _ip: Option<CounterGuard<IpAddr>>,
 }
 
 impl ConnSlot {
-    /// Counts a connection already added to `shared.connections` (and, with
-    /// `ip`, to `shared.ip_connections`).
-    pub fn new(shared: Arc<Shared>, ip: Option<IpAddr>) -> ConnSlot {
-        ConnSlot { shared, ip }
+    /// Counts a connection already added to `shared.connections`, with its
+    /// per-IP guard when it got one.
+    pub fn new(shared: Arc<Shared>, ip: Option<CounterGuard<IpAddr>>) -> ConnSlot {
+        ConnSlot { shared, _ip: ip }
     }
 }
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
-        if let Some(ip) = &self.ip {
-            self.shared.ip_connections.release(ip);
-        }
         self.shared.connections.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// One open browser session counted against its tenant's limit.
-struct TenantSlot {
-    shared: Arc<Shared>,
-    tenant: String,
-}
-
-impl Drop for TenantSlot {
-    fn drop(&mut self) {
-        self.shared.tenant_sessions.release(&self.tenant);
     }
 }
 
@@ -162,13 +148,8 @@ async fn serve_http<R: ConnRead + 'static, W: ConnWrite + 'static>(
                 return;
             }
         };
-        let shared = worker.shared.clone();
-        let tenant_max = shared.config.limits.sessions_per_tenant_max;
-        let tenant_slot = shared
-            .tenant_sessions
-            .try_acquire(&claims.cuenta_id, tenant_max)
-            .then(|| TenantSlot { shared: shared.clone(), tenant: claims.cuenta_id.clone() });
-        let Some(tenant_slot) = tenant_slot else {
+        let tenant_max = worker.shared.config.limits.sessions_per_tenant_max;
+        let Some(tenant_slot) = worker.shared.tenant_sessions.guard(claims.cuenta_id.clone(), tenant_max) else {
             log::info!("{peer}: browser refused: tenant {:?} has {tenant_max} open sessions", claims.cuenta_id);
             let message = format!("tenant {:?} is at its limit of {tenant_max} open sessions", claims.cuenta_id);
             respond(&mut write, http_error(503, "too_many_requests", &message), &ctl).await;

@@ -104,9 +104,9 @@ pub struct Shared {
     /// The control-plane client, when `control_plane.url` is set.
     pub control_plane: Option<ControlPlane>,
     /// Open connections per client IP.
-    pub ip_connections: Counter<IpAddr>,
+    pub ip_connections: Arc<Counter<IpAddr>>,
     /// Open browser sessions per tenant.
-    pub tenant_sessions: Counter<String>,
+    pub tenant_sessions: Arc<Counter<String>>,
     /// TLS for the listener, when `tls.cert` and `tls.key` are set.
     pub tls: Option<Arc<tls::TlsAcceptor>>,
     started: Instant,
@@ -293,8 +293,8 @@ pub fn start(config: GatewayConfig, options: StartOptions) -> Result<Gateway, St
         static_dir,
         revocations: Revocations::new(config.redis.revocation_ttl_seconds, config.redis.url.is_some()),
         control_plane,
-        ip_connections: Counter::default(),
-        tenant_sessions: Counter::default(),
+        ip_connections: Arc::new(Counter::default()),
+        tenant_sessions: Arc::new(Counter::default()),
         tls,
         started: Instant::now(),
         next_id: AtomicU64::new(1),
@@ -454,9 +454,10 @@ async fn accept_loop(worker: Rc<Worker>, listener: monoio::net::TcpListener, can
         };
         let open = worker.shared.connections.fetch_add(1, Ordering::AcqRel) + 1;
         let ip = peer.ip();
-        let ip_counted = open <= connections_max && worker.shared.ip_connections.try_acquire(&ip, per_ip_max);
+        let ip_slot = if open <= connections_max { worker.shared.ip_connections.guard(ip, per_ip_max) } else { None };
+        let ip_counted = ip_slot.is_some();
         let worker = worker.clone();
-        let slot = http::ConnSlot::new(worker.shared.clone(), ip_counted.then_some(ip));
+        let slot = http::ConnSlot::new(worker.shared.clone(), ip_slot);
         monoio::spawn(async move {
             if ip_counted {
                 http::serve(worker.clone(), stream, peer, slot).await;
