@@ -19,10 +19,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use monoio::buf::IoBuf;
-use monoio::io::{
-    CancelHandle, CancelableAsyncReadRent, CancelableAsyncWriteRent, OwnedReadHalf, OwnedWriteHalf, Splitable,
-};
+use monoio::io::{CancelHandle, CancelableAsyncReadRent, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
 use parking_lot::RwLock;
 use rustls::pki_types::pem::PemObject;
@@ -31,7 +28,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, ServerConnection};
 
-use crate::transport::{ConnRead, ConnWrite};
+use crate::transport::{write_all_plain, ConnRead, ConnWrite};
 use crate::writev::WriteBatch;
 
 /// Ciphertext read buffer of one TLS session: one whole record (16 KiB of
@@ -276,18 +273,9 @@ impl TlsWriteHalf {
                 self.out = out;
                 return Ok(());
             }
-            let mut offset = 0;
-            while offset < out.len() {
-                let (result, slice) = self.tcp.cancelable_write(out.slice(offset..), cancel.clone()).await;
-                out = slice.into_inner();
-                match result {
-                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                    Ok(n) => offset += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
+            let (result, out) = write_all_plain(&mut self.tcp, out, cancel.clone()).await;
             self.out = out;
+            result?;
         }
     }
 

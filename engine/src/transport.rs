@@ -11,7 +11,7 @@
 use std::io;
 
 use bytes::{Bytes, BytesMut};
-use monoio::buf::IoBufMut;
+use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{CancelHandle, CancelableAsyncReadRent, CancelableAsyncWriteRent, OwnedReadHalf, OwnedWriteHalf};
 use monoio::net::TcpStream;
 
@@ -47,25 +47,25 @@ impl ConnRead for OwnedReadHalf<TcpStream> {
     }
 }
 
-/// Writes all of `bytes` with plain `write`s, however many partial writes it takes.
-pub(crate) async fn write_all_plain<W: CancelableAsyncWriteRent>(
+/// Writes all of `buf` with plain `write`s, however many partial writes it
+/// takes, and gives the buffer back (so a caller can reuse it).
+pub(crate) async fn write_all_plain<W: CancelableAsyncWriteRent, B: IoBuf>(
     writer: &mut W,
-    mut bytes: Bytes,
+    mut buf: B,
     cancel: CancelHandle,
-) -> io::Result<()> {
-    while !bytes.is_empty() {
-        let (result, returned) = writer.cancelable_write(bytes, cancel.clone()).await;
-        bytes = returned;
+) -> (io::Result<()>, B) {
+    let mut offset = 0;
+    while offset < buf.bytes_init() {
+        let (result, slice) = writer.cancelable_write(buf.slice(offset..), cancel.clone()).await;
+        buf = slice.into_inner();
         match result {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                let _ = bytes.split_to(n);
-            }
+            Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
+            Ok(n) => offset += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Err(e) => return (Err(e), buf),
         }
     }
-    Ok(())
+    (Ok(()), buf)
 }
 
 macro_rules! plain_write {
@@ -80,7 +80,7 @@ macro_rules! plain_write {
             }
 
             async fn write_bytes(&mut self, bytes: Bytes, cancel: CancelHandle) -> io::Result<()> {
-                write_all_plain(self, bytes, cancel).await
+                write_all_plain(self, bytes, cancel).await.0
             }
 
             async fn shutdown(&mut self, cancel: CancelHandle) -> io::Result<()> {
