@@ -139,10 +139,12 @@ pub async fn sweep(worker: Rc<Worker>) {
         for ctl in expired {
             ctl.kill();
         }
-        let sessions: Vec<Rc<BrowserSession>> = worker.local.borrow().sessions.values().cloned().collect();
+        // `check` only queues frames on sessions' rings; it never touches
+        // the worker's tables, so they are walked in place (no copy of
+        // every session four times a second).
         let now_unix = crate::unix_now();
-        for session in sessions {
-            crate::browser::check(&worker, &session, now, now_unix);
+        for session in worker.local.borrow().sessions.values() {
+            crate::browser::check(&worker, session, now, now_unix);
         }
     }
 }
