@@ -21,14 +21,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
 use arrow_ipc::reader::StreamReader;
 use arrow_schema::SchemaRef;
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
-use parquet::file::metadata::{FileMetaData, ParquetMetaData};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::{json, Value};
 use support::*;
 
@@ -69,9 +67,10 @@ const PYARROW_DIFFERS: &[(&str, &str, &str)] = &[(
 
 /// Files whose footer `num_rows` disagrees with their row groups. parquet-rs
 /// caps its batch size at the footer's count and yields no rows; the
-/// connector reads the row groups (as pyarrow does). The test's own arrow-rs
-/// read applies the same correction, and checks that the plain read still
-/// yields 0 rows (so a parquet-rs fix shows up here).
+/// connector reads the row groups (as pyarrow does, which the pyarrow check
+/// confirms). The test's direct arrow-rs read applies the connector's
+/// correction, and checks that the plain read still yields 0 rows (so a
+/// parquet-rs fix shows up here).
 const FOOTER_ROWS_WRONG: &[(&str, &str)] =
     &[("parquet/repeated_no_annotation.parquet", "footer num_rows = 0, its row group holds 6 rows")];
 
@@ -153,20 +152,8 @@ fn read_source(case: &Case) -> Result<(SchemaRef, Vec<RecordBatch>), String> {
                 .map_err(|e| e.to_string())?;
             let plain_rows: usize = plain.map(|b| b.map(|b| b.num_rows()).unwrap_or(0)).sum();
             assert_eq!(plain_rows, 0, "{}: parquet-rs now reads this file as is; drop the workaround", case.label);
-            let options = ArrowReaderOptions::new();
-            let loaded = ArrowReaderMetadata::load(&file, options.clone()).map_err(|e| e.to_string())?;
-            let footer = loaded.metadata().file_metadata();
-            let rows: i64 = loaded.metadata().row_groups().iter().map(|g| g.num_rows()).sum();
-            let corrected = FileMetaData::new(
-                footer.version(),
-                rows,
-                footer.created_by().map(str::to_owned),
-                footer.key_value_metadata().cloned(),
-                footer.schema_descr_ptr(),
-                footer.column_orders().cloned(),
-            );
-            let fixed = ParquetMetaData::new(corrected, loaded.metadata().row_groups().to_vec());
-            let metadata = ArrowReaderMetadata::try_new(Arc::new(fixed), options).map_err(|e| e.to_string())?;
+            // The connector's footer correction, applied to this direct read.
+            let (metadata, _) = volley_connector::source::parquet::reader_metadata(&file).map_err(|e| e.to_string())?;
             let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata)
                 .build()
                 .map_err(|e| e.to_string())?;
