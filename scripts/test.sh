@@ -109,16 +109,8 @@ skip_step() { # name reason
 
 # ---- install ---------------------------------------------------------------
 
-as_root() {
-  if [[ $(id -u) -eq 0 ]]; then
-    "$@"
-  elif command -v sudo >/dev/null 2>&1; then
-    sudo "$@"
-  else
-    echo "need root to run: $*  (no sudo found)" >&2
-    return 1
-  fi
-}
+# shellcheck source=scripts/lib/root.sh
+source scripts/lib/root.sh
 
 apt_installed() {
   dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
@@ -144,15 +136,6 @@ install_apt() {
   fi
   echo "apt: installing ${missing[*]}"
   apt_install "${missing[@]}"
-}
-
-APT_UPDATED=0
-apt_install() {
-  if [[ $APT_UPDATED -eq 0 ]]; then
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
-    APT_UPDATED=1
-  fi
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@"
 }
 
 install_pip() {

@@ -21,16 +21,8 @@ cd "$(dirname "$0")/../.."
 TARGET=x86_64-pc-windows-gnu
 MINGW_PACKAGE=gcc-mingw-w64-x86-64
 
-as_root() {
-  if [[ $(id -u) -eq 0 ]]; then
-    "$@"
-  elif command -v sudo >/dev/null 2>&1; then
-    sudo "$@"
-  else
-    echo "windows-check: need root to run: $*  (no sudo found)" >&2
-    return 1
-  fi
-}
+# shellcheck source=scripts/lib/root.sh
+source scripts/lib/root.sh
 
 if ! command -v rustup >/dev/null 2>&1; then
   echo "windows-check: rustup is not installed; cannot add the $TARGET target" >&2
@@ -46,8 +38,7 @@ if ! command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1; then
     exit 1
   fi
   echo "windows-check: apt-get install $MINGW_PACKAGE"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$MINGW_PACKAGE"
+  apt_install "$MINGW_PACKAGE"
 fi
 
 echo "windows-check: cargo clippy --target $TARGET -p volley-connector --all-targets -- -D warnings"
