@@ -273,7 +273,6 @@ fn a_connector_offering_no_codec_serves_uncompressed_streams() {
 /// codec it did not offer.
 #[test]
 fn connector_offers_its_configured_codecs_and_refuses_any_other() {
-    use tungstenite::Message;
     let dir = TempDir::new("offer-guard");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -286,47 +285,25 @@ fn connector_offers_its_configured_codecs_and_refuses_any_other() {
         json!({"all": {"type": "parquet", "path": alltypes_parquet()}}),
     );
     let connector = InProcessConnector::start(&yaml, dir.path());
-    let (stream, _) = listener.accept().expect("the connector dials");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    let mut ws = tungstenite::accept(stream).expect("upgrade");
-    type Ws = tungstenite::WebSocket<std::net::TcpStream>;
-    let send = |ws: &mut Ws, v: Value| ws.send(Message::text(v.to_string())).expect("send");
-    let read_json = |ws: &mut Ws| loop {
-        match ws.read().expect("connector message") {
-            Message::Text(text) => return serde_json::from_str::<Value>(&text).expect("JSON"),
-            Message::Binary(data) => panic!("unexpected binary frame of {} bytes", data.len()),
-            _ => continue,
-        }
-    };
-    let register = read_json(&mut ws);
+    let mut gateway = ScriptedGateway::accept(&listener);
+    let register = gateway.read_json();
     assert_eq!(register["compression"], json!(["lz4"]), "{register}");
-    send(&mut ws, json!({"status": "ok", "data": {"session_id": "c-1", "protocol": 2, "heartbeat_seconds": 15}}));
+    gateway.send(json!({"status": "ok", "data": {"session_id": "c-1", "protocol": 2, "heartbeat_seconds": 15}}));
     for (i, codec) in ["zstd", "snappy", ""].into_iter().enumerate() {
         let request_id = format!("r{i}");
-        send(
-            &mut ws,
-            json!({"action": "do_get", "request_id": request_id, "ticket": "all", "stream_id": 10 + i,
-                   "credit_bytes": 1 << 20, "compression": codec}),
-        );
-        let reply = read_json(&mut ws);
+        gateway.send(json!({"action": "do_get", "request_id": request_id, "ticket": "all", "stream_id": 10 + i,
+                   "credit_bytes": 1 << 20, "compression": codec}));
+        let reply = gateway.read_json();
         assert_eq!((reply["type"].as_str(), reply["code"].as_str()), (Some("error"), Some("bad_request")), "{reply}");
         assert_eq!(reply["request_id"], request_id.as_str());
     }
-    send(
-        &mut ws,
-        json!({"action": "do_get", "request_id": "r9", "ticket": "all", "stream_id": 9, "credit_bytes": 1 << 30,
-               "compression": "lz4"}),
-    );
-    let start = read_json(&mut ws);
+    gateway
+        .send(json!({"action": "do_get", "request_id": "r9", "ticket": "all", "stream_id": 9, "credit_bytes": 1 << 30,
+               "compression": "lz4"}));
+    let start = gateway.read_json();
     assert_eq!(start["type"], "stream_start", "{start}");
-    let mut payloads = Vec::new();
-    let end = loop {
-        match ws.read().expect("connector message") {
-            Message::Binary(data) => payloads.push(data.slice(16..)),
-            Message::Text(text) => break serde_json::from_str::<Value>(&text).expect("JSON"),
-            _ => {}
-        }
-    };
+    let (frames, end) = gateway.read_stream();
+    let payloads: Vec<_> = frames.iter().map(|data| data.slice(16..)).collect();
     assert_eq!(end["type"], "stream_end", "{end}");
     assert_bodies(&payloads, Some(CompressionType::LZ4_FRAME), "lz4 on request");
     connector.stop_within(volley_connector::tunnel::SHUTDOWN_GRACE + Duration::from_secs(1));

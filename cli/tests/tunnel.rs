@@ -541,7 +541,6 @@ fn path_names_are_refused_and_a_failing_source_does_not_break_the_tunnel() {
 /// scripted gateway on a real socket asks for tickets that are paths.
 #[test]
 fn connector_refuses_tickets_outside_its_catalogue() {
-    use tungstenite::Message;
     let dir = TempDir::new("tickets");
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -555,30 +554,19 @@ fn connector_refuses_tickets_outside_its_catalogue() {
         ),
         dir.path(),
     );
-    let (stream, _) = listener.accept().expect("the connector dials");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    let mut ws = tungstenite::accept(stream).expect("upgrade");
-    type Ws = tungstenite::WebSocket<std::net::TcpStream>;
-    let send = |ws: &mut Ws, v: Value| ws.send(Message::text(v.to_string())).expect("send");
-    let read_json = |ws: &mut Ws| loop {
-        match ws.read().expect("connector message") {
-            Message::Text(text) => return serde_json::from_str::<Value>(&text).expect("JSON"),
-            Message::Binary(data) => panic!("unexpected binary frame of {} bytes", data.len()),
-            _ => continue,
-        }
-    };
-    let register = read_json(&mut ws);
+    let mut gateway = ScriptedGateway::accept(&listener);
+    let register = gateway.read_json();
     assert_eq!(register["action"], "register");
     assert_eq!(register["datasets"], json!(["aggregate"]));
     assert_eq!(register["protocol"], 2);
-    send(&mut ws, json!({"status": "ok", "data": {"session_id": "c-1", "protocol": 2, "heartbeat_seconds": 15}}));
+    gateway.send(json!({"status": "ok", "data": {"session_id": "c-1", "protocol": 2, "heartbeat_seconds": 15}}));
     for (i, ticket) in ["../../etc/passwd", "/etc/passwd", "./aggregate", "aggregate/../../etc/passwd", "AGGREGATE"]
         .into_iter()
         .enumerate()
     {
         let request_id = format!("f{i}");
-        send(&mut ws, json!({"action": "get_flight_info", "request_id": request_id, "descriptor": {"path": [ticket]}}));
-        let reply = read_json(&mut ws);
+        gateway.send(json!({"action": "get_flight_info", "request_id": request_id, "descriptor": {"path": [ticket]}}));
+        let reply = gateway.read_json();
         assert_eq!(
             (reply["type"].as_str(), reply["code"].as_str()),
             (Some("error"), Some("dataset_not_found")),
@@ -586,11 +574,9 @@ fn connector_refuses_tickets_outside_its_catalogue() {
         );
         assert_eq!(reply["request_id"], request_id.as_str());
         let request_id = format!("r{i}");
-        send(
-            &mut ws,
-            json!({"action": "do_get", "request_id": request_id, "ticket": ticket, "stream_id": 100 + i, "credit_bytes": 1 << 20}),
+        gateway.send(json!({"action": "do_get", "request_id": request_id, "ticket": ticket, "stream_id": 100 + i, "credit_bytes": 1 << 20}),
         );
-        let reply = read_json(&mut ws);
+        let reply = gateway.read_json();
         assert_eq!(
             (reply["type"].as_str(), reply["code"].as_str()),
             (Some("error"), Some("dataset_not_found")),
@@ -599,24 +585,18 @@ fn connector_refuses_tickets_outside_its_catalogue() {
         assert_eq!(reply["request_id"], request_id.as_str());
     }
     // The same tunnel then serves a configured name.
-    send(
-        &mut ws,
+    gateway.send(
         json!({"action": "do_get", "request_id": "r9", "ticket": "aggregate", "stream_id": 9, "credit_bytes": 1 << 30}),
     );
-    let start = read_json(&mut ws);
+    let start = gateway.read_json();
     assert_eq!((start["type"].as_str(), start["stream_id"].as_u64()), (Some("stream_start"), Some(9)), "{start}");
+    let (frames, end) = gateway.read_stream();
     let mut stream = Vec::new();
-    let end = loop {
-        match ws.read().expect("connector message") {
-            Message::Binary(data) => {
-                let header = volley_protocol::header::FrameHeader::decode(&data).expect("header");
-                assert_eq!(header.stream_id, 9);
-                stream.extend_from_slice(&data[16..]);
-            }
-            Message::Text(text) => break serde_json::from_str::<Value>(&text).expect("JSON"),
-            _ => {}
-        }
-    };
+    for data in &frames {
+        let header = volley_protocol::header::FrameHeader::decode(data).expect("header");
+        assert_eq!(header.stream_id, 9);
+        stream.extend_from_slice(&data[16..]);
+    }
     assert_eq!(end["type"], "stream_end", "{end}");
     assert_eq!(end["total_bytes"].as_u64(), Some(stream.len() as u64));
     let path = write_file(&dir, "direct.arrows", &stream);

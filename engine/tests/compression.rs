@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::*;
-use volley_engine::GatewayConfig;
+use volley_engine::{Gateway, GatewayConfig};
 use volley_protocol::header::FrameKind;
 use volley_protocol::Codec;
 
@@ -26,6 +26,19 @@ fn compressing(codecs: &[Codec]) -> GatewayConfig {
 }
 
 /// `do_get`'s `compression` field (`None` when absent).
+/// A gateway with `config` and a level-2 connector serving the primitive
+/// golden file as `ventas`, offering `codecs`, registered.
+fn serve_ventas(config: GatewayConfig, codecs: &[&str]) -> (Gateway, ConnectorHandle) {
+    let gateway = start(config);
+    let frames = ipc_messages(&golden(PRIMITIVE));
+    let connector = spawn_connector(
+        gateway.local_addr(),
+        ConnectorSpec::level2(vec![DatasetSpec::query("ventas", frames)]).offering(codecs),
+    );
+    wait_connectors(&gateway, 1);
+    (gateway, connector)
+}
+
 fn asked(command: &Value) -> Option<String> {
     command.get("compression").map(|c| c.as_str().expect("compression is a string").to_owned())
 }
@@ -91,14 +104,8 @@ fn a_connector_is_never_asked_for_a_codec_it_did_not_offer() {
 
 #[test]
 fn compression_is_off_unless_the_gateway_is_configured() {
-    let gateway = start(config());
+    let (gateway, connector) = serve_ventas(config(), &["zstd", "lz4"]);
     let addr = gateway.local_addr();
-    let frames = ipc_messages(&golden(PRIMITIVE));
-    let connector = spawn_connector(
-        addr,
-        ConnectorSpec::level2(vec![DatasetSpec::query("ventas", frames)]).offering(&["zstd", "lz4"]),
-    );
-    wait_connectors(&gateway, 1);
     let mut browser = Browser::connect(addr, &session_token(TENANT, &["*"]), true);
     let result = query(&mut browser, "ventas", "q1", Some(&["zstd", "lz4"]));
     assert_eq!(announced(&result), None);
@@ -108,14 +115,8 @@ fn compression_is_off_unless_the_gateway_is_configured() {
 
 #[test]
 fn the_gateway_preference_decides_among_codecs_both_sides_accept() {
-    let gateway = start(compressing(&[Codec::Lz4, Codec::Zstd]));
+    let (gateway, connector) = serve_ventas(compressing(&[Codec::Lz4, Codec::Zstd]), &["zstd", "lz4"]);
     let addr = gateway.local_addr();
-    let frames = ipc_messages(&golden(PRIMITIVE));
-    let connector = spawn_connector(
-        addr,
-        ConnectorSpec::level2(vec![DatasetSpec::query("ventas", frames)]).offering(&["zstd", "lz4"]),
-    );
-    wait_connectors(&gateway, 1);
     let mut browser = Browser::connect(addr, &session_token(TENANT, &["*"]), true);
     // The client's order does not matter: the gateway prefers lz4.
     assert_eq!(announced(&query(&mut browser, "ventas", "q1", Some(&["zstd", "lz4"]))).as_deref(), Some("lz4"));
@@ -130,12 +131,8 @@ fn the_gateway_preference_decides_among_codecs_both_sides_accept() {
 fn clients_that_name_no_codec_get_the_assumed_ones() {
     let mut config = compressing(&[Codec::Zstd]);
     config.compression.assume_client_codecs = vec![Codec::Zstd];
-    let gateway = start(config);
+    let (gateway, _connector) = serve_ventas(config, &["zstd"]);
     let addr = gateway.local_addr();
-    let frames = ipc_messages(&golden(PRIMITIVE));
-    let _connector =
-        spawn_connector(addr, ConnectorSpec::level2(vec![DatasetSpec::query("ventas", frames)]).offering(&["zstd"]));
-    wait_connectors(&gateway, 1);
     let token = session_token(TENANT, &["*"]);
     let mut seed = Browser::connect(addr, &token, false);
     assert_eq!(announced(&query(&mut seed, "ventas", "q1", None)).as_deref(), Some("zstd"));

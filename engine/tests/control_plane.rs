@@ -304,21 +304,7 @@ fn validate_all_asks_about_jwts_too_and_fail_open_admits_them_when_down() {
     config.control_plane.validate_all = true;
     let gateway = start(config);
     let addr = gateway.local_addr();
-    let now = volley_engine::unix_now();
-    let jwt = |jti: &str| {
-        let claims = volley_protocol::token::SessionClaims {
-            sub: "ana".into(),
-            cuenta_id: TENANT.into(),
-            edge_id: String::new(),
-            permisos: vec!["*".into()],
-            jti: jti.into(),
-            iat: now - 10,
-            exp: now + 3600,
-            nbf: None,
-            role: None,
-        };
-        volley_protocol::token::sign(&claims, SECRET.as_bytes()).expect("sign")
-    };
+    let jwt = |jti: &str| session_token_of("ana", TENANT, jti);
     cp.answer("jwt-ok", 200, session("ana", TENANT, &["*"]));
     cp.answer("jwt-other-tenant", 200, session("ana", "globex", &["*"]));
     let _ok = Browser::connect(addr, &jwt("jwt-ok"), true);
@@ -326,7 +312,7 @@ fn validate_all_asks_about_jwts_too_and_fail_open_admits_them_when_down() {
     assert_eq!(upgrade_status(addr, &jwt("jwt-unknown")), (401, "unauthorized".to_owned()));
     assert_eq!(upgrade_status(addr, &jwt("jwt-other-tenant")), (403, "forbidden".to_owned()));
     // A badly signed JWT is refused locally, without asking.
-    let forged = session_token_with(TENANT, &["*"], now + 3600, "not-the-secret");
+    let forged = session_token_with(TENANT, &["*"], volley_engine::unix_now() + 3600, "not-the-secret");
     assert_eq!(upgrade_status(addr, &forged).0, 401);
     assert_eq!(cp.counts.lock().expect("lock").len(), 3);
     drop(gateway);

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use support::*;
 use volley_engine::GatewayConfig;
-use volley_protocol::token::{sign, SessionClaims};
 
 const REDIS_SERVER: &str = "/usr/bin/redis-server";
 const CHANNEL: &str = "volley:revocations";
@@ -126,23 +125,6 @@ fn redis_config(url: &str) -> GatewayConfig {
     config
 }
 
-/// A session token with explicit user, tenant and session id.
-fn token(sub: &str, tenant: &str, jti: &str) -> String {
-    let now = volley_engine::unix_now();
-    let claims = SessionClaims {
-        sub: sub.into(),
-        cuenta_id: tenant.into(),
-        edge_id: String::new(),
-        permisos: vec!["*".into()],
-        jti: jti.into(),
-        iat: now - 10,
-        exp: now + 3600,
-        nbf: None,
-        role: None,
-    };
-    sign(&claims, SECRET.as_bytes()).expect("sign")
-}
-
 /// Status and error code of an upgrade to `/stream/{token}` that is refused.
 fn refused(addr: SocketAddr, token: &str) -> (u16, String) {
     let (status, text) = http_raw(addr, upgrade_request(&format!("/stream/{token}"), "").as_bytes());
@@ -167,8 +149,8 @@ fn a_revoked_session_is_closed_at_once_and_refused_afterwards() {
     let addr = gateway.local_addr();
     redis.wait_subscribed();
 
-    let revoked = token("ana", TENANT, "sess-revoked");
-    let kept = token("ana", TENANT, "sess-kept");
+    let revoked = session_token_of("ana", TENANT, "sess-revoked");
+    let kept = session_token_of("ana", TENANT, "sess-kept");
     let mut victim = Browser::connect(addr, &revoked, true);
     let mut bystander = Browser::connect(addr, &kept, false);
     let elapsed = publish_and_time_close(&redis, json!({"session_id": "sess-revoked"}), &mut victim);
@@ -186,7 +168,7 @@ fn a_revoked_session_is_closed_at_once_and_refused_afterwards() {
     // Malformed feed messages are ignored, the feed keeps working.
     assert_eq!(redis.publish(&json!({"nonsense": 1})), 1);
     assert_eq!(redis.publish(&json!({"session_id": "a", "user_id": "b"})), 1);
-    let mut again = Browser::connect(addr, &token("ana", TENANT, "sess-later"), true);
+    let mut again = Browser::connect(addr, &session_token_of("ana", TENANT, "sess-later"), true);
     publish_and_time_close(&redis, json!({"session_id": "sess-later"}), &mut again);
 }
 
@@ -198,13 +180,13 @@ fn user_and_tenant_revocations_close_every_match_and_the_tenants_tunnels() {
     redis.wait_subscribed();
 
     // User: both of bob's sessions close (they may sit on different workers), ana's stays.
-    let mut bob1 = Browser::connect(addr, &token("bob", TENANT, "b1"), true);
-    let mut bob2 = Browser::connect(addr, &token("bob", TENANT, "b2"), false);
-    let mut ana = Browser::connect(addr, &token("ana", TENANT, "a1"), true);
+    let mut bob1 = Browser::connect(addr, &session_token_of("bob", TENANT, "b1"), true);
+    let mut bob2 = Browser::connect(addr, &session_token_of("bob", TENANT, "b2"), false);
+    let mut ana = Browser::connect(addr, &session_token_of("ana", TENANT, "a1"), true);
     let elapsed = publish_and_time_close(&redis, json!({"user_id": "bob"}), &mut bob1);
     eprintln!("user revocation: close read in {elapsed:?}");
     assert_eq!(bob2.expect_close(Duration::from_secs(2)), Some(4000));
-    assert_eq!(refused(addr, &token("bob", TENANT, "b3")), (403, "revoked".to_owned()));
+    assert_eq!(refused(addr, &session_token_of("bob", TENANT, "b3")), (403, "revoked".to_owned()));
     ana.send(json!({"action": "ping"}));
     assert_eq!(ana.next_json(Duration::from_secs(5))["type"], "pong");
 
@@ -233,8 +215,8 @@ fn user_and_tenant_revocations_close_every_match_and_the_tenants_tunnels() {
         },
     );
     wait_connectors(&gateway, 4);
-    let mut initech = Browser::connect(addr, &token("carl", "initech", "i1"), true);
-    let mut globex = Browser::connect(addr, &token("dora", other_tenant, "g1"), true);
+    let mut initech = Browser::connect(addr, &session_token_of("carl", "initech", "i1"), true);
+    let mut globex = Browser::connect(addr, &session_token_of("dora", other_tenant, "g1"), true);
     let elapsed = publish_and_time_close(&redis, json!({"cuenta_id": "initech"}), &mut initech);
     eprintln!("tenant revocation: close read in {elapsed:?}");
     let t0 = Instant::now();
@@ -249,7 +231,7 @@ fn user_and_tenant_revocations_close_every_match_and_the_tenants_tunnels() {
     assert_eq!(globex.next_json(Duration::from_secs(5))["type"], "pong");
 
     // Refused until the entry expires: sessions (403) and connectors at register.
-    assert_eq!(refused(addr, &token("carl", "initech", "i2")), (403, "revoked".to_owned()));
+    assert_eq!(refused(addr, &session_token_of("carl", "initech", "i2")), (403, "revoked".to_owned()));
     let (reply, code) = register_refused(
         addr,
         json!({"action": "register", "tenant_id": "initech", "version": "0", "datasets": ["x"],
@@ -277,7 +259,7 @@ fn the_feed_reconnects_after_redis_restarts() {
         "the gateway noticed Redis went away"
     );
     // fail_closed is off: sessions are still admitted while Redis is down.
-    let mut browser = Browser::connect(addr, &token("ana", TENANT, "r1"), true);
+    let mut browser = Browser::connect(addr, &session_token_of("ana", TENANT, "r1"), true);
 
     let t0 = Instant::now();
     let redis = RedisServer::start(port).expect("redis-server restarts");
@@ -286,7 +268,7 @@ fn the_feed_reconnects_after_redis_restarts() {
     let elapsed = publish_and_time_close(&redis, json!({"session_id": "r1"}), &mut browser);
     eprintln!("after restart: close read in {elapsed:?}");
     assert!(elapsed < Duration::from_millis(500), "close took {elapsed:?}");
-    assert_eq!(refused(addr, &token("ana", TENANT, "r1")), (403, "revoked".to_owned()));
+    assert_eq!(refused(addr, &session_token_of("ana", TENANT, "r1")), (403, "revoked".to_owned()));
 }
 
 #[test]
@@ -296,7 +278,7 @@ fn fail_closed_refuses_new_sessions_while_the_feed_is_down() {
     config.redis.fail_closed = true;
     let gateway = start(config);
     let addr = gateway.local_addr();
-    let jwt = token("ana", TENANT, "fc1");
+    let jwt = session_token_of("ana", TENANT, "fc1");
 
     // No Redis yet: 503 unavailable.
     assert_eq!(refused(addr, &jwt), (503, "unavailable".to_owned()));
@@ -333,7 +315,7 @@ fn revoking_a_connector_credential_closes_its_open_tunnels_only() {
     let stolen: Vec<_> = (0..2).map(|_| spawn_connector(addr, spec("cred-stolen"))).collect();
     let kept = spawn_connector(addr, spec("cred-kept"));
     wait_connectors(&gateway, 3);
-    let mut browser = Browser::connect(addr, &token("ana", TENANT, "s-keep"), true);
+    let mut browser = Browser::connect(addr, &session_token_of("ana", TENANT, "s-keep"), true);
 
     let t0 = Instant::now();
     assert_eq!(redis.publish(&json!({"session_id": "cred-stolen"})), 1);
@@ -388,7 +370,7 @@ fn a_frozen_redis_is_noticed_by_the_keepalive_and_the_feed_recovers() {
     assert!(wait_until(Duration::from_secs(10), || shared.revocations.connected.load(Ordering::Acquire)));
     // Subscribed again: revocations work.
     redis.wait_subscribed();
-    let mut browser = Browser::connect(addr, &token("ana", TENANT, "s-frozen"), true);
+    let mut browser = Browser::connect(addr, &session_token_of("ana", TENANT, "s-frozen"), true);
     let elapsed = publish_and_time_close(&redis, json!({"session_id": "s-frozen"}), &mut browser);
     eprintln!("revocation after recovery: close read in {elapsed:?}");
 }

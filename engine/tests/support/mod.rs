@@ -63,12 +63,22 @@ pub fn session_token(tenant: &str, permisos: &[&str]) -> String {
 
 /// A browser session token with an explicit expiry and secret.
 pub fn session_token_with(tenant: &str, permisos: &[&str], exp: i64, secret: &str) -> String {
+    sign_session("ana", tenant, permisos, &format!("s-{}", fastrand_id()), exp, secret)
+}
+
+/// A session token for user `sub` of `tenant`, every dataset, with session
+/// id (revocation key) `jti`, valid for an hour.
+pub fn session_token_of(sub: &str, tenant: &str, jti: &str) -> String {
+    sign_session(sub, tenant, &["*"], jti, now() + 3600, SECRET)
+}
+
+fn sign_session(sub: &str, tenant: &str, permisos: &[&str], jti: &str, exp: i64, secret: &str) -> String {
     let claims = SessionClaims {
-        sub: "ana".into(),
+        sub: sub.into(),
         cuenta_id: tenant.into(),
         edge_id: String::new(),
         permisos: permisos.iter().map(|p| (*p).to_owned()).collect(),
-        jti: format!("s-{}", fastrand_id()),
+        jti: jti.into(),
         iat: now() - 10,
         exp,
         nbf: None,
