@@ -32,6 +32,8 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 case $TARGET_DIR in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
 export VOLLEY_BIN="$TARGET_DIR/debug/volley"
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-auto}
+# A one-shot run gains nothing from incremental state; it only costs disk.
+if [[ -n ${CI:-} ]]; then export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}; fi
 
 APT_PACKAGES=(chromium redis-server postgresql odbc-postgresql unixodbc unixodbc-dev pkg-config)
 # python import name => pip package name
@@ -210,6 +212,8 @@ cargo_test() {
 
 echo "Volley tests in $ROOT (target dir $TARGET_DIR)"
 [[ $SKIP != ",," ]] && echo "VOLLEY_SKIP=${VOLLEY_SKIP}"
+# A full run needs roughly 15 GB of build output; say up front what is free.
+echo "disk free: $(df -h --output=avail "$ROOT" | tail -1 | tr -d ' ') at $ROOT"
 
 run_step install "system and python packages" install_deps
 
