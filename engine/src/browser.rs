@@ -22,9 +22,11 @@ use crate::transport::{ConnRead, ConnWrite};
 use crate::worker::{LocalSub, Worker};
 use crate::writev::OutItem;
 
-/// Initial read buffer of a browser socket: browsers send small control
-/// messages, and an idle session pins its read buffer (memory per idle session).
-pub const BROWSER_READ_CHUNK_BYTES: usize = 512;
+/// Read buffer of a browser socket. Browsers send small control messages
+/// (most fit in one read of this size; a longer frame gets a buffer of its
+/// exact size on the next read), and an idle session pins this buffer under
+/// its pending read, so it counts in the memory per idle session.
+pub const BROWSER_READ_CHUNK_BYTES: usize = 128;
 
 /// One browser connection's state, owned by its worker.
 pub struct BrowserSession {
@@ -70,7 +72,12 @@ impl BrowserSession {
 }
 
 /// Serves one upgraded browser connection until it closes.
-pub async fn run<R: ConnRead, W: ConnWrite + 'static>(
+///
+/// The session is set up here, synchronously, so the returned future keeps
+/// only what an idle session needs across its pending read: the claims and
+/// the upgrade's leftovers live in the session or the reader, and the
+/// teardown (with its timers) is boxed (memory per idle session, issue #3).
+pub fn run<R: ConnRead, W: ConnWrite + 'static>(
     worker: Rc<Worker>,
     read: R,
     write: W,
@@ -78,7 +85,7 @@ pub async fn run<R: ConnRead, W: ConnWrite + 'static>(
     level: Level,
     claims: SessionClaims,
     ctl: Rc<ConnCtl>,
-) {
+) -> impl std::future::Future<Output = ()> {
     let shared = worker.shared.clone();
     let limits = &shared.limits;
     let id = shared.next_id();
@@ -114,8 +121,8 @@ pub async fn run<R: ConnRead, W: ConnWrite + 'static>(
     let writer = {
         let session = session.clone();
         let worker = worker.clone();
-        let ctl = ctl.clone();
         monoio::spawn(async move {
+            let ctl = session.ctl.clone();
             let result = run_writer(ring, write, ctl.clone(), |items, occupancy| {
                 written(&worker, &session, items, occupancy);
             })
@@ -131,7 +138,17 @@ pub async fn run<R: ConnRead, W: ConnWrite + 'static>(
     let decoder = FrameDecoder::new(Role::Server, limits.browser_frame_bytes_max);
     let assembler =
         MessageAssembler::new(limits.browser_frame_bytes_max, limits.control_message_bytes_max, limits.fragments_max);
-    let mut reader = WsReader::new(read, leftover, decoder, assembler, BROWSER_READ_CHUNK_BYTES, ctl.clone());
+    let reader = WsReader::new(read, leftover, decoder, assembler, BROWSER_READ_CHUNK_BYTES, ctl);
+    serve(worker, session, reader, writer)
+}
+
+/// The session's read loop, then its teardown.
+async fn serve<R: ConnRead>(
+    worker: Rc<Worker>,
+    session: Rc<BrowserSession>,
+    mut reader: WsReader<R>,
+    writer: monoio::task::JoinHandle<()>,
+) {
     loop {
         let message = match reader.next().await {
             Ok(Some(message)) => message,
@@ -163,18 +180,27 @@ pub async fn run<R: ConnRead, W: ConnWrite + 'static>(
             }
         }
     }
-    {
-        let mut metrics = worker.metrics.borrow_mut();
-        metrics.read_carry_bytes += reader.carried_bytes;
-    }
-    // Let a queued close frame go out, then stop everything.
+    let carried = reader.carried_bytes;
+    drop(reader);
+    Box::pin(finish(worker, session, carried, writer)).await;
+}
+
+/// Lets a queued close frame go out, then stops the writer and detaches the
+/// session from everything.
+async fn finish(
+    worker: Rc<Worker>,
+    session: Rc<BrowserSession>,
+    carried_bytes: u64,
+    writer: monoio::task::JoinHandle<()>,
+) {
+    worker.metrics.borrow_mut().read_carry_bytes += carried_bytes;
     let drain_deadline = Instant::now() + Duration::from_secs(1);
     while !session.ctl.killed() && session.ring.borrow().bytes() > 0 && Instant::now() < drain_deadline {
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
     session.close(close_code::NORMAL, "");
     monoio::time::sleep(Duration::from_millis(1)).await;
-    ctl.kill();
+    session.ctl.kill();
     session.ring.borrow_mut().wake();
     let _ = writer.await;
     cleanup(&worker, &session);

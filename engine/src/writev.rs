@@ -5,6 +5,7 @@
 //! pointer. [`WriteBatch`] owns the items being written and an iovec array
 //! pointing into them; [`write_all`] loops, advancing the iovecs itself.
 
+use std::cell::RefCell;
 use std::io;
 use std::sync::Arc;
 
@@ -18,6 +19,15 @@ use crate::frame::{Level, SharedFrame};
 
 /// Most iovecs in one `writev` (Linux `IOV_MAX` is 1024).
 pub const IOVECS_PER_WRITE_MAX: usize = 1024;
+
+/// Empty write batches kept per worker thread for reuse. A batch's arrays
+/// hold at most [`IOVECS_PER_WRITE_MAX`] iovecs and `BATCH_ITEMS_MAX` items,
+/// so the pool bounds its memory at about 1.4 MiB per worker.
+pub const WRITE_BATCH_POOL_MAX: usize = 64;
+
+thread_local! {
+    static BATCH_POOL: RefCell<Vec<WriteBatch>> = const { RefCell::new(Vec::new()) };
+}
 
 /// One thing to write.
 #[derive(Debug, Clone)]
@@ -117,13 +127,38 @@ impl WriteBatch {
         self.remaining
     }
 
-    /// Takes the written items back (for accounting), leaving the batch empty.
-    pub fn take_items(&mut self) -> Vec<OutItem> {
+    /// The items of the batch (after a write: what was delivered).
+    pub fn items(&self) -> &[OutItem] {
+        &self.items
+    }
+
+    /// Empties the batch, keeping its Vecs' capacity.
+    pub fn clear(&mut self) {
+        self.items.clear();
         self.iovecs.clear();
         self.first = 0;
         self.remaining = 0;
         self.total = 0;
-        std::mem::take(&mut self.items)
+    }
+
+    /// An empty batch from this thread's pool (or a new one). Writers hold a
+    /// batch only while they have something to write, so an idle connection
+    /// keeps no iovec or item arrays; the pool saves the allocations when a
+    /// connection goes from idle to busy again.
+    pub fn pooled() -> WriteBatch {
+        BATCH_POOL.with(|pool| pool.borrow_mut().pop()).unwrap_or_default()
+    }
+
+    /// Empties the batch and gives it back to this thread's pool (dropped
+    /// when the pool already holds [`WRITE_BATCH_POOL_MAX`]).
+    pub fn recycle(mut self) {
+        self.clear();
+        BATCH_POOL.with(|pool| {
+            let mut pool = pool.borrow_mut();
+            if pool.len() < WRITE_BATCH_POOL_MAX {
+                pool.push(self);
+            }
+        });
     }
 
     /// Marks `written` bytes as done: whole iovecs are skipped, a partly
@@ -235,7 +270,8 @@ mod tests {
             let canceller = monoio::io::Canceller::new();
             let (result, mut batch) = write_all(&mut stream, batch, &canceller.handle()).await;
             result.expect("write_all");
-            assert_eq!(batch.take_items().len(), 24);
+            assert_eq!(batch.items().len(), 24);
+            batch.clear();
             // Send FIN now: a close queued on the ring would wait for the next poll.
             ConnWrite::shutdown(&mut stream, canceller.handle()).await.expect("shutdown");
         });
