@@ -158,8 +158,8 @@ pub fn measure_baseline(options: &Options) -> Result<Value, String> {
     let bytes = (64u64 << 20) * scale;
     let rate = options.rate_per_second.unwrap_or(scenarios::LATENCY_RATE_DEFAULT);
     let latency = Duration::from_millis(500 * scale);
-    let value = relay::measure(bytes, rate, scenarios::LATENCY_FRAME_BYTES_DEFAULT + 16 + 4, latency)
-        .map_err(|e| format!("baseline: {e}"));
+    let record_bytes = scenarios::latency_record_bytes(scenarios::LATENCY_FRAME_BYTES_DEFAULT);
+    let value = relay::measure(bytes, rate, record_bytes, latency).map_err(|e| format!("baseline: {e}"));
     drop(progress);
     value
 }
