@@ -71,13 +71,15 @@ impl BrowserSession {
     }
 }
 
-/// Serves one upgraded browser connection until it closes.
+/// Serves one upgraded browser connection until it closes; `guards` (its
+/// admission counts) are released when it ends.
 ///
 /// The session is set up here, synchronously, so the returned future keeps
 /// only what an idle session needs across its pending read: the claims and
 /// the upgrade's leftovers live in the session or the reader, and the
 /// teardown (with its timers) is boxed (memory per idle session, issue #3).
-pub fn run<R: ConnRead, W: ConnWrite + 'static>(
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
+pub fn run<R: ConnRead, W: ConnWrite + 'static, G>(
     worker: Rc<Worker>,
     read: R,
     write: W,
@@ -85,6 +87,7 @@ pub fn run<R: ConnRead, W: ConnWrite + 'static>(
     level: Level,
     claims: SessionClaims,
     ctl: Rc<ConnCtl>,
+    guards: G,
 ) -> impl std::future::Future<Output = ()> {
     let shared = worker.shared.clone();
     let limits = &shared.limits;
@@ -138,17 +141,20 @@ pub fn run<R: ConnRead, W: ConnWrite + 'static>(
     let decoder = FrameDecoder::new(Role::Server, limits.browser_frame_bytes_max);
     let assembler =
         MessageAssembler::new(limits.browser_frame_bytes_max, limits.control_message_bytes_max, limits.fragments_max);
-    let reader = WsReader::new(read, leftover, decoder, assembler, BROWSER_READ_CHUNK_BYTES, ctl);
-    serve(worker, session, reader, writer)
+    let mut reader = WsReader::new(read, leftover, decoder, assembler, BROWSER_READ_CHUNK_BYTES, ctl);
+    // An async block, not an async fn: an async fn's parameters are moved
+    // into locals and the task would keep both copies.
+    async move {
+        read_loop(&worker, &session, &mut reader).await;
+        let carried = reader.carried_bytes;
+        drop(reader);
+        Box::pin(finish(worker, session, carried, writer)).await;
+        drop(guards);
+    }
 }
 
-/// The session's read loop, then its teardown.
-async fn serve<R: ConnRead>(
-    worker: Rc<Worker>,
-    session: Rc<BrowserSession>,
-    mut reader: WsReader<R>,
-    writer: monoio::task::JoinHandle<()>,
-) {
+/// Reads and handles the session's requests until it closes.
+async fn read_loop<R: ConnRead>(worker: &Rc<Worker>, session: &Rc<BrowserSession>, reader: &mut WsReader<R>) {
     loop {
         let message = match reader.next().await {
             Ok(Some(message)) => message,
@@ -163,7 +169,7 @@ async fn serve<R: ConnRead>(
         match message {
             Message::Text(_) => {
                 let text = message.as_text().unwrap_or_default();
-                handle_request(&worker, &session, text);
+                handle_request(worker, session, text);
             }
             Message::Binary(_) => {
                 session.close(close_code::UNSUPPORTED_DATA, "browsers send text control messages only");
@@ -180,9 +186,6 @@ async fn serve<R: ConnRead>(
             }
         }
     }
-    let carried = reader.carried_bytes;
-    drop(reader);
-    Box::pin(finish(worker, session, carried, writer)).await;
 }
 
 /// Lets a queued close frame go out, then stops the writer and detaches the

@@ -1,7 +1,8 @@
-//! Connection plumbing shared by tunnels and browser sessions: the reader
-//! (one task per connection for its whole life — dropping an in-flight
-//! io_uring read loses data, so timeouts cancel it through a `Canceller`
-//! instead), the outgoing [`Ring`] with its byte budget, and the writer task.
+//! Connection plumbing shared by tunnels and browser sessions: the kill
+//! switch ([`ConnCtl`], [`or_killed!`]), the reader (one task per connection
+//! for its whole life — dropping an in-flight io_uring read loses data, so a
+//! read is only ever dropped when its connection is killed for good), the
+//! outgoing [`Ring`] with its byte budget, and the writer task.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -13,7 +14,6 @@ use std::sync::Arc;
 use std::task::{Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
-use monoio::io::{CancelHandle, Canceller};
 use volley_protocol::ws::{close_payload, encode_frame, FrameDecoder, Message, MessageAssembler, OpCode, WsError};
 
 use crate::transport::{ConnRead, ConnWrite};
@@ -24,45 +24,60 @@ pub const BATCH_ITEMS_MAX: usize = 256;
 /// Bytes one writer batch takes at most (more wait for the next writev).
 pub const BATCH_BYTES_MAX: usize = 4 << 20;
 
-/// Kill switch of one connection: cancels its in-flight read and write.
+/// Kill switch of one connection: ends its in-flight read and write.
+///
+/// Every IO operation of a connection runs under [`or_killed!`], which
+/// stops waiting for it once the connection is killed; dropping the
+/// operation makes monoio cancel it in the kernel (feature `async-cancel`)
+/// and keep its buffer until the cancellation completes. A kill is final —
+/// the connection is never read again — so the bytes a dropped read may have
+/// taken are not needed (FIELD-NOTES.md: that loss is why a timeout must
+/// not drop a read it goes on from). Unlike monoio's `Canceller`, this costs
+/// no allocation per connection or per operation (memory per idle session).
 #[derive(Default)]
 pub struct ConnCtl {
-    canceller: RefCell<Option<Canceller>>,
-    handle: RefCell<Option<CancelHandle>>,
     killed: Cell<bool>,
     ready: Cell<bool>,
+    /// The task waiting on this connection's reads, and on its writes.
+    wakers: [Cell<Option<Waker>>; 2],
+}
+
+/// Which of a connection's waiters an operation belongs to: a connection
+/// has at most one task waiting on reads (its reader) and one on writes
+/// (its writer) at a time.
+#[derive(Clone, Copy, Debug)]
+pub enum Side {
+    /// Reads (and the TLS handshake, before any other task exists).
+    Read = 0,
+    /// Writes and shutdown.
+    Write = 1,
 }
 
 impl ConnCtl {
     /// A live connection's control.
     pub fn new() -> Rc<ConnCtl> {
-        let canceller = Canceller::new();
-        let handle = canceller.handle();
-        Rc::new(ConnCtl {
-            canceller: RefCell::new(Some(canceller)),
-            handle: RefCell::new(Some(handle)),
-            killed: Cell::new(false),
-            ready: Cell::new(false),
-        })
+        Rc::new(ConnCtl::default())
     }
 
-    /// The handle IO operations register with.
-    pub fn handle(&self) -> CancelHandle {
-        match self.handle.borrow().as_ref() {
-            Some(handle) => handle.clone(),
-            // Only reachable after kill(); a fresh, never-cancelled handle is
-            // harmless because every loop checks `killed()` first.
-            None => Canceller::new().handle(),
-        }
+    /// Remembers the task waiting on `side`, to wake it on kill.
+    pub fn register(&self, side: Side, waker: &Waker) {
+        self.wakers[side as usize].set(Some(waker.clone()));
     }
 
-    /// Cancels every in-flight operation; later operations fail at once.
+    /// Forgets the task waiting on `side` (its operation completed).
+    pub fn deregister(&self, side: Side) {
+        self.wakers[side as usize].set(None);
+    }
+
+    /// Ends every in-flight operation; later operations fail at once.
     pub fn kill(&self) {
         if self.killed.replace(true) {
             return;
         }
-        if let Some(canceller) = self.canceller.borrow_mut().take() {
-            drop(canceller.cancel());
+        for slot in &self.wakers {
+            if let Some(waker) = slot.take() {
+                waker.wake();
+            }
         }
     }
 
@@ -82,6 +97,36 @@ impl ConnCtl {
         self.ready.get()
     }
 }
+
+/// The error an operation ends with when its connection was killed.
+pub fn killed_error() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, "connection closed by the gateway")
+}
+
+/// `or_killed!(ctl, side, future)` awaits `future` unless the connection
+/// `ctl` (a `&ConnCtl`) is or gets killed first: `Some(output)`, or `None`
+/// once killed (the future is then dropped, which cancels its io_uring op).
+/// `side` says which waiter slot the calling task uses ([`Side`]). A macro
+/// rather than a function so the operation's future is stored in the
+/// caller's own state, not in one more nested future.
+macro_rules! or_killed {
+    ($ctl:expr, $side:expr, $future:expr) => {{
+        let ctl: &$crate::conn::ConnCtl = $ctl;
+        let side: $crate::conn::Side = $side;
+        let mut future = ::std::pin::pin!($future);
+        ::std::future::poll_fn(|cx| {
+            if ctl.killed() {
+                return ::std::task::Poll::Ready(None);
+            }
+            ctl.register(side, cx.waker());
+            let output = ::std::task::ready!(::std::future::Future::poll(future.as_mut(), cx));
+            ctl.deregister(side);
+            ::std::task::Poll::Ready(Some(output))
+        })
+        .await
+    }};
+}
+pub(crate) use or_killed;
 
 /// Why reading stopped.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +165,11 @@ impl<R: ConnRead> WsReader<R> {
     }
 
     /// The next whole message; `Ok(None)` at end of stream.
+    ///
+    /// Reads as needed. Large frames get a buffer of exactly their size and
+    /// the read stops at their end, so their payload is read straight into
+    /// the allocation the browsers will share. One async fn with the read
+    /// inline: an idle connection's task holds just this state and the read.
     pub async fn next(&mut self) -> Result<Option<Message>, ReadError> {
         loop {
             if let Some(frame) = self.decoder.decode(&mut self.buf)? {
@@ -128,19 +178,20 @@ impl<R: ConnRead> WsReader<R> {
                 }
                 continue;
             }
-            if !self.fill().await? {
+            let end = self.prepare();
+            let buf = std::mem::take(&mut self.buf);
+            let Some((result, buf)) = or_killed!(&self.ctl, Side::Read, self.io.read_into(buf, end)) else {
+                return Err(killed_error().into());
+            };
+            self.buf = buf;
+            if result? == 0 {
                 return Ok(None);
             }
         }
     }
 
-    /// Reads once more into the buffer. Large frames get a buffer of exactly
-    /// their size and the read stops at their end, so their payload is read
-    /// straight into the allocation the browsers will share.
-    async fn fill(&mut self) -> Result<bool, ReadError> {
-        if self.ctl.killed() {
-            return Err(io::Error::from(io::ErrorKind::ConnectionAborted).into());
-        }
+    /// Makes room for the next read; returns where it may end.
+    fn prepare(&mut self) -> usize {
         let frame_len = self.decoder.frame_len_hint(&self.buf).unwrap_or(0);
         let wanted = frame_len.max(self.buf.len() + 1);
         let spare = self.buf.capacity() - self.buf.len();
@@ -153,14 +204,9 @@ impl<R: ConnRead> WsReader<R> {
             }
             self.buf = fresh;
         }
-        let start = self.buf.len();
         let end = if frame_len > self.chunk_bytes { frame_len } else { self.buf.capacity() };
-        let buf = std::mem::take(&mut self.buf);
-        debug_assert!(start < end);
-        let (result, buf) = self.io.read_into(buf, end, self.ctl.handle()).await;
-        self.buf = buf;
-        let read = result?;
-        Ok(read > 0)
+        debug_assert!(self.buf.len() < end);
+        end
     }
 }
 
@@ -307,7 +353,7 @@ where
         if !busy {
             let closing = ring.borrow().closing;
             if closing && !ctl.killed() {
-                let _ = writer.shutdown(ctl.handle()).await;
+                let _ = or_killed!(&ctl, Side::Write, writer.shutdown());
             }
             return Ok(());
         }
@@ -335,7 +381,7 @@ where
             batch.recycle();
             return Ok(());
         }
-        let (result, returned) = write_all(writer, batch, &ctl.handle()).await;
+        let (result, returned) = write_all(writer, batch, ctl).await;
         batch = returned;
         ring.borrow_mut().release(bytes);
         if let Err(e) = result {

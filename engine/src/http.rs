@@ -27,7 +27,7 @@ use volley_protocol::token::{verify_session, SessionClaims, TokenError, Validati
 use crate::control_plane::{Refusal, Verdict};
 
 use crate::admission::CounterGuard;
-use crate::conn::ConnCtl;
+use crate::conn::{or_killed, ConnCtl, Side};
 use crate::frame::Level;
 use crate::transport::{ConnRead, ConnWrite};
 use crate::worker::Worker;
@@ -44,13 +44,14 @@ async fn accept_upgrade<W: ConnWrite>(write: &mut W, request: &Request, ctl: &Co
             return None;
         }
     };
-    write.write_bytes(Bytes::from(upgrade_response(&upgrade)), ctl.handle()).await.ok().map(|_| upgrade)
+    let written = or_killed!(ctl, Side::Write, write.write_bytes(Bytes::from(upgrade_response(&upgrade))));
+    written.and_then(Result::ok).map(|()| upgrade)
 }
 
 /// Writes a whole HTTP response and ends the stream.
 async fn respond<W: ConnWrite>(write: &mut W, response: Vec<u8>, ctl: &ConnCtl) {
-    if write.write_bytes(Bytes::from(response), ctl.handle()).await.is_ok() {
-        let _ = write.shutdown(ctl.handle()).await;
+    if let Some(Ok(())) = or_killed!(ctl, Side::Write, write.write_bytes(Bytes::from(response))) {
+        let _ = or_killed!(ctl, Side::Write, write.shutdown());
     }
 }
 
@@ -91,9 +92,10 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr, slot
             let (read, write) = stream.into_split();
             serve_http(worker, read, write, peer, ctl, slot).await;
         }
-        Some(acceptor) => match acceptor.accept(stream, ctl.handle()).await {
-            Ok((read, write)) => serve_http(worker, read, write, peer, ctl, slot).await,
-            Err(e) => log::debug!("{peer}: TLS handshake failed: {e}"),
+        Some(acceptor) => match or_killed!(&ctl, Side::Read, acceptor.accept(stream)) {
+            Some(Ok((read, write))) => serve_http(worker, read, write, peer, ctl, slot).await,
+            Some(Err(e)) => log::debug!("{peer}: TLS handshake failed: {e}"),
+            None => log::debug!("{peer}: TLS handshake cut at the handshake deadline"),
         },
     }
 }
@@ -122,7 +124,7 @@ async fn serve_http<R: ConnRead + 'static, W: ConnWrite + 'static>(
             buf.reserve(buf.capacity().min(limits.handshake_bytes_max));
         }
         let end = buf.capacity();
-        let (result, returned) = read.read_into(buf, end, ctl.handle()).await;
+        let Some((result, returned)) = or_killed!(&ctl, Side::Read, read.read_into(buf, end)) else { return };
         buf = returned;
         match result {
             Ok(0) | Err(_) => return,
@@ -161,11 +163,9 @@ async fn serve_http<R: ConnRead + 'static, W: ConnWrite + 'static>(
         // Bytes the client sent past the head stay; an empty remainder gives
         // back the head's buffer (the reader allocates a small one).
         let leftover = if leftover.is_empty() { BytesMut::new() } else { leftover };
-        monoio::spawn(async move {
-            crate::browser::run(worker, read, write, leftover, level, claims, ctl).await;
-            drop(tenant_slot);
-            drop(slot);
-        });
+        // Set up here and spawned as is: the session's task is the session's
+        // own future (a wrapping async block would keep a second copy).
+        monoio::spawn(crate::browser::run(worker, read, write, leftover, level, claims, ctl, (tenant_slot, slot)));
         return;
     }
     if path == "/echo" && worker.shared.config.test_echo_route {

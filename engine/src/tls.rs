@@ -1,8 +1,8 @@
 //! TLS on the gateway's listener (`tls.cert`, `tls.key`): rustls 0.23 with
 //! the `ring` provider, driven sans-IO over the worker's own io_uring
-//! reads and writes, so timeouts and kills cancel TLS sessions exactly like
-//! plain ones (monoio-rustls reads cannot be cancelled, and its `writev`
-//! writes one iovec at a time — FIELD-NOTES.md).
+//! reads and writes, so timeouts and kills end TLS sessions exactly like
+//! plain ones (monoio-rustls's `writev` writes one iovec at a time —
+//! FIELD-NOTES.md).
 //!
 //! The certificate lives in a [`CertStore`] that every new handshake asks;
 //! [`CertStore::reload`] (SIGHUP in `volley gateway`) swaps it without
@@ -19,7 +19,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use monoio::io::{CancelHandle, CancelableAsyncReadRent, OwnedReadHalf, OwnedWriteHalf, Splitable};
+use monoio::io::{AsyncReadRent, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
 use parking_lot::RwLock;
 use rustls::pki_types::pem::PemObject;
@@ -143,8 +143,8 @@ impl TlsAcceptor {
     }
 
     /// Runs the handshake on an accepted connection and returns its halves.
-    /// The caller bounds it in time by cancelling `cancel`.
-    pub async fn accept(&self, stream: TcpStream, cancel: CancelHandle) -> io::Result<(TlsReadHalf, TlsWriteHalf)> {
+    /// The caller bounds it in time (it runs under `or_killed!`).
+    pub async fn accept(&self, stream: TcpStream) -> io::Result<(TlsReadHalf, TlsWriteHalf)> {
         let mut session = ServerConnection::new(self.config.clone()).map_err(io::Error::other)?;
         session.set_buffer_limit(Some(TLS_SEND_BUFFER_BYTES));
         let session = Rc::new(RefCell::new(session));
@@ -152,13 +152,13 @@ impl TlsAcceptor {
         let mut reader = TlsReadHalf { tcp: read, session: session.clone(), cipher: Vec::new(), start: 0, eof: false };
         let mut writer = TlsWriteHalf { tcp: write, session, out: Vec::new() };
         loop {
-            writer.flush(cancel.clone()).await?;
+            writer.flush().await?;
             if !reader.session.borrow().is_handshaking() {
                 return Ok((reader, writer));
             }
-            if let Err(e) = reader.feed(cancel.clone()).await {
+            if let Err(e) = reader.feed().await {
                 // A protocol error queued an alert: tell the peer why.
-                let _ = writer.flush(cancel).await;
+                let _ = writer.flush().await;
                 return Err(e);
             }
             if reader.eof && reader.session.borrow().is_handshaking() {
@@ -181,7 +181,7 @@ pub struct TlsReadHalf {
 impl TlsReadHalf {
     /// Feeds rustls more ciphertext, reading from the socket when none is
     /// pending, and decrypts what it can.
-    async fn feed(&mut self, cancel: CancelHandle) -> io::Result<()> {
+    async fn feed(&mut self) -> io::Result<()> {
         if self.start == self.cipher.len() {
             if self.eof {
                 return Err(io::ErrorKind::UnexpectedEof.into());
@@ -191,7 +191,7 @@ impl TlsReadHalf {
             if buf.capacity() < TLS_READ_CHUNK_BYTES {
                 buf.reserve_exact(TLS_READ_CHUNK_BYTES);
             }
-            let (result, buf) = self.tcp.cancelable_read(buf, cancel).await;
+            let (result, buf) = self.tcp.read(buf).await;
             self.cipher = buf;
             self.start = 0;
             if result? == 0 {
@@ -212,12 +212,7 @@ impl TlsReadHalf {
 }
 
 impl ConnRead for TlsReadHalf {
-    async fn read_into(
-        &mut self,
-        mut buf: BytesMut,
-        end: usize,
-        cancel: CancelHandle,
-    ) -> (io::Result<usize>, BytesMut) {
+    async fn read_into(&mut self, mut buf: BytesMut, end: usize) -> (io::Result<usize>, BytesMut) {
         loop {
             {
                 let mut session = self.session.borrow_mut();
@@ -239,7 +234,7 @@ impl ConnRead for TlsReadHalf {
                     return (Ok(copied), buf);
                 }
             }
-            if let Err(e) = self.feed(cancel.clone()).await {
+            if let Err(e) = self.feed().await {
                 if e.kind() == io::ErrorKind::UnexpectedEof {
                     return (Ok(0), buf);
                 }
@@ -259,7 +254,7 @@ pub struct TlsWriteHalf {
 
 impl TlsWriteHalf {
     /// Writes out everything rustls has queued (records, alerts, tickets).
-    async fn flush(&mut self, cancel: CancelHandle) -> io::Result<()> {
+    async fn flush(&mut self) -> io::Result<()> {
         loop {
             let mut out = std::mem::take(&mut self.out);
             out.clear();
@@ -273,37 +268,37 @@ impl TlsWriteHalf {
                 self.out = out;
                 return Ok(());
             }
-            let (result, out) = write_all_plain(&mut self.tcp, out, cancel.clone()).await;
+            let (result, out) = write_all_plain(&mut self.tcp, out).await;
             self.out = out;
             result?;
         }
     }
 
     /// Hands plaintext to rustls (up to its send buffer) and writes it out.
-    async fn write_plain(&mut self, parts: &[&[u8]], cancel: CancelHandle) -> io::Result<usize> {
-        self.flush(cancel.clone()).await?;
+    async fn write_plain(&mut self, parts: &[&[u8]]) -> io::Result<usize> {
+        self.flush().await?;
         let taken = {
             let slices: Vec<IoSlice<'_>> = parts.iter().map(|part| IoSlice::new(part)).collect();
             self.session.borrow_mut().writer().write_vectored(&slices)?
         };
-        self.flush(cancel).await?;
+        self.flush().await?;
         Ok(taken)
     }
 }
 
 impl ConnWrite for TlsWriteHalf {
-    async fn write_batch(&mut self, batch: WriteBatch, cancel: CancelHandle) -> (io::Result<usize>, WriteBatch) {
+    async fn write_batch(&mut self, batch: WriteBatch) -> (io::Result<usize>, WriteBatch) {
         let result = {
             let parts = batch.remaining_parts();
-            self.write_plain(&parts, cancel).await
+            self.write_plain(&parts).await
         };
         (result, batch)
     }
 
-    async fn write_bytes(&mut self, bytes: Bytes, cancel: CancelHandle) -> io::Result<()> {
+    async fn write_bytes(&mut self, bytes: Bytes) -> io::Result<()> {
         let mut offset = 0;
         while offset < bytes.len() {
-            match self.write_plain(&[&bytes[offset..]], cancel.clone()).await? {
+            match self.write_plain(&[&bytes[offset..]]).await? {
                 0 => return Err(io::ErrorKind::WriteZero.into()),
                 n => offset += n,
             }
@@ -311,9 +306,9 @@ impl ConnWrite for TlsWriteHalf {
         Ok(())
     }
 
-    async fn shutdown(&mut self, cancel: CancelHandle) -> io::Result<()> {
+    async fn shutdown(&mut self) -> io::Result<()> {
         self.session.borrow_mut().send_close_notify();
-        self.flush(cancel.clone()).await?;
-        ConnWrite::shutdown(&mut self.tcp, cancel).await
+        self.flush().await?;
+        ConnWrite::shutdown(&mut self.tcp).await
     }
 }

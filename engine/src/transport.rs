@@ -2,9 +2,9 @@
 //! plain TCP connection (`ws://`, zero-copy) or of a TLS session
 //! ([`crate::tls`], `wss://`, which encrypts and therefore copies).
 //!
-//! Every operation takes the connection's [`CancelHandle`]: a timeout or a
-//! kill cancels the in-flight io_uring operation instead of dropping it
-//! (dropping an in-flight read loses the bytes it read — FIELD-NOTES.md).
+//! The operations do not know about cancellation: callers run each one
+//! under [`crate::conn::or_killed!`], which stops waiting once the
+//! connection is killed (a kill is final; see [`crate::conn::ConnCtl`]).
 //! The engine's code is generic over these traits, so the plain path is
 //! compiled on its own and pays nothing for TLS.
 
@@ -12,7 +12,7 @@ use std::io;
 
 use bytes::{Bytes, BytesMut};
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{CancelHandle, CancelableAsyncReadRent, CancelableAsyncWriteRent, OwnedReadHalf, OwnedWriteHalf};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, OwnedReadHalf, OwnedWriteHalf};
 use monoio::net::TcpStream;
 
 use crate::writev::WriteBatch;
@@ -22,7 +22,7 @@ use crate::writev::WriteBatch;
 pub trait ConnRead {
     /// Reads once, appending to `buf` up to `end` (`buf.len() < end <=
     /// buf.capacity()`); `Ok(0)` at end of stream.
-    async fn read_into(&mut self, buf: BytesMut, end: usize, cancel: CancelHandle) -> (io::Result<usize>, BytesMut);
+    async fn read_into(&mut self, buf: BytesMut, end: usize) -> (io::Result<usize>, BytesMut);
 }
 
 /// The write side of a connection.
@@ -30,33 +30,29 @@ pub trait ConnRead {
 pub trait ConnWrite {
     /// Writes part or all of `batch` (one `writev`'s worth) and returns how
     /// many of its remaining bytes were taken.
-    async fn write_batch(&mut self, batch: WriteBatch, cancel: CancelHandle) -> (io::Result<usize>, WriteBatch);
+    async fn write_batch(&mut self, batch: WriteBatch) -> (io::Result<usize>, WriteBatch);
 
     /// Writes all of `bytes` (HTTP responses before the upgrade).
-    async fn write_bytes(&mut self, bytes: Bytes, cancel: CancelHandle) -> io::Result<()>;
+    async fn write_bytes(&mut self, bytes: Bytes) -> io::Result<()>;
 
     /// Ends the stream cleanly (TLS `close_notify`, then TCP FIN).
-    async fn shutdown(&mut self, cancel: CancelHandle) -> io::Result<()>;
+    async fn shutdown(&mut self) -> io::Result<()>;
 }
 
 impl ConnRead for OwnedReadHalf<TcpStream> {
-    async fn read_into(&mut self, buf: BytesMut, end: usize, cancel: CancelHandle) -> (io::Result<usize>, BytesMut) {
+    async fn read_into(&mut self, buf: BytesMut, end: usize) -> (io::Result<usize>, BytesMut) {
         let start = buf.len();
-        let (result, slice) = self.cancelable_read(buf.slice_mut(start..end), cancel).await;
+        let (result, slice) = self.read(buf.slice_mut(start..end)).await;
         (result, slice.into_inner())
     }
 }
 
 /// Writes all of `buf` with plain `write`s, however many partial writes it
 /// takes, and gives the buffer back (so a caller can reuse it).
-pub(crate) async fn write_all_plain<W: CancelableAsyncWriteRent, B: IoBuf>(
-    writer: &mut W,
-    mut buf: B,
-    cancel: CancelHandle,
-) -> (io::Result<()>, B) {
+pub(crate) async fn write_all_plain<W: AsyncWriteRent, B: IoBuf>(writer: &mut W, mut buf: B) -> (io::Result<()>, B) {
     let mut offset = 0;
     while offset < buf.bytes_init() {
-        let (result, slice) = writer.cancelable_write(buf.slice(offset..), cancel.clone()).await;
+        let (result, slice) = writer.write(buf.slice(offset..)).await;
         buf = slice.into_inner();
         match result {
             Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
@@ -71,20 +67,16 @@ pub(crate) async fn write_all_plain<W: CancelableAsyncWriteRent, B: IoBuf>(
 macro_rules! plain_write {
     ($ty:ty) => {
         impl ConnWrite for $ty {
-            async fn write_batch(
-                &mut self,
-                batch: WriteBatch,
-                cancel: CancelHandle,
-            ) -> (io::Result<usize>, WriteBatch) {
-                self.cancelable_writev(batch, cancel).await
+            async fn write_batch(&mut self, batch: WriteBatch) -> (io::Result<usize>, WriteBatch) {
+                self.writev(batch).await
             }
 
-            async fn write_bytes(&mut self, bytes: Bytes, cancel: CancelHandle) -> io::Result<()> {
-                write_all_plain(self, bytes, cancel).await.0
+            async fn write_bytes(&mut self, bytes: Bytes) -> io::Result<()> {
+                write_all_plain(self, bytes).await.0
             }
 
-            async fn shutdown(&mut self, cancel: CancelHandle) -> io::Result<()> {
-                self.cancelable_shutdown(cancel).await
+            async fn shutdown(&mut self) -> io::Result<()> {
+                AsyncWriteRent::shutdown(self).await
             }
         }
     };

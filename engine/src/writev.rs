@@ -9,11 +9,10 @@ use std::cell::RefCell;
 use std::io;
 use std::sync::Arc;
 
+use crate::conn::{killed_error, or_killed, ConnCtl, Side};
+use crate::transport::ConnWrite;
 use bytes::Bytes;
 use monoio::buf::IoVecBuf;
-use monoio::io::CancelHandle;
-
-use crate::transport::ConnWrite;
 
 use crate::frame::{Level, SharedFrame};
 
@@ -198,14 +197,17 @@ unsafe impl IoVecBuf for WriteBatch {
 
 /// Writes the whole batch, however many partial writes it takes, and returns
 /// it (so the caller can account for what was delivered and reuse its Vecs).
-/// `cancel` aborts an in-flight write (a stalled reader never completes it).
+/// A kill of `ctl` ends an in-flight write (a stalled reader never completes
+/// it); the batch is then lost with the cancelled write.
 pub async fn write_all<W: ConnWrite>(
     writer: &mut W,
     mut batch: WriteBatch,
-    cancel: &CancelHandle,
+    ctl: &ConnCtl,
 ) -> (io::Result<()>, WriteBatch) {
     while batch.remaining() > 0 {
-        let (result, returned) = writer.write_batch(batch, cancel.clone()).await;
+        let Some((result, returned)) = or_killed!(ctl, Side::Write, writer.write_batch(batch)) else {
+            return (Err(killed_error()), WriteBatch::default());
+        };
         batch = returned;
         match result {
             Ok(0) => return (Err(io::Error::from(io::ErrorKind::WriteZero)), batch),
@@ -267,13 +269,13 @@ mod tests {
             for frame in &frames {
                 batch.push(OutItem::Frame(frame.clone(), Level::Two));
             }
-            let canceller = monoio::io::Canceller::new();
-            let (result, mut batch) = write_all(&mut stream, batch, &canceller.handle()).await;
+            let ctl = ConnCtl::new();
+            let (result, mut batch) = write_all(&mut stream, batch, &ctl).await;
             result.expect("write_all");
             assert_eq!(batch.items().len(), 24);
             batch.clear();
             // Send FIN now: a close queued on the ring would wait for the next poll.
-            ConnWrite::shutdown(&mut stream, canceller.handle()).await.expect("shutdown");
+            ConnWrite::shutdown(&mut stream).await.expect("shutdown");
         });
         drop(runtime);
         let got = reader.join().expect("reader");
