@@ -82,7 +82,13 @@ fn bench_throughput_writes_a_complete_record_with_metrics_on_and_off() {
     let record = run_bench(&["throughput", "--duration", "1"], &out);
     assert_record(&record, "throughput");
     assert!(record["baseline_ratio"].is_number());
-    assert_eq!(record["figures"]["runs"].as_array().map(Vec::len), Some(2), "64 KiB and 1 MiB frames");
+    let runs = 2 * volley_bench::scenarios::THROUGHPUT_REPETITIONS;
+    assert_eq!(record["figures"]["runs"].as_array().map(Vec::len), Some(runs), "64 KiB and 1 MiB frames, repeated");
+    for key in ["64k_frames", "1024k_frames"] {
+        let (gateway, relay) =
+            (&record["figures"][format!("gbps_{key}")], &record["figures"][format!("relay_gbps_{key}")]);
+        assert!(gateway.as_f64().is_some_and(|g| g > 0.0) && relay.as_f64().is_some_and(|r| r > 0.0), "{key}");
+    }
     assert!(record["metrics_off"]["headline"]["value"].is_number(), "metrics off run recorded");
     assert!(record["figures"]["runs"][0]["complete"].as_bool().unwrap_or(false));
     let _ = std::fs::remove_dir_all(out);
