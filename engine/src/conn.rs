@@ -368,29 +368,28 @@ where
     F: FnMut(&[OutItem], usize),
 {
     let mut batch = WriteBatch::pooled();
-    loop {
+    let result = loop {
         if ctl.killed() {
-            batch.recycle();
-            return Ok(());
+            break Ok(());
         }
         let (occupancy, bytes) = {
             let mut ring = ring.borrow_mut();
             (ring.bytes, ring.take_batch(&mut batch))
         };
         if bytes == 0 {
-            batch.recycle();
-            return Ok(());
+            break Ok(());
         }
         let (result, returned) = write_all(writer, batch, ctl).await;
         batch = returned;
         ring.borrow_mut().release(bytes);
         if let Err(e) = result {
-            batch.recycle();
-            return Err(e);
+            break Err(e);
         }
         on_written(batch.items(), occupancy);
         batch.clear();
-    }
+    };
+    batch.recycle();
+    result
 }
 
 /// Encodes a close frame's payload into a whole frame.
