@@ -296,7 +296,8 @@ fn volley_pass(catalog: &Catalog, name: &str) -> Result<Pass, String> {
     Ok(pass)
 }
 
-fn median(values: &[f64]) -> f64 {
+/// The median of the finite values (NaN when there are none).
+pub(crate) fn median(values: &[f64]) -> f64 {
     let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
     sorted.sort_by(f64::total_cmp);
     match sorted.len() {
