@@ -193,27 +193,9 @@ fn user_and_tenant_revocations_close_every_match_and_the_tenants_tunnels() {
     // Tenant: its sessions and its connectors (on every worker) close, another tenant's stay.
     let other_tenant = "globex";
     let connectors: Vec<_> = (0..3)
-        .map(|_| {
-            let spec = ConnectorSpec {
-                tenant: "initech".into(),
-                token: Some(connector_token("initech")),
-                level: 2,
-                datasets: vec![DatasetSpec::live("ticker")],
-                compression: Vec::new(),
-            };
-            spawn_connector(addr, spec)
-        })
+        .map(|_| spawn_connector(addr, ConnectorSpec::level2(vec![DatasetSpec::live("ticker")]).of_tenant("initech")))
         .collect();
-    let other = spawn_connector(
-        addr,
-        ConnectorSpec {
-            tenant: other_tenant.into(),
-            token: Some(connector_token(other_tenant)),
-            level: 2,
-            datasets: vec![DatasetSpec::live("ticker")],
-            compression: Vec::new(),
-        },
-    );
+    let other = spawn_connector(addr, ConnectorSpec::level2(vec![DatasetSpec::live("ticker")]).of_tenant(other_tenant));
     wait_connectors(&gateway, 4);
     let mut initech = Browser::connect(addr, &session_token_of("carl", "initech", "i1"), true);
     let mut globex = Browser::connect(addr, &session_token_of("dora", other_tenant, "g1"), true);
@@ -305,11 +287,8 @@ fn revoking_a_connector_credential_closes_its_open_tunnels_only() {
     let addr = gateway.local_addr();
     redis.wait_subscribed();
     let spec = |jti: &str| ConnectorSpec {
-        tenant: TENANT.into(),
         token: Some(connector_token_jti(TENANT, SECRET, jti)),
-        level: 2,
-        datasets: vec![DatasetSpec::live("ticker")],
-        compression: Vec::new(),
+        ..ConnectorSpec::level2(vec![DatasetSpec::live("ticker")])
     };
     // Two tunnels with the stolen credential (likely on both workers), one with another.
     let stolen: Vec<_> = (0..2).map(|_| spawn_connector(addr, spec("cred-stolen"))).collect();

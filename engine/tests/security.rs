@@ -69,16 +69,7 @@ fn a_connector_cannot_hijack_or_interleave_with_another_tenants_live_stream() {
     config.allow_unauthenticated_connectors = false;
     let gateway = start(config);
     let addr = gateway.local_addr();
-    let legit = spawn_connector(
-        addr,
-        ConnectorSpec {
-            tenant: TENANT.into(),
-            token: Some(connector_token(TENANT)),
-            level: 2,
-            datasets: vec![DatasetSpec::live("ticker")],
-            compression: Vec::new(),
-        },
-    );
+    let legit = spawn_connector(addr, ConnectorSpec::level2(vec![DatasetSpec::live("ticker")]));
     wait_connectors(&gateway, 1);
     let mut browser = Browser::connect(addr, &session_token(TENANT, &["ticker"]), true);
     browser.send(json!({"action": "subscribe", "dataset": "ticker", "query_id": "t"}));

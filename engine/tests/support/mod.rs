@@ -348,6 +348,13 @@ impl ConnectorSpec {
         }
     }
 
+    /// Same, for `tenant` with that tenant's valid credential.
+    pub fn of_tenant(mut self, tenant: &str) -> ConnectorSpec {
+        self.tenant = tenant.into();
+        self.token = Some(connector_token(tenant));
+        self
+    }
+
     /// Same, offering these compression codecs in `register`.
     pub fn offering(mut self, codecs: &[&str]) -> ConnectorSpec {
         self.compression = codecs.iter().map(|c| (*c).to_owned()).collect();
