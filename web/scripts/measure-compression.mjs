@@ -1,7 +1,7 @@
 // Measures what IPC body compression costs and saves for the JS client:
 // `volley demo --compression zstd,lz4` serves a generated 200k-row Parquet
-// file (the same shape as cli/tests' big dataset: int64 id, float64 value,
-// dictionary-encoded category, string name) and one Node client per codec
+// file (scripts/data/big_parquet.py, as cli/tests' big dataset: int64 id,
+// float64 value, dictionary-encoded category, string name) and one Node client per codec
 // reads it ROUNDS times. Prints one TSV line per round: IPC bytes received,
 // seconds from `query` to the last batch decoded, rows per second.
 //
@@ -13,6 +13,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
 import { connect } from '../src/client.js';
 import { startDemo, volleyBin } from '../test/helpers.mjs';
@@ -22,15 +23,7 @@ const rounds = Number(process.argv[2] ?? 5);
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'volley-measure-'));
 const parquet = path.join(dir, 'big.parquet');
-execFileSync('python3', ['-c', String.raw`
-import sys, pyarrow as pa, pyarrow.parquet as pq
-n = int(sys.argv[2])
-ids = pa.array(range(n), type=pa.int64())
-values = pa.array([i * 0.5 for i in range(n)], type=pa.float64())
-category = pa.array(['north', 'south', 'east', 'west', 'centre'][i % 5] for i in range(n)).dictionary_encode()
-names = pa.array(f'name-{i * 7919 % 100003}' for i in range(n))
-pq.write_table(pa.table({'id': ids, 'value': values, 'category': category, 'name': names}), sys.argv[1], row_group_size=50000)
-`, parquet, String(ROWS)]);
+execFileSync('python3', [fileURLToPath(new URL('../../scripts/data/big_parquet.py', import.meta.url)), parquet, String(ROWS)]);
 
 const demo = await startDemo(['--compression', 'zstd,lz4', '--extra-dataset', `big=${parquet}`]);
 try {

@@ -81,28 +81,16 @@ impl Drop for TempDir {
 /// Rows of the generated large dataset.
 pub const BIG_ROWS: usize = 200_000;
 
-/// A 200k-row Parquet file written once per test binary by pyarrow: an
-/// int64 id, a float64, a dictionary-encoded string and a plain string.
+/// A 200k-row Parquet file written once per test binary by pyarrow
+/// (`scripts/data/big_parquet.py`): an int64 id, a float64, a
+/// dictionary-encoded string and a plain string.
 pub fn big_parquet() -> PathBuf {
     static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     PATH.get_or_init(|| {
         let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("tunnel-big-{}.parquet", std::process::id()));
-        let script = r#"
-import sys, pyarrow as pa, pyarrow.parquet as pq
-n = int(sys.argv[2])
-ids = pa.array(range(n), type=pa.int64())
-values = pa.array([i * 0.5 for i in range(n)], type=pa.float64())
-category = pa.array(['north', 'south', 'east', 'west', 'centre'][i % 5] for i in range(n)).dictionary_encode()
-names = pa.array(f'name-{i * 7919 % 100003}' for i in range(n))
-pq.write_table(pa.table({'id': ids, 'value': values, 'category': category, 'name': names}), sys.argv[1], row_group_size=50000)
-"#;
-        let output = Command::new("python3")
-            .arg("-c")
-            .arg(script)
-            .arg(&path)
-            .arg(BIG_ROWS.to_string())
-            .output()
-            .expect("python3 runs");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/data/big_parquet.py");
+        let output =
+            Command::new("python3").arg(script).arg(&path).arg(BIG_ROWS.to_string()).output().expect("python3 runs");
         assert!(output.status.success(), "generating the big Parquet: {}", String::from_utf8_lossy(&output.stderr));
         path
     })
