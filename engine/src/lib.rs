@@ -258,6 +258,11 @@ pub struct StartOptions {
 /// Binds the port on every worker and starts them.
 pub fn start(config: GatewayConfig, options: StartOptions) -> Result<Gateway, StartError> {
     config.validate()?;
+    if !config.transparent_huge_pages {
+        if let Err(e) = disable_transparent_huge_pages() {
+            log::warn!("could not disable transparent huge pages ({e}); idle sessions will cost more memory");
+        }
+    }
     let mut secrets = config.secrets();
     if secrets.is_empty() {
         if !options.insecure_dev {
@@ -354,6 +359,25 @@ fn reuse_port_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
     Ok(socket.into())
+}
+
+/// Turns transparent huge pages off for this process (all its mappings,
+/// present and future): see `GatewayConfig::transparent_huge_pages`.
+#[allow(unsafe_code)]
+fn disable_transparent_huge_pages() -> std::io::Result<()> {
+    let on: libc::c_ulong = 1;
+    let unused: libc::c_ulong = 0;
+    // SAFETY: PR_SET_THP_DISABLE takes integer arguments only; no pointer
+    // is passed, so no memory of ours is read or written. It sets a flag on
+    // the process's address space. Exercised by every gateway start with the
+    // default config; cli/tests/gateway_process.rs reads the flag back from
+    // /proc/<pid>/status.
+    let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, on, unused, unused, unused) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 fn run_worker(
