@@ -4,7 +4,6 @@
 //! its ring is drained by its writer task, which also returns credit.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,11 +21,13 @@ use crate::transport::{ConnRead, ConnWrite};
 use crate::worker::{LocalSub, Worker};
 use crate::writev::OutItem;
 
-/// Read buffer of a browser socket. Browsers send small control messages
-/// (most fit in one read of this size; a longer frame gets a buffer of its
-/// exact size on the next read), and an idle session pins this buffer under
-/// its pending read, so it counts in the memory per idle session.
-pub const BROWSER_READ_CHUNK_BYTES: usize = 128;
+/// Read buffer of a browser socket. An idle session pins this buffer under
+/// its pending read, so it counts in the memory per idle session (issue #3),
+/// and browsers send few, small control messages: a read of this size holds
+/// any frame header (at most 14 bytes) and a ping or a short request; a
+/// longer frame gets a buffer of its exact size for the next read (one more
+/// read per request, for 96 bytes less per idle session than 128).
+pub const BROWSER_READ_CHUNK_BYTES: usize = 32;
 
 /// One browser connection's state, owned by its worker.
 pub struct BrowserSession {
@@ -40,8 +41,10 @@ pub struct BrowserSession {
     pub ring: Rc<RefCell<Ring>>,
     /// Kill switch.
     pub ctl: Rc<ConnCtl>,
-    queries: RefCell<HashMap<String, Arc<Stream>>>,
-    credit_owed: RefCell<HashMap<u32, (Arc<Stream>, u64)>>,
+    /// Open queries and subscriptions, at most
+    /// `limits.pending_requests_max` (16 by default): a short list, one
+    /// vector instead of maps (memory per idle session, issue #3).
+    queries: RefCell<Vec<OpenQuery>>,
     next_query: Cell<u64>,
     /// Last time anything was read or written.
     pub last_activity: Cell<Instant>,
@@ -49,12 +52,32 @@ pub struct BrowserSession {
     last_ping: Cell<Instant>,
 }
 
+/// One open query or subscription of a session.
+struct OpenQuery {
+    /// The browser's id for it.
+    id: String,
+    stream: Arc<Stream>,
+    /// Body bytes written to the browser and not yet returned upstream as
+    /// credit (queries only; live streams are not credit-paced).
+    credit_owed: u64,
+}
+
 impl BrowserSession {
     /// Forgets a finished query (its stream ended).
     pub fn forget_query(&self, query_id: &str) {
-        if let Some(stream) = self.queries.borrow_mut().remove(query_id) {
-            self.credit_owed.borrow_mut().remove(&stream.id);
-        }
+        self.take_query(query_id);
+    }
+
+    /// Removes the query `query_id` and returns its stream.
+    fn take_query(&self, query_id: &str) -> Option<Arc<Stream>> {
+        let mut queries = self.queries.borrow_mut();
+        let at = queries.iter().position(|q| q.id == query_id)?;
+        Some(queries.swap_remove(at).stream)
+    }
+
+    /// The stream of the open query `query_id`.
+    fn query_stream(&self, query_id: &str) -> Option<Arc<Stream>> {
+        self.queries.borrow().iter().find(|q| q.id == query_id).map(|q| q.stream.clone())
     }
 
     /// Sends a close frame, then ends the connection.
@@ -99,8 +122,7 @@ pub fn run<R: ConnRead, W: ConnWrite + 'static, G>(
         claims,
         ring: ring.clone(),
         ctl: ctl.clone(),
-        queries: RefCell::new(HashMap::new()),
-        credit_owed: RefCell::new(HashMap::new()),
+        queries: RefCell::new(Vec::new()),
         next_query: Cell::new(1),
         last_activity: Cell::new(Instant::now()),
         last_ping: Cell::new(Instant::now()),
@@ -153,36 +175,45 @@ pub fn run<R: ConnRead, W: ConnWrite + 'static, G>(
     }
 }
 
-/// Reads and handles the session's requests until it closes.
-async fn read_loop<R: ConnRead>(worker: &Rc<Worker>, session: &Rc<BrowserSession>, reader: &mut WsReader<R>) {
-    loop {
-        let message = match reader.next().await {
-            Ok(Some(message)) => message,
-            Ok(None) => break,
-            Err(ReadError::Ws(e)) => {
-                session.close(e.close_code(), &e.to_string());
-                break;
-            }
-            Err(ReadError::Io(_)) => break,
-        };
-        session.last_activity.set(Instant::now());
-        match message {
-            Message::Text(_) => {
-                let text = message.as_text().unwrap_or_default();
-                handle_request(worker, session, text);
-            }
-            Message::Binary(_) => {
-                session.close(close_code::UNSUPPORTED_DATA, "browsers send text control messages only");
-                break;
-            }
-            Message::Ping(payload) => {
-                session.ring.borrow_mut().push(OutItem::Encoded(encode_frame(OpCode::Pong, &payload)));
-            }
-            Message::Pong(_) => {}
-            Message::Close(close) => {
-                let code = close.map(|(code, _)| code).unwrap_or(close_code::NORMAL);
-                session.close(code, "");
-                break;
+/// Reads and handles the session's requests until it closes. A plain fn
+/// returning an async block: an async fn would keep its three references
+/// twice in every idle session's task.
+#[allow(clippy::manual_async_fn)] // deliberate, see above
+fn read_loop<'a, R: ConnRead>(
+    worker: &'a Rc<Worker>,
+    session: &'a Rc<BrowserSession>,
+    reader: &'a mut WsReader<R>,
+) -> impl std::future::Future<Output = ()> + 'a {
+    async move {
+        loop {
+            let message = match reader.next().await {
+                Ok(Some(message)) => message,
+                Ok(None) => break,
+                Err(ReadError::Ws(e)) => {
+                    session.close(e.close_code(), &e.to_string());
+                    break;
+                }
+                Err(ReadError::Io(_)) => break,
+            };
+            session.last_activity.set(Instant::now());
+            match message {
+                Message::Text(_) => {
+                    let text = message.as_text().unwrap_or_default();
+                    handle_request(worker, session, text);
+                }
+                Message::Binary(_) => {
+                    session.close(close_code::UNSUPPORTED_DATA, "browsers send text control messages only");
+                    break;
+                }
+                Message::Ping(payload) => {
+                    session.ring.borrow_mut().push(OutItem::Encoded(encode_frame(OpCode::Pong, &payload)));
+                }
+                Message::Pong(_) => {}
+                Message::Close(close) => {
+                    let code = close.map(|(code, _)| code).unwrap_or(close_code::NORMAL);
+                    session.close(code, "");
+                    break;
+                }
             }
         }
     }
@@ -210,9 +241,9 @@ async fn finish(
 }
 
 fn cleanup(worker: &Rc<Worker>, session: &Rc<BrowserSession>) {
-    let queries: Vec<(String, Arc<Stream>)> = session.queries.borrow_mut().drain().collect();
-    for (query_id, stream) in queries {
-        worker.detach(&stream, session.id, &query_id);
+    let queries = std::mem::take(&mut *session.queries.borrow_mut());
+    for query in queries {
+        worker.detach(&query.stream, session.id, &query.id);
     }
     worker.local.borrow_mut().sessions.remove(&session.id);
     worker.shared.registry.sessions_online.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -227,7 +258,7 @@ fn written(worker: &Rc<Worker>, session: &BrowserSession, items: &[OutItem], occ
         WorkerMetrics::record(&mut metrics.ring_occupancy_bytes, occupancy as u64);
     }
     let credit_bytes = worker.shared.config.limits.credit_bytes;
-    let mut owed = session.credit_owed.borrow_mut();
+    let mut queries = session.queries.borrow_mut();
     for item in items {
         let OutItem::Frame(frame, level) = item else { continue };
         metrics.frames_out += 1;
@@ -236,15 +267,14 @@ fn written(worker: &Rc<Worker>, session: &BrowserSession, items: &[OutItem], occ
             WorkerMetrics::record_us(&mut metrics.relay_latency_us, now.duration_since(frame.read_at));
         }
         let body = frame.body().len() as u64;
-        if let Some(entry) = owed.get_mut(&frame.stream_id) {
-            entry.1 += body;
-        } else if let Some(stream) = session.queries.borrow().values().find(|s| s.id == frame.stream_id) {
-            if !stream.live {
-                owed.insert(frame.stream_id, (stream.clone(), body));
-            }
+        // Several query ids of a session may share one stream: the first
+        // one holds the stream's credit.
+        if let Some(query) = queries.iter_mut().find(|q| q.stream.id == frame.stream_id && !q.stream.live) {
+            query.credit_owed += body;
         }
     }
-    for (stream_id, (stream, bytes)) in owed.iter_mut() {
+    for query in queries.iter_mut() {
+        let (stream, bytes) = (&query.stream, &mut query.credit_owed);
         if *bytes == 0 {
             continue;
         }
@@ -255,7 +285,7 @@ fn written(worker: &Rc<Worker>, session: &BrowserSession, items: &[OutItem], occ
             }
             Level::Two => {
                 if *bytes >= credit_bytes / 4 || session.ring.borrow().bytes() == 0 {
-                    let cmd = ConnectorCmd::Credit { stream_id: *stream_id, bytes: *bytes };
+                    let cmd = ConnectorCmd::Credit { stream_id: stream.id, bytes: *bytes };
                     if stream.connector.mailbox.push(cmd).is_ok() {
                         *bytes = 0;
                     }
@@ -320,12 +350,10 @@ fn handle_request(worker: &Rc<Worker>, session: &Rc<BrowserSession>, text: &str)
         }
         BrowserRequest::Unsubscribe { query_id } | BrowserRequest::Cancel { query_id } => {
             let is_cancel = text.contains("\"cancel\"");
-            let stream = session.queries.borrow_mut().remove(&query_id);
-            let Some(stream) = stream else {
+            let Some(stream) = session.take_query(&query_id) else {
                 session.error(ErrorCode::UnknownQuery, format!("no open query {query_id:?}"), Some(query_id));
                 return;
             };
-            session.credit_owed.borrow_mut().remove(&stream.id);
             worker.detach(&stream, session.id, &query_id);
             if is_cancel && !stream.live {
                 session.send(&BrowserEvent::StreamEnd {
@@ -359,7 +387,7 @@ fn open(
         session.next_query.set(n + 1);
         format!("q{n}")
     });
-    if session.queries.borrow().contains_key(&query_id) {
+    if session.query_stream(&query_id).is_some() {
         session.error(ErrorCode::BadRequest, format!("query id {query_id:?} is already open"), Some(query_id));
         return;
     }
@@ -454,11 +482,11 @@ fn open(
         }
     }
     worker.add_sub(stream.id, sub);
-    session.queries.borrow_mut().insert(query_id.clone(), stream.clone());
+    session.queries.borrow_mut().push(OpenQuery { id: query_id.clone(), stream: stream.clone(), credit_owed: 0 });
     if is_new {
         if let Err(e) = stream.connector.mailbox.push(ConnectorCmd::Open(stream.clone())) {
             drop(e);
-            session.queries.borrow_mut().remove(&query_id);
+            session.take_query(&query_id);
             worker.detach(&stream, session.id, &query_id);
             session.error(ErrorCode::TooManyRequests, "the connector's queue is full", Some(query_id));
             return;
@@ -470,9 +498,9 @@ fn open(
         let timeout = Duration::from_secs(config.timeouts.query_seconds);
         monoio::spawn(async move {
             monoio::time::sleep(timeout).await;
-            let still_open = session.queries.borrow().get(&query_id).is_some_and(|s| s.id == stream.id);
+            let still_open = session.query_stream(&query_id).is_some_and(|s| s.id == stream.id);
             if still_open && !session.ctl.killed() {
-                session.queries.borrow_mut().remove(&query_id);
+                session.take_query(&query_id);
                 worker.detach(&stream, session.id, &query_id);
                 session.send(&BrowserEvent::StreamEnd {
                     query_id: query_id.clone(),

@@ -6,7 +6,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::task::{Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
+use monoio::buf::IoBufMut;
 use volley_protocol::ws::{close_payload, encode_frame, FrameDecoder, Message, MessageAssembler, OpCode, WsError};
 
 use crate::transport::{ConnRead, ConnWrite};
@@ -179,11 +180,17 @@ impl<R: ConnRead> WsReader<R> {
                 continue;
             }
             let end = self.prepare();
-            let buf = std::mem::take(&mut self.buf);
-            let Some((result, buf)) = or_killed!(&self.ctl, Side::Read, self.io.read_into(buf, end)) else {
+            // The buffer moves into the read inside this block, so the
+            // pending read's future is the only place that holds it.
+            let read = self.io.read_into({
+                let buf = std::mem::take(&mut self.buf);
+                let start = buf.len();
+                buf.slice_mut(start..end)
+            });
+            let Some((result, slice)) = or_killed!(&self.ctl, Side::Read, read) else {
                 return Err(killed_error().into());
             };
-            self.buf = buf;
+            self.buf = slice.into_inner();
             if result? == 0 {
                 return Ok(None);
             }
@@ -323,42 +330,51 @@ impl Drop for Ring {
 /// An idle writer (empty ring) is small: the state of writing — the batch and
 /// the `writev` in flight, some 700 bytes of future — lives in a boxed future
 /// that exists only while the ring has something to write (memory per idle
-/// session, issue #3).
-pub async fn run_writer<W, F>(
+/// session, issue #3); so does the shutdown. A plain fn returning an async
+/// block: an async fn would keep its arguments twice in the task.
+#[allow(clippy::manual_async_fn)] // deliberate, see above
+pub fn run_writer<W, F>(
     ring: Rc<RefCell<Ring>>,
     mut writer: W,
     ctl: Rc<ConnCtl>,
     mut on_written: F,
-) -> io::Result<()>
+) -> impl Future<Output = io::Result<()>>
 where
     W: ConnWrite,
     F: FnMut(&[OutItem], usize),
 {
-    loop {
-        let busy = poll_fn(|cx| {
-            if ctl.killed() {
-                return Poll::Ready(false);
+    async move {
+        loop {
+            let busy = poll_fn(|cx| {
+                if ctl.killed() {
+                    return Poll::Ready(false);
+                }
+                let mut ring = ring.borrow_mut();
+                if !ring.items.is_empty() {
+                    return Poll::Ready(true);
+                }
+                if ring.closing {
+                    return Poll::Ready(false);
+                }
+                ring.waker = Some(cx.waker().clone());
+                Poll::Pending
+            })
+            .await;
+            if !busy {
+                let closing = ring.borrow().closing;
+                if closing && !ctl.killed() {
+                    Box::pin(shutdown(&mut writer, &ctl)).await;
+                }
+                return Ok(());
             }
-            let mut ring = ring.borrow_mut();
-            if !ring.items.is_empty() {
-                return Poll::Ready(true);
-            }
-            if ring.closing {
-                return Poll::Ready(false);
-            }
-            ring.waker = Some(cx.waker().clone());
-            Poll::Pending
-        })
-        .await;
-        if !busy {
-            let closing = ring.borrow().closing;
-            if closing && !ctl.killed() {
-                let _ = or_killed!(&ctl, Side::Write, writer.shutdown());
-            }
-            return Ok(());
+            Box::pin(drain(&ring, &mut writer, &ctl, &mut on_written)).await?;
         }
-        Box::pin(drain(&ring, &mut writer, &ctl, &mut on_written)).await?;
     }
+}
+
+/// Shuts the write side down after the close frame (killable).
+async fn shutdown<W: ConnWrite>(writer: &mut W, ctl: &ConnCtl) {
+    let _ = or_killed!(ctl, Side::Write, writer.shutdown());
 }
 
 /// Writes batches until the ring is empty (or the connection fails).

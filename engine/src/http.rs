@@ -17,6 +17,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use monoio::buf::IoBufMut;
 use monoio::io::Splitable;
 use monoio::net::TcpStream;
 use volley_protocol::handshake::{
@@ -123,9 +124,11 @@ async fn serve_http<R: ConnRead + 'static, W: ConnWrite + 'static>(
         if buf.len() == buf.capacity() {
             buf.reserve(buf.capacity().min(limits.handshake_bytes_max));
         }
-        let end = buf.capacity();
-        let Some((result, returned)) = or_killed!(&ctl, Side::Read, read.read_into(buf, end)) else { return };
-        buf = returned;
+        let (start, end) = (buf.len(), buf.capacity());
+        let Some((result, returned)) = or_killed!(&ctl, Side::Read, read.read_into(buf.slice_mut(start..end))) else {
+            return;
+        };
+        buf = returned.into_inner();
         match result {
             Ok(0) | Err(_) => return,
             Ok(_) => {}

@@ -19,8 +19,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use monoio::buf::{IoBufMut, SliceMut};
 use monoio::io::{AsyncReadRent, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
+use monoio::BufResult;
 use parking_lot::RwLock;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -212,8 +214,10 @@ impl TlsReadHalf {
 }
 
 impl ConnRead for TlsReadHalf {
-    async fn read_into(&mut self, mut buf: BytesMut, end: usize) -> (io::Result<usize>, BytesMut) {
-        loop {
+    async fn read_into(&mut self, slice: SliceMut<BytesMut>) -> BufResult<usize, SliceMut<BytesMut>> {
+        let (start, end) = (slice.begin(), slice.end());
+        let mut buf = slice.into_inner();
+        let (result, buf) = loop {
             {
                 let mut session = self.session.borrow_mut();
                 let mut reader = session.reader();
@@ -227,20 +231,21 @@ impl ConnRead for TlsReadHalf {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => usize::MAX,
                     // A TCP close without close_notify ends the stream too.
                     Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
-                    Err(e) => return (Err(e), buf),
+                    Err(e) => break (Err(e), buf),
                 };
                 if copied != usize::MAX {
                     reader.consume(copied);
-                    return (Ok(copied), buf);
+                    break (Ok(copied), buf);
                 }
             }
             if let Err(e) = self.feed().await {
                 if e.kind() == io::ErrorKind::UnexpectedEof {
-                    return (Ok(0), buf);
+                    break (Ok(0), buf);
                 }
-                return (Err(e), buf);
+                break (Err(e), buf);
             }
-        }
+        };
+        (result, buf.slice_mut(start..end))
     }
 }
 

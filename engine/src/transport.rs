@@ -8,21 +8,26 @@
 //! The engine's code is generic over these traits, so the plain path is
 //! compiled on its own and pays nothing for TLS.
 
+use std::future::Future;
 use std::io;
 
 use bytes::{Bytes, BytesMut};
-use monoio::buf::{IoBuf, IoBufMut};
+use monoio::buf::{IoBuf, SliceMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, OwnedReadHalf, OwnedWriteHalf};
 use monoio::net::TcpStream;
+use monoio::BufResult;
 
 use crate::writev::WriteBatch;
 
 /// The read side of a connection.
 #[allow(async_fn_in_trait)] // single-threaded runtime: futures are never sent
 pub trait ConnRead {
-    /// Reads once, appending to `buf` up to `end` (`buf.len() < end <=
-    /// buf.capacity()`); `Ok(0)` at end of stream.
-    async fn read_into(&mut self, buf: BytesMut, end: usize) -> (io::Result<usize>, BytesMut);
+    /// Reads once into `slice`, a buffer's spare room from its length up to
+    /// where the read may end (`buf.slice_mut(buf.len()..end)`), appending
+    /// to the buffer; `Ok(0)` at end of stream. The plain socket returns
+    /// monoio's read future itself: no wrapper future, which would hold the
+    /// buffer twice for as long as an idle session's read is pending (issue #3).
+    fn read_into(&mut self, slice: SliceMut<BytesMut>) -> impl Future<Output = BufResult<usize, SliceMut<BytesMut>>>;
 }
 
 /// The write side of a connection.
@@ -40,10 +45,8 @@ pub trait ConnWrite {
 }
 
 impl ConnRead for OwnedReadHalf<TcpStream> {
-    async fn read_into(&mut self, buf: BytesMut, end: usize) -> (io::Result<usize>, BytesMut) {
-        let start = buf.len();
-        let (result, slice) = self.read(buf.slice_mut(start..end)).await;
-        (result, slice.into_inner())
+    fn read_into(&mut self, slice: SliceMut<BytesMut>) -> impl Future<Output = BufResult<usize, SliceMut<BytesMut>>> {
+        self.read(slice)
     }
 }
 

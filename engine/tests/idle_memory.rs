@@ -17,9 +17,10 @@ use support::*;
 
 /// Heap bytes one idle level-2 session may hold in the gateway (its tasks,
 /// session state, claims, ring, read buffer, runtime bookkeeping): a guard
-/// against regressions at today's figure, not the goal (2 KiB of RSS,
-/// which also pays allocator and page overhead; see perf-results/ANALYSIS.md).
-const IDLE_SESSION_HEAP_BYTES_MAX: i64 = 2200;
+/// against regressions at today's figure (1573 bytes), below the issue's
+/// goal of 2 KiB of RSS, which also pays allocator and page overhead (see
+/// perf-results/ANALYSIS.md).
+const IDLE_SESSION_HEAP_BYTES_MAX: i64 = 1700;
 /// Sessions opened for the measurement, at most (each costs this process
 /// two descriptors; fewer when the open-file limit is lower).
 const SESSIONS_MAX: usize = 8000;

@@ -422,7 +422,9 @@ pub struct MessageAssembler {
     message_bytes_max: usize,
     text_bytes_max: usize,
     fragments_max: usize,
-    partial: Option<Partial>,
+    /// The message being assembled from fragments. Boxed: fragmented
+    /// messages are rare, and an idle connection keeps only the pointer.
+    partial: Option<Box<Partial>>,
 }
 
 #[derive(Debug)]
@@ -458,12 +460,12 @@ impl MessageAssembler {
                 if frame.fin {
                     return Ok(Some(finish(frame.opcode, frame.payload)?));
                 }
-                let mut partial = Partial {
+                let mut partial = Box::new(Partial {
                     opcode: frame.opcode,
                     data: BytesMut::from(&frame.payload[..]),
                     fragments: 1,
                     utf8_checked: 0,
-                };
+                });
                 partial.check_utf8()?;
                 self.partial = Some(partial);
                 Ok(None)
