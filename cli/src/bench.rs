@@ -129,6 +129,10 @@ impl Drop for Target {
 
 /// `limits.connections_per_ip_max` of the bench's child gateway.
 pub const BENCH_CONNECTIONS_PER_IP_MAX: usize = 200_000;
+/// `limits.sessions_per_tenant_max` of the bench's child gateway: every
+/// bench browser is in one tenant, and `idle --browsers 100000` (issue #3)
+/// must not stop at the default cap of 50 000.
+pub const BENCH_SESSIONS_PER_TENANT_MAX: usize = 200_000;
 
 fn start_gateway(args: &BenchArgs, secret: &str, metrics_disabled: bool) -> anyhow::Result<Target> {
     #[cfg(not(target_os = "linux"))]
@@ -140,6 +144,11 @@ fn start_gateway(args: &BenchArgs, secret: &str, metrics_disabled: bool) -> anyh
         let config = volley_engine::GatewayConfig {
             listen: Some("127.0.0.1:0".into()),
             tableros_secret_key: Some(volley_engine::config::Secrets::One(secret.into())),
+            limits: volley_engine::config::LimitsConfig {
+                connections_per_ip_max: BENCH_CONNECTIONS_PER_IP_MAX,
+                sessions_per_tenant_max: BENCH_SESSIONS_PER_TENANT_MAX,
+                ..Default::default()
+            },
             ..volley_engine::GatewayConfig::default()
         };
         let gateway =
@@ -153,12 +162,13 @@ fn start_gateway(args: &BenchArgs, secret: &str, metrics_disabled: bool) -> anyh
         });
     }
     let config = std::env::temp_dir().join(format!("volley-bench-{}.yaml", std::process::id()));
-    // The bench's clients all come from loopback addresses: lift the per-IP
-    // cap (the gateway-wide `connections_max` still applies).
+    // The bench's clients all come from loopback addresses and one tenant:
+    // lift the per-IP and per-tenant caps (the gateway-wide
+    // `connections_max`, 200 000, still applies).
     std::fs::write(
         &config,
         format!(
-            "listen: \"127.0.0.1:0\"\ntableros_secret_key: \"{secret}\"\nlimits:\n  connections_per_ip_max: {BENCH_CONNECTIONS_PER_IP_MAX}\n"
+            "listen: \"127.0.0.1:0\"\ntableros_secret_key: \"{secret}\"\nlimits:\n  connections_per_ip_max: {BENCH_CONNECTIONS_PER_IP_MAX}\n  sessions_per_tenant_max: {BENCH_SESSIONS_PER_TENANT_MAX}\n"
         ),
     )
         .with_context(|| format!("writing {}", config.display()))?;
