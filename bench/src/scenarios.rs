@@ -561,7 +561,8 @@ pub fn idle(ctx: &Context) -> Result<ScenarioResult, String> {
         if let Some(limit) = crate::open_files_limit(id) {
             if limit < (count + IDLE_WARM_UP_SESSIONS) as u64 + IDLE_FD_MARGIN {
                 return Err(format!(
-                    "{who} may open {limit} files, fewer than {count} sessions need (+{IDLE_FD_MARGIN}); \
+                    "{who} may open {limit} files, fewer than {count} sessions and {IDLE_WARM_UP_SESSIONS} warm-up \
+                     ones need (+{IDLE_FD_MARGIN}); \
                      raise the hard limit (ulimit -Hn, or LimitNOFILE= under systemd)"
                 ));
             }

@@ -2,23 +2,10 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use support::*;
-
-/// Starts `volley gateway` with `yaml` and waits for its listening line.
-fn gateway_process(dir: &TempDir, yaml: &str) -> VolleyProcess {
-    let config = dir.join("gateway.yaml");
-    std::fs::write(&config, yaml).expect("write config");
-    let process = VolleyProcess::spawn(&["gateway", "--config", config.to_str().expect("utf-8")]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !process.output().contains("volley gateway listening on ") {
-        assert!(Instant::now() < deadline, "the gateway did not start:\n{}", process.output());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    process
-}
 
 /// The `THP_enabled` line of /proc/<pid>/status: 0 once the process turned
 /// transparent huge pages off for itself (PR_SET_THP_DISABLE).
@@ -36,14 +23,14 @@ fn transparent_huge_pages_are_off_unless_configured_on() {
     let dir = TempDir::new("gateway-thp");
     let base = json!({"listen": "127.0.0.1:0", "workers": 1, "tableros_secret_key": SECRET});
 
-    let mut default = gateway_process(&dir, &base.to_string());
+    let (mut default, _) = VolleyProcess::gateway(&dir, &base.to_string(), "info");
     assert_eq!(thp_enabled(default.child.id()), "0", "the default config turns THP off");
     default.signal("-TERM");
     assert_eq!(default.wait_exit(Duration::from_secs(10)), Some(0), "{}", default.output());
 
     let mut on = base.clone();
     on["transparent_huge_pages"] = json!(true);
-    let mut opted_in = gateway_process(&dir, &on.to_string());
+    let (mut opted_in, _) = VolleyProcess::gateway(&dir, &on.to_string(), "info");
     assert_eq!(thp_enabled(opted_in.child.id()), "1", "transparent_huge_pages: true leaves THP to the kernel");
     opted_in.signal("-TERM");
     assert_eq!(opted_in.wait_exit(Duration::from_secs(10)), Some(0), "{}", opted_in.output());

@@ -217,21 +217,6 @@ fn a_connector_that_does_not_trust_the_gateway_says_why() {
     assert!(err.to_string().contains("gateway.ca_file"), "{err}");
 }
 
-/// `volley gateway` as a process, its address from its first line.
-fn gateway_process(dir: &TempDir, yaml: &str, log_level: &str) -> (VolleyProcess, SocketAddr) {
-    let config = write_file(dir, "gateway.yaml", yaml.as_bytes());
-    let process = VolleyProcess::spawn_with_log(&["gateway", "--config", config.to_str().expect("utf-8")], log_level);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let output = process.output();
-        if let Some(rest) = output.lines().find_map(|l| l.strip_prefix("volley gateway listening on https://")) {
-            return (process, rest.trim().parse().expect("address"));
-        }
-        assert!(Instant::now() < deadline, "the gateway did not start:\n{output}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn sighup_swaps_the_certificate_and_open_sessions_survive() {
     let dir = TempDir::new("tls-reload");
@@ -244,7 +229,8 @@ fn sighup_swaps_the_certificate_and_open_sessions_survive() {
         "tls": {"cert": cert, "key": key},
     })
     .to_string();
-    let (gateway, addr) = gateway_process(&dir, &yaml, "debug");
+    let (gateway, url) = VolleyProcess::gateway(&dir, &yaml, "debug");
+    let addr: SocketAddr = url.strip_prefix("https://").expect("an https listener").parse().expect("address");
     let second = new_pki("second");
     let tls = trusting(&[&first.ca_der, &second.ca_der]);
     let token = session_token(TENANT, &["ventas"]);

@@ -75,9 +75,9 @@ impl BrowserSession {
         Some(queries.swap_remove(at).stream)
     }
 
-    /// The stream of the open query `query_id`.
-    fn query_stream(&self, query_id: &str) -> Option<Arc<Stream>> {
-        self.queries.borrow().iter().find(|q| q.id == query_id).map(|q| q.stream.clone())
+    /// The stream id of the open query `query_id`.
+    fn query_stream_id(&self, query_id: &str) -> Option<u32> {
+        self.queries.borrow().iter().find(|q| q.id == query_id).map(|q| q.stream.id)
     }
 
     /// Sends a close frame, then ends the connection.
@@ -387,7 +387,7 @@ fn open(
         session.next_query.set(n + 1);
         format!("q{n}")
     });
-    if session.query_stream(&query_id).is_some() {
+    if session.query_stream_id(&query_id).is_some() {
         session.error(ErrorCode::BadRequest, format!("query id {query_id:?} is already open"), Some(query_id));
         return;
     }
@@ -498,7 +498,7 @@ fn open(
         let timeout = Duration::from_secs(config.timeouts.query_seconds);
         monoio::spawn(async move {
             monoio::time::sleep(timeout).await;
-            let still_open = session.query_stream(&query_id).is_some_and(|s| s.id == stream.id);
+            let still_open = session.query_stream_id(&query_id) == Some(stream.id);
             if still_open && !session.ctl.killed() {
                 session.take_query(&query_id);
                 worker.detach(&stream, session.id, &query_id);

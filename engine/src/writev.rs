@@ -9,12 +9,12 @@ use std::cell::RefCell;
 use std::io;
 use std::sync::Arc;
 
-use crate::conn::{killed_error, or_killed, ConnCtl, Side};
-use crate::transport::ConnWrite;
 use bytes::Bytes;
 use monoio::buf::IoVecBuf;
 
+use crate::conn::{killed_error, or_killed, ConnCtl, Side};
 use crate::frame::{Level, SharedFrame};
+use crate::transport::ConnWrite;
 
 /// Most iovecs in one `writev` (Linux `IOV_MAX` is 1024).
 pub const IOVECS_PER_WRITE_MAX: usize = 1024;

@@ -313,6 +313,25 @@ impl VolleyProcess {
         VolleyProcess { child, lines, readers }
     }
 
+    /// `volley gateway` with `yaml` as its config file (written into `dir`),
+    /// once it printed its listening line; with the URL from that line
+    /// (`http://…`, or `https://…` with TLS).
+    pub fn gateway(dir: &TempDir, yaml: &str, log_level: &str) -> (VolleyProcess, String) {
+        let config = write_file(dir, "gateway.yaml", yaml.as_bytes());
+        let process =
+            VolleyProcess::spawn_with_log(&["gateway", "--config", config.to_str().expect("utf-8")], log_level);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let output = process.output();
+            if let Some(url) = output.lines().find_map(|l| l.strip_prefix("volley gateway listening on ")) {
+                let url = url.trim().to_owned();
+                return (process, url);
+            }
+            assert!(Instant::now() < deadline, "the gateway did not start:\n{output}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Everything printed so far.
     pub fn output(&self) -> String {
         self.lines.lock().expect("lock").iter().map(|(_, l)| l.as_str()).collect::<Vec<_>>().join("\n")
