@@ -51,9 +51,10 @@ fn count(size: usize, delta: i64) {
     LIVE_BY_SIZE[bin(size)].fetch_add(delta, Ordering::Relaxed);
 }
 
-// SAFETY: every call is forwarded unchanged to the system allocator, which
-// upholds GlobalAlloc's contract; the wrapper only updates atomic counters
-// (which never allocate). Exercised by every allocation of this test binary.
+// SAFETY: every call is forwarded unchanged to mimalloc (the allocator the
+// `volley` binary uses), which upholds GlobalAlloc's contract; the wrapper
+// only updates atomic counters (which never allocate). Exercised by every
+// allocation of this test binary.
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
