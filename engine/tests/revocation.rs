@@ -233,7 +233,12 @@ fn the_feed_reconnects_after_redis_restarts() {
     let addr = gateway.local_addr();
     redis.wait_subscribed();
     let shared = gateway.shared().clone();
-    assert!(shared.revocations.connected.load(Ordering::Acquire));
+    // Redis counts the subscriber when it handles SUBSCRIBE, a moment before the
+    // feed reads the confirmation and marks itself connected: wait for both.
+    assert!(
+        wait_until(Duration::from_secs(5), || shared.revocations.connected.load(Ordering::Acquire)),
+        "the feed marked itself connected"
+    );
 
     redis.kill();
     assert!(
