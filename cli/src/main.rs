@@ -67,7 +67,14 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let mut logger = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    // The connector's level comes from its config (`logging.level`), read
+    // later: its logger lets everything through and the global maximum level,
+    // info until the config is loaded, does the filtering. RUST_LOG, when
+    // set, wins for every command.
+    let connector = matches!(cli.command, Command::Connector(_));
+    let rust_log_set = std::env::var_os(volley_connector::service::LOG_FILTER_ENV).is_some();
+    let default_filter = if connector && !rust_log_set { "trace" } else { "info" };
+    let mut logger = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_filter));
     // A Windows service has no console: `connector run-service` logs to a file.
     if let Command::Connector(args) = &cli.command {
         match connector::service_log_file(args) {
@@ -82,6 +89,9 @@ fn main() -> ExitCode {
         }
     }
     logger.init();
+    if connector && !rust_log_set {
+        log::set_max_level(log::LevelFilter::Info);
+    }
     let result = match cli.command {
         #[cfg(target_os = "linux")]
         Command::Demo(args) => demo::run(args).map(|()| ExitCode::SUCCESS),

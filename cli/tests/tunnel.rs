@@ -420,6 +420,52 @@ fn binary_connector_exits_zero_on_sigterm() {
     assert!(wait_until(Duration::from_secs(2), || connectors_online(&gateway) == 0));
 }
 
+/// Runs the binary connector with `logging.level: level` (RUST_LOG unset),
+/// serves one query through it, and returns everything it printed.
+fn connector_log_at(level: &str) -> String {
+    let dir = TempDir::new(&format!("log-{level}"));
+    let gateway = start_default_gateway();
+    let config = dir.join("connector.yaml");
+    let yaml = connector_yaml(
+        gateway.local_addr(),
+        TENANT,
+        &connector_token(TENANT),
+        perf(1),
+        json!({"aggregate": {"type": "csv", "path": aggregate_csv()}}),
+    );
+    let mut yaml: Value = serde_json::from_str(&yaml).expect("json");
+    yaml["logging"] = json!({"level": level});
+    std::fs::write(&config, yaml.to_string()).expect("write config");
+    let mut connector =
+        VolleyProcess::spawn_without_rust_log(&["connector", "--config", config.to_str().expect("utf8")]);
+    assert!(
+        wait_until(Duration::from_secs(10), || connectors_online(&gateway) == 1),
+        "the binary did not register:\n{}",
+        connector.output()
+    );
+    let mut browser = Browser::connect(gateway.local_addr(), &session_token(TENANT, &["*"]), true);
+    assert_eq!(browser.query("aggregate", "q-log").error_code(), None);
+    // The stream's last debug line is written before its stream_end is sent.
+    connector.signal("-TERM");
+    assert_eq!(connector.wait_exit(Duration::from_secs(SHUTDOWN_GRACE.as_secs() + 2)), Some(0));
+    connector.output()
+}
+
+#[test]
+fn the_connectors_logging_level_decides_what_it_prints() {
+    let debug = connector_log_at("debug");
+    assert!(debug.contains("DEBUG") && debug.contains("do_get"), "no debug line at level debug:\n{debug}");
+    assert!(debug.contains("ended: "), "the stream's end is logged at level debug:\n{debug}");
+    assert!(debug.contains("registered with"), "info lines are printed at level debug:\n{debug}");
+
+    let info = connector_log_at("info");
+    assert!(info.contains("registered with"), "info lines at level info:\n{info}");
+    assert!(!info.contains("DEBUG"), "no debug line at level info:\n{info}");
+
+    let warn = connector_log_at("warn");
+    assert!(!warn.contains("registered with") && !warn.contains("DEBUG"), "only warnings and errors at warn:\n{warn}");
+}
+
 // -------------------------------------------------------------- 7. --test
 
 fn self_test(config: &str, dir: &TempDir, budget: Duration) -> (Option<i32>, String, Duration) {

@@ -19,6 +19,7 @@ pub fn run(config_path: &Path, shutdown: Arc<AtomicBool>) -> Result<(), ConfigEr
 
 /// Runs the tunnel with an already loaded config until `shutdown` is set.
 pub fn run_config(config: Config, shutdown: Arc<AtomicBool>) {
+    apply_log_level(&config);
     let catalog = Arc::new(Catalog::new(&config));
     log::info!(
         "connector for tenant {:?}: {} datasets, {} connections to {}, compression offered {:?}",
@@ -29,6 +30,19 @@ pub fn run_config(config: Config, shutdown: Arc<AtomicBool>) {
         config.performance.compression_codecs
     );
     tunnel::run(Arc::new(config), catalog, shutdown);
+}
+
+/// The environment variable that, when set, overrides `logging.level`
+/// (env_logger's filter syntax, e.g. `RUST_LOG=volley_connector=trace`).
+pub const LOG_FILTER_ENV: &str = "RUST_LOG";
+
+/// Sets the process's log level from `logging.level`, unless
+/// [`LOG_FILTER_ENV`] is set: then that filter stays in force. The logger
+/// itself must let every level through (see the `volley` binary's `main`).
+pub fn apply_log_level(config: &Config) {
+    if std::env::var_os(LOG_FILTER_ENV).is_none() {
+        log::set_max_level(config.logging.level.as_level_filter());
+    }
 }
 
 /// The outcome of `--test`: human-readable lines and whether all passed.

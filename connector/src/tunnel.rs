@@ -453,6 +453,7 @@ fn handle_command(
         GatewayCommand::Ping => reply(socket, ConnectorMessage::Pong)?,
         GatewayCommand::GetFlightInfo { request_id, descriptor } => {
             let name = GatewayCommand::descriptor_dataset(&descriptor).unwrap_or_default().to_owned();
+            log::debug!("get_flight_info {request_id}: dataset {name:?}");
             match flight_info(catalog, &name, config) {
                 Ok(data) => reply(socket, ConnectorMessage::FlightInfo { request_id, data })?,
                 Err(error) => reply(socket, ConnectorMessage::Error { request_id: Some(request_id), error })?,
@@ -477,6 +478,10 @@ fn handle_command(
                     }
                 },
             };
+            log::debug!(
+                "do_get {request_id}: dataset {ticket:?}, stream {stream_id:?}, live {live}, credit {credit_bytes:?}, \
+                 compression {compression:?}"
+            );
             let stop: StopFlag = Arc::new(AtomicBool::new(false));
             let credit = Arc::new(Credit::default());
             credit.add(if level >= 2 { credit_bytes.unwrap_or(u64::MAX / 4) } else { u64::MAX / 4 });
@@ -504,6 +509,7 @@ fn handle_command(
             }
         }
         GatewayCommand::Cancel { request_id } => {
+            log::debug!("cancel {request_id}");
             if let Some(handle) = streams.get(&request_id) {
                 handle.stop.store(true, Ordering::Release);
                 handle.credit.add(u64::MAX / 4);
@@ -644,6 +650,11 @@ impl StreamJob {
             self.send(ConnectorMessage::Error { request_id: Some(request_id), error });
             return;
         }
+        log::debug!(
+            "stream {request_id} of {:?} ended: {sequence} messages, {total_bytes} bytes, error {:?}",
+            self.dataset,
+            failure.as_ref().map(|error| &error.message)
+        );
         self.send(ConnectorMessage::StreamEnd { request_id, total_bytes, stream_id: self.stream_id, error: failure });
     }
 }

@@ -290,9 +290,23 @@ impl VolleyProcess {
 
     /// Like [`VolleyProcess::spawn`] with `RUST_LOG=log_level`.
     pub fn spawn_with_log(args: &[&str], log_level: &str) -> VolleyProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_volley"))
+        VolleyProcess::launch(args, Some(log_level))
+    }
+
+    /// Like [`VolleyProcess::spawn`] with `RUST_LOG` unset: the process
+    /// picks its own level (the connector's `logging.level`).
+    pub fn spawn_without_rust_log(args: &[&str]) -> VolleyProcess {
+        VolleyProcess::launch(args, None)
+    }
+
+    fn launch(args: &[&str], rust_log: Option<&str>) -> VolleyProcess {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_volley"));
+        match rust_log {
+            Some(filter) => command.env("RUST_LOG", filter),
+            None => command.env_remove("RUST_LOG"),
+        };
+        let mut child = command
             .args(args)
-            .env("RUST_LOG", log_level)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
