@@ -5,8 +5,14 @@
 //!   free port on 127.0.0.1, trust authentication, no fsync), stopped and
 //!   deleted on drop. Used by the connector's and the CLI's PostgreSQL tests
 //!   and by `volley bench source`.
+//! - [`browser`] (feature `browser`): the browser client of the engine's and
+//!   the CLI's tests.
 //!
-//! It depends on no other Volley crate, so every crate may use it.
+//! It depends on no Volley crate but the protocol crate (and that only with
+//! `browser`), so every other crate may use it.
+
+#[cfg(feature = "browser")]
+pub mod browser;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

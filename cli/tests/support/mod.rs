@@ -8,7 +8,7 @@
 
 #![allow(dead_code)] // each test uses a different subset
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -18,11 +18,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tungstenite::client::IntoClientRequest;
-use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Bytes, Message, WebSocket};
 use volley_engine::{Gateway, GatewayConfig, StartOptions};
-use volley_protocol::header::{FrameHeader, FrameKind};
+use volley_protocol::header::FrameKind;
 use volley_protocol::token::{sign, ConnectorClaims, SessionClaims, ROLE_CONNECTOR};
 
 /// The gateway secret of every test gateway.
@@ -439,197 +437,9 @@ impl ScriptedGateway {
 
 // ---------------------------------------------------------------- browser
 
-type Ws = WebSocket<MaybeTlsStream<TcpStream>>;
-
-/// One message a browser received.
-#[derive(Debug, Clone)]
-pub enum Received {
-    Json(Value),
-    Binary(Bytes),
-    /// A close frame's code; the socket ending without one also maps here.
-    Close(Option<u16>),
-}
-
-/// A browser on a real socket: level 1 (no subprotocol) or level 2 (`volley.v2`).
-pub struct Browser {
-    pub ws: Ws,
-    pub level2: bool,
-    pub hello: Option<Value>,
-}
-
-/// One query as a browser saw it.
-#[derive(Debug, Default, Clone)]
-pub struct QueryResult {
-    pub flight_info: Option<Value>,
-    pub start: Option<Value>,
-    /// Binary payloads in order (level 2: the 16-byte header stripped).
-    pub payloads: Vec<Bytes>,
-    /// Level-2 headers, in order.
-    pub headers: Vec<FrameHeader>,
-    /// `stream_end` or `error`.
-    pub end: Option<Value>,
-}
-
-impl QueryResult {
-    /// The payloads concatenated: one Arrow IPC stream.
-    pub fn bytes(&self) -> Vec<u8> {
-        self.payloads.iter().flat_map(|p| p.iter().copied()).collect()
-    }
-
-    /// The error code of the end message, if any.
-    pub fn error_code(&self) -> Option<String> {
-        let end = self.end.as_ref()?;
-        if end["type"] == "error" {
-            return end["code"].as_str().map(str::to_owned);
-        }
-        end["error"]["code"].as_str().map(str::to_owned)
-    }
-}
-
-fn is_timeout(e: &tungstenite::Error) -> bool {
-    matches!(e, tungstenite::Error::Io(io) if matches!(io.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut))
-}
-
-impl Browser {
-    pub fn connect(addr: SocketAddr, token: &str, level2: bool) -> Browser {
-        Browser::connect_url(addr, &format!("ws://{addr}/stream/{token}"), level2, None)
-    }
-
-    /// A browser on `wss://{host}:{port}` trusting `tls`'s roots (`host`
-    /// names the certificate; the socket goes to `addr`).
-    pub fn connect_tls(
-        addr: SocketAddr,
-        host: &str,
-        token: &str,
-        level2: bool,
-        tls: Arc<rustls::ClientConfig>,
-    ) -> Browser {
-        let url = format!("wss://{host}:{}/stream/{token}", addr.port());
-        Browser::connect_url(addr, &url, level2, Some(tls))
-    }
-
-    fn connect_url(addr: SocketAddr, url: &str, level2: bool, tls: Option<Arc<rustls::ClientConfig>>) -> Browser {
-        let stream = TcpStream::connect(addr).expect("browser connects");
-        stream.set_nodelay(true).expect("nodelay");
-        stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-        let mut request = url.into_client_request().expect("request");
-        if level2 {
-            request.headers_mut().insert("Sec-WebSocket-Protocol", "volley.v2".parse().expect("header"));
-        }
-        let connector = match tls {
-            Some(config) => tungstenite::Connector::Rustls(config),
-            None => tungstenite::Connector::Plain,
-        };
-        let (ws, response) =
-            tungstenite::client_tls_with_config(request, stream, None, Some(connector)).expect("browser handshake");
-        let selected =
-            response.headers().get("Sec-WebSocket-Protocol").and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let mut browser = Browser { ws, level2, hello: None };
-        if level2 {
-            assert_eq!(selected.as_deref(), Some("volley.v2"), "the gateway selects volley.v2");
-            match browser.next(Duration::from_secs(5)) {
-                Some(Received::Json(hello)) if hello["type"] == "hello" => browser.hello = Some(hello),
-                other => panic!("expected hello first, got {other:?}"),
-            }
-        } else {
-            assert_eq!(selected, None, "no subprotocol at level 1");
-        }
-        browser
-    }
-
-    pub fn send(&mut self, value: Value) {
-        self.ws.send(Message::text(value.to_string())).expect("browser sends");
-    }
-
-    /// The next message within `timeout` (pings are answered and skipped).
-    pub fn next(&mut self, timeout: Duration) -> Option<Received> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.checked_duration_since(Instant::now())?;
-            let tcp = match self.ws.get_ref() {
-                MaybeTlsStream::Plain(tcp) => tcp,
-                MaybeTlsStream::Rustls(tls) => tls.get_ref(),
-                _ => unreachable!("only plain and rustls streams are built here"),
-            };
-            let _ = tcp.set_read_timeout(Some(left.max(Duration::from_millis(1))));
-            match self.ws.read() {
-                Ok(Message::Text(text)) => {
-                    return Some(Received::Json(serde_json::from_str(&text).expect("gateway sends JSON")))
-                }
-                Ok(Message::Binary(data)) => return Some(Received::Binary(data)),
-                Ok(Message::Close(frame)) => return Some(Received::Close(frame.map(|f| u16::from(f.code)))),
-                Ok(_) => continue,
-                Err(e) if is_timeout(&e) => return None,
-                Err(_) => return Some(Received::Close(None)),
-            }
-        }
-    }
-
-    /// The next JSON message (panics on anything else).
-    pub fn next_json(&mut self, timeout: Duration) -> Value {
-        match self.next(timeout) {
-            Some(Received::Json(v)) => v,
-            other => panic!("expected a JSON message, got {other:?}"),
-        }
-    }
-
-    /// `list` → the dataset names.
-    pub fn list(&mut self) -> Vec<String> {
-        self.send(json!({"action": "list"}));
-        loop {
-            let reply = self.next_json(Duration::from_secs(5));
-            if reply["type"] == "datasets" {
-                let mut names: Vec<String> = reply["datasets"]
-                    .as_array()
-                    .expect("datasets array")
-                    .iter()
-                    .map(|d| d["name"].as_str().expect("name").to_owned())
-                    .collect();
-                names.sort();
-                return names;
-            }
-        }
-    }
-
-    /// Runs one query to its end.
-    pub fn query(&mut self, dataset: &str, query_id: &str) -> QueryResult {
-        self.send(json!({"action": "query", "dataset": dataset, "query_id": query_id}));
-        self.collect(query_id, Duration::from_secs(30))
-    }
-
-    /// Collects one query's messages until its `stream_end` or `error`.
-    pub fn collect(&mut self, query_id: &str, timeout: Duration) -> QueryResult {
-        let mut result = QueryResult::default();
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline
-                .checked_duration_since(Instant::now())
-                .unwrap_or_else(|| panic!("query {query_id} did not end within {timeout:?}: {:?}", result.end));
-            match self.next(left) {
-                Some(Received::Json(v)) => match v["type"].as_str().unwrap_or_default() {
-                    "flight_info" => result.flight_info = Some(v),
-                    "stream_start" => result.start = Some(v),
-                    "stream_end" | "error" => {
-                        result.end = Some(v);
-                        return result;
-                    }
-                    _ => {}
-                },
-                Some(Received::Binary(data)) => {
-                    if self.level2 {
-                        let header = FrameHeader::decode(&data).expect("valid level-2 header");
-                        result.headers.push(header);
-                        result.payloads.push(data.slice(16..));
-                    } else {
-                        result.payloads.push(data);
-                    }
-                }
-                Some(Received::Close(code)) => panic!("socket closed ({code:?}) during query {query_id}"),
-                None => {}
-            }
-        }
-    }
-}
+/// The browser client is shared with the engine's tests.
+#[allow(unused_imports)] // each test binary uses its own part
+pub use volley_testkit::browser::{Browser, QueryResult, Received};
 
 // ------------------------------------------------------------- arrow IPC
 

@@ -9,7 +9,7 @@
 #![allow(dead_code)]
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +26,7 @@ use tungstenite::{Message as WsMessage, WebSocket};
 use volley_engine::{Gateway, GatewayConfig, StartOptions};
 use volley_protocol::header::{FrameHeader, FrameKind, FLAG_LAST};
 use volley_protocol::token::{sign, ConnectorClaims, SessionClaims, ROLE_CONNECTOR};
+use volley_testkit::browser::is_timeout;
 
 /// The gateway secret every test uses.
 pub const SECRET: &str = "volley-e2e-secret";
@@ -432,35 +433,18 @@ impl Drop for ConnectorHandle {
 
 type Ws = WebSocket<TcpStream>;
 
-fn ws_connect(addr: SocketAddr, path: &str, subprotocol: Option<&str>) -> Result<(Ws, Option<String>), String> {
-    let stream = TcpStream::connect(addr).map_err(|e| e.to_string())?;
-    stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    ws_connect_on(stream, addr, path, subprotocol)
-}
-
-fn ws_connect_on(
-    stream: TcpStream,
-    addr: SocketAddr,
-    path: &str,
-    subprotocol: Option<&str>,
-) -> Result<(Ws, Option<String>), String> {
-    let mut request = format!("ws://{addr}{path}").into_client_request().map_err(|e| e.to_string())?;
-    if let Some(protocol) = subprotocol {
-        request.headers_mut().insert("Sec-WebSocket-Protocol", protocol.parse().expect("header value"));
-    }
-    stream.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
-    let (ws, response) = tungstenite::client::client(request, stream).map_err(|e| e.to_string())?;
-    let selected = response.headers().get("Sec-WebSocket-Protocol").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    Ok((ws, selected))
-}
-
-fn is_timeout(e: &tungstenite::Error) -> bool {
-    matches!(e, tungstenite::Error::Io(io) if matches!(io.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut))
+/// A test connector's WebSocket to `/ws/connect` (no subprotocol).
+fn connector_socket(addr: SocketAddr) -> Ws {
+    let stream = TcpStream::connect(addr).expect("connector connects");
+    stream.set_nodelay(true).expect("nodelay");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("read timeout");
+    let request = format!("ws://{addr}/ws/connect").into_client_request().expect("request");
+    tungstenite::client::client(request, stream).expect("connector handshake").0
 }
 
 /// Starts a fake connector; returns once the gateway answered `register`.
 pub fn spawn_connector(addr: SocketAddr, spec: ConnectorSpec) -> ConnectorHandle {
-    let (mut ws, _) = ws_connect(addr, "/ws/connect", None).expect("connector connects");
+    let mut ws = connector_socket(addr);
     let mut register = json!({
         "action": "register",
         "tenant_id": spec.tenant,
@@ -509,7 +493,7 @@ pub fn spawn_connector(addr: SocketAddr, spec: ConnectorSpec) -> ConnectorHandle
 
 /// Registers with `register` and returns the reply and the close code that follows (if any).
 pub fn register_refused(addr: SocketAddr, register: Value) -> (Value, Option<u16>) {
-    let (mut ws, _) = ws_connect(addr, "/ws/connect", None).expect("connector connects");
+    let mut ws = connector_socket(addr);
     ws.send(WsMessage::text(register.to_string())).expect("send register");
     let mut reply = Value::Null;
     let mut code = None;
@@ -731,178 +715,9 @@ fn handle_command(
 
 // ------------------------------------------------------------------ browser
 
-/// One message a browser received.
-#[derive(Debug, Clone)]
-pub enum Received {
-    /// A JSON control message.
-    Json(Value),
-    /// A binary frame.
-    Binary(Bytes),
-    /// A close frame's code (`None`: no code; the socket ended without a close frame also maps here).
-    Close(Option<u16>),
-}
-
-/// A browser client on a real socket.
-pub struct Browser {
-    /// The socket.
-    pub ws: Ws,
-    /// True when `volley.v2` was negotiated.
-    pub level2: bool,
-    /// The `hello` message (level 2).
-    pub hello: Option<Value>,
-}
-
-/// A finished (or failed) query as one browser saw it.
-#[derive(Debug, Default, Clone)]
-pub struct QueryResult {
-    /// `flight_info`, if any.
-    pub flight_info: Option<Value>,
-    /// `stream_start`.
-    pub start: Option<Value>,
-    /// Payload of every binary frame (level 2: header stripped), in order.
-    pub payloads: Vec<Bytes>,
-    /// Level-2 headers, in order.
-    pub headers: Vec<FrameHeader>,
-    /// `stream_end` or `error`.
-    pub end: Option<Value>,
-    /// Order in which message types arrived.
-    pub order: Vec<String>,
-}
-
-impl QueryResult {
-    /// All payload bytes concatenated.
-    pub fn bytes(&self) -> Vec<u8> {
-        self.payloads.iter().flat_map(|p| p.iter().copied()).collect()
-    }
-
-    /// The error code of the end message, if any.
-    pub fn error_code(&self) -> Option<String> {
-        let end = self.end.as_ref()?;
-        if end["type"] == "error" {
-            return end["code"].as_str().map(str::to_owned);
-        }
-        end["error"]["code"].as_str().map(str::to_owned)
-    }
-}
-
-impl Browser {
-    /// Connects a level-1 (`level2 == false`) or level-2 browser with `token`.
-    pub fn connect(addr: SocketAddr, token: &str, level2: bool) -> Browser {
-        Browser::try_connect(addr, token, level2).expect("browser connects")
-    }
-
-    /// Same, returning the handshake error.
-    pub fn try_connect(addr: SocketAddr, token: &str, level2: bool) -> Result<Browser, String> {
-        let stream = TcpStream::connect(addr).map_err(|e| e.to_string())?;
-        stream.set_nodelay(true).map_err(|e| e.to_string())?;
-        Browser::connect_on(stream, addr, token, level2)
-    }
-
-    /// Connects over an already connected socket (e.g. with a small receive buffer).
-    pub fn connect_on(stream: TcpStream, addr: SocketAddr, token: &str, level2: bool) -> Result<Browser, String> {
-        let (ws, selected) = ws_connect_on(stream, addr, &format!("/stream/{token}"), level2.then_some("volley.v2"))?;
-        let mut browser = Browser { ws, level2, hello: None };
-        if level2 {
-            assert_eq!(selected.as_deref(), Some("volley.v2"), "gateway selects volley.v2");
-            match browser.next(Duration::from_secs(5)) {
-                Some(Received::Json(hello)) if hello["type"] == "hello" => browser.hello = Some(hello),
-                other => panic!("expected hello first, got {other:?}"),
-            }
-        } else {
-            assert_eq!(selected, None, "no subprotocol at level 1");
-        }
-        Ok(browser)
-    }
-
-    /// Sends a JSON control message.
-    pub fn send(&mut self, value: Value) {
-        self.ws.send(WsMessage::text(value.to_string())).expect("browser sends");
-    }
-
-    /// The next message within `timeout` (pings are answered and skipped).
-    pub fn next(&mut self, timeout: Duration) -> Option<Received> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.checked_duration_since(Instant::now())?;
-            let _ = self.ws.get_ref().set_read_timeout(Some(left.max(Duration::from_millis(1))));
-            match self.ws.read() {
-                Ok(WsMessage::Text(text)) => {
-                    return Some(Received::Json(serde_json::from_str(&text).expect("gateway sends JSON")))
-                }
-                Ok(WsMessage::Binary(data)) => return Some(Received::Binary(data)),
-                Ok(WsMessage::Close(frame)) => return Some(Received::Close(frame.map(|f| u16::from(f.code)))),
-                Ok(_) => continue,
-                Err(e) if is_timeout(&e) => return None,
-                Err(_) => return Some(Received::Close(None)),
-            }
-        }
-    }
-
-    /// The next JSON message within `timeout`, skipping nothing (panics on binary).
-    pub fn next_json(&mut self, timeout: Duration) -> Value {
-        match self.next(timeout) {
-            Some(Received::Json(v)) => v,
-            other => panic!("expected a JSON message, got {other:?}"),
-        }
-    }
-
-    /// Reads until a close frame (or the end of the socket); returns its code.
-    pub fn expect_close(&mut self, timeout: Duration) -> Option<u16> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.checked_duration_since(Instant::now()).expect("close frame in time");
-            match self.next(left) {
-                Some(Received::Close(code)) => return code,
-                Some(_) => continue,
-                None => panic!("no close frame within {timeout:?}"),
-            }
-        }
-    }
-
-    /// Runs one query to its end on this socket (nothing else in flight).
-    pub fn query(&mut self, dataset: &str, query_id: &str) -> QueryResult {
-        self.send(json!({"action": "query", "dataset": dataset, "query_id": query_id}));
-        self.collect(query_id, Duration::from_secs(20))
-    }
-
-    /// Collects one query's messages until its `stream_end` or `error`.
-    pub fn collect(&mut self, query_id: &str, timeout: Duration) -> QueryResult {
-        let mut result = QueryResult::default();
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline
-                .checked_duration_since(Instant::now())
-                .unwrap_or_else(|| panic!("query {query_id} did not end within {timeout:?}: {result:?}"));
-            match self.next(left) {
-                Some(Received::Json(v)) => {
-                    let kind = v["type"].as_str().unwrap_or_default().to_owned();
-                    result.order.push(kind.clone());
-                    match kind.as_str() {
-                        "flight_info" => result.flight_info = Some(v),
-                        "stream_start" => result.start = Some(v),
-                        "stream_end" | "error" => {
-                            result.end = Some(v);
-                            return result;
-                        }
-                        _ => {}
-                    }
-                }
-                Some(Received::Binary(data)) => {
-                    result.order.push("binary".into());
-                    if self.level2 {
-                        let header = FrameHeader::decode(&data).expect("valid level-2 header");
-                        result.headers.push(header);
-                        result.payloads.push(data.slice(16..));
-                    } else {
-                        result.payloads.push(data);
-                    }
-                }
-                Some(Received::Close(code)) => panic!("socket closed ({code:?}) during query {query_id}"),
-                None => {}
-            }
-        }
-    }
-}
+/// The browser client is shared with the CLI's tests.
+#[allow(unused_imports)] // each test binary uses its own part
+pub use volley_testkit::browser::{Browser, QueryResult, Received};
 
 /// Asserts a fresh level-2 browser can still run `dataset` to completion with `expected` bytes.
 pub fn assert_healthy(addr: SocketAddr, dataset: &str, expected: &[u8]) {
