@@ -73,6 +73,8 @@ pub struct ConnectorStats {
     pub live_started_nanos: AtomicU64,
     /// Unix nanos when the last live frame was written (0 before).
     pub live_finished_nanos: AtomicU64,
+    /// `credit` messages received from the gateway.
+    pub credit_messages: AtomicU64,
 }
 
 /// A running simulated connector.
@@ -290,6 +292,7 @@ impl Writer {
                     "stream_id": stream_id}))
             }
             Some("credit") => {
+                self.stats.credit_messages.fetch_add(1, Ordering::Relaxed);
                 let id = msg["stream_id"].as_u64();
                 let bytes = msg["bytes"].as_i64().unwrap_or(0);
                 if let Some(a) = self.active.iter_mut().find(|a| Some(u64::from(a.stream_id)) == id) {

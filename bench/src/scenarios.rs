@@ -269,6 +269,7 @@ fn one_stream(ctx: &Context, label: &str, frame_bytes: usize, frames: u64) -> Re
     let fleet = Fleet::start(specs, false)?;
     let groups = fleet.join()?;
     let cpu = ctx.gateway_cpu().zip(cpu_before).map(|(a, b)| a - b);
+    let credit_messages = connector.stats.credit_messages.load(Ordering::Relaxed);
     let conn_error = connector.stop().err();
     drop(_progress);
     let m = merge(groups)?;
@@ -288,6 +289,7 @@ fn one_stream(ctx: &Context, label: &str, frame_bytes: usize, frames: u64) -> Re
         "complete": m.completed == 1 && m.frames == frames,
         "gateway_cpu_seconds": cpu,
         "gateway_gb_per_cpu_second": cpu.map(|c| payload / 1e9 / c.max(1e-9)),
+        "credit_messages": credit_messages,
         "errors": errors,
     }))
 }
