@@ -29,6 +29,15 @@ use crate::writev::OutItem;
 /// read per request, for 96 bytes less per idle session than 128).
 pub const BROWSER_READ_CHUNK_BYTES: usize = 32;
 
+/// Level-2 query credit goes back upstream in steps of at least
+/// `limits.credit_bytes / CREDIT_RETURN_DIVISOR` bytes written to the
+/// browser (1 MiB with the default 4 MiB). The connector keeps at least the
+/// rest of its window in hand, so the pipe stays full, and a fast browser
+/// costs one credit message per step, not one per frame. It cannot stall:
+/// a connector out of credit has a whole window outstanding, and once that
+/// is written the debt is at least one step.
+pub const CREDIT_RETURN_DIVISOR: u64 = 4;
+
 /// One browser connection's state, owned by its worker.
 pub struct BrowserSession {
     /// Unique id.
@@ -284,7 +293,7 @@ fn written(worker: &Rc<Worker>, session: &BrowserSession, items: &[OutItem], occ
                 *bytes = 0;
             }
             Level::Two => {
-                if *bytes >= credit_bytes / 4 || session.ring.borrow().bytes() == 0 {
+                if *bytes >= (credit_bytes / CREDIT_RETURN_DIVISOR).max(1) {
                     let cmd = ConnectorCmd::Credit { stream_id: stream.id, bytes: *bytes };
                     if stream.connector.mailbox.push(cmd).is_ok() {
                         *bytes = 0;
