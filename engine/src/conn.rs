@@ -146,7 +146,10 @@ pub struct WsReader<R> {
     buf: BytesMut,
     decoder: FrameDecoder,
     assembler: MessageAssembler,
-    chunk_bytes: usize,
+    /// Read buffer size for frames that fit one (see [`WsReader::prepare`]).
+    chunk_bytes: u32,
+    /// Wire length of the last frame taken off the buffer: the guess for the next one.
+    last_frame_bytes: u32,
     ctl: Rc<ConnCtl>,
     /// Bytes moved from a full buffer into a new one (see metrics).
     pub carried_bytes: u64,
@@ -162,7 +165,8 @@ impl<R: ConnRead> WsReader<R> {
         chunk_bytes: usize,
         ctl: Rc<ConnCtl>,
     ) -> WsReader<R> {
-        WsReader { io, buf: initial, decoder, assembler, chunk_bytes, ctl, carried_bytes: 0 }
+        let chunk_bytes = u32::try_from(chunk_bytes).unwrap_or(u32::MAX);
+        WsReader { io, buf: initial, decoder, assembler, chunk_bytes, last_frame_bytes: 0, ctl, carried_bytes: 0 }
     }
 
     /// The next whole message; `Ok(None)` at end of stream.
@@ -173,7 +177,11 @@ impl<R: ConnRead> WsReader<R> {
     /// inline: an idle connection's task holds just this state and the read.
     pub async fn next(&mut self) -> Result<Option<Message>, ReadError> {
         loop {
+            let buffered = self.buf.len();
             if let Some(frame) = self.decoder.decode(&mut self.buf)? {
+                if !frame.opcode.is_control() {
+                    self.last_frame_bytes = u32::try_from(buffered - self.buf.len()).unwrap_or(u32::MAX);
+                }
                 if let Some(message) = self.assembler.push(frame)? {
                     return Ok(Some(message));
                 }
@@ -198,12 +206,28 @@ impl<R: ConnRead> WsReader<R> {
     }
 
     /// Makes room for the next read; returns where it may end.
+    ///
+    /// A frame longer than a chunk gets a buffer of exactly its size. Frames
+    /// that fit a chunk share one, and a frame that straddles the buffer's
+    /// end is copied into the next ("carried", counted in the metrics). To
+    /// keep a steady stream of such frames from straddling, reads are
+    /// aligned on frames, with the last data frame's length as the guess for
+    /// the ones to come: a read ends after the frame in progress (its length
+    /// is known once its header is in) plus as many guessed frames as fit,
+    /// and a buffer without room for one more guessed frame is left for a
+    /// fresh one. A stream of equal frames is then never copied; a wrong
+    /// guess costs at most a carry, as without alignment.
     fn prepare(&mut self) -> usize {
+        let chunk = self.chunk_bytes as usize;
+        let guess = self.last_frame_bytes as usize;
+        // Alignment only for frames that fit a chunk (0: no data frame seen yet).
+        let aligned = guess > 0 && guess <= chunk;
         let frame_len = self.decoder.frame_len_hint(&self.buf).unwrap_or(0);
         let wanted = frame_len.max(self.buf.len() + 1);
         let spare = self.buf.capacity() - self.buf.len();
-        if self.buf.len() + spare < wanted || spare == 0 {
-            let capacity = if frame_len > self.chunk_bytes { frame_len } else { self.chunk_bytes.max(wanted) };
+        let no_room_for_guess = aligned && frame_len == 0 && self.buf.capacity() < guess;
+        if self.buf.len() + spare < wanted || spare == 0 || no_room_for_guess {
+            let capacity = if frame_len > chunk { frame_len } else { chunk.max(wanted) };
             let mut fresh = BytesMut::with_capacity(capacity);
             if !self.buf.is_empty() {
                 self.carried_bytes += self.buf.len() as u64;
@@ -211,9 +235,21 @@ impl<R: ConnRead> WsReader<R> {
             }
             self.buf = fresh;
         }
-        let end = if frame_len > self.chunk_bytes { frame_len } else { self.buf.capacity() };
-        debug_assert!(self.buf.len() < end);
-        end
+        let capacity = self.buf.capacity();
+        if frame_len > chunk {
+            return frame_len;
+        }
+        if aligned {
+            // Where the frame in progress ends, known or guessed.
+            let first = if frame_len > 0 { frame_len } else { guess };
+            if first <= capacity {
+                let end = first + (capacity - first) / guess * guess;
+                if end > self.buf.len() {
+                    return end;
+                }
+            }
+        }
+        capacity
     }
 }
 
