@@ -184,9 +184,13 @@ fn start_gateway(args: &BenchArgs, secret: &str, metrics_disabled: bool) -> anyh
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&config);
+        })
         .context("starting `volley gateway`")?;
     let stdout = child.stdout.take().context("gateway stdout")?;
     let mut lines = BufReader::new(stdout).lines();
+    // The gateway has read its config once it listens (or has exited).
     let addr = loop {
         match lines.next() {
             Some(Ok(line)) => {
@@ -196,10 +200,12 @@ fn start_gateway(args: &BenchArgs, secret: &str, metrics_disabled: bool) -> anyh
             }
             _ => {
                 let _ = child.kill();
+                let _ = std::fs::remove_file(&config);
                 bail!("the gateway child exited before listening");
             }
         }
     };
+    let _ = std::fs::remove_file(&config);
     // Keep draining its stdout so it never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
     let pid = child.id();

@@ -46,7 +46,7 @@ fn level1_connector_to_level1_browser_delivers_the_exact_ipc_stream() {
     let got = dir.join("level1-received.stream");
     std::fs::write(&got, &received).expect("write");
     let summary = pyarrow_summary(&[&got, &golden_path(PRIMITIVE)]);
-    let _ = std::fs::remove_file(&got);
+    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(summary.len(), 2, "{summary:?}");
     assert_eq!(summary[0], summary[1], "pyarrow: received table differs from the source");
     let rows: u64 = summary[0].split_whitespace().next().and_then(|r| r.parse().ok()).expect("rows");
