@@ -148,7 +148,7 @@ pub struct WsReader<R> {
     assembler: MessageAssembler,
     /// Read buffer size for frames that fit one (see [`WsReader::prepare`]).
     chunk_bytes: u32,
-    /// Wire length of the last frame taken off the buffer: the guess for the next one.
+    /// Wire length of the last binary frame taken off the buffer: the guess for the next one.
     last_frame_bytes: u32,
     ctl: Rc<ConnCtl>,
     /// Bytes moved from a full buffer into a new one (see metrics).
@@ -179,7 +179,7 @@ impl<R: ConnRead> WsReader<R> {
         loop {
             let buffered = self.buf.len();
             if let Some(frame) = self.decoder.decode(&mut self.buf)? {
-                if !frame.opcode.is_control() {
+                if frame.opcode == OpCode::Binary {
                     self.last_frame_bytes = u32::try_from(buffered - self.buf.len()).unwrap_or(u32::MAX);
                 }
                 if let Some(message) = self.assembler.push(frame)? {
@@ -205,29 +205,11 @@ impl<R: ConnRead> WsReader<R> {
         }
     }
 
-    /// Makes room for the next read; returns where it may end.
-    ///
-    /// A frame longer than a chunk gets a buffer of exactly its size. Frames
-    /// that fit a chunk share one, and a frame that straddles the buffer's
-    /// end is copied into the next ("carried", counted in the metrics). To
-    /// keep a steady stream of such frames from straddling, reads are
-    /// aligned on frames, with the last data frame's length as the guess for
-    /// the ones to come: a read ends after the frame in progress (its length
-    /// is known once its header is in) plus as many guessed frames as fit,
-    /// and a buffer without room for one more guessed frame is left for a
-    /// fresh one. A stream of equal frames is then never copied; a wrong
-    /// guess costs at most a carry, as without alignment.
+    /// Makes room for the next read; returns where it may end (see [`read_plan`]).
     fn prepare(&mut self) -> usize {
-        let chunk = self.chunk_bytes as usize;
-        let guess = self.last_frame_bytes as usize;
-        // Alignment only for frames that fit a chunk (0: no data frame seen yet).
-        let aligned = guess > 0 && guess <= chunk;
         let frame_len = self.decoder.frame_len_hint(&self.buf).unwrap_or(0);
-        let wanted = frame_len.max(self.buf.len() + 1);
-        let spare = self.buf.capacity() - self.buf.len();
-        let no_room_for_guess = aligned && frame_len == 0 && self.buf.capacity() < guess;
-        if self.buf.len() + spare < wanted || spare == 0 || no_room_for_guess {
-            let capacity = if frame_len > chunk { frame_len } else { chunk.max(wanted) };
+        let shape = ReadShape { chunk: self.chunk_bytes as usize, guess: self.last_frame_bytes as usize, frame_len };
+        if let Some(capacity) = shape.fresh_capacity(self.buf.len(), self.buf.capacity()) {
             let mut fresh = BytesMut::with_capacity(capacity);
             if !self.buf.is_empty() {
                 self.carried_bytes += self.buf.len() as u64;
@@ -235,19 +217,81 @@ impl<R: ConnRead> WsReader<R> {
             }
             self.buf = fresh;
         }
-        let capacity = self.buf.capacity();
-        if frame_len > chunk {
-            return frame_len;
+        let end = shape.read_end(self.buf.len(), self.buf.capacity());
+        debug_assert!(self.buf.len() < end && end <= self.buf.capacity());
+        end
+    }
+}
+
+/// Readers with a chunk at least this large align their reads on frames
+/// (see [`ReadShape`]); smaller ones (browser sessions, whose idle memory
+/// matters more than the rare copy) read into their chunk as it comes.
+pub const READ_ALIGN_MIN_CHUNK_BYTES: usize = 4096;
+
+/// How the next read of a [`WsReader`] is shaped.
+///
+/// Frames share read buffers, and a frame that straddles a buffer's end is
+/// copied into the next ("carried", counted in the metrics). To keep a
+/// steady stream of frames from straddling, reads are aligned on frames,
+/// with the last binary frame's length as the guess for the ones to come:
+/// - a read ends after the frame in progress (its length is known once its
+///   header is in) plus as many guessed frames as fit;
+/// - a buffer without room for one more guessed frame is left for a fresh
+///   one, of a chunk or of the guess if that is larger;
+/// - a frame longer than the buffer gets a fresh one of exactly its size.
+///
+/// A stream of equal frames, small or large, is then never copied; a wrong
+/// guess costs at most one carry, as without alignment. Readers with small
+/// chunks ([`READ_ALIGN_MIN_CHUNK_BYTES`]) do not align and use exact-size
+/// buffers only for frames longer than their chunk.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReadShape {
+    /// Read buffer size.
+    pub chunk: usize,
+    /// Wire length of the last binary frame (0: none yet).
+    pub guess: usize,
+    /// Wire length of the frame at the front of the buffer, 0 while its header is incomplete.
+    pub frame_len: usize,
+}
+
+impl ReadShape {
+    fn aligned(self) -> bool {
+        self.guess > 0 && self.chunk >= READ_ALIGN_MIN_CHUNK_BYTES
+    }
+
+    /// The capacity of a fresh buffer the next read needs (what is buffered
+    /// moves into it), or `None` to read into the current one, which holds
+    /// `len` bytes in `capacity`.
+    pub fn fresh_capacity(self, len: usize, capacity: usize) -> Option<usize> {
+        let wanted = self.frame_len.max(len + 1);
+        let no_room_for_guess = self.aligned() && self.frame_len == 0 && capacity < self.guess;
+        if !(capacity < wanted || capacity == len || no_room_for_guess) {
+            return None;
         }
-        if aligned {
+        Some(if self.frame_len > self.chunk {
+            self.frame_len
+        } else if self.aligned() {
+            self.chunk.max(wanted).max(self.guess)
+        } else {
+            self.chunk.max(wanted)
+        })
+    }
+
+    /// Where the next read into a buffer of `len` bytes in `capacity` may
+    /// end; past `len` and within `capacity` once
+    /// [`ReadShape::fresh_capacity`] was applied.
+    pub fn read_end(self, len: usize, capacity: usize) -> usize {
+        if self.aligned() {
             // Where the frame in progress ends, known or guessed.
-            let first = if frame_len > 0 { frame_len } else { guess };
+            let first = if self.frame_len > 0 { self.frame_len } else { self.guess };
             if first <= capacity {
-                let end = first + (capacity - first) / guess * guess;
-                if end > self.buf.len() {
+                let end = first + (capacity - first) / self.guess * self.guess;
+                if end > len {
                     return end;
                 }
             }
+        } else if self.frame_len > self.chunk {
+            return self.frame_len;
         }
         capacity
     }
@@ -447,4 +491,98 @@ where
 /// Encodes a close frame's payload into a whole frame.
 pub fn close_frame(code: u16, reason: &str) -> Bytes {
     encode_frame(OpCode::Close, &close_payload(code, reason))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Header length of a masked client frame of `wire` bytes in all.
+    fn header_len(wire: usize) -> usize {
+        match wire {
+            0..132 => 6,
+            132..65544 => 8,
+            _ => 14,
+        }
+    }
+
+    /// Feeds frames of the given wire lengths through the read planning the
+    /// way [`WsReader`] does, with the socket handing over at most the next
+    /// of `arrivals` bytes per read; returns the bytes carried between
+    /// buffers. Asserts on every read that it is non-empty and inside the
+    /// buffer, and that every frame is taken off whole, in order.
+    fn carried(frames: &[usize], arrivals: &[usize], chunk: usize) -> usize {
+        let total: usize = frames.iter().sum();
+        let (mut len, mut capacity, mut read, mut carried) = (0usize, 0usize, 0usize, 0usize);
+        let (mut next, mut guess) = (0usize, 0usize);
+        let mut arrival = arrivals.iter().cycle();
+        while next < frames.len() {
+            // Take whole frames off the front.
+            while next < frames.len() && len >= frames[next] {
+                len -= frames[next];
+                capacity -= frames[next];
+                guess = frames[next];
+                next += 1;
+            }
+            if next == frames.len() {
+                break;
+            }
+            let frame_len = if len >= header_len(frames[next]) { frames[next] } else { 0 };
+            let shape = ReadShape { chunk, guess, frame_len };
+            if let Some(fresh) = shape.fresh_capacity(len, capacity) {
+                assert!(fresh > len, "a fresh buffer has room: {fresh} for {len} buffered");
+                carried += len;
+                capacity = fresh;
+            }
+            let end = shape.read_end(len, capacity);
+            assert!(len < end && end <= capacity, "read end {end} with {len} buffered in {capacity}");
+            let n = (end - len).min(*arrival.next().expect("arrivals")).min(total - read);
+            assert!(n > 0, "every read makes progress");
+            len += n;
+            read += n;
+        }
+        carried
+    }
+
+    const CHUNK: usize = 256 * 1024;
+    const ARRIVAL_MAX: usize = 4 << 20;
+
+    #[test]
+    fn equal_frames_are_not_carried_once_their_length_is_known() {
+        for wire in [1054, 65566, (1 << 20) + 30, (4 << 20) + 30] {
+            let frames = vec![wire; 64];
+            let whole = carried(&frames, &[usize::MAX], CHUNK);
+            // Only while the first frame is read without a guess.
+            assert!(whole <= wire, "{wire}-byte frames: {whole} carried");
+            let trickled = carried(&frames, &[1500, 9000, 64 * 1024, 7, 300_000], CHUNK);
+            assert!(trickled <= 2 * wire, "{wire}-byte frames in uneven reads: {trickled} carried");
+        }
+    }
+
+    #[test]
+    fn a_browser_sized_chunk_does_not_align_so_an_idle_session_keeps_a_chunk_sized_buffer() {
+        // After a 100-byte request the emptied buffer is replaced by a
+        // 32-byte one, not by one sized for the next 100-byte request.
+        let shape = ReadShape { chunk: 32, guess: 100, frame_len: 0 };
+        assert_eq!(shape.fresh_capacity(0, 0), Some(32));
+        assert_eq!(shape.read_end(0, 32), 32);
+        // A longer frame still gets a buffer of exactly its size.
+        let long = ReadShape { chunk: 32, guess: 100, frame_len: 100 };
+        assert_eq!(long.fresh_capacity(20, 32), Some(100));
+        assert_eq!(long.read_end(20, 100), 100);
+    }
+
+    proptest! {
+        #[test]
+        fn any_frames_and_reads_make_progress_and_stay_in_the_buffer(
+            frames in proptest::collection::vec(2usize..3_000_000, 1..40),
+            arrivals in proptest::collection::vec(1usize..ARRIVAL_MAX, 1..20),
+            chunk in prop_oneof![Just(32usize), Just(4096), Just(CHUNK)],
+        ) {
+            let total: usize = frames.iter().sum();
+            let moved = carried(&frames, &arrivals, chunk);
+            prop_assert!(moved <= total, "carried {moved} of {total}");
+        }
+    }
 }
