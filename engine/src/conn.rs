@@ -15,6 +15,7 @@ use std::task::{Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
 use monoio::buf::IoBufMut;
+use volley_protocol::limits::WS_HEADER_BYTES_MAX;
 use volley_protocol::ws::{close_payload, encode_frame, FrameDecoder, Message, MessageAssembler, OpCode, WsError};
 
 use crate::transport::{ConnRead, ConnWrite};
@@ -234,16 +235,20 @@ pub const READ_ALIGN_MIN_CHUNK_BYTES: usize = 4096;
 /// copied into the next ("carried", counted in the metrics). To keep a
 /// steady stream of frames from straddling, reads are aligned on frames,
 /// with the last binary frame's length as the guess for the ones to come:
-/// - a read ends after the frame in progress (its length is known once its
-///   header is in) plus as many guessed frames as fit;
-/// - a buffer without room for one more guessed frame is left for a fresh
-///   one, of a chunk or of the guess if that is larger;
-/// - a frame longer than the buffer gets a fresh one of exactly its size.
+/// - frames expected to fit a chunk: a read ends after the frame in
+///   progress (its length is known once its header is in) plus as many
+///   guessed frames as fit, and a buffer without room for one more guessed
+///   frame is left for a fresh chunk;
+/// - frames expected to be longer than a chunk: the next frame's header is
+///   read alone (at most [`WS_HEADER_BYTES_MAX`] bytes), then the frame gets
+///   a buffer of exactly its size. Buffers are never sized on a guess, so a
+///   small frame never pins a large allocation.
 ///
-/// A stream of equal frames, small or large, is then never copied; a wrong
-/// guess costs at most one carry, as without alignment. Readers with small
-/// chunks ([`READ_ALIGN_MIN_CHUNK_BYTES`]) do not align and use exact-size
-/// buffers only for frames longer than their chunk.
+/// A stream of equal frames is then never copied, except the few header
+/// bytes of large ones; a wrong guess costs at most one carry, as without
+/// alignment. Readers with small chunks ([`READ_ALIGN_MIN_CHUNK_BYTES`]) do
+/// not align and use exact-size buffers only for frames longer than their
+/// chunk.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ReadShape {
     /// Read buffer size.
@@ -259,19 +264,25 @@ impl ReadShape {
         self.guess > 0 && self.chunk >= READ_ALIGN_MIN_CHUNK_BYTES
     }
 
+    /// A large frame is expected and its header is not in yet.
+    fn header_probe(self) -> bool {
+        self.aligned() && self.frame_len == 0 && self.guess > self.chunk
+    }
+
     /// The capacity of a fresh buffer the next read needs (what is buffered
     /// moves into it), or `None` to read into the current one, which holds
     /// `len` bytes in `capacity`.
     pub fn fresh_capacity(self, len: usize, capacity: usize) -> Option<usize> {
         let wanted = self.frame_len.max(len + 1);
-        let no_room_for_guess = self.aligned() && self.frame_len == 0 && capacity < self.guess;
+        let no_room_for_guess =
+            self.aligned() && self.frame_len == 0 && self.guess <= self.chunk && capacity < self.guess;
         if !(capacity < wanted || capacity == len || no_room_for_guess) {
             return None;
         }
         Some(if self.frame_len > self.chunk {
             self.frame_len
-        } else if self.aligned() {
-            self.chunk.max(wanted).max(self.guess)
+        } else if self.header_probe() {
+            WS_HEADER_BYTES_MAX.max(wanted)
         } else {
             self.chunk.max(wanted)
         })
@@ -281,6 +292,9 @@ impl ReadShape {
     /// end; past `len` and within `capacity` once
     /// [`ReadShape::fresh_capacity`] was applied.
     pub fn read_end(self, len: usize, capacity: usize) -> usize {
+        if self.header_probe() {
+            return WS_HEADER_BYTES_MAX.min(capacity).max(len + 1);
+        }
         if self.aligned() {
             // Where the frame in progress ends, known or guessed.
             let first = if self.frame_len > 0 { self.frame_len } else { self.guess };
@@ -553,10 +567,12 @@ mod tests {
         for wire in [1054, 65566, (1 << 20) + 30, (4 << 20) + 30] {
             let frames = vec![wire; 64];
             let whole = carried(&frames, &[usize::MAX], CHUNK);
-            // Only while the first frame is read without a guess.
-            assert!(whole <= wire, "{wire}-byte frames: {whole} carried");
+            // While the first frame is read without a guess, then only the
+            // header probes of frames longer than a chunk.
+            let probes = if wire > CHUNK { WS_HEADER_BYTES_MAX * frames.len() } else { 0 };
+            assert!(whole <= wire + probes, "{wire}-byte frames: {whole} carried");
             let trickled = carried(&frames, &[1500, 9000, 64 * 1024, 7, 300_000], CHUNK);
-            assert!(trickled <= 2 * wire, "{wire}-byte frames in uneven reads: {trickled} carried");
+            assert!(trickled <= 2 * wire + probes, "{wire}-byte frames in uneven reads: {trickled} carried");
         }
     }
 
