@@ -305,3 +305,31 @@ fn a_slow_live_subscriber_is_closed_with_4002_under_the_close_policy() {
     healthy.send(json!({"action": "list"}));
     assert_eq!(healthy.next_json(Duration::from_secs(5))["type"], "datasets");
 }
+
+/// PROTOCOL.md §4.2: a connector that never overdraws its credit does not
+/// stall when a frame larger than the rest of its window follows a small one.
+/// With 0.5 MiB outstanding and 3.9 MiB next (4 MiB of credit), it waits for
+/// the 0.5 MiB back, which the gateway returns once the browser has been sent
+/// everything queued for it, though it is less than a credit step (1 MiB).
+#[test]
+fn a_connector_that_never_overdraws_gets_its_credit_back_before_a_large_frame() {
+    let mut config = config();
+    config.timeouts.query_seconds = 10;
+    let credit = config.limits.credit_bytes as usize;
+    let gateway = start(config);
+    let addr = gateway.local_addr();
+    let mut frames = vec![ipc_messages(&golden(PRIMITIVE))[0].clone()];
+    frames.extend(synthetic_frames(1, 512 * 1024));
+    frames.extend(synthetic_frames(1, credit - 100 * 1024));
+    frames.extend(synthetic_frames(2, 64 * 1024));
+    let expected: Vec<u8> = frames.iter().flat_map(|(_, body)| body.iter().copied()).collect();
+    let dataset = DatasetSpec { behaviour: Behaviour::StrictCredit, ..DatasetSpec::query("strict", frames) };
+    let _connector = spawn_connector(addr, ConnectorSpec::level2(vec![dataset]));
+    wait_connectors(&gateway, 1);
+
+    let mut browser = Browser::connect(addr, &session_token(TENANT, &["*"]), true);
+    let result = browser.query("strict", "q1");
+    let sizes: Vec<usize> = result.payloads.iter().map(|p| p.len()).collect();
+    assert_eq!(result.error_code(), None, "the stream ended normally: {:?}; frames received: {sizes:?}", result.end);
+    assert!(result.bytes() == expected, "every frame arrived, in order");
+}

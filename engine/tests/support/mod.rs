@@ -283,6 +283,10 @@ pub enum Behaviour {
     Stall,
     /// Sends this many frames, then the connector drops its socket without a close frame.
     VanishAfter(usize),
+    /// Never overdraws its credit: sends a frame only if it fits in what is
+    /// left (PROTOCOL.md §4.2 allows this reading; the real connector sends
+    /// while any credit is left).
+    StrictCredit,
 }
 
 /// One dataset the fake connector serves.
@@ -614,7 +618,8 @@ fn connector_loop(
                     return;
                 }
             }
-            if !a.live && dataset.behaviour == Behaviour::Normal && a.next == dataset.frames.len() {
+            let ends = matches!(dataset.behaviour, Behaviour::Normal | Behaviour::StrictCredit);
+            if !a.live && ends && a.next == dataset.frames.len() {
                 finished.push(index);
             }
         }
@@ -639,7 +644,11 @@ fn can_send(a: &Active, spec: &ConnectorSpec) -> bool {
     if dataset.behaviour == Behaviour::Stall {
         return false;
     }
-    a.next < dataset.frames.len() && a.sent < a.credit
+    let Some((_, next)) = dataset.frames.get(a.next) else { return false };
+    if dataset.behaviour == Behaviour::StrictCredit {
+        return a.sent + next.len() as u64 <= a.credit;
+    }
+    a.sent < a.credit
 }
 
 fn handle_command(
