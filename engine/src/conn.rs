@@ -147,7 +147,7 @@ pub struct WsReader<R> {
     buf: BytesMut,
     decoder: FrameDecoder,
     assembler: MessageAssembler,
-    /// Read buffer size for frames that fit one (see [`WsReader::prepare`]).
+    /// Read buffer size (see [`ReadShape`]).
     chunk_bytes: u32,
     /// Wire length of the last binary frame taken off the buffer: the guess for the next one.
     last_frame_bytes: u32,
@@ -206,7 +206,7 @@ impl<R: ConnRead> WsReader<R> {
         }
     }
 
-    /// Makes room for the next read; returns where it may end (see [`read_plan`]).
+    /// Makes room for the next read; returns where it may end (see [`ReadShape`]).
     fn prepare(&mut self) -> usize {
         let frame_len = self.decoder.frame_len_hint(&self.buf).unwrap_or(0);
         let shape = ReadShape { chunk: self.chunk_bytes as usize, guess: self.last_frame_bytes as usize, frame_len };
@@ -250,7 +250,7 @@ pub const READ_ALIGN_MIN_CHUNK_BYTES: usize = 4096;
 /// not align and use exact-size buffers only for frames longer than their
 /// chunk.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct ReadShape {
+pub struct ReadShape {
     /// Read buffer size.
     pub chunk: usize,
     /// Wire length of the last binary frame (0: none yet).
