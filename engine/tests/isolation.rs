@@ -315,7 +315,7 @@ fn a_slow_live_subscriber_is_closed_with_4002_under_the_close_policy() {
 fn a_connector_that_never_overdraws_gets_its_credit_back_before_a_large_frame() {
     let mut config = config();
     config.timeouts.query_seconds = 10;
-    let credit = config.limits.credit_bytes as usize;
+    let credit = usize::try_from(config.limits.credit_bytes).expect("credit fits usize");
     let gateway = start(config);
     let addr = gateway.local_addr();
     let mut frames = vec![ipc_messages(&golden(PRIMITIVE))[0].clone()];
