@@ -6,6 +6,7 @@
 mod support;
 
 use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -17,6 +18,25 @@ const TENANT: &str = "acme";
 
 fn perf(parallel: usize) -> Value {
     json!({"parallel_connections": parallel, "reconnect_delay": 0.1})
+}
+
+/// The binary connector's config file in `dir`: tenant [`TENANT`] at the
+/// gateway at `addr`, serving `aggregate` (a CSV), with `logging` added
+/// when given.
+fn aggregate_connector_file(dir: &TempDir, addr: SocketAddr, parallel: usize, logging: Option<Value>) -> PathBuf {
+    let mut config = connector_config(
+        addr,
+        TENANT,
+        &connector_token(TENANT),
+        perf(parallel),
+        json!({"aggregate": {"type": "csv", "path": aggregate_csv()}}),
+    );
+    if let Some(logging) = logging {
+        config["logging"] = logging;
+    }
+    let path = dir.join("connector.yaml");
+    std::fs::write(&path, config.to_string()).expect("write config");
+    path
 }
 
 /// A gateway and the real connector serving `datasets` for [`TENANT`], registered.
@@ -242,15 +262,7 @@ fn binary_connector_retries_with_backoff_and_registers_with_each_new_gateway() {
     let dir = TempDir::new("reconnect");
     let port = free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let config = dir.join("connector.yaml");
-    let yaml = connector_yaml(
-        addr,
-        TENANT,
-        &connector_token(TENANT),
-        perf(1),
-        json!({"aggregate": {"type": "csv", "path": aggregate_csv()}}),
-    );
-    std::fs::write(&config, yaml).expect("write config");
+    let config = aggregate_connector_file(&dir, addr, 1, None);
     let mut connector = VolleyProcess::spawn(&["connector", "--config", config.to_str().expect("utf8")]);
 
     // No gateway yet: every attempt fails and is logged, with growing delays.
@@ -397,15 +409,7 @@ fn shutdown_flag_stops_an_idle_connector_promptly() {
 fn binary_connector_exits_zero_on_sigterm() {
     let dir = TempDir::new("sigterm");
     let gateway = start_default_gateway();
-    let config = dir.join("connector.yaml");
-    let yaml = connector_yaml(
-        gateway.local_addr(),
-        TENANT,
-        &connector_token(TENANT),
-        perf(2),
-        json!({"aggregate": {"type": "csv", "path": aggregate_csv()}}),
-    );
-    std::fs::write(&config, yaml).expect("write config");
+    let config = aggregate_connector_file(&dir, gateway.local_addr(), 2, None);
     let mut connector = VolleyProcess::spawn(&["connector", "--config", config.to_str().expect("utf8")]);
     assert!(
         wait_until(Duration::from_secs(10), || connectors_online(&gateway) == 2),
@@ -425,17 +429,7 @@ fn binary_connector_exits_zero_on_sigterm() {
 fn connector_log_at(level: &str) -> String {
     let dir = TempDir::new(&format!("log-{level}"));
     let gateway = start_default_gateway();
-    let config = dir.join("connector.yaml");
-    let yaml = connector_yaml(
-        gateway.local_addr(),
-        TENANT,
-        &connector_token(TENANT),
-        perf(1),
-        json!({"aggregate": {"type": "csv", "path": aggregate_csv()}}),
-    );
-    let mut yaml: Value = serde_json::from_str(&yaml).expect("json");
-    yaml["logging"] = json!({"level": level});
-    std::fs::write(&config, yaml.to_string()).expect("write config");
+    let config = aggregate_connector_file(&dir, gateway.local_addr(), 1, Some(json!({"level": level})));
     let mut connector =
         VolleyProcess::spawn_without_rust_log(&["connector", "--config", config.to_str().expect("utf8")]);
     assert!(

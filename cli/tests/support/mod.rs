@@ -219,13 +219,17 @@ pub fn connector_token(tenant: &str) -> String {
 /// Connector config text (JSON is YAML): gateway at `addr`, `tenant` with
 /// `token`, `performance` and `datasets` as given.
 pub fn connector_yaml(addr: SocketAddr, tenant: &str, token: &str, performance: Value, datasets: Value) -> String {
+    connector_config(addr, tenant, token, performance, datasets).to_string()
+}
+
+/// [`connector_yaml`] as a JSON value, for tests that add keys.
+pub fn connector_config(addr: SocketAddr, tenant: &str, token: &str, performance: Value, datasets: Value) -> Value {
     json!({
         "gateway": {"uri": format!("ws://{addr}/ws/connect")},
         "tenant": {"id": tenant, "token": token},
         "performance": performance,
         "datasets": datasets,
     })
-    .to_string()
 }
 
 /// The real connector running in this process (`service::run_config` on a thread).
