@@ -7,6 +7,8 @@
 //! Modules, in the order a frame meets them:
 //! - [`handshake`]: parse the HTTP upgrade request, choose the level
 //!   (`volley.v2` subprotocol), build the 101 or error response.
+//! - [`route`]: which endpoint a request head names; the session id in the
+//!   path decoded strictly by [`percent`].
 //! - [`ws`]: RFC 6455 frames. [`ws::FrameDecoder`] unmasks client payloads in
 //!   place and hands them out as `Bytes` views of the read buffer (the
 //!   zero-copy start of the data path); [`ws::MessageAssembler`] handles
@@ -29,6 +31,8 @@ pub mod handshake;
 pub mod header;
 pub mod limits;
 pub mod message;
+pub mod percent;
+pub mod route;
 pub mod token;
 pub mod ws;
 
