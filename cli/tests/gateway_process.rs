@@ -35,3 +35,69 @@ fn transparent_huge_pages_are_off_unless_configured_on() {
     opted_in.signal("-TERM");
     assert_eq!(opted_in.wait_exit(Duration::from_secs(10)), Some(0), "{}", opted_in.output());
 }
+
+/// Sends one `GET path` and returns the status, 0 when the connection was
+/// closed without an answer; gives up after 5 s.
+fn get_status(addr: &str, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else { return 0 };
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return 0;
+    }
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    String::from_utf8_lossy(&response).split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+/// The value of a counter line in `/metrics`.
+fn metric(addr: &str, name: &str) -> Option<u64> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+fn fault_gateway(dir: &TempDir, workers: u32) -> (VolleyProcess, String) {
+    let config = json!({
+        "listen": "127.0.0.1:0", "workers": workers, "tableros_secret_key": SECRET, "test_fault_routes": true,
+    });
+    let (process, url) = VolleyProcess::gateway(dir, &config.to_string(), "info");
+    (process, url.trim_start_matches("http://").trim_end_matches('/').to_owned())
+}
+
+/// A panic in one connection's task closes that connection only: it is
+/// logged and counted in `volley_panics_total`, and every worker goes on
+/// serving. Twenty panics on a two-worker gateway hit both workers many
+/// times; before containment, the first one on each worker ended it.
+#[test]
+fn a_panic_in_a_connection_closes_only_that_connection_and_is_counted() {
+    let dir = TempDir::new("gateway-panic");
+    let (mut gateway, addr) = fault_gateway(&dir, 2);
+    for _ in 0..20 {
+        assert_eq!(get_status(&addr, "/test/panic/connection"), 0, "the panicking connection is closed unanswered");
+    }
+    for _ in 0..20 {
+        assert_eq!(get_status(&addr, "/health"), 200, "every worker still answers:\n{}", gateway.output());
+    }
+    assert_eq!(metric(&addr, "volley_panics_total"), Some(20), "{}", gateway.output());
+    assert!(gateway.output().contains("task panicked"), "each panic is logged:\n{}", gateway.output());
+    gateway.signal("-TERM");
+    assert_eq!(gateway.wait_exit(Duration::from_secs(10)), Some(0), "{}", gateway.output());
+}
+
+/// A panic outside any connection task ends its worker; the process then
+/// exits non-zero at once (status 70) so that its supervisor restarts it,
+/// instead of staying up with a listener nobody serves.
+#[test]
+fn a_worker_that_dies_ends_the_process_with_status_70() {
+    let dir = TempDir::new("gateway-worker-death");
+    let (mut gateway, addr) = fault_gateway(&dir, 2);
+    let _ = get_status(&addr, "/test/panic/worker");
+    assert_eq!(gateway.wait_exit(Duration::from_secs(5)), Some(70), "{}", gateway.output());
+    assert!(gateway.output().contains("exiting with status 70"), "{}", gateway.output());
+}

@@ -13,7 +13,7 @@ use volley_protocol::message::{BrowserEvent, BrowserRequest, DatasetInfo, ErrorC
 use volley_protocol::token::SessionClaims;
 use volley_protocol::ws::{close_code, encode_frame, FrameDecoder, Message, MessageAssembler, OpCode, Role};
 
-use crate::conn::{run_writer, ConnCtl, ReadError, Ring, WsReader};
+use crate::conn::{run_writer, ConnCtl, KillOnDrop, ReadError, Ring, WsReader, CLOSE_GRACE};
 use crate::frame::Level;
 use crate::metrics::WorkerMetrics;
 use crate::registry::{ConnectorCmd, OpenError, Stream, Subscriber};
@@ -72,6 +72,10 @@ struct OpenQuery {
     /// Body bytes written to the browser and not yet returned upstream as
     /// credit (queries only; live streams are not credit-paced).
     credit_owed: u64,
+    /// When a query ends with `query_timeout` (`timeouts.query_seconds`);
+    /// `None` for a live subscription. Checked by the worker's sweep: no
+    /// timer task holds the session.
+    deadline: Option<Instant>,
 }
 
 impl BrowserSession {
@@ -127,7 +131,12 @@ pub fn run<R: ConnRead, W: ConnWrite + 'static, G>(
     let shared = worker.shared.clone();
     let limits = &shared.limits;
     let id = shared.next_id();
-    let ring = Rc::new(RefCell::new(Ring::new(shared.config.rings.session_bytes_max, shared.ring_bytes.clone())));
+    let rings = &shared.config.rings;
+    let ring = Rc::new(RefCell::new(Ring::new(
+        rings.session_bytes_max,
+        rings.session_control_bytes_max,
+        shared.ring_totals.clone(),
+    )));
     let session = Rc::new(BrowserSession {
         id,
         level,
@@ -158,17 +167,18 @@ pub fn run<R: ConnRead, W: ConnWrite + 'static, G>(
     let writer = {
         let session = session.clone();
         let worker = worker.clone();
-        monoio::spawn(async move {
+        crate::task::spawn(&worker.clone(), "browser writer", async move {
+            // The writer is done (closed, failed, killed or dropped after a
+            // panic): stop the reader too.
+            let _kill = KillOnDrop::new(session.ctl.clone());
             let ctl = session.ctl.clone();
-            let result = run_writer(ring, write, ctl.clone(), |items, occupancy| {
+            let result = run_writer(ring, write, ctl, |items, occupancy| {
                 written(&worker, &session, items, occupancy);
             })
             .await;
             if let Err(e) = result {
                 log::debug!("session {}: write ended: {e}", session.id);
             }
-            // The writer is done (closed, failed or killed): stop the reader too.
-            ctl.kill();
         })
     };
 
@@ -179,10 +189,14 @@ pub fn run<R: ConnRead, W: ConnWrite + 'static, G>(
     // An async block, not an async fn: an async fn's parameters are moved
     // into locals and the task would keep both copies.
     async move {
-        read_loop(&worker, &session, &mut reader).await;
+        // Detaches the session when dropped: at the end below, or wherever
+        // this task is dropped (a panic), so no table keeps a closed session.
+        let teardown = Teardown { worker, session };
+        read_loop(&teardown.worker, &teardown.session, &mut reader).await;
         let carried = reader.carried_bytes;
         drop(reader);
-        Box::pin(finish(worker, session, carried, writer)).await;
+        Box::pin(finish(&teardown, carried, writer)).await;
+        drop(teardown);
         drop(guards);
     }
 }
@@ -198,6 +212,9 @@ fn read_loop<'a, R: ConnRead>(
 ) -> impl std::future::Future<Output = ()> + 'a {
     async move {
         loop {
+            // Backpressure: while the ring holds its budget, the next
+            // request is not read (TCP then slows the browser down).
+            Ring::wait_for_room(&session.ring).await;
             let message = match reader.next().await {
                 Ok(Some(message)) => message,
                 Ok(None) => break,
@@ -212,13 +229,22 @@ fn read_loop<'a, R: ConnRead>(
                 Message::Text(_) => {
                     let text = message.as_text().unwrap_or_default();
                     handle_request(worker, session, text);
+                    // A reply past the control cap closed the session:
+                    // nothing more it sends is read.
+                    if session.ring.borrow().is_closing() {
+                        break;
+                    }
                 }
                 Message::Binary(_) => {
                     session.close(close_code::UNSUPPORTED_DATA, "browsers send text control messages only");
                     break;
                 }
                 Message::Ping(payload) => {
-                    session.ring.borrow_mut().push(OutItem::Encoded(encode_frame(OpCode::Pong, &payload)));
+                    let mut ring = session.ring.borrow_mut();
+                    ring.push(OutItem::Encoded(encode_frame(OpCode::Pong, &payload)));
+                    if ring.is_closing() {
+                        break;
+                    }
                 }
                 Message::Pong(_) => {}
                 Message::Close(close) => {
@@ -231,15 +257,11 @@ fn read_loop<'a, R: ConnRead>(
     }
 }
 
-/// Lets a queued close frame go out, then stops the writer and detaches the
-/// session from everything.
-async fn finish(
-    worker: Rc<Worker>,
-    session: Rc<BrowserSession>,
-    carried_bytes: u64,
-    writer: monoio::task::JoinHandle<()>,
-) {
-    worker.metrics.borrow_mut().read_carry_bytes += carried_bytes;
+/// Lets a queued close frame go out, then stops the writer; dropping the
+/// [`Teardown`] afterwards detaches the session from everything.
+async fn finish(teardown: &Teardown, carried_bytes: u64, writer: monoio::task::JoinHandle<()>) {
+    let session = &teardown.session;
+    teardown.worker.metrics.borrow_mut().read_carry_bytes += carried_bytes;
     let drain_deadline = Instant::now() + Duration::from_secs(1);
     while !session.ctl.killed() && session.ring.borrow().bytes() > 0 && Instant::now() < drain_deadline {
         monoio::time::sleep(Duration::from_millis(5)).await;
@@ -249,16 +271,31 @@ async fn finish(
     session.ctl.kill();
     session.ring.borrow_mut().wake();
     let _ = writer.await;
-    cleanup(&worker, &session);
 }
 
-fn cleanup(worker: &Rc<Worker>, session: &Rc<BrowserSession>) {
-    let queries = std::mem::take(&mut *session.queries.borrow_mut());
-    for query in queries {
-        worker.detach(&query.stream, session.id, &query.id);
+/// A session's detachment from its worker: when dropped, the connection is
+/// killed, its queries leave their streams (the last reader cancels a
+/// stream upstream) and the worker forgets it, so its ring and state are
+/// freed as soon as the writer task lets go too.
+struct Teardown {
+    worker: Rc<Worker>,
+    session: Rc<BrowserSession>,
+}
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        let (worker, session) = (&self.worker, &self.session);
+        session.ctl.kill();
+        if let Ok(mut ring) = session.ring.try_borrow_mut() {
+            ring.wake();
+        }
+        let queries = std::mem::take(&mut *session.queries.borrow_mut());
+        for query in queries {
+            worker.detach(&query.stream, session.id, &query.id);
+        }
+        worker.local.borrow_mut().sessions.remove(&session.id);
+        worker.shared.registry.sessions_online.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
-    worker.local.borrow_mut().sessions.remove(&session.id);
-    worker.shared.registry.sessions_online.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// After a batch reached the socket: relay latency, counters, credit back upstream.
@@ -308,16 +345,27 @@ fn written(worker: &Rc<Worker>, session: &BrowserSession, items: &[OutItem], occ
 }
 
 /// One sweep's checks of a session (see [`crate::worker::sweep`]): token
-/// expiry, idle timeout, heartbeat ping.
-pub fn check(worker: &Worker, session: &BrowserSession, now: Instant, now_unix: i64) {
+/// expiry, idle timeout, heartbeat ping. Returns true when one of its
+/// queries is past its deadline: the sweep then calls [`expire_queries`]
+/// once it no longer walks the worker's tables.
+pub fn check(worker: &Worker, session: &BrowserSession, now: Instant, now_unix: i64) -> bool {
     let config = &worker.shared.config;
-    if session.ctl.killed() || session.ring.borrow().is_closing() {
-        return;
+    if session.ctl.killed() {
+        return false;
     }
+    if let Some(closing_at) = session.ring.borrow().closing_at() {
+        // Its close frame has not gone out in time (the peer reads
+        // nothing): end the connection now.
+        if now.saturating_duration_since(closing_at) > CLOSE_GRACE {
+            session.ctl.kill();
+        }
+        return false;
+    }
+    let overdue = session.queries.borrow().iter().any(|q| q.deadline.is_some_and(|deadline| deadline <= now));
     let leeway = i64::try_from(config.limits.token_leeway_seconds).unwrap_or(0);
     if session.claims.exp.saturating_add(leeway) < now_unix {
         session.close(close_code::TOKEN_EXPIRED, "session token expired");
-        return;
+        return false;
     }
     let busy = !session.queries.borrow().is_empty();
     if !busy
@@ -325,11 +373,46 @@ pub fn check(worker: &Worker, session: &BrowserSession, now: Instant, now_unix: 
             > Duration::from_secs(config.timeouts.idle_seconds)
     {
         session.close(close_code::IDLE_TIMEOUT, "idle timeout");
-        return;
+        return false;
     }
     if now.saturating_duration_since(session.last_ping.get()) >= Duration::from_secs(config.limits.heartbeat_seconds) {
         session.last_ping.set(now);
         session.ring.borrow_mut().push(OutItem::Encoded(encode_frame(OpCode::Ping, b"")));
+    }
+    overdue
+}
+
+/// Ends the session's queries that are past their deadline with
+/// `query_timeout`, and cancels them upstream (if no other reader shares
+/// their stream).
+pub fn expire_queries(worker: &Worker, session: &BrowserSession, now: Instant) {
+    let timeout_seconds = worker.shared.config.timeouts.query_seconds;
+    let expired: Vec<(String, Arc<Stream>)> = {
+        let mut queries = session.queries.borrow_mut();
+        let mut expired = Vec::new();
+        let mut at = 0;
+        while at < queries.len() {
+            if queries.get(at).is_some_and(|q| q.deadline.is_some_and(|deadline| deadline <= now)) {
+                let query = queries.swap_remove(at);
+                expired.push((query.id, query.stream));
+            } else {
+                at += 1;
+            }
+        }
+        expired
+    };
+    for (query_id, stream) in expired {
+        worker.detach(&stream, session.id, &query_id);
+        session.send(&BrowserEvent::StreamEnd {
+            query_id: query_id.clone(),
+            request_id: query_id,
+            stream_id: (session.level == Level::Two).then_some(stream.id),
+            total_bytes: 0,
+            error: Some(volley_protocol::ErrorBody::new(
+                ErrorCode::QueryTimeout,
+                format!("the query ran longer than {timeout_seconds} s (timeouts.query_seconds); ask for less data or raise the limit"),
+            )),
+        });
     }
 }
 
@@ -494,37 +577,19 @@ fn open(
         }
     }
     worker.add_sub(stream.id, sub);
-    session.queries.borrow_mut().push(OpenQuery { id: query_id.clone(), stream: stream.clone(), credit_owed: 0 });
+    let deadline = (!live).then(|| Instant::now() + Duration::from_secs(config.timeouts.query_seconds));
+    session.queries.borrow_mut().push(OpenQuery {
+        id: query_id.clone(),
+        stream: stream.clone(),
+        credit_owed: 0,
+        deadline,
+    });
     if is_new {
         if let Err(e) = stream.connector.mailbox.push(ConnectorCmd::Open(stream.clone())) {
             drop(e);
             session.take_query(&query_id);
             worker.detach(&stream, session.id, &query_id);
             session.error(ErrorCode::TooManyRequests, "the connector's queue is full", Some(query_id));
-            return;
         }
-    }
-    if !live {
-        let worker = worker.clone();
-        let session = session.clone();
-        let timeout = Duration::from_secs(config.timeouts.query_seconds);
-        monoio::spawn(async move {
-            monoio::time::sleep(timeout).await;
-            let still_open = session.query_stream_id(&query_id) == Some(stream.id);
-            if still_open && !session.ctl.killed() {
-                session.take_query(&query_id);
-                worker.detach(&stream, session.id, &query_id);
-                session.send(&BrowserEvent::StreamEnd {
-                    query_id: query_id.clone(),
-                    request_id: query_id,
-                    stream_id: (session.level == Level::Two).then_some(stream.id),
-                    total_bytes: 0,
-                    error: Some(volley_protocol::ErrorBody::new(
-                        ErrorCode::QueryTimeout,
-                        format!("the query ran longer than {} s", timeout.as_secs()),
-                    )),
-                });
-            }
-        });
     }
 }

@@ -47,11 +47,21 @@ pub struct Rings {
     pub total_bytes_max: usize,
     /// Live-stream policy for a subscriber whose ring is full. Default `skip`.
     pub slow_reader_policy: SlowReaderPolicy,
+    /// Control output (replies, events, pings, pongs) a browser session may
+    /// leave unread before it is closed with 4002, part of its
+    /// `session_bytes_max`. Default 1 MiB: thousands of replies, far more
+    /// than a page that reads its socket ever has queued.
+    pub session_control_bytes_max: usize,
 }
 
 impl Default for Rings {
     fn default() -> Self {
-        Rings { session_bytes_max: 8 << 20, total_bytes_max: 1 << 30, slow_reader_policy: SlowReaderPolicy::Skip }
+        Rings {
+            session_bytes_max: 8 << 20,
+            total_bytes_max: 1 << 30,
+            slow_reader_policy: SlowReaderPolicy::Skip,
+            session_control_bytes_max: 1 << 20,
+        }
     }
 }
 
@@ -324,6 +334,11 @@ pub struct GatewayConfig {
     pub tls: TlsConfig,
     /// Test-only: enable the `/echo` WebSocket route used by the conformance suite.
     pub test_echo_route: bool,
+    /// Test-only: enable `/test/panic/connection` (a connection task panics)
+    /// and `/test/panic/worker` (a worker panics outside any connection),
+    /// which the tests of panic containment and of the worker-exit rule use.
+    /// Never on in production: anyone could end the gateway.
+    pub test_fault_routes: bool,
 }
 
 impl Default for GatewayConfig {
@@ -346,6 +361,7 @@ impl Default for GatewayConfig {
             compression: CompressionConfig::default(),
             tls: TlsConfig::default(),
             test_echo_route: false,
+            test_fault_routes: false,
         }
     }
 }
@@ -438,6 +454,14 @@ impl GatewayConfig {
         }
         if self.rings.total_bytes_max < self.rings.session_bytes_max {
             return invalid("rings.total_bytes_max", "must be at least rings.session_bytes_max");
+        }
+        if self.rings.session_control_bytes_max < l.control_message_bytes_max
+            || self.rings.session_control_bytes_max > self.rings.session_bytes_max
+        {
+            return invalid(
+                "rings.session_control_bytes_max",
+                "must be at least limits.control_message_bytes_max and at most rings.session_bytes_max",
+            );
         }
         match &self.tableros_secret_key {
             Some(Secrets::One(s)) if s.is_empty() => return invalid("tableros_secret_key", "is empty"),

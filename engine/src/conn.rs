@@ -12,6 +12,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use monoio::buf::IoBufMut;
@@ -312,27 +313,85 @@ impl ReadShape {
 }
 
 /// Outgoing queue of one connection, with a byte budget. Single-threaded
-/// (owned by the connection's worker). Pushes never block: control messages
-/// always fit (they are few and small); frames are admitted by the caller's
-/// policy (credit for queries, skip/close for live streams).
+/// (owned by the connection's worker).
+///
+/// Every byte queued counts in [`Ring::bytes`], against the ring's budget:
+/// - data frames are admitted by the caller's policy (credit for queries,
+///   skip/close for live streams) and count in the gateway-wide data total
+///   (`rings.total_bytes_max`);
+/// - control output (text messages, pings, pongs — [`OutItem::Encoded`])
+///   counts in the gateway-wide control total, and the ring's own control
+///   bytes are capped: a push that would take them past `control_bytes_max`
+///   is dropped and the connection closed with 4002 instead, so a peer that
+///   asks for replies and never reads them cannot grow its queue;
+/// - while the ring holds its budget or more, the connection's reader waits
+///   ([`Ring::wait_for_room`]) before it reads the next message: TCP then
+///   slows the sender down.
+///
+/// A close frame is always queued (it ends the connection).
 pub struct Ring {
     items: VecDeque<OutItem>,
     bytes: usize,
+    control_bytes: usize,
     budget: usize,
+    control_bytes_max: usize,
+    /// The writer, waiting for items.
     waker: Option<Waker>,
-    closing: bool,
-    total: Arc<AtomicUsize>,
+    /// The reader, waiting for the ring to drop below its budget.
+    room_waker: Option<Waker>,
+    /// When the close frame was queued (`None`: open).
+    closing_at: Option<Instant>,
+    totals: Arc<RingTotals>,
 }
 
+/// Bytes queued in all rings of a gateway, data and control apart: the live
+/// admission policy compares the data total with `rings.total_bytes_max`;
+/// control output is bounded per connection instead (its cap), so one
+/// tenant's unread replies never make another tenant's live frames skip.
+#[derive(Debug, Default)]
+pub struct RingTotals {
+    /// Data frames queued.
+    pub data: AtomicUsize,
+    /// Control output queued.
+    pub control: AtomicUsize,
+    /// Rings in memory: one per open connection, and one per closed
+    /// connection whose state something still holds (it should be none).
+    pub rings: AtomicUsize,
+}
+
+/// How long a connection may take to get its close frame out once it was
+/// queued; after that its worker kills it (see [`Ring::closing_at`]).
+pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Why a ring closed its connection when its control output passed its cap.
+pub const CONTROL_OVERFLOW_REASON: &str = "slow consumer: too many unread control replies";
+
 impl Ring {
-    /// An empty ring with a per-ring budget, counted also in `total`.
-    pub fn new(budget: usize, total: Arc<AtomicUsize>) -> Ring {
-        Ring { items: VecDeque::new(), bytes: 0, budget, waker: None, closing: false, total }
+    /// An empty ring with a budget and a cap on its control output, counted
+    /// also in `totals`.
+    pub fn new(budget: usize, control_bytes_max: usize, totals: Arc<RingTotals>) -> Ring {
+        totals.rings.fetch_add(1, Ordering::Relaxed);
+        Ring {
+            items: VecDeque::new(),
+            bytes: 0,
+            control_bytes: 0,
+            budget,
+            control_bytes_max,
+            waker: None,
+            room_waker: None,
+            closing_at: None,
+            totals,
+        }
     }
 
     /// Bytes queued.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Control bytes queued.
+    pub fn control_bytes(&self) -> usize {
+        self.control_bytes
     }
 
     /// The budget.
@@ -347,17 +406,42 @@ impl Ring {
 
     /// True once a close frame is queued.
     pub fn is_closing(&self) -> bool {
-        self.closing
+        self.closing_at.is_some()
     }
 
-    /// Queues an item (ignored once closing).
+    /// When the close frame was queued, if it was. A connection still open
+    /// [`CLOSE_GRACE`] later (its peer reads nothing, so the close frame
+    /// cannot be written) is killed by its worker's sweep.
+    pub fn closing_at(&self) -> Option<Instant> {
+        self.closing_at
+    }
+
+    /// Queues an item (ignored once closing). Control output past the cap
+    /// closes the connection instead (4002).
     pub fn push(&mut self, item: OutItem) {
-        if self.closing {
+        if self.is_closing() {
             return;
         }
         let len = item.wire_len();
+        if matches!(item, OutItem::Encoded(_)) {
+            if self.control_bytes.saturating_add(len) > self.control_bytes_max {
+                self.push_close(volley_protocol::ws::close_code::SLOW_CONSUMER, CONTROL_OVERFLOW_REASON);
+                return;
+            }
+            self.enqueue(item, len, true);
+        } else {
+            self.enqueue(item, len, false);
+        }
+    }
+
+    fn enqueue(&mut self, item: OutItem, len: usize, control: bool) {
         self.bytes += len;
-        self.total.fetch_add(len, Ordering::Relaxed);
+        if control {
+            self.control_bytes += len;
+            self.totals.control.fetch_add(len, Ordering::Relaxed);
+        } else {
+            self.totals.data.fetch_add(len, Ordering::Relaxed);
+        }
         self.items.push_back(item);
         if let Some(waker) = self.waker.take() {
             waker.wake();
@@ -369,13 +453,19 @@ impl Ring {
         self.push(OutItem::Encoded(encode_frame(OpCode::Text, text.as_bytes())));
     }
 
-    /// Queues a close frame; nothing after it is sent.
+    /// Queues a close frame (whatever the budget); nothing after it is sent.
     pub fn push_close(&mut self, code: u16, reason: &str) {
-        if self.closing {
+        if self.is_closing() {
             return;
         }
-        self.push(OutItem::Encoded(encode_frame(OpCode::Close, &close_payload(code, reason))));
-        self.closing = true;
+        let item = OutItem::Encoded(encode_frame(OpCode::Close, &close_payload(code, reason)));
+        let len = item.wire_len();
+        self.enqueue(item, len, true);
+        self.closing_at = Some(Instant::now());
+        // A reader waiting for room stops waiting: the connection is ending.
+        if let Some(waker) = self.room_waker.take() {
+            waker.wake();
+        }
     }
 
     /// Wakes the writer without queuing (used when the connection is killed).
@@ -383,37 +473,102 @@ impl Ring {
         if let Some(waker) = self.waker.take() {
             waker.wake();
         }
+        if let Some(waker) = self.room_waker.take() {
+            waker.wake();
+        }
     }
 
-    fn take_batch(&mut self, batch: &mut WriteBatch) -> usize {
-        let mut taken_bytes = 0;
-        let mut taken = 0;
+    /// Waits until the ring holds less than its budget (or is closing):
+    /// a reader calls it before reading the next request, so a peer that
+    /// does not read what it asked for stops being read (backpressure).
+    pub async fn wait_for_room(ring: &RefCell<Ring>) {
+        poll_fn(|cx| {
+            let mut ring = ring.borrow_mut();
+            if ring.bytes < ring.budget || ring.is_closing() {
+                return Poll::Ready(());
+            }
+            ring.room_waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    fn take_batch(&mut self, batch: &mut WriteBatch) -> Taken {
+        let mut taken = Taken::default();
+        let mut count = 0;
         while let Some(item) = self.items.front() {
             let len = item.wire_len();
-            if taken > 0
-                && (taken >= BATCH_ITEMS_MAX
-                    || taken_bytes + len > BATCH_BYTES_MAX
+            if count > 0
+                && (count >= BATCH_ITEMS_MAX
+                    || taken.bytes + len > BATCH_BYTES_MAX
                     || batch.iovec_count() + 3 > IOVECS_PER_WRITE_MAX)
             {
                 break;
             }
             let Some(item) = self.items.pop_front() else { break };
-            taken_bytes += len;
-            taken += 1;
+            taken.bytes += len;
+            if matches!(item, OutItem::Encoded(_)) {
+                taken.control_bytes += len;
+            }
+            count += 1;
             batch.push(item);
         }
-        taken_bytes
+        taken
     }
 
-    fn release(&mut self, bytes: usize) {
-        self.bytes -= bytes.min(self.bytes);
-        self.total.fetch_sub(bytes, Ordering::Relaxed);
+    fn release(&mut self, taken: Taken) {
+        let control = taken.control_bytes.min(self.control_bytes);
+        let data = (taken.bytes - taken.control_bytes).min(self.bytes - self.control_bytes);
+        self.control_bytes -= control;
+        self.bytes -= control + data;
+        self.totals.control.fetch_sub(control, Ordering::Relaxed);
+        self.totals.data.fetch_sub(data, Ordering::Relaxed);
+        if self.bytes < self.budget {
+            if let Some(waker) = self.room_waker.take() {
+                waker.wake();
+            }
+        }
     }
+}
+
+/// What one writer batch took off a ring.
+#[derive(Debug, Default, Clone, Copy)]
+struct Taken {
+    bytes: usize,
+    control_bytes: usize,
 }
 
 impl Drop for Ring {
     fn drop(&mut self) {
-        self.total.fetch_sub(self.bytes, Ordering::Relaxed);
+        self.totals.rings.fetch_sub(1, Ordering::Relaxed);
+        self.totals.control.fetch_sub(self.control_bytes, Ordering::Relaxed);
+        self.totals.data.fetch_sub(self.bytes - self.control_bytes, Ordering::Relaxed);
+    }
+}
+
+/// Kills its connection when dropped, unless disarmed: held by a
+/// connection's helper tasks (writer, command loop, heartbeat), so that one
+/// of them ending — or being dropped after a panic — ends the whole
+/// connection, never half of it.
+pub struct KillOnDrop(Option<Rc<ConnCtl>>);
+
+impl KillOnDrop {
+    /// Arms the guard for `ctl`.
+    pub fn new(ctl: Rc<ConnCtl>) -> KillOnDrop {
+        KillOnDrop(Some(ctl))
+    }
+
+    /// The task ends normally and must not kill its connection.
+    pub fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(ctl) = self.0.take() {
+            ctl.kill();
+        }
     }
 }
 
@@ -447,7 +602,7 @@ where
                 if !ring.items.is_empty() {
                     return Poll::Ready(true);
                 }
-                if ring.closing {
+                if ring.is_closing() {
                     return Poll::Ready(false);
                 }
                 ring.waker = Some(cx.waker().clone());
@@ -455,7 +610,7 @@ where
             })
             .await;
             if !busy {
-                let closing = ring.borrow().closing;
+                let closing = ring.borrow().is_closing();
                 if closing && !ctl.killed() {
                     Box::pin(shutdown(&mut writer, &ctl)).await;
                 }
@@ -482,16 +637,16 @@ where
         if ctl.killed() {
             break Ok(());
         }
-        let (occupancy, bytes) = {
+        let (occupancy, taken) = {
             let mut ring = ring.borrow_mut();
             (ring.bytes, ring.take_batch(&mut batch))
         };
-        if bytes == 0 {
+        if taken.bytes == 0 {
             break Ok(());
         }
         let (result, returned) = write_all(writer, batch, ctl).await;
         batch = returned;
-        ring.borrow_mut().release(bytes);
+        ring.borrow_mut().release(taken);
         if let Err(e) = result {
             break Err(e);
         }

@@ -24,7 +24,7 @@ use volley_protocol::token::{verify_connector, Validation};
 use volley_protocol::ws::{close_code, encode_frame, FrameDecoder, Message, MessageAssembler, OpCode, Role};
 use volley_protocol::Codec;
 
-use crate::conn::{run_writer, ConnCtl, ReadError, Ring, WsReader};
+use crate::conn::{run_writer, ConnCtl, KillOnDrop, ReadError, Ring, WsReader};
 use crate::frame::{Level, SharedFrame};
 use crate::mailbox::Mailbox;
 use crate::registry::{ConnectorCmd, ConnectorHandle, Stream};
@@ -78,13 +78,15 @@ pub async fn run<R: ConnRead, W: ConnWrite + 'static>(
 ) {
     let shared = worker.shared.clone();
     let limits = shared.limits.clone();
-    let ring = Rc::new(RefCell::new(Ring::new(TUNNEL_RING_BYTES_MAX, shared.ring_bytes.clone())));
+    // A tunnel's ring carries control messages only: its cap is its budget.
+    let ring =
+        Rc::new(RefCell::new(Ring::new(TUNNEL_RING_BYTES_MAX, TUNNEL_RING_BYTES_MAX, shared.ring_totals.clone())));
     let writer = {
         let ctl = ctl.clone();
         let ring = ring.clone();
-        monoio::spawn(async move {
-            let _ = run_writer(ring, write, ctl.clone(), |_, _| {}).await;
-            ctl.kill();
+        crate::task::spawn(&worker, "tunnel writer", async move {
+            let _kill = KillOnDrop::new(ctl.clone());
+            let _ = run_writer(ring, write, ctl, |_, _| {}).await;
         })
     };
     let decoder = FrameDecoder::new(Role::Server, limits.connector_frame_bytes_max);
@@ -170,8 +172,13 @@ pub async fn run<R: ConnRead, W: ConnWrite + 'static>(
         current: Cell::new(None),
         last_seen: Cell::new(Instant::now()),
     });
-    let commands = monoio::spawn(command_loop(worker.clone(), tunnel.clone(), ctl.clone()));
-    let heartbeat = monoio::spawn(heartbeat(worker.clone(), tunnel.clone(), ctl.clone()));
+    // Until the teardown below has run, dropping this task (a panic) still
+    // takes the tunnel out of the registry and ends its streams.
+    let mut registered = Registered { worker: worker.clone(), tunnel: tunnel.clone(), ctl: ctl.clone(), done: false };
+    let commands =
+        crate::task::spawn(&worker, "tunnel commands", command_loop(worker.clone(), tunnel.clone(), ctl.clone()));
+    let heartbeat =
+        crate::task::spawn(&worker, "tunnel heartbeat", heartbeat(worker.clone(), tunnel.clone(), ctl.clone()));
 
     loop {
         let message = match reader.next().await {
@@ -212,12 +219,27 @@ pub async fn run<R: ConnRead, W: ConnWrite + 'static>(
                 break;
             }
         }
+        // Closing (its replies passed the ring's cap, or a command closed
+        // it): nothing more the connector sends is read.
+        if ring.borrow().is_closing() {
+            break;
+        }
     }
     worker.metrics.borrow_mut().read_carry_bytes += reader.carried_bytes;
     log::info!("connector c-{} of tenant {:?} disconnected", handle.id, handle.tenant);
     shared.registry.remove_connector(&handle);
     handle.mailbox.close();
-    // Every stream it carried ends with connector_gone.
+    end_orphans(&worker, &tunnel).await;
+    registered.done = true;
+    finish(ctl.clone(), ring, writer).await;
+    let _ = commands.await;
+    let _ = heartbeat.await;
+}
+
+/// Ends every stream a closed tunnel carried, queued or running, with
+/// `connector_gone`.
+async fn end_orphans(worker: &Rc<Worker>, tunnel: &Tunnel) {
+    let handle = &tunnel.handle;
     let gone = ErrorBody::new(
         ErrorCode::ConnectorGone,
         format!("the connector serving tenant {:?} disconnected", handle.tenant),
@@ -232,11 +254,36 @@ pub async fn run<R: ConnRead, W: ConnWrite + 'static>(
         }
     }
     for stream in orphans {
-        end_stream(&worker, &stream, 0, Some(gone.clone())).await;
+        end_stream(worker, &stream, 0, Some(gone.clone())).await;
     }
-    finish(ctl.clone(), ring, writer).await;
-    let _ = commands.await;
-    let _ = heartbeat.await;
+}
+
+/// A registered tunnel whose task has not run its teardown yet. Dropped
+/// before that (the task panicked and was dropped), it does the teardown
+/// itself: the connection is killed, the tunnel leaves the registry (no
+/// query is routed to it again) and its streams end with `connector_gone`
+/// in a task of their own.
+struct Registered {
+    worker: Rc<Worker>,
+    tunnel: Rc<Tunnel>,
+    ctl: Rc<ConnCtl>,
+    done: bool,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        self.ctl.kill();
+        self.worker.shared.registry.remove_connector(&self.tunnel.handle);
+        self.tunnel.handle.mailbox.close();
+        if self.worker.shared.is_stopping() {
+            return;
+        }
+        let (worker, tunnel) = (self.worker.clone(), self.tunnel.clone());
+        crate::task::spawn(&self.worker, "tunnel teardown", async move { end_orphans(&worker, &tunnel).await });
+    }
 }
 
 async fn finish(ctl: Rc<ConnCtl>, ring: Rc<RefCell<Ring>>, writer: monoio::task::JoinHandle<()>) {
@@ -493,10 +540,14 @@ fn start_next(worker: &Rc<Worker>, tunnel: &Rc<Tunnel>) {
 }
 
 async fn command_loop(worker: Rc<Worker>, tunnel: Rc<Tunnel>, ctl: Rc<ConnCtl>) {
+    // Killed only if dropped mid-way (a panic): at its normal end the
+    // tunnel is closing and its close frame must still go out.
+    let mut kill = KillOnDrop::new(ctl.clone());
     let mut batch = Vec::new();
     loop {
         batch.clear();
         if tunnel.handle.mailbox.recv_batch(&mut batch, COMMANDS_BATCH_MAX).await == 0 || ctl.killed() {
+            kill.disarm();
             return;
         }
         for cmd in batch.drain(..) {
@@ -536,6 +587,7 @@ async fn command_loop(worker: Rc<Worker>, tunnel: Rc<Tunnel>, ctl: Rc<ConnCtl>) 
 }
 
 async fn heartbeat(worker: Rc<Worker>, tunnel: Rc<Tunnel>, ctl: Rc<ConnCtl>) {
+    let _kill = KillOnDrop::new(ctl.clone());
     let limits = &worker.shared.config.limits;
     let interval = Duration::from_secs(limits.heartbeat_seconds);
     let allowance = interval * limits.heartbeat_misses_max.max(1);

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use bytes::BytesMut;
 use volley_protocol::ws::{close_code, encode_frame, FrameDecoder, Message, MessageAssembler, OpCode, Role};
 
-use crate::conn::{run_writer, ConnCtl, ReadError, Ring, WsReader};
+use crate::conn::{run_writer, ConnCtl, KillOnDrop, ReadError, Ring, WsReader};
 use crate::transport::{ConnRead, ConnWrite};
 use crate::worker::Worker;
 use crate::writev::OutItem;
@@ -25,19 +25,22 @@ pub async fn run<R: ConnRead, W: ConnWrite + 'static>(
     ctl: Rc<ConnCtl>,
 ) {
     let limits = worker.shared.limits.clone();
-    let ring = Rc::new(RefCell::new(Ring::new(limits.message_bytes_max * 2, worker.shared.ring_bytes.clone())));
+    // Everything echoed is control output here: the cap is the budget.
+    let budget = limits.message_bytes_max * 2;
+    let ring = Rc::new(RefCell::new(Ring::new(budget, budget, worker.shared.ring_totals.clone())));
     let writer = {
         let ring = ring.clone();
         let ctl = ctl.clone();
-        monoio::spawn(async move {
-            let _ = run_writer(ring, write, ctl.clone(), |_, _| {}).await;
-            ctl.kill();
+        crate::task::spawn(&worker, "echo writer", async move {
+            let _kill = KillOnDrop::new(ctl.clone());
+            let _ = run_writer(ring, write, ctl, |_, _| {}).await;
         })
     };
     let decoder = FrameDecoder::new(Role::Server, limits.message_bytes_max);
     let assembler = MessageAssembler::new(limits.message_bytes_max, limits.message_bytes_max, usize::MAX);
     let mut reader = WsReader::new(read, leftover, decoder, assembler, ECHO_READ_CHUNK_BYTES, ctl.clone());
     loop {
+        Ring::wait_for_room(&ring).await;
         let message = match reader.next().await {
             Ok(Some(message)) => message,
             Ok(None) | Err(ReadError::Io(_)) => break,

@@ -23,6 +23,7 @@ use monoio::net::TcpStream;
 use volley_protocol::handshake::{
     http_error, http_response, parse_request, upgrade_response, validate_upgrade, Request, Upgrade,
 };
+use volley_protocol::route::{redact_path, route, Route};
 use volley_protocol::token::{verify_session, SessionClaims, TokenError, Validation};
 
 use crate::control_plane::{Refusal, Verdict};
@@ -135,58 +136,89 @@ async fn serve_http<R: ConnRead + 'static, W: ConnWrite + 'static>(
         }
     };
     let leftover = buf.split_off(used);
-    let path = request.path().to_owned();
-    log::debug!("{peer} {} {}", request.method, redact_path(&path));
-    if path == "/ws/connect" {
-        let Some(_) = accept_upgrade(&mut write, &request, &ctl).await else { return };
-        // Boxed: a tunnel's future (2.7 KB, 128-byte aligned for its timers)
-        // would otherwise size every connection's handshake task.
-        Box::pin(crate::connector::run(worker, read, write, leftover, ctl)).await;
-        drop(slot);
-        return;
-    }
-    if let Some(token) = path.strip_prefix("/stream/") {
-        let token = percent_decode(token);
-        let claims = match authorize_browser(&worker, &request, &token).await {
-            Ok(claims) => claims,
-            Err((status, code, message)) => {
-                log::info!("{peer}: browser refused ({code}): {message}");
-                respond(&mut write, http_error(status, code, &message), &ctl).await;
-                return;
-            }
-        };
-        let tenant_max = worker.shared.config.limits.sessions_per_tenant_max;
-        let Some(tenant_slot) = worker.shared.tenant_sessions.guard(claims.cuenta_id.clone(), tenant_max) else {
-            log::info!("{peer}: browser refused: tenant {:?} has {tenant_max} open sessions", claims.cuenta_id);
-            let message = format!("tenant {:?} is at its limit of {tenant_max} open sessions", claims.cuenta_id);
-            respond(&mut write, http_error(503, "too_many_requests", &message), &ctl).await;
+    log::debug!("{peer} {} {}", request.method, redact_path(request.path()));
+    let route = match route(&request) {
+        Ok(route) => route,
+        Err(e) => {
+            log::debug!("{peer}: refused: {}", e.reason);
+            respond(&mut write, http_error(e.status, "bad_request", &e.reason), &ctl).await;
             return;
-        };
-        let Some(upgrade) = accept_upgrade(&mut write, &request, &ctl).await else { return };
-        let level = if upgrade.protocol.is_some() { Level::Two } else { Level::One };
-        ctl.mark_ready();
-        // Bytes the client sent past the head stay; an empty remainder gives
-        // back the head's buffer (the reader allocates a small one).
-        let leftover = if leftover.is_empty() { BytesMut::new() } else { leftover };
-        // Set up here and spawned as is: the session's task is the session's
-        // own future (a wrapping async block would keep a second copy).
-        monoio::spawn(crate::browser::run(worker, read, write, leftover, level, claims, ctl, (tenant_slot, slot)));
-        return;
-    }
-    if path == "/echo" && worker.shared.config.test_echo_route {
-        let Some(_) = accept_upgrade(&mut write, &request, &ctl).await else { return };
-        ctl.mark_ready();
-        crate::echo::run(worker, read, write, leftover, ctl).await;
-        return;
-    }
-    let response = match path.strip_prefix("/session-check/") {
-        Some(token) if (request.method == "GET" || request.method == "HEAD") && !request.wants_upgrade() => {
-            session_check(&worker, &request, &percent_decode(token)).await
         }
-        _ => plain_response(&worker, &request, &path),
     };
-    ctl.mark_ready();
-    respond(&mut write, response, &ctl).await;
+    match route {
+        Route::Connect => {
+            let Some(_) = accept_upgrade(&mut write, &request, &ctl).await else { return };
+            // Boxed: a tunnel's future (2.7 KB, 128-byte aligned for its timers)
+            // would otherwise size every connection's handshake task.
+            Box::pin(crate::connector::run(worker, read, write, leftover, ctl)).await;
+            drop(slot);
+        }
+        Route::Stream { session } => {
+            let claims = match authorize_browser(&worker, &request, &session).await {
+                Ok(claims) => claims,
+                Err((status, code, message)) => {
+                    log::info!("{peer}: browser refused ({code}): {message}");
+                    respond(&mut write, http_error(status, code, &message), &ctl).await;
+                    return;
+                }
+            };
+            let tenant_max = worker.shared.config.limits.sessions_per_tenant_max;
+            let Some(tenant_slot) = worker.shared.tenant_sessions.guard(claims.cuenta_id.clone(), tenant_max) else {
+                log::info!("{peer}: browser refused: tenant {:?} has {tenant_max} open sessions", claims.cuenta_id);
+                let message = format!("tenant {:?} is at its limit of {tenant_max} open sessions", claims.cuenta_id);
+                respond(&mut write, http_error(503, "too_many_requests", &message), &ctl).await;
+                return;
+            };
+            let Some(upgrade) = accept_upgrade(&mut write, &request, &ctl).await else { return };
+            let level = if upgrade.protocol.is_some() { Level::Two } else { Level::One };
+            ctl.mark_ready();
+            // Bytes the client sent past the head stay; an empty remainder gives
+            // back the head's buffer (the reader allocates a small one).
+            let leftover = if leftover.is_empty() { BytesMut::new() } else { leftover };
+            // Set up here and spawned as is: the session's task is the session's
+            // own future (a wrapping async block would keep a second copy).
+            let session =
+                crate::browser::run(worker.clone(), read, write, leftover, level, claims, ctl, (tenant_slot, slot));
+            crate::task::spawn(&worker, "browser session", session);
+        }
+        Route::Echo if worker.shared.config.test_echo_route => {
+            let Some(_) = accept_upgrade(&mut write, &request, &ctl).await else { return };
+            ctl.mark_ready();
+            crate::echo::run(worker, read, write, leftover, ctl).await;
+        }
+        Route::SessionCheck { session } => {
+            let response = session_check(&worker, &request, &session).await;
+            ctl.mark_ready();
+            respond(&mut write, response, &ctl).await;
+        }
+        Route::Other if worker.shared.config.test_fault_routes && request.path().starts_with(TEST_PANIC_PREFIX) => {
+            test_fault(&worker, request.path());
+        }
+        Route::Echo | Route::Other => {
+            let response = plain_response(&worker, &request, request.path());
+            ctl.mark_ready();
+            respond(&mut write, response, &ctl).await;
+        }
+    }
+}
+
+/// Prefix of the test-only fault routes (`test_fault_routes`).
+const TEST_PANIC_PREFIX: &str = "/test/panic/";
+
+/// The test-only fault routes: `/test/panic/connection` panics in this
+/// connection's task (contained: the connection closes, the worker goes
+/// on); `/test/panic/worker` panics in a task spawned outside containment,
+/// as a bug in the worker's own loop would (the worker ends, so does the
+/// process).
+fn test_fault(worker: &Rc<Worker>, path: &str) {
+    log::warn!("test fault route {path} requested (test_fault_routes is on)");
+    if path.ends_with("/worker") {
+        #[allow(clippy::disallowed_methods)] // deliberately uncontained: this is what the route tests
+        drop(monoio::spawn(async { panic!("test fault: a worker panicked outside any connection") }));
+        return;
+    }
+    let _ = worker;
+    panic!("test fault: a connection task panicked");
 }
 
 /// `/session-check/{session}`: would this session be admitted? Always 200, the verdict in the body.
@@ -319,24 +351,6 @@ fn verify_locally(worker: &Worker, token: &str, now: i64) -> Result<SessionClaim
     })
 }
 
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(value) = u8::from_str_radix(&text[i + 1..i + 3], 16) {
-                out.push(value);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Largest static file served, bytes.
 pub const STATIC_FILE_BYTES_MAX: u64 = 16 << 20;
 
@@ -380,16 +394,4 @@ fn content_type(name: &str) -> &'static str {
         "wasm" => "application/wasm",
         _ => "application/octet-stream",
     }
-}
-
-/// A request path fit for logs: the session token in `/stream/{token}` and
-/// `/session-check/{token}` is replaced by its length, so logs never carry
-/// a credential.
-pub fn redact_path(path: &str) -> String {
-    for prefix in ["/stream/", "/session-check/"] {
-        if let Some(token) = path.strip_prefix(prefix) {
-            return format!("{prefix}<redacted {} bytes>", token.len());
-        }
-    }
-    path.to_owned()
 }

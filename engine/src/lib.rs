@@ -41,6 +41,7 @@ pub mod mailbox;
 pub mod metrics;
 pub mod registry;
 pub mod revocation;
+pub mod task;
 pub mod tls;
 pub mod transport;
 pub mod worker;
@@ -60,6 +61,7 @@ use volley_protocol::Limits;
 pub use config::GatewayConfig;
 
 use crate::admission::Counter;
+use crate::conn::RingTotals;
 use crate::control_plane::ControlPlane;
 use crate::mailbox::Mailbox;
 use crate::metrics::{Gauges, MetricsHub};
@@ -91,8 +93,8 @@ pub struct Shared {
     pub inboxes: Vec<Arc<Mailbox<WorkerMsg>>>,
     /// Published metrics.
     pub metrics: MetricsHub,
-    /// Bytes queued in all rings.
-    pub ring_bytes: Arc<AtomicUsize>,
+    /// Bytes queued in all rings, data and control apart.
+    pub ring_totals: Arc<RingTotals>,
     /// Open TCP connections.
     pub connections: AtomicUsize,
     /// Worker count.
@@ -109,6 +111,8 @@ pub struct Shared {
     pub tenant_sessions: Arc<Counter<String>>,
     /// TLS for the listener, when `tls.cert` and `tls.key` are set.
     pub tls: Option<Arc<tls::TlsAcceptor>>,
+    /// Connection tasks ended by a panic ([`task::spawn`]), `volley_panics_total`.
+    pub panics: AtomicU64,
     started: Instant,
     next_id: AtomicU64,
     stopping: AtomicBool,
@@ -125,6 +129,11 @@ impl Shared {
         self.stopping.load(Ordering::Acquire)
     }
 
+    /// Bytes queued in all rings, data and control.
+    pub fn ring_bytes(&self) -> usize {
+        self.ring_totals.data.load(Ordering::Relaxed) + self.ring_totals.control.load(Ordering::Relaxed)
+    }
+
     /// Gauges for the metrics endpoints.
     pub fn gauges(&self) -> Gauges {
         Gauges {
@@ -132,7 +141,9 @@ impl Shared {
             workers: self.workers,
             connectors: self.registry.connectors_online.load(Ordering::Relaxed),
             sessions: self.registry.sessions_online.load(Ordering::Relaxed),
-            ring_bytes: self.ring_bytes.load(Ordering::Relaxed),
+            ring_bytes: self.ring_bytes(),
+            control_bytes: self.ring_totals.control.load(Ordering::Relaxed),
+            panics: self.panics.load(Ordering::Relaxed),
         }
     }
 }
@@ -292,7 +303,7 @@ pub fn start(config: GatewayConfig, options: StartOptions) -> Result<Gateway, St
         metrics: MetricsHub::new(workers, !options.metrics_disabled),
         secrets,
         registry: Registry::new(),
-        ring_bytes: Arc::new(AtomicUsize::new(0)),
+        ring_totals: Arc::new(RingTotals::default()),
         connections: AtomicUsize::new(0),
         workers,
         static_dir,
@@ -301,6 +312,7 @@ pub fn start(config: GatewayConfig, options: StartOptions) -> Result<Gateway, St
         ip_connections: Arc::new(Counter::default()),
         tenant_sessions: Arc::new(Counter::default()),
         tls,
+        panics: AtomicU64::new(0),
         started: Instant::now(),
         next_id: AtomicU64::new(1),
         stopping: AtomicBool::new(false),
@@ -399,49 +411,66 @@ fn run_worker(
             return;
         }
     };
-    runtime.block_on(async move {
-        let listener = match monoio::net::TcpListener::from_std(listener) {
-            Ok(listener) => listener,
-            Err(e) => {
-                let _ = ready.send(Err(format!("listener: {e}")));
-                return;
+    // Set once the worker serves; from then on its thread ending before
+    // shutdown ends the process (see `exit_if_worker_died`).
+    let serving = Rc::new(std::cell::Cell::new(false));
+    let serving_flag = serving.clone();
+    let stopping_seen = shared.clone();
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(async move {
+            let listener = match monoio::net::TcpListener::from_std(listener) {
+                Ok(listener) => listener,
+                Err(e) => {
+                    let _ = ready.send(Err(format!("listener: {e}")));
+                    return;
+                }
+            };
+            let worker = Worker::new(index, shared.clone());
+            let _ = ready.send(Ok(()));
+            serving_flag.set(true);
+            let accept_canceller = monoio::io::Canceller::new();
+            // The worker's own tasks are not contained: a panic in them ends
+            // the worker, and the exit guard the process.
+            #[allow(clippy::disallowed_methods)]
+            let accept_task = monoio::spawn(accept_loop(worker.clone(), listener, accept_canceller.handle()));
+            #[allow(clippy::disallowed_methods)]
+            let metrics_task = monoio::spawn(publish_metrics(worker.clone()));
+            #[allow(clippy::disallowed_methods)]
+            let sweep_task = monoio::spawn(worker::sweep(worker.clone()));
+            inbox_loop(&worker).await;
+            // Shutdown: stop accepting, close everything with 1001, let it drain.
+            drop(accept_canceller.cancel());
+            let sessions: Vec<_> = worker.local.borrow().sessions.values().cloned().collect();
+            for session in sessions {
+                session.close(close_code::GOING_AWAY, "gateway shutting down");
             }
-        };
-        let worker = Worker::new(index, shared.clone());
-        let _ = ready.send(Ok(()));
-        let accept_canceller = monoio::io::Canceller::new();
-        let accept_task = monoio::spawn(accept_loop(worker.clone(), listener, accept_canceller.handle()));
-        let metrics_task = monoio::spawn(publish_metrics(worker.clone()));
-        let sweep_task = monoio::spawn(worker::sweep(worker.clone()));
-        inbox_loop(&worker).await;
-        // Shutdown: stop accepting, close everything with 1001, let it drain.
-        drop(accept_canceller.cancel());
-        let sessions: Vec<_> = worker.local.borrow().sessions.values().cloned().collect();
-        for session in sessions {
-            session.close(close_code::GOING_AWAY, "gateway shutting down");
-        }
-        for connector in shared.registry.all_connectors() {
-            if connector.worker == index {
-                let _ = connector
-                    .mailbox
-                    .push(ConnectorCmd::Close { code: close_code::GOING_AWAY, reason: "gateway shutting down".into() });
+            for connector in shared.registry.all_connectors() {
+                if connector.worker == index {
+                    let _ = connector.mailbox.push(ConnectorCmd::Close {
+                        code: close_code::GOING_AWAY,
+                        reason: "gateway shutting down".into(),
+                    });
+                }
             }
-        }
-        monoio::time::sleep(SHUTDOWN_DRAIN).await;
-        // A browser that is not reading never gets its close frame (it sits
-        // behind queued frames): cancel its IO so the socket is closed (FIN)
-        // while this runtime still runs — a runtime that is dropped with
-        // sockets open never submits their close.
-        let sessions: Vec<_> = worker.local.borrow().sessions.values().cloned().collect();
-        for session in sessions {
-            session.ctl.kill();
-            session.ring.borrow_mut().wake();
-        }
-        monoio::time::sleep(SHUTDOWN_CLOSE_GRACE).await;
-        let _ = accept_task.await;
-        drop(metrics_task);
-        drop(sweep_task);
-    });
+            monoio::time::sleep(SHUTDOWN_DRAIN).await;
+            // A browser that is not reading never gets its close frame (it sits
+            // behind queued frames): cancel its IO so the socket is closed (FIN)
+            // while this runtime still runs — a runtime that is dropped with
+            // sockets open never submits their close.
+            let sessions: Vec<_> = worker.local.borrow().sessions.values().cloned().collect();
+            for session in sessions {
+                session.ctl.kill();
+                session.ring.borrow_mut().wake();
+            }
+            monoio::time::sleep(SHUTDOWN_CLOSE_GRACE).await;
+            let _ = accept_task.await;
+            drop(metrics_task);
+            drop(sweep_task);
+        })
+    }));
+    if serving.get() {
+        exit_if_worker_died(index, &stopping_seen, ran.is_err());
+    }
 }
 
 async fn inbox_loop(worker: &Rc<Worker>) {
@@ -482,7 +511,7 @@ async fn accept_loop(worker: Rc<Worker>, listener: monoio::net::TcpListener, can
         let ip_counted = ip_slot.is_some();
         let worker = worker.clone();
         let slot = http::ConnSlot::new(worker.shared.clone(), ip_slot);
-        monoio::spawn(async move {
+        task::spawn(&worker.clone(), "connection", async move {
             if ip_counted {
                 http::serve(worker.clone(), stream, peer, slot).await;
             } else {
@@ -500,6 +529,25 @@ async fn accept_loop(worker: Rc<Worker>, listener: monoio::net::TcpListener, can
             }
         });
     }
+}
+
+/// Exit status of a gateway whose worker died (EX_SOFTWARE).
+pub const WORKER_DIED_EXIT_CODE: i32 = 70;
+
+/// Ends the process when a serving worker's runtime ended before shutdown
+/// began — a panic outside any connection task unwound out of it. The
+/// process must not stay up with a dead worker (its listener would still
+/// accept connections nobody serves), so it exits non-zero at once and its
+/// supervisor (systemd, Kubernetes) restarts it.
+fn exit_if_worker_died(index: usize, shared: &Shared, panicked: bool) {
+    if shared.is_stopping() {
+        return;
+    }
+    let why = if panicked { "panicked" } else { "stopped" };
+    log::error!(
+        "worker {index} {why} outside any connection; exiting with status {WORKER_DIED_EXIT_CODE} so the supervisor restarts the gateway"
+    );
+    std::process::exit(WORKER_DIED_EXIT_CODE);
 }
 
 async fn publish_metrics(worker: Rc<Worker>) {

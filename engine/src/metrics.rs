@@ -162,12 +162,14 @@ impl MetricsHub {
             "connectors": gauges.connectors,
             "sessions": gauges.sessions,
             "ring_bytes": gauges.ring_bytes,
+            "control_bytes": gauges.control_bytes,
             "counters": {
                 "frames_in": merged.frames_in,
                 "frames_out": merged.frames_out,
                 "bytes_out": merged.bytes_out,
                 "frames_skipped": merged.frames_skipped,
                 "read_carry_bytes": merged.read_carry_bytes,
+                "panics": gauges.panics,
             },
             "histograms": {
                 "relay_latency_us": summary(&merged.relay_latency_us),
@@ -190,11 +192,18 @@ impl MetricsHub {
         gauge("volley_connectors", "Connector tunnels online.", "gauge", gauges.connectors as u64);
         gauge("volley_sessions", "Browser sessions open.", "gauge", gauges.sessions as u64);
         gauge("volley_ring_bytes", "Bytes queued in session rings.", "gauge", gauges.ring_bytes as u64);
+        gauge("volley_control_bytes", "Of the queued bytes, control output.", "gauge", gauges.control_bytes as u64);
         gauge("volley_frames_in_total", "Frames read from connectors.", "counter", merged.frames_in);
         gauge("volley_frames_out_total", "Frames written to browsers.", "counter", merged.frames_out);
         gauge("volley_bytes_out_total", "Bytes written to browsers.", "counter", merged.bytes_out);
         gauge("volley_frames_skipped_total", "Frames skipped for slow live readers.", "counter", merged.frames_skipped);
         gauge("volley_read_carry_bytes_total", "Bytes moved between read buffers.", "counter", merged.read_carry_bytes);
+        gauge(
+            "volley_panics_total",
+            "Connection tasks ended by a panic (each closed one connection).",
+            "counter",
+            gauges.panics,
+        );
         for (name, help, h, scale) in [
             ("volley_relay_latency_seconds", "Frame read to write completion.", &merged.relay_latency_us, 1e-6),
             ("volley_ttfb_seconds", "Query to first frame delivered.", &merged.ttfb_us, 1e-6),
@@ -224,6 +233,10 @@ pub struct Gauges {
     pub sessions: usize,
     /// Ring bytes queued.
     pub ring_bytes: usize,
+    /// Of which control output (replies, events, pings).
+    pub control_bytes: usize,
+    /// Connection tasks ended by a panic.
+    pub panics: u64,
 }
 
 fn summary(h: &Histogram<u64>) -> Value {

@@ -141,10 +141,20 @@ pub async fn sweep(worker: Rc<Worker>) {
         }
         // `check` only queues frames on sessions' rings; it never touches
         // the worker's tables, so they are walked in place (no copy of
-        // every session four times a second).
+        // every session four times a second). Sessions with a query past
+        // its deadline are collected and handled after the walk (ending a
+        // query detaches it from the worker's tables).
         let now_unix = crate::unix_now();
-        for session in worker.local.borrow().sessions.values() {
-            crate::browser::check(&worker, session, now, now_unix);
+        let overdue: Vec<Rc<BrowserSession>> = worker
+            .local
+            .borrow()
+            .sessions
+            .values()
+            .filter(|session| crate::browser::check(&worker, session, now, now_unix))
+            .cloned()
+            .collect();
+        for session in overdue {
+            crate::browser::expire_queries(&worker, &session, now);
         }
     }
 }
@@ -290,7 +300,7 @@ impl Worker {
                 ring.push(OutItem::Frame(frame.clone(), level));
                 continue;
             }
-            let over_total = self.shared.ring_bytes.load(Ordering::Relaxed) + len > total_max;
+            let over_total = self.shared.ring_totals.data.load(Ordering::Relaxed) + len > total_max;
             // Dictionaries are small and needed to decode later batches: never skipped.
             if frame.kind == FrameKind::Dictionary || frame.kind == FrameKind::Schema {
                 ring.push(OutItem::Frame(frame.clone(), level));

@@ -473,3 +473,44 @@ fn http_routes_refuse_unknown_paths_methods_and_bad_upgrades() {
     assert_eq!(http_raw(addr, b"\x16\x03\x01\x02\x00garbage\r\n\r\n").0, 400);
     assert_healthy(addr, "prim", &source);
 }
+
+/// §10: a session id in the path with a malformed percent-escape is a 400.
+/// `%a` followed by a multi-byte character once panicked the worker that
+/// decoded it (a `&str` sliced inside a character): a few such requests,
+/// spread over both workers by the kernel, left a gateway whose sockets
+/// accepted and never answered. Every request below must get its 400, and
+/// both workers must still serve afterwards.
+#[test]
+fn malformed_percent_escapes_in_session_paths_get_400_and_every_worker_survives() {
+    let (gateway, _connector, source) = gateway_with_prim(config());
+    let addr = gateway.local_addr();
+    let bad_segments: [&[u8]; 5] = [b"%a\xc3\xa9", b"%\xc3\xa9", b"abc%4", b"%zz", b"%ff%fe"];
+    for round in 0..4 {
+        for segment in bad_segments {
+            let mut check = b"GET /session-check/".to_vec();
+            check.extend_from_slice(segment);
+            check.extend_from_slice(b" HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+            let (status, response) = http_raw(addr, &check);
+            assert_eq!(status, 400, "round {round}, /session-check/{}: {response}", String::from_utf8_lossy(segment));
+            assert!(response.contains("percent-escape") || response.contains("UTF-8"), "{response}");
+
+            let mut upgrade = b"GET /stream/".to_vec();
+            upgrade.extend_from_slice(segment);
+            upgrade.extend_from_slice(upgrade_request("", "").split_once(' ').map_or("", |(_, rest)| rest).as_bytes());
+            let (status, response) = http_raw(addr, &upgrade);
+            assert_eq!(status, 400, "round {round}, /stream/{}: {response}", String::from_utf8_lossy(segment));
+        }
+    }
+    // A well-formed escape still decodes: `%2E` is a dot of the JWT.
+    let token = session_token(TENANT, &["*"]).replacen('.', "%2E", 1);
+    let (status, body) = http_get(addr, &format!("/session-check/{token}"));
+    assert_eq!(status, 200, "{body}");
+    assert!(http_body(&body).contains("\"ok\":true"), "{body}");
+    // Every worker still accepts and answers: health from many connections
+    // (the kernel spreads them over both listeners), then a query.
+    for _ in 0..16 {
+        assert_eq!(http_get(addr, "/health").0, 200);
+    }
+    assert_eq!(gateway.shared().panics.load(Ordering::Relaxed), 0, "no panic, contained or not");
+    assert_healthy(addr, "prim", &source);
+}

@@ -32,7 +32,7 @@ fn ring_sampler(gateway: &volley_engine::Gateway) -> (Arc<AtomicBool>, std::thre
     let thread = std::thread::spawn(move || {
         let mut max = 0;
         while !flag.load(Ordering::Acquire) {
-            max = max.max(shared.ring_bytes.load(Ordering::Relaxed));
+            max = max.max(shared.ring_bytes());
             std::thread::sleep(Duration::from_millis(1));
         }
         max
@@ -293,7 +293,7 @@ fn a_slow_live_subscriber_is_closed_with_4002_under_the_close_policy() {
     rig.send_until(400);
     // The slow session is closing: its ring is frozen, so it cannot grow.
     let shared = rig.gateway.shared().clone();
-    let before = shared.ring_bytes.load(Ordering::Relaxed);
+    let before = shared.ring_bytes();
     rig.send_until(TOTAL);
     let fast = rig.fast.join().expect("fast reader");
     LiveRig::check_fast(fast, &rig.frames);
