@@ -1,12 +1,15 @@
 //! Shared helpers for the engine's end-to-end tests: a gateway started
 //! in-process on real sockets, a fake connector (level 1 or 2) and browser
 //! clients written with sync `tungstenite` over `std::net::TcpStream`, raw
-//! HTTP/WebSocket helpers for malformed input, and an Arrow IPC splitter.
+//! HTTP/WebSocket helpers for malformed input, an Arrow IPC splitter, and
+//! (in [`heap`]) a counting allocator for memory tests.
 //!
 //! No mocks: every byte crosses a loopback TCP socket and the gateway's
 //! io_uring workers.
 
 #![allow(dead_code)]
+
+pub mod heap;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
