@@ -35,6 +35,11 @@ use crate::writev::OutItem;
 /// Read buffer size for tunnels: many small frames per read; frames larger
 /// than this get a buffer of their own size.
 pub const CONNECTOR_READ_CHUNK_BYTES: usize = 256 * 1024;
+/// Read buffer size of a tunnel until `register` succeeded: a register with
+/// a token and a few datasets fits; a longer one gets a buffer of its exact
+/// size, at most `limits.control_message_bytes_max` (the frame limit until
+/// then). An unauthenticated socket holds no more than that.
+pub const CONNECTOR_REGISTER_CHUNK_BYTES: usize = 2048;
 /// Commands drained per wake.
 pub const COMMANDS_BATCH_MAX: usize = 64;
 /// Dictionary frames kept per live stream for late joiners.
@@ -87,10 +92,14 @@ pub async fn run<R: ConnRead, W: ConnWrite + 'static>(
             ctl.kill();
         })
     };
-    let decoder = FrameDecoder::new(Role::Server, limits.connector_frame_bytes_max);
+    // Until `register` succeeds the peer is unauthenticated: it may send
+    // nothing larger than a control message (a larger frame is refused with
+    // 1009 on its header, before anything is allocated for it), into a small
+    // read buffer. The connector limits apply once it is registered.
+    let decoder = FrameDecoder::new(Role::Server, limits.control_message_bytes_max);
     let assembler =
-        MessageAssembler::new(limits.message_bytes_max, limits.control_message_bytes_max, limits.fragments_max);
-    let mut reader = WsReader::new(read, leftover, decoder, assembler, CONNECTOR_READ_CHUNK_BYTES, ctl.clone());
+        MessageAssembler::new(limits.control_message_bytes_max, limits.control_message_bytes_max, limits.fragments_max);
+    let mut reader = WsReader::new(read, leftover, decoder, assembler, CONNECTOR_REGISTER_CHUNK_BYTES, ctl.clone());
 
     // First message: register.
     let register = match reader.next().await {
@@ -131,6 +140,7 @@ pub async fn run<R: ConnRead, W: ConnWrite + 'static>(
             return;
         }
     };
+    reader.set_limits(limits.connector_frame_bytes_max, limits.message_bytes_max, CONNECTOR_READ_CHUNK_BYTES);
     let level = if register.protocol == Some(2) { Level::Two } else { Level::One };
     let handle = Arc::new(ConnectorHandle {
         id: shared.next_id(),
