@@ -99,6 +99,13 @@ pub struct LimitsConfig {
     pub connector_queue_max: usize,
     /// Messages per worker inbox. Default 65 536.
     pub inbox_max: usize,
+    /// Bytes a live stream keeps for late joiners: its schema frame and the
+    /// dictionary frames since, each counted with its bookkeeping (some 120
+    /// bytes). Default 4 MiB: dictionaries are small, and a late joiner's
+    /// snapshot must fit its ring (at most `rings.session_bytes_max`) with
+    /// room left for the frames that follow. A live stream that would keep
+    /// more ends with `retained_limit` (PROTOCOL.md §5.2).
+    pub live_retained_bytes_max: usize,
 }
 
 impl Default for LimitsConfig {
@@ -125,6 +132,7 @@ impl Default for LimitsConfig {
             sessions_per_tenant_max: 50_000,
             connector_queue_max: 4096,
             inbox_max: 65_536,
+            live_retained_bytes_max: 4 << 20,
         }
     }
 }
@@ -439,6 +447,12 @@ impl GatewayConfig {
         if self.rings.total_bytes_max < self.rings.session_bytes_max {
             return invalid("rings.total_bytes_max", "must be at least rings.session_bytes_max");
         }
+        if l.live_retained_bytes_max == 0 || l.live_retained_bytes_max > self.rings.session_bytes_max {
+            return invalid(
+                "limits.live_retained_bytes_max",
+                "must be at least 1 and at most rings.session_bytes_max (a late joiner's snapshot must fit its ring)",
+            );
+        }
         match &self.tableros_secret_key {
             Some(Secrets::One(s)) if s.is_empty() => return invalid("tableros_secret_key", "is empty"),
             Some(Secrets::Many(list)) if list.is_empty() || list.iter().any(String::is_empty) => {
@@ -614,6 +628,13 @@ mod tests {
         assert!(err.contains("workers"), "{err}");
         let err = GatewayConfig::from_yaml("rings:\n  total_bytes_max: 10\n").unwrap_err().to_string();
         assert!(err.contains("rings.total_bytes_max"), "{err}");
+        let err = GatewayConfig::from_yaml("limits:\n  live_retained_bytes_max: 16777216\n").unwrap_err().to_string();
+        assert!(err.contains("limits.live_retained_bytes_max"), "{err}");
+        let err = GatewayConfig::from_yaml("limits:\n  live_retained_bytes_max: 0\n").unwrap_err().to_string();
+        assert!(err.contains("limits.live_retained_bytes_max"), "{err}");
+        let config = GatewayConfig::from_yaml("limits:\n  live_retained_bytes_max: 1048576\n").unwrap();
+        assert_eq!(config.limits.live_retained_bytes_max, 1 << 20);
+        assert_eq!(GatewayConfig::default().limits.live_retained_bytes_max, 4 << 20);
         let err = GatewayConfig::from_yaml("tls:\n  cert: a.pem\n").unwrap_err().to_string();
         assert!(err.contains("tls") && err.contains("together"), "{err}");
         let err = GatewayConfig::from_yaml("redis:\n  keepalive_seconds: 0\n").unwrap_err().to_string();

@@ -28,6 +28,7 @@ use crate::conn::{run_writer, ConnCtl, ReadError, Ring, WsReader};
 use crate::frame::{Level, SharedFrame};
 use crate::mailbox::Mailbox;
 use crate::registry::{ConnectorCmd, ConnectorHandle, Stream};
+use crate::retained::{RetainLimits, RetainRefused};
 use crate::transport::{ConnRead, ConnWrite};
 use crate::worker::{StreamEvent, Worker, WorkerMsg};
 use crate::writev::OutItem;
@@ -42,8 +43,6 @@ pub const CONNECTOR_READ_CHUNK_BYTES: usize = 256 * 1024;
 pub const CONNECTOR_REGISTER_CHUNK_BYTES: usize = 2048;
 /// Commands drained per wake.
 pub const COMMANDS_BATCH_MAX: usize = 64;
-/// Dictionary frames kept per live stream for late joiners.
-pub const DICTIONARY_FRAMES_MAX: usize = 1024;
 /// Budget of a tunnel's outgoing ring (control messages only).
 pub const TUNNEL_RING_BYTES_MAX: usize = 1 << 20;
 
@@ -350,17 +349,27 @@ async fn on_binary(
             }
             let frame = SharedFrame::from_level2(payload, header, read_at);
             if stream.live && matches!(header.kind, FrameKind::Schema | FrameKind::Dictionary) {
-                let mut state = stream.state.lock();
-                if header.kind == FrameKind::Schema {
-                    state.schema_frame = Some(frame.clone());
-                    state.dictionaries.clear();
-                } else if state.dictionaries.len() < DICTIONARY_FRAMES_MAX {
-                    state.dictionaries.push(frame.clone());
+                let limits = RetainLimits {
+                    stream_bytes_max: worker.shared.config.limits.live_retained_bytes_max,
+                    total_bytes_max: worker.shared.config.rings.total_bytes_max,
+                };
+                let queued = worker.shared.ring_bytes.load(Ordering::Relaxed);
+                let kept = {
+                    let mut state = stream.state.lock();
+                    // Read under the lock late joiners take: a joiner either finds
+                    // this frame in its snapshot or is in the mask (never neither;
+                    // both is deduplicated by `LocalSub::snapshot_through`).
+                    mask = stream.destinations();
+                    if state.ended {
+                        Ok(())
+                    } else {
+                        state.retained.keep(&frame, limits, queued)
+                    }
+                };
+                if let Err(refused) = kept {
+                    retained_limit(worker, tunnel, &stream, refused).await;
+                    return Ok(());
                 }
-                // Read under the lock late joiners take: a joiner either finds
-                // this frame in its snapshot or is in the mask (never neither;
-                // both is deduplicated by `LocalSub::snapshot_through`).
-                mask = stream.destinations();
             }
             worker.route(mask, WorkerMsg::Frame(frame)).await;
             Ok(())
@@ -396,6 +405,20 @@ async fn on_binary(
             Ok(())
         }
     }
+}
+
+/// A live stream's schema and dictionaries passed what the gateway keeps
+/// (PROTOCOL.md §5.2): the stream ends for its subscribers with
+/// `retained_limit` and is cancelled upstream; the tunnel's other streams go on.
+async fn retained_limit(worker: &Rc<Worker>, tunnel: &Rc<Tunnel>, stream: &Arc<Stream>, refused: RetainRefused) {
+    log::warn!("connector c-{}: live stream {} of {:?} ended: {refused}", tunnel.handle.id, stream.id, stream.dataset);
+    let total = tunnel.streams.borrow_mut().remove(&stream.id).map(|entry| entry.total_bytes).unwrap_or(0);
+    tunnel.send(&GatewayCommand::Cancel { request_id: format!("r{}", stream.id) });
+    let error = ErrorBody::new(
+        ErrorCode::RetainedLimit,
+        format!("{refused}: the live stream was ended and cancelled upstream; {}", refused.advice()),
+    );
+    end_stream(worker, stream, total, Some(error)).await;
 }
 
 async fn on_message(worker: &Rc<Worker>, tunnel: &Rc<Tunnel>, message: ConnectorMessage) {

@@ -162,6 +162,7 @@ impl MetricsHub {
             "connectors": gauges.connectors,
             "sessions": gauges.sessions,
             "ring_bytes": gauges.ring_bytes,
+            "retained_bytes": gauges.retained_bytes,
             "counters": {
                 "frames_in": merged.frames_in,
                 "frames_out": merged.frames_out,
@@ -190,6 +191,12 @@ impl MetricsHub {
         gauge("volley_connectors", "Connector tunnels online.", "gauge", gauges.connectors as u64);
         gauge("volley_sessions", "Browser sessions open.", "gauge", gauges.sessions as u64);
         gauge("volley_ring_bytes", "Bytes queued in session rings.", "gauge", gauges.ring_bytes as u64);
+        gauge(
+            "volley_live_retained_bytes",
+            "Bytes of schema and dictionary frames live streams keep for late joiners.",
+            "gauge",
+            gauges.retained_bytes as u64,
+        );
         gauge("volley_frames_in_total", "Frames read from connectors.", "counter", merged.frames_in);
         gauge("volley_frames_out_total", "Frames written to browsers.", "counter", merged.frames_out);
         gauge("volley_bytes_out_total", "Bytes written to browsers.", "counter", merged.bytes_out);
@@ -224,6 +231,8 @@ pub struct Gauges {
     pub sessions: usize,
     /// Ring bytes queued.
     pub ring_bytes: usize,
+    /// Bytes live streams keep for late joiners.
+    pub retained_bytes: usize,
 }
 
 fn summary(h: &Histogram<u64>) -> Value {
