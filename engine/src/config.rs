@@ -102,9 +102,10 @@ pub struct LimitsConfig {
     /// Bytes a live stream keeps for late joiners: its schema frame and the
     /// dictionary frames since, each counted with its bookkeeping (some 120
     /// bytes). Default 4 MiB: dictionaries are small, and a late joiner's
-    /// snapshot must fit its ring (at most `rings.session_bytes_max`) with
-    /// room left for the frames that follow. A live stream that would keep
-    /// more ends with `retained_limit` (PROTOCOL.md §5.2).
+    /// snapshot must fit its ring with room left for the frames that follow.
+    /// A value over `rings.session_bytes_max` acts as that (see
+    /// [`GatewayConfig::live_retained_bytes_max`]). A live stream that would
+    /// keep more ends with `retained_limit` (PROTOCOL.md §5.2).
     pub live_retained_bytes_max: usize,
 }
 
@@ -447,11 +448,8 @@ impl GatewayConfig {
         if self.rings.total_bytes_max < self.rings.session_bytes_max {
             return invalid("rings.total_bytes_max", "must be at least rings.session_bytes_max");
         }
-        if l.live_retained_bytes_max == 0 || l.live_retained_bytes_max > self.rings.session_bytes_max {
-            return invalid(
-                "limits.live_retained_bytes_max",
-                "must be at least 1 and at most rings.session_bytes_max (a late joiner's snapshot must fit its ring)",
-            );
+        if l.live_retained_bytes_max == 0 {
+            return invalid("limits.live_retained_bytes_max", "must be at least 1");
         }
         match &self.tableros_secret_key {
             Some(Secrets::One(s)) if s.is_empty() => return invalid("tableros_secret_key", "is empty"),
@@ -524,6 +522,14 @@ impl GatewayConfig {
             Some(Secrets::One(s)) => vec![s.clone().into_bytes()],
             Some(Secrets::Many(list)) => list.iter().map(|s| s.clone().into_bytes()).collect(),
         }
+    }
+
+    /// What a live stream may keep for late joiners:
+    /// `limits.live_retained_bytes_max`, but never more than one session's
+    /// ring holds (`rings.session_bytes_max`), so that a late joiner with an
+    /// empty ring can always take the snapshot.
+    pub fn live_retained_bytes_max(&self) -> usize {
+        self.limits.live_retained_bytes_max.min(self.rings.session_bytes_max)
     }
 
     /// Worker count: configured, else available cores.
@@ -628,13 +634,14 @@ mod tests {
         assert!(err.contains("workers"), "{err}");
         let err = GatewayConfig::from_yaml("rings:\n  total_bytes_max: 10\n").unwrap_err().to_string();
         assert!(err.contains("rings.total_bytes_max"), "{err}");
-        let err = GatewayConfig::from_yaml("limits:\n  live_retained_bytes_max: 16777216\n").unwrap_err().to_string();
-        assert!(err.contains("limits.live_retained_bytes_max"), "{err}");
         let err = GatewayConfig::from_yaml("limits:\n  live_retained_bytes_max: 0\n").unwrap_err().to_string();
         assert!(err.contains("limits.live_retained_bytes_max"), "{err}");
         let config = GatewayConfig::from_yaml("limits:\n  live_retained_bytes_max: 1048576\n").unwrap();
-        assert_eq!(config.limits.live_retained_bytes_max, 1 << 20);
-        assert_eq!(GatewayConfig::default().limits.live_retained_bytes_max, 4 << 20);
+        assert_eq!(config.live_retained_bytes_max(), 1 << 20);
+        assert_eq!(GatewayConfig::default().live_retained_bytes_max(), 4 << 20);
+        // Never more than a late joiner's ring holds.
+        let config = GatewayConfig::from_yaml("rings:\n  session_bytes_max: 2097152\n").unwrap();
+        assert_eq!(config.live_retained_bytes_max(), 2 << 20);
         let err = GatewayConfig::from_yaml("tls:\n  cert: a.pem\n").unwrap_err().to_string();
         assert!(err.contains("tls") && err.contains("together"), "{err}");
         let err = GatewayConfig::from_yaml("redis:\n  keepalive_seconds: 0\n").unwrap_err().to_string();

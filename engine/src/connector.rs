@@ -350,7 +350,7 @@ async fn on_binary(
             let frame = SharedFrame::from_level2(payload, header, read_at);
             if stream.live && matches!(header.kind, FrameKind::Schema | FrameKind::Dictionary) {
                 let limits = RetainLimits {
-                    stream_bytes_max: worker.shared.config.limits.live_retained_bytes_max,
+                    stream_bytes_max: worker.shared.config.live_retained_bytes_max(),
                     total_bytes_max: worker.shared.config.rings.total_bytes_max,
                 };
                 let queued = worker.shared.ring_bytes.load(Ordering::Relaxed);

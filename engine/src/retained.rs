@@ -28,7 +28,7 @@ pub const RETAINED_FRAME_OVERHEAD_BYTES: usize =
 /// The bounds a kept frame is checked against.
 #[derive(Debug, Clone, Copy)]
 pub struct RetainLimits {
-    /// `limits.live_retained_bytes_max`: per stream.
+    /// `limits.live_retained_bytes_max` (at most `rings.session_bytes_max`): per stream.
     pub stream_bytes_max: usize,
     /// `rings.total_bytes_max`: everything queued or kept in the gateway.
     pub total_bytes_max: usize,
@@ -39,8 +39,8 @@ pub struct RetainLimits {
 pub enum RetainRefused {
     /// The stream's schema and dictionaries would pass the per-stream limit.
     #[error(
-        "the live stream's schema and dictionary frames would take {bytes} bytes, over \
-         limits.live_retained_bytes_max ({limit})"
+        "the live stream's schema and dictionary frames would take {bytes} bytes, over the limit of {limit} \
+         (limits.live_retained_bytes_max, at most rings.session_bytes_max)"
     )]
     StreamLimit {
         /// What the stream would keep with this frame.
@@ -69,7 +69,8 @@ impl RetainRefused {
         match self {
             RetainRefused::StreamLimit { .. } => {
                 "the connector sends more dictionary data than the gateway keeps for late joiners: raise \
-                 limits.live_retained_bytes_max, or have the connector start over with a fresh schema frame"
+                 limits.live_retained_bytes_max (and rings.session_bytes_max, which caps it), or have the connector \
+                 start over with a fresh schema frame"
             }
             RetainRefused::GatewayBudget { .. } => "the gateway is at its memory budget: subscribe again later",
         }
