@@ -557,6 +557,31 @@ fn open(
     if !is_new {
         // Late joiner of a live stream: schema and dictionaries first, then the next batch.
         let state = stream.state.lock();
+        let snapshot_bytes: usize = state.retained.frames().map(|frame| frame.wire_len(session.level)).sum();
+        let (queued, budget) = {
+            let ring = session.ring.borrow();
+            (ring.bytes(), ring.budget())
+        };
+        // The snapshot counts in this session's ring and in the gateway's
+        // budget like any frame; without room for it the subscriber could
+        // not decode what follows, so it is refused instead.
+        if state.started
+            && (queued.saturating_add(snapshot_bytes) > budget
+                || shared.held_bytes().saturating_add(snapshot_bytes) > config.rings.total_bytes_max)
+        {
+            drop(state);
+            worker.detach(&stream, session.id, &query_id);
+            session.error(
+                ErrorCode::RetainedLimit,
+                format!(
+                    "the live stream's schema and dictionaries ({snapshot_bytes} bytes) do not fit this session's \
+                     queue ({queued} of {budget} bytes taken) or the gateway's budget: read what is queued, then \
+                     subscribe again"
+                ),
+                Some(query_id),
+            );
+            return;
+        }
         if state.started {
             sub.started = true;
             let event = BrowserEvent::StreamStart {
@@ -570,7 +595,7 @@ fn open(
             };
             let mut ring = session.ring.borrow_mut();
             ring.push_text(&event.to_json());
-            for frame in state.schema_frame.iter().chain(state.dictionaries.iter()) {
+            for frame in state.retained.frames() {
                 ring.push(OutItem::Frame(frame.clone(), session.level));
                 sub.snapshot_through = sub.snapshot_through.max(Some(frame.sequence));
             }

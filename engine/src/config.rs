@@ -109,6 +109,14 @@ pub struct LimitsConfig {
     pub connector_queue_max: usize,
     /// Messages per worker inbox. Default 65 536.
     pub inbox_max: usize,
+    /// Bytes a live stream keeps for late joiners: its schema frame and the
+    /// dictionary frames since, each counted with its bookkeeping (some 120
+    /// bytes). Default 4 MiB: dictionaries are small, and a late joiner's
+    /// snapshot must fit its ring with room left for the frames that follow.
+    /// A value over `rings.session_bytes_max` acts as that (see
+    /// [`GatewayConfig::live_retained_bytes_max`]). A live stream that would
+    /// keep more ends with `retained_limit` (PROTOCOL.md §5.2).
+    pub live_retained_bytes_max: usize,
 }
 
 impl Default for LimitsConfig {
@@ -135,6 +143,7 @@ impl Default for LimitsConfig {
             sessions_per_tenant_max: 50_000,
             connector_queue_max: 4096,
             inbox_max: 65_536,
+            live_retained_bytes_max: 4 << 20,
         }
     }
 }
@@ -463,6 +472,9 @@ impl GatewayConfig {
                 "must be at least limits.control_message_bytes_max and at most rings.session_bytes_max",
             );
         }
+        if l.live_retained_bytes_max == 0 {
+            return invalid("limits.live_retained_bytes_max", "must be at least 1");
+        }
         match &self.tableros_secret_key {
             Some(Secrets::One(s)) if s.is_empty() => return invalid("tableros_secret_key", "is empty"),
             Some(Secrets::Many(list)) if list.is_empty() || list.iter().any(String::is_empty) => {
@@ -534,6 +546,14 @@ impl GatewayConfig {
             Some(Secrets::One(s)) => vec![s.clone().into_bytes()],
             Some(Secrets::Many(list)) => list.iter().map(|s| s.clone().into_bytes()).collect(),
         }
+    }
+
+    /// What a live stream may keep for late joiners:
+    /// `limits.live_retained_bytes_max`, but never more than one session's
+    /// ring holds (`rings.session_bytes_max`), so that a late joiner with an
+    /// empty ring can always take the snapshot.
+    pub fn live_retained_bytes_max(&self) -> usize {
+        self.limits.live_retained_bytes_max.min(self.rings.session_bytes_max)
     }
 
     /// Worker count: configured, else available cores.
@@ -638,6 +658,14 @@ mod tests {
         assert!(err.contains("workers"), "{err}");
         let err = GatewayConfig::from_yaml("rings:\n  total_bytes_max: 10\n").unwrap_err().to_string();
         assert!(err.contains("rings.total_bytes_max"), "{err}");
+        let err = GatewayConfig::from_yaml("limits:\n  live_retained_bytes_max: 0\n").unwrap_err().to_string();
+        assert!(err.contains("limits.live_retained_bytes_max"), "{err}");
+        let config = GatewayConfig::from_yaml("limits:\n  live_retained_bytes_max: 1048576\n").unwrap();
+        assert_eq!(config.live_retained_bytes_max(), 1 << 20);
+        assert_eq!(GatewayConfig::default().live_retained_bytes_max(), 4 << 20);
+        // Never more than a late joiner's ring holds.
+        let config = GatewayConfig::from_yaml("rings:\n  session_bytes_max: 2097152\n").unwrap();
+        assert_eq!(config.live_retained_bytes_max(), 2 << 20);
         let err = GatewayConfig::from_yaml("tls:\n  cert: a.pem\n").unwrap_err().to_string();
         assert!(err.contains("tls") && err.contains("together"), "{err}");
         let err = GatewayConfig::from_yaml("redis:\n  keepalive_seconds: 0\n").unwrap_err().to_string();

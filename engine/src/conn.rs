@@ -207,6 +207,15 @@ impl<R: ConnRead> WsReader<R> {
         }
     }
 
+    /// Changes the limits and the read buffer size for what is still to be
+    /// read: a tunnel reads with small ones until `register` succeeded. Call
+    /// it between messages (nothing of the next one is decoded yet).
+    pub fn set_limits(&mut self, frame_bytes_max: usize, message_bytes_max: usize, chunk_bytes: usize) {
+        self.decoder.set_frame_bytes_max(frame_bytes_max);
+        self.assembler.set_message_bytes_max(message_bytes_max);
+        self.chunk_bytes = u32::try_from(chunk_bytes).unwrap_or(u32::MAX);
+    }
+
     /// Makes room for the next read; returns where it may end (see [`ReadShape`]).
     fn prepare(&mut self) -> usize {
         let frame_len = self.decoder.frame_len_hint(&self.buf).unwrap_or(0);

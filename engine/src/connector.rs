@@ -28,6 +28,7 @@ use crate::conn::{run_writer, ConnCtl, KillOnDrop, ReadError, Ring, WsReader};
 use crate::frame::{Level, SharedFrame};
 use crate::mailbox::Mailbox;
 use crate::registry::{ConnectorCmd, ConnectorHandle, Stream};
+use crate::retained::{RetainLimits, RetainRefused};
 use crate::transport::{ConnRead, ConnWrite};
 use crate::worker::{StreamEvent, Worker, WorkerMsg};
 use crate::writev::OutItem;
@@ -35,10 +36,13 @@ use crate::writev::OutItem;
 /// Read buffer size for tunnels: many small frames per read; frames larger
 /// than this get a buffer of their own size.
 pub const CONNECTOR_READ_CHUNK_BYTES: usize = 256 * 1024;
+/// Read buffer size of a tunnel until `register` succeeded: a register with
+/// a token and a few datasets fits; a longer one gets a buffer of its exact
+/// size, at most `limits.control_message_bytes_max` (the frame limit until
+/// then). An unauthenticated socket holds no more than that.
+pub const CONNECTOR_REGISTER_CHUNK_BYTES: usize = 2048;
 /// Commands drained per wake.
 pub const COMMANDS_BATCH_MAX: usize = 64;
-/// Dictionary frames kept per live stream for late joiners.
-pub const DICTIONARY_FRAMES_MAX: usize = 1024;
 /// Budget of a tunnel's outgoing ring (control messages only).
 pub const TUNNEL_RING_BYTES_MAX: usize = 1 << 20;
 
@@ -89,10 +93,14 @@ pub async fn run<R: ConnRead, W: ConnWrite + 'static>(
             let _ = run_writer(ring, write, ctl, |_, _| {}).await;
         })
     };
-    let decoder = FrameDecoder::new(Role::Server, limits.connector_frame_bytes_max);
+    // Until `register` succeeds the peer is unauthenticated: it may send
+    // nothing larger than a control message (a larger frame is refused with
+    // 1009 on its header, before anything is allocated for it), into a small
+    // read buffer. The connector limits apply once it is registered.
+    let decoder = FrameDecoder::new(Role::Server, limits.control_message_bytes_max);
     let assembler =
-        MessageAssembler::new(limits.message_bytes_max, limits.control_message_bytes_max, limits.fragments_max);
-    let mut reader = WsReader::new(read, leftover, decoder, assembler, CONNECTOR_READ_CHUNK_BYTES, ctl.clone());
+        MessageAssembler::new(limits.control_message_bytes_max, limits.control_message_bytes_max, limits.fragments_max);
+    let mut reader = WsReader::new(read, leftover, decoder, assembler, CONNECTOR_REGISTER_CHUNK_BYTES, ctl.clone());
 
     // First message: register.
     let register = match reader.next().await {
@@ -133,6 +141,7 @@ pub async fn run<R: ConnRead, W: ConnWrite + 'static>(
             return;
         }
     };
+    reader.set_limits(limits.connector_frame_bytes_max, limits.message_bytes_max, CONNECTOR_READ_CHUNK_BYTES);
     let level = if register.protocol == Some(2) { Level::Two } else { Level::One };
     let handle = Arc::new(ConnectorHandle {
         id: shared.next_id(),
@@ -387,17 +396,27 @@ async fn on_binary(
             }
             let frame = SharedFrame::from_level2(payload, header, read_at);
             if stream.live && matches!(header.kind, FrameKind::Schema | FrameKind::Dictionary) {
-                let mut state = stream.state.lock();
-                if header.kind == FrameKind::Schema {
-                    state.schema_frame = Some(frame.clone());
-                    state.dictionaries.clear();
-                } else if state.dictionaries.len() < DICTIONARY_FRAMES_MAX {
-                    state.dictionaries.push(frame.clone());
+                let limits = RetainLimits {
+                    stream_bytes_max: worker.shared.config.live_retained_bytes_max(),
+                    total_bytes_max: worker.shared.config.rings.total_bytes_max,
+                };
+                let queued = worker.shared.ring_totals.data.load(Ordering::Relaxed);
+                let kept = {
+                    let mut state = stream.state.lock();
+                    // Read under the lock late joiners take: a joiner either finds
+                    // this frame in its snapshot or is in the mask (never neither;
+                    // both is deduplicated by `LocalSub::snapshot_through`).
+                    mask = stream.destinations();
+                    if state.ended {
+                        Ok(())
+                    } else {
+                        state.retained.keep(&frame, limits, queued)
+                    }
+                };
+                if let Err(refused) = kept {
+                    retained_limit(worker, tunnel, &stream, refused).await;
+                    return Ok(());
                 }
-                // Read under the lock late joiners take: a joiner either finds
-                // this frame in its snapshot or is in the mask (never neither;
-                // both is deduplicated by `LocalSub::snapshot_through`).
-                mask = stream.destinations();
             }
             worker.route(mask, WorkerMsg::Frame(frame)).await;
             Ok(())
@@ -433,6 +452,20 @@ async fn on_binary(
             Ok(())
         }
     }
+}
+
+/// A live stream's schema and dictionaries passed what the gateway keeps
+/// (PROTOCOL.md §5.2): the stream ends for its subscribers with
+/// `retained_limit` and is cancelled upstream; the tunnel's other streams go on.
+async fn retained_limit(worker: &Rc<Worker>, tunnel: &Rc<Tunnel>, stream: &Arc<Stream>, refused: RetainRefused) {
+    log::warn!("connector c-{}: live stream {} of {:?} ended: {refused}", tunnel.handle.id, stream.id, stream.dataset);
+    let total = tunnel.streams.borrow_mut().remove(&stream.id).map(|entry| entry.total_bytes).unwrap_or(0);
+    tunnel.send(&GatewayCommand::Cancel { request_id: format!("r{}", stream.id) });
+    let error = ErrorBody::new(
+        ErrorCode::RetainedLimit,
+        format!("{refused}: the live stream was ended and cancelled upstream; {}", refused.advice()),
+    );
+    end_stream(worker, stream, total, Some(error)).await;
 }
 
 async fn on_message(worker: &Rc<Worker>, tunnel: &Rc<Tunnel>, message: ConnectorMessage) {

@@ -4,7 +4,9 @@
 //! the payload `Bytes` (a view of the connector's read buffer) plus the
 //! WebSocket headers for both protocol levels, built once. It is then shared
 //! by `Arc` — every session on every worker holds the same allocation; no
-//! payload byte is copied after the read.
+//! payload byte is copied after the read, except the copy a live stream keeps
+//! of its schema and dictionary frames for late joiners
+//! ([`SharedFrame::retained_copy`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -80,6 +82,23 @@ impl SharedFrame {
             ws_header_level2: encode_header(true, OpCode::Binary, FRAME_HEADER_BYTES + body.len(), None),
             ws_header_level1: encode_header(true, OpCode::Binary, body.len(), None),
             body,
+        })
+    }
+
+    /// A copy of this frame whose payload has an allocation of its own, for
+    /// a live stream to keep for late joiners (`crate::retained`): the frame
+    /// as read is a view of a read buffer it shares with other frames. Not
+    /// counted in [`SHARED_FRAMES_BUILT`], which counts frames read.
+    pub fn retained_copy(&self) -> Arc<SharedFrame> {
+        Arc::new(SharedFrame {
+            stream_id: self.stream_id,
+            kind: self.kind,
+            sequence: self.sequence,
+            read_at: self.read_at,
+            prefix: self.prefix.clone(),
+            body: Bytes::copy_from_slice(&self.body),
+            ws_header_level2: self.ws_header_level2,
+            ws_header_level1: self.ws_header_level1,
         })
     }
 

@@ -17,6 +17,8 @@
 //! - [`browser`]: a session; its writer task drains the ring with
 //!   [`writev::write_all`] (vectored, partial-write safe) and returns credit.
 //! - [`registry`]: lock-sharded tenant → connectors and stream tables.
+//! - [`retained`]: the schema and dictionary frames a live stream keeps for
+//!   late joiners, bounded per stream and counted gateway-wide.
 //! - [`metrics`]: per-worker HDR histograms, merged on read.
 //! - [`echo`]: test-only conformance echo route.
 //!
@@ -40,6 +42,7 @@ pub mod http;
 pub mod mailbox;
 pub mod metrics;
 pub mod registry;
+pub mod retained;
 pub mod revocation;
 pub mod task;
 pub mod tls;
@@ -134,6 +137,16 @@ impl Shared {
         self.ring_totals.data.load(Ordering::Relaxed) + self.ring_totals.control.load(Ordering::Relaxed)
     }
 
+    /// Data bytes queued in rings plus bytes live streams keep for late
+    /// joiners: what `rings.total_bytes_max` bounds (control output is
+    /// bounded per connection instead).
+    pub fn held_bytes(&self) -> usize {
+        self.ring_totals
+            .data
+            .load(Ordering::Relaxed)
+            .saturating_add(self.registry.retained_bytes.load(Ordering::Relaxed))
+    }
+
     /// Gauges for the metrics endpoints.
     pub fn gauges(&self) -> Gauges {
         Gauges {
@@ -144,6 +157,7 @@ impl Shared {
             ring_bytes: self.ring_bytes(),
             control_bytes: self.ring_totals.control.load(Ordering::Relaxed),
             panics: self.panics.load(Ordering::Relaxed),
+            retained_bytes: self.registry.retained_bytes.load(Ordering::Relaxed),
         }
     }
 }

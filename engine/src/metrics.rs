@@ -163,6 +163,7 @@ impl MetricsHub {
             "sessions": gauges.sessions,
             "ring_bytes": gauges.ring_bytes,
             "control_bytes": gauges.control_bytes,
+            "retained_bytes": gauges.retained_bytes,
             "counters": {
                 "frames_in": merged.frames_in,
                 "frames_out": merged.frames_out,
@@ -193,6 +194,12 @@ impl MetricsHub {
         gauge("volley_sessions", "Browser sessions open.", "gauge", gauges.sessions as u64);
         gauge("volley_ring_bytes", "Bytes queued in session rings.", "gauge", gauges.ring_bytes as u64);
         gauge("volley_control_bytes", "Of the queued bytes, control output.", "gauge", gauges.control_bytes as u64);
+        gauge(
+            "volley_live_retained_bytes",
+            "Bytes of schema and dictionary frames live streams keep for late joiners.",
+            "gauge",
+            gauges.retained_bytes as u64,
+        );
         gauge("volley_frames_in_total", "Frames read from connectors.", "counter", merged.frames_in);
         gauge("volley_frames_out_total", "Frames written to browsers.", "counter", merged.frames_out);
         gauge("volley_bytes_out_total", "Bytes written to browsers.", "counter", merged.bytes_out);
@@ -237,6 +244,8 @@ pub struct Gauges {
     pub control_bytes: usize,
     /// Connection tasks ended by a panic.
     pub panics: u64,
+    /// Bytes live streams keep for late joiners.
+    pub retained_bytes: usize,
 }
 
 fn summary(h: &Histogram<u64>) -> Value {

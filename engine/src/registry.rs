@@ -15,8 +15,9 @@ use atomic_waker::AtomicWaker;
 use parking_lot::{Mutex, RwLock};
 use volley_protocol::Codec;
 
-use crate::frame::{Level, SharedFrame};
+use crate::frame::Level;
 use crate::mailbox::Mailbox;
+use crate::retained::Retained;
 
 /// Shards per table; a power of two.
 pub const SHARDS: usize = 16;
@@ -102,20 +103,32 @@ pub struct Subscriber {
 }
 
 /// Mutable stream state, behind the stream's lock (never held across IO).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StreamState {
     /// Readers.
     pub subscribers: Vec<Subscriber>,
     /// Base64 schema from `stream_start`, once known.
     pub schema_b64: Option<String>,
-    /// The schema frame (late joiners of live streams get it first).
-    pub schema_frame: Option<Arc<SharedFrame>>,
-    /// Dictionary frames seen so far (late joiners get them next).
-    pub dictionaries: Vec<Arc<SharedFrame>>,
+    /// Live streams: the schema frame and the dictionary frames since, which
+    /// late joiners get first (bounded; see [`Retained`]).
+    pub retained: Retained,
     /// `stream_start` arrived.
     pub started: bool,
     /// The stream is over; nobody may attach.
     pub ended: bool,
+}
+
+impl StreamState {
+    /// A fresh stream's state; its kept frames count in `retained_total`.
+    pub fn new(retained_total: Arc<AtomicUsize>) -> StreamState {
+        StreamState {
+            subscribers: Vec::new(),
+            schema_b64: None,
+            retained: Retained::new(retained_total),
+            started: false,
+            ended: false,
+        }
+    }
 }
 
 /// An upstream stream: one `do_get` on one connector, read by one or more browsers.
@@ -228,6 +241,9 @@ pub struct Registry {
     pub connectors_online: AtomicUsize,
     /// Browser sessions open.
     pub sessions_online: AtomicUsize,
+    /// Bytes live streams keep for late joiners, all streams together
+    /// (counted in the `rings.total_bytes_max` budget).
+    pub retained_bytes: Arc<AtomicUsize>,
 }
 
 impl Default for Registry {
@@ -246,6 +262,7 @@ impl Registry {
             next_stream_id: AtomicU32::new(1),
             connectors_online: AtomicUsize::new(0),
             sessions_online: AtomicUsize::new(0),
+            retained_bytes: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -452,7 +469,7 @@ impl Registry {
             dest_workers: AtomicU64::new(0),
             credit_available: AtomicI64::new(i64::try_from(credit_bytes).unwrap_or(i64::MAX)),
             credit_waker: AtomicWaker::new(),
-            state: Mutex::new(StreamState::default()),
+            state: Mutex::new(StreamState::new(self.retained_bytes.clone())),
         });
         self.stream_shard(id).lock().insert(id, stream.clone());
         stream
@@ -463,7 +480,8 @@ impl Registry {
         self.stream_shard(id).lock().get(&id).cloned()
     }
 
-    /// Forgets a stream: marks it ended, removes it from the tables.
+    /// Forgets a stream: marks it ended, drops the frames it kept for late
+    /// joiners, removes it from the tables.
     pub fn end_stream(&self, stream: &Stream) {
         {
             let mut state = stream.state.lock();
@@ -471,6 +489,7 @@ impl Registry {
                 return;
             }
             state.ended = true;
+            state.retained.clear();
         }
         stream.connector.active_streams.fetch_sub(1, Ordering::Relaxed);
         self.stream_shard(stream.id).lock().remove(&stream.id);

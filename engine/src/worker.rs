@@ -9,7 +9,6 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::rc::{Rc, Weak};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -300,10 +299,21 @@ impl Worker {
                 ring.push(OutItem::Frame(frame.clone(), level));
                 continue;
             }
-            let over_total = self.shared.ring_totals.data.load(Ordering::Relaxed) + len > total_max;
-            // Dictionaries are small and needed to decode later batches: never skipped.
+            // Kept frames of live streams count in the gateway-wide budget too.
+            let over_total = self.shared.held_bytes().saturating_add(len) > total_max;
+            // Schema and dictionaries are needed to decode the batches that
+            // follow, so they are never skipped: a subscriber without room
+            // for one cannot go on (PROTOCOL.md §5.2).
             if frame.kind == FrameKind::Dictionary || frame.kind == FrameKind::Schema {
-                ring.push(OutItem::Frame(frame.clone(), level));
+                if ring.fits(len) && !over_total {
+                    ring.push(OutItem::Frame(frame.clone(), level));
+                } else {
+                    drop(ring);
+                    session.close(
+                        close_code::SLOW_CONSUMER,
+                        "slow consumer: no room for the live stream's schema or dictionary",
+                    );
+                }
                 continue;
             }
             if sub.skipping {

@@ -7,10 +7,9 @@
 
 mod support;
 
-use std::alloc::{GlobalAlloc, Layout};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use support::*;
@@ -31,64 +30,8 @@ const WARM_UP: usize = 200;
 /// Handshakes in flight at a time while opening.
 const OPEN_BATCH: usize = 256;
 
-/// Live allocations by size (16-byte bins up to 4 KiB, then one bin).
-const BINS: usize = 257;
-
-struct Counting;
-
-static LIVE_BYTES: AtomicI64 = AtomicI64::new(0);
-static PEAK_BYTES: AtomicI64 = AtomicI64::new(0);
-static LIVE_BY_SIZE: [AtomicI64; BINS] = [const { AtomicI64::new(0) }; BINS];
-
-fn bin(size: usize) -> usize {
-    (size.div_ceil(16)).min(BINS - 1)
-}
-
-fn count(size: usize, delta: i64) {
-    let bytes = delta * i64::try_from(size).unwrap_or(i64::MAX);
-    let live = LIVE_BYTES.fetch_add(bytes, Ordering::Relaxed) + bytes;
-    PEAK_BYTES.fetch_max(live, Ordering::Relaxed);
-    LIVE_BY_SIZE[bin(size)].fetch_add(delta, Ordering::Relaxed);
-}
-
-// SAFETY: every call is forwarded unchanged to mimalloc (the allocator the
-// `volley` binary uses), which upholds GlobalAlloc's contract; the wrapper
-// only updates atomic counters (which never allocate). Exercised by every
-// allocation of this test binary.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: same layout contract as our caller's.
-        let ptr = unsafe { mimalloc::MiMalloc.alloc(layout) };
-        if !ptr.is_null() {
-            count(layout.size(), 1);
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        count(layout.size(), -1);
-        // SAFETY: `ptr` came from `alloc` with this layout.
-        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: `ptr` came from this allocator with `layout`.
-        let new = unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) };
-        if !new.is_null() {
-            count(layout.size(), -1);
-            count(new_size, 1);
-        }
-        new
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-fn snapshot() -> (i64, Vec<i64>) {
-    (LIVE_BYTES.load(Ordering::SeqCst), LIVE_BY_SIZE.iter().map(|c| c.load(Ordering::SeqCst)).collect())
-}
+static ALLOCATOR: heap::Counting = heap::Counting;
 
 /// Opens `n` level-2 sessions, [`OPEN_BATCH`] handshakes in flight at a
 /// time (as `volley bench idle` does), and reads each one's 101 and hello.
@@ -126,12 +69,6 @@ fn open_files_limit() -> usize {
     line.split_whitespace().nth(3).and_then(|soft| soft.parse().ok()).unwrap_or(1024)
 }
 
-fn rss_bytes() -> i64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("status");
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS");
-    line.split_whitespace().nth(1).and_then(|kb| kb.parse::<i64>().ok()).expect("kB") * 1024
-}
-
 #[test]
 fn an_idle_session_holds_less_than_its_heap_budget() {
     let sessions = SESSIONS_MAX.min((open_files_limit().saturating_sub(FD_MARGIN) / 2).saturating_sub(WARM_UP));
@@ -148,30 +85,26 @@ fn an_idle_session_holds_less_than_its_heap_budget() {
     open(addr, request.as_bytes(), WARM_UP, &mut sockets);
     // Past the handshake deadline: its queue entries are gone.
     std::thread::sleep(Duration::from_millis(1600));
-    let (bytes_before, bins_before) = snapshot();
-    let rss_before = rss_bytes();
-    PEAK_BYTES.store(bytes_before, Ordering::SeqCst);
+    let bytes_before = heap::reset_peak();
+    let (_, bins_before) = heap::snapshot();
+    let rss_before = heap::rss_bytes();
 
     open(addr, request.as_bytes(), sessions, &mut sockets);
     assert!(wait_until(Duration::from_secs(10), || gateway.shared().registry.sessions_online.load(Ordering::Relaxed)
         == sessions + WARM_UP));
     std::thread::sleep(Duration::from_millis(1600));
-    let (bytes_after, bins_after) = snapshot();
-    let rss_after = rss_bytes();
+    let (bytes_after, bins_after) = heap::snapshot();
+    let rss_after = heap::rss_bytes();
 
     let per_session = (bytes_after - bytes_before) / sessions as i64;
     println!("heap per idle session: {per_session} bytes ({sessions} sessions)");
-    println!(
-        "peak heap while opening: {} bytes per session",
-        (PEAK_BYTES.load(Ordering::SeqCst) - bytes_before) / sessions as i64
-    );
+    println!("peak heap while opening: {} bytes per session", (heap::peak_bytes() - bytes_before) / sessions as i64);
     println!("VmRSS growth per session (this process, mimalloc): {} bytes", (rss_after - rss_before) / sessions as i64);
     println!("allocation sizes that grew by at least half an allocation per session:");
     for (i, (after, before)) in bins_after.iter().zip(&bins_before).enumerate() {
         let grew = after - before;
         if grew >= sessions as i64 / 2 {
-            let size = if i == BINS - 1 { "> 4096".to_owned() } else { format!("{}..={}", i * 16 - 15, i * 16) };
-            println!("  {size:>12} bytes: {:.2} per session", grew as f64 / sessions as f64);
+            println!("  {:>12} bytes: {:.2} per session", heap::bin_label(i), grew as f64 / sessions as f64);
         }
     }
     assert!(

@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,16 +12,6 @@ use serde_json::json;
 use support::*;
 use volley_engine::config::SlowReaderPolicy;
 use volley_protocol::header::{FrameHeader, FrameKind};
-
-/// A browser whose socket has a tiny receive buffer, so the gateway's writes
-/// to it stall as soon as it stops reading.
-fn stalled_browser(addr: SocketAddr, token: &str) -> Browser {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
-    socket.connect(&addr.into()).expect("connect");
-    let stream: TcpStream = socket.into();
-    Browser::connect_on(stream, addr, token, true).expect("stalled browser connects")
-}
 
 /// Samples `ring_bytes` every millisecond until stopped; returns the maximum.
 fn ring_sampler(gateway: &volley_engine::Gateway) -> (Arc<AtomicBool>, std::thread::JoinHandle<usize>) {

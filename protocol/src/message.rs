@@ -56,6 +56,10 @@ pub enum ErrorCode {
     SourceError,
     /// The browser fell behind its ring.
     SlowConsumer,
+    /// A live stream's schema and dictionary frames passed what the gateway
+    /// keeps for late joiners (the stream ends), or a late joiner's ring has
+    /// no room for them (the subscription is refused).
+    RetainedLimit,
     /// A bug.
     Internal,
     /// A service the gateway depends on (control plane, revocation feed) is
@@ -91,6 +95,7 @@ impl ErrorCode {
             ErrorCode::BadFrameHeader => "bad_frame_header",
             ErrorCode::SourceError => "source_error",
             ErrorCode::SlowConsumer => "slow_consumer",
+            ErrorCode::RetainedLimit => "retained_limit",
             ErrorCode::Internal => "internal",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Other => "other",

@@ -195,6 +195,13 @@ impl FrameDecoder {
         self.frame_bytes_max
     }
 
+    /// Changes the frame limit for the frames still to be decoded: a tunnel
+    /// reads with the control-message limit until `register` succeeds, then
+    /// raises it to the connector frame limit.
+    pub fn set_frame_bytes_max(&mut self, frame_bytes_max: usize) {
+        self.frame_bytes_max = frame_bytes_max;
+    }
+
     /// How many bytes the frame at the start of `buf` needs in total, once its
     /// header is complete; `None` while the header itself is incomplete. The IO
     /// layer uses it to reserve exactly once for a large frame.
@@ -442,6 +449,12 @@ impl MessageAssembler {
         MessageAssembler { message_bytes_max, text_bytes_max, fragments_max, partial: None }
     }
 
+    /// Changes the limit for binary messages still to be assembled (text
+    /// keeps its own limit); see [`FrameDecoder::set_frame_bytes_max`].
+    pub fn set_message_bytes_max(&mut self, message_bytes_max: usize) {
+        self.message_bytes_max = message_bytes_max;
+    }
+
     /// Feeds one frame; returns a message when one is complete. Control frames
     /// may arrive between fragments and are returned at once.
     pub fn push(&mut self, frame: Frame) -> Result<Option<Message>, WsError> {
@@ -628,6 +641,34 @@ mod tests {
         assert_eq!(decode_all(Role::Server, &huge), Err(WsError::LengthMsbSet));
         let big = [0x82, 0xFF, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF];
         assert!(matches!(decode_all(Role::Server, &big), Err(WsError::FrameTooLarge { .. })));
+    }
+
+    #[test]
+    fn a_raised_frame_limit_applies_to_the_next_header_and_a_lowered_one_refuses_on_the_header() {
+        // A header announcing 16 MiB, with none of its payload: refused on the
+        // header alone (before anything is reserved for the payload).
+        let mut big = vec![0x82, 0x80 | 127];
+        big.extend_from_slice(&(16u64 << 20).to_be_bytes());
+        big.extend_from_slice(&[1, 2, 3, 4]);
+        let mut decoder = FrameDecoder::new(Role::Server, 64 * 1024);
+        let mut buf = BytesMut::from(&big[..]);
+        assert_eq!(decoder.decode(&mut buf), Err(WsError::FrameTooLarge { size: 16 << 20, limit: 64 * 1024 }));
+        assert_eq!(decoder.frame_len_hint(&big), None, "no length hint past the limit");
+        decoder.set_frame_bytes_max(16 << 20);
+        assert_eq!(decoder.frame_bytes_max(), 16 << 20);
+        let mut buf = BytesMut::from(&big[..]);
+        assert_eq!(decoder.decode(&mut buf), Ok(None), "now only more bytes are needed");
+        assert_eq!(decoder.frame_len_hint(&big), Some(14 + (16 << 20)));
+
+        let frame = |fin, opcode, payload: &'static [u8]| Frame { fin, opcode, payload: Bytes::from_static(payload) };
+        let mut a = MessageAssembler::new(4, 4, 8);
+        assert_eq!(a.push(frame(true, OpCode::Binary, b"12345")), Err(WsError::MessageTooLarge { limit: 4 }));
+        a.set_message_bytes_max(8);
+        assert_eq!(
+            a.push(frame(true, OpCode::Binary, b"12345")),
+            Ok(Some(Message::Binary(Bytes::from_static(b"12345"))))
+        );
+        assert_eq!(a.push(frame(true, OpCode::Text, b"12345")), Err(WsError::MessageTooLarge { limit: 4 }));
     }
 
     #[test]

@@ -195,6 +195,7 @@ fn defined_error_codes() -> Vec<ErrorCode> {
         BadFrameHeader,
         SourceError,
         SlowConsumer,
+        RetainedLimit,
         Internal,
         Unavailable,
     ];
@@ -205,7 +206,7 @@ fn defined_error_codes() -> Vec<ErrorCode> {
             InvalidJson | BadRequest | UnknownAction | Unauthorized | TokenExpired | Forbidden | Revoked
             | DatasetNotFound | DatasetForbidden | NotLive | ConnectorOffline | ConnectorGone | QueryTimeout
             | Cancelled | Busy | TooManyRequests | UnknownQuery | UnknownStream | BadFrameHeader | SourceError
-            | SlowConsumer | Internal | Unavailable => {}
+            | SlowConsumer | RetainedLimit | Internal | Unavailable => {}
             Other => unreachable!("Other is not listed"),
         }
     }

@@ -80,6 +80,7 @@ const MESSAGES = {
   source_error: (d) => `The connector could not read “${d}”.`,
   too_many_requests: () => 'Too many open queries on this session; close some and try again.',
   slow_consumer: () => 'This page fell too far behind the live stream and was disconnected.',
+  retained_limit: (d) => `The live stream of “${d}” carries more dictionary data than the gateway keeps, or this page has too much queued to join it.`,
   connection_failed: () => 'Cannot reach the Volley gateway.',
   connection_lost: () => 'The connection to the gateway was lost.',
   heartbeat_timeout: () => 'The gateway stopped answering.',

@@ -211,7 +211,7 @@ const PROTOCOL_CODES = new Set([
   'forbidden', 'revoked', 'dataset_not_found', 'dataset_forbidden', 'not_live',
   'connector_offline', 'connector_gone', 'query_timeout', 'cancelled', 'busy',
   'too_many_requests', 'unknown_query', 'unknown_stream', 'bad_frame_header',
-  'source_error', 'slow_consumer', 'internal',
+  'source_error', 'slow_consumer', 'retained_limit', 'internal',
 ]);
 
 /** Defaults; every one can be overridden in {@link connect} options. */

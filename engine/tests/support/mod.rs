@@ -1,12 +1,15 @@
 //! Shared helpers for the engine's end-to-end tests: a gateway started
 //! in-process on real sockets, a fake connector (level 1 or 2) and browser
 //! clients written with sync `tungstenite` over `std::net::TcpStream`, raw
-//! HTTP/WebSocket helpers for malformed input, and an Arrow IPC splitter.
+//! HTTP/WebSocket helpers for malformed input, an Arrow IPC splitter, and
+//! (in [`heap`]) a counting allocator for memory tests.
 //!
 //! No mocks: every byte crosses a loopback TCP socket and the gateway's
 //! io_uring workers.
 
 #![allow(dead_code)]
+
+pub mod heap;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
@@ -287,6 +290,9 @@ pub enum Behaviour {
     /// left (PROTOCOL.md §4.2 allows this reading; the real connector sends
     /// while any credit is left).
     StrictCredit,
+    /// Ignores `cancel` and goes on sending the stream's frames (a
+    /// misbehaving connector; live frames too).
+    IgnoreCancel,
 }
 
 /// One dataset the fake connector serves.
@@ -618,7 +624,8 @@ fn connector_loop(
                     return;
                 }
             }
-            let ends = matches!(dataset.behaviour, Behaviour::Normal | Behaviour::StrictCredit);
+            let ends =
+                matches!(dataset.behaviour, Behaviour::Normal | Behaviour::StrictCredit | Behaviour::IgnoreCancel);
             if !a.live && ends && a.next == dataset.frames.len() {
                 finished.push(index);
             }
@@ -708,6 +715,9 @@ fn handle_command(
         }
         Some("cancel") => {
             let Some(pos) = active.iter().position(|a| a.request_id == request_id) else { return };
+            if spec.datasets[active[pos].dataset].behaviour == Behaviour::IgnoreCancel {
+                return;
+            }
             let a = active.remove(pos);
             let mut end = json!({"request_id": request_id, "type": "stream_end", "total_bytes": a.sent,
                                  "error": {"code": "cancelled", "message": "cancelled by the gateway"}});
@@ -727,6 +737,16 @@ fn handle_command(
 /// The browser client is shared with the CLI's tests.
 #[allow(unused_imports)] // each test binary uses its own part
 pub use volley_testkit::browser::{Browser, QueryResult, Received};
+
+/// A level-2 browser whose socket has a tiny receive buffer, so that what
+/// it does not read stays in its ring in the gateway.
+pub fn stalled_browser(addr: SocketAddr, token: &str) -> Browser {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    socket.connect(&addr.into()).expect("connect");
+    let stream: TcpStream = socket.into();
+    Browser::connect_on(stream, addr, token, true).expect("stalled browser connects")
+}
 
 /// Asserts a fresh level-2 browser can still run `dataset` to completion with `expected` bytes.
 pub fn assert_healthy(addr: SocketAddr, dataset: &str, expected: &[u8]) {
