@@ -205,7 +205,8 @@ impl CompressionConfig {
 /// Default pub/sub channel of the revocation feed.
 pub const DEFAULT_REVOCATION_CHANNEL: &str = "volley:revocations";
 
-/// `redis:` — the revocation feed (pub/sub), optional.
+/// `redis:` — the revocation feed (pub/sub) and its durable record (sorted
+/// sets `<channel>:sessions|users|tenant_users|tenants`), optional.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
@@ -216,9 +217,13 @@ pub struct RedisConfig {
     /// While the feed is disconnected, refuse new browser sessions with 503
     /// `unavailable` (true) or keep admitting them, logging (false, default).
     pub fail_closed: bool,
-    /// How long a user or tenant revocation (and a session revocation whose
-    /// token expiry is unknown) is remembered, seconds. Default 86 400.
+    /// How long a revocation whose message carries no `exp` is remembered,
+    /// seconds (a session revocation then follows its token's own `exp` once
+    /// a gateway sees the token, PROTOCOL.md §6.2). Default 86 400.
     pub revocation_ttl_seconds: u64,
+    /// How often expired entries are removed from the Redis record and from
+    /// memory, seconds. Default 60.
+    pub prune_interval_seconds: u64,
     /// After this many seconds without traffic on the subscription, the feed
     /// sends `PING`; no answer within the same time counts as a lost
     /// connection (a Redis host that vanished without closing TCP). Default 5.
@@ -232,6 +237,7 @@ impl Default for RedisConfig {
             channel: None,
             fail_closed: false,
             revocation_ttl_seconds: 86_400,
+            prune_interval_seconds: 60,
             keepalive_seconds: 5,
         }
     }
@@ -505,6 +511,9 @@ impl GatewayConfig {
         if self.redis.revocation_ttl_seconds == 0 {
             return invalid("redis.revocation_ttl_seconds", "must be at least 1");
         }
+        if self.redis.prune_interval_seconds == 0 {
+            return invalid("redis.prune_interval_seconds", "must be at least 1");
+        }
         if let Some(url) = &self.control_plane.url {
             if !url.starts_with("http://") && !url.starts_with("https://") {
                 return invalid("control_plane.url", "must be an http:// or https:// URL");
@@ -592,6 +601,7 @@ mod tests {
         assert_eq!(config.redis.channel(), DEFAULT_REVOCATION_CHANNEL);
         assert!(!config.redis.fail_closed);
         assert_eq!(config.redis.revocation_ttl_seconds, 86_400);
+        assert_eq!(config.redis.prune_interval_seconds, 60);
         assert_eq!(config.control_plane, ControlPlaneConfig::default());
         assert_eq!(config.control_plane.connect_timeout_ms, 1000);
         assert_eq!(config.control_plane.timeout_ms, 2000);
@@ -609,6 +619,7 @@ mod tests {
         for (yaml, key) in [
             ("redis:\n  url: http://x\n", "redis.url"),
             ("redis:\n  channel: ''\n", "redis.channel"),
+            ("redis:\n  prune_interval_seconds: 0\n", "redis.prune_interval_seconds"),
             ("control_plane:\n  url: ftp://x\n", "control_plane.url"),
             ("control_plane:\n  timeout_ms: 0\n", "control_plane"),
             ("limits:\n  connections_per_ip_max: 0\n", "limits"),

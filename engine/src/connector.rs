@@ -132,8 +132,8 @@ pub async fn run<R: ConnRead, W: ConnWrite + 'static>(
         finish(ctl, ring, writer).await;
         return;
     };
-    let credential_jti = match authenticate(&worker, &register) {
-        Ok(jti) => jti,
+    let credential = match authenticate(&worker, &register) {
+        Ok(credential) => credential,
         Err((code, message)) => {
             log::warn!("connector for tenant {:?} refused: {message}", register.tenant_id);
             refuse(&ring, code, &message);
@@ -153,7 +153,8 @@ pub async fn run<R: ConnRead, W: ConnWrite + 'static>(
         compression: Codec::known(&register.compression),
         mailbox: Mailbox::new(shared.config.limits.connector_queue_max),
         active_streams: Default::default(),
-        credential_jti,
+        credential_exp: credential.as_ref().map(|(_, exp)| *exp),
+        credential_jti: credential.map(|(jti, _)| jti),
     });
     let reply = RegisterReply::Ok(RegisterOk {
         session_id: format!("c-{}", handle.id),
@@ -319,18 +320,19 @@ fn refuse(ring: &Rc<RefCell<Ring>>, code: ErrorCode, message: &str) {
     ring.push_close(close, message);
 }
 
-/// Verifies the credential and its revocations; returns its `jti`.
-fn authenticate(worker: &Worker, register: &Register) -> Result<Option<String>, (ErrorCode, String)> {
+/// Verifies the credential and its revocations; returns its `jti` and `exp`.
+fn authenticate(worker: &Worker, register: &Register) -> Result<Option<(String, i64)>, (ErrorCode, String)> {
     let shared = &worker.shared;
-    let jti = authenticate_token(worker, register)?;
-    if shared.revocations.check_connector(jti.as_deref(), &register.tenant_id, crate::unix_now()) {
+    let credential = authenticate_token(worker, register)?;
+    let presented = credential.as_ref().map(|(jti, exp)| (jti.as_str(), *exp));
+    if shared.revocations.check_connector(presented, &register.tenant_id, crate::unix_now()) {
         return Err((ErrorCode::Revoked, "the tenant or this connector credential is revoked".to_owned()));
     }
-    Ok(jti)
+    Ok(credential)
 }
 
-/// Verifies the credential; returns its `jti` (none for a seed-style connector).
-fn authenticate_token(worker: &Worker, register: &Register) -> Result<Option<String>, (ErrorCode, String)> {
+/// Verifies the credential; returns its `jti` and `exp` (none for a seed-style connector).
+fn authenticate_token(worker: &Worker, register: &Register) -> Result<Option<(String, i64)>, (ErrorCode, String)> {
     let shared = &worker.shared;
     match &register.token {
         None if shared.config.allow_unauthenticated_connectors => {
@@ -354,7 +356,7 @@ fn authenticate_token(worker: &Worker, register: &Register) -> Result<Option<Str
             if claims.cuenta_id != register.tenant_id {
                 return Err((ErrorCode::Forbidden, "the connector token belongs to another tenant".to_owned()));
             }
-            Ok(Some(claims.jti))
+            Ok(Some((claims.jti, claims.exp)))
         }
     }
 }

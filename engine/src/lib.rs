@@ -321,7 +321,7 @@ pub fn start(config: GatewayConfig, options: StartOptions) -> Result<Gateway, St
         connections: AtomicUsize::new(0),
         workers,
         static_dir,
-        revocations: Revocations::new(config.redis.revocation_ttl_seconds, config.redis.url.is_some()),
+        revocations: Revocations::new(config.redis.revocation_ttl_seconds, leeway, config.redis.url.is_some()),
         control_plane,
         ip_connections: Arc::new(Counter::default()),
         tenant_sessions: Arc::new(Counter::default()),

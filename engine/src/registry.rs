@@ -72,9 +72,16 @@ pub struct ConnectorHandle {
     /// `jti` of the credential it registered with (none for a seed-style
     /// connector): revoking it closes this tunnel.
     pub credential_jti: Option<String>,
+    /// `exp` of that credential: a revocation of it lasts at least until then.
+    pub credential_exp: Option<i64>,
 }
 
 impl ConnectorHandle {
+    /// Its credential's `jti` and `exp` (none for a seed-style connector).
+    pub fn credential(&self) -> Option<(&str, i64)> {
+        self.credential_jti.as_deref().zip(self.credential_exp)
+    }
+
     /// True when it serves `dataset`.
     pub fn serves(&self, dataset: &str) -> bool {
         self.datasets.iter().any(|d| d == dataset)

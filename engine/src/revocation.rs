@@ -1,65 +1,126 @@
-//! Revocations (DESIGN.md "Security"): the Redis pub/sub feed and the set of
-//! revoked sessions, users and tenants.
+//! Revocations (DESIGN.md "Security", PROTOCOL.md §6.2): what a revocation
+//! names, the in-memory set every admission checks, and how the feed tells
+//! the workers.
 //!
-//! - A dedicated std thread ([`spawn_feed`]) subscribes to `redis.channel`
-//!   with the blocking `redis` client and reconnects with a bounded
-//!   exponential backoff, one log line per failed attempt. Each message —
-//!   `{"session_id": "<jti>"}`, `{"user_id": "…"}` or `{"cuenta_id": "…"}`,
-//!   optionally with `"exp"` (Unix seconds) — is recorded in
-//!   [`Revocations`] and pushed once into every worker's inbox as
-//!   [`WorkerMsg::Revoke`]; each worker closes its matching browser sessions
-//!   with close code 4000 and, for a tenant, that tenant's tunnels on it.
+//! - A revocation names one session (`{"session_id": "<jti>"}`, a browser
+//!   session or a connector credential), one user in every tenant
+//!   (`{"user_id": "…"}`), one user in one tenant (`{"user_id": "…",
+//!   "cuenta_id": "…"}`) or one tenant (`{"cuenta_id": "…"}`), optionally with
+//!   `"exp"` (Unix seconds).
 //! - [`Revocations`] is checked when a browser session is admitted (403
-//!   `revoked`) and when a connector registers, so a revoked session, user or
-//!   tenant stays out until its entry expires: at the token's `exp` when it is
-//!   known, else after `redis.revocation_ttl_seconds`. The set holds at most
+//!   `revoked`) and when a connector registers. An entry lives until its
+//!   expiry: `exp` plus the token leeway when the message gives one, else
+//!   `redis.revocation_ttl_seconds`. A session entry follows its token once a
+//!   gateway sees that token (an open session or tunnel when the revocation
+//!   arrives, or a later attempt to use it): it then lasts exactly until the
+//!   token's own `exp` plus the leeway — shorter for a short-lived browser
+//!   token, longer for a connector credential that outlives the TTL, which
+//!   therefore never comes back while it is valid. The set holds at most
 //!   [`REVOCATIONS_MAX`] entries; at the limit expired entries are purged and
-//!   then the entry that expires soonest is dropped (logged).
-//!
-//! Revocations published while the feed is disconnected are lost (pub/sub
-//! keeps no history); `redis.fail_closed: true` refuses new sessions for as
-//! long as the feed is down.
+//!   then the [`EVICT_BATCH`] entries that expire soonest are dropped (logged).
+//! - The revocations last beyond one process and one subscription: each is
+//!   kept in Redis too, one sorted set per kind next to the channel
+//!   (`<channel>:sessions`, `:users`, `:tenant_users`, `:tenants`; score = the
+//!   expiry in Unix seconds), written by the publisher and by every gateway
+//!   that receives the message, loaded at start and after every reconnect,
+//!   and pruned of expired entries. [`store`] holds that record, [`feed`] the
+//!   thread that subscribes, loads, writes and prunes.
+//! - A revocation received on the feed is recorded here, queued for the
+//!   durable record and pushed once into every worker's inbox as
+//!   [`WorkerMsg::Revoke`]; each worker closes its matching browser sessions
+//!   with close code 4000 and the covered tunnels on it. After a load that
+//!   added anything, every worker gets [`WorkerMsg::Recheck`] and closes
+//!   whatever open session or tunnel the set now covers.
 
-use std::collections::HashMap;
+pub mod feed;
+pub mod store;
+
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde::Deserialize;
 use volley_protocol::token::SessionClaims;
 
+pub use self::feed::spawn_feed;
 use crate::mailbox::PushError;
 use crate::worker::WorkerMsg;
 use crate::Shared;
 
-/// Most entries the revocation set holds (sessions, users and tenants together).
+/// Most entries the revocation set holds (all kinds together); also the most
+/// the feed loads from Redis at once.
 pub const REVOCATIONS_MAX: usize = 100_000;
-/// First reconnect delay of the Redis feed; doubles per failed attempt.
-pub const REDIS_BACKOFF_MIN: Duration = Duration::from_millis(100);
-/// Longest reconnect delay of the Redis feed.
-pub const REDIS_BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// TCP connect timeout to Redis.
-pub const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Read timeout of the subscription: how often the feed thread looks at the
-/// gateway's stop flag.
-pub const REDIS_POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// Entries dropped at once when the set is full of live entries (the ones
+/// that expire soonest), so a full set costs one scan per batch, not per insert.
+pub const EVICT_BATCH: usize = REVOCATIONS_MAX / 100;
+/// Durable writes waiting for the Redis connection (a revocation received, an
+/// entry stretched to its token's `exp`); past this the newest are dropped
+/// from the queue (logged; they still apply in this gateway's memory).
+pub const PENDING_WRITES_MAX: usize = 4096;
 /// How long the feed thread retries a full worker inbox before dropping a
-/// revocation for that worker (the set still refuses new connections).
+/// message for that worker (the set still refuses new connections).
 pub const INBOX_PUSH_PATIENCE: Duration = Duration::from_secs(1);
-/// Largest revocation message accepted, bytes.
+/// Largest revocation message accepted, bytes; also the largest member the
+/// feed loads from a sorted set.
 pub const REVOCATION_MESSAGE_BYTES_MAX: usize = 4096;
+
+/// A user revocation: one user id in one tenant, or in every tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokedUser {
+    /// The user (`sub`).
+    pub user_id: String,
+    /// Only this tenant's user (`cuenta_id`); `None`: the user id in every tenant.
+    pub cuenta_id: Option<String>,
+}
 
 /// What a revocation names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Revocation {
-    /// One session (its token's `jti`).
+    /// One session: a browser token's or a connector credential's `jti`.
     Session(String),
-    /// Every session of a user (`sub`).
-    User(String),
+    /// Every session of a user, in one tenant or in all.
+    User(RevokedUser),
     /// Every session and connector of a tenant (`cuenta_id`).
     Tenant(String),
+}
+
+/// The four kinds of entry, each with its own sorted set in Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `session_id`: member = the `jti`.
+    Sessions,
+    /// `user_id` alone: member = the user id.
+    Users,
+    /// `user_id` with `cuenta_id`: member = the JSON array `["<cuenta_id>","<user_id>"]`.
+    TenantUsers,
+    /// `cuenta_id` alone: member = the tenant id.
+    Tenants,
+}
+
+impl Kind {
+    /// Every kind, broadest first (the order the feed loads them in).
+    pub const ALL: [Kind; 4] = [Kind::Tenants, Kind::Users, Kind::TenantUsers, Kind::Sessions];
+
+    /// The suffix of its sorted set: `<channel>:<suffix>`.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Kind::Sessions => "sessions",
+            Kind::Users => "users",
+            Kind::TenantUsers => "tenant_users",
+            Kind::Tenants => "tenants",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Kind::Sessions => 0,
+            Kind::Users => 1,
+            Kind::TenantUsers => 2,
+            Kind::Tenants => 3,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -77,128 +138,219 @@ impl Revocation {
             return Err(format!("message of {} bytes is over {REVOCATION_MESSAGE_BYTES_MAX}", text.len()));
         }
         let message: RevocationMessage = serde_json::from_str(text).map_err(|e| format!("not a revocation: {e}"))?;
-        let named: Vec<Revocation> = [
-            message.session_id.map(Revocation::Session),
-            message.user_id.map(Revocation::User),
-            message.cuenta_id.map(Revocation::Tenant),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        match <[Revocation; 1]>::try_from(named) {
-            Ok([revocation]) if !revocation.key().is_empty() => Ok((revocation, message.exp)),
-            Ok(_) => Err("the revoked id is empty".into()),
-            Err(_) => Err("name exactly one of session_id, user_id, cuenta_id".into()),
+        let revocation = match (message.session_id, message.user_id, message.cuenta_id) {
+            (Some(jti), None, None) => Revocation::Session(jti),
+            (None, Some(user_id), cuenta_id) => Revocation::User(RevokedUser { user_id, cuenta_id }),
+            (None, None, Some(tenant)) => Revocation::Tenant(tenant),
+            _ => {
+                return Err("name one of session_id, user_id (optionally with cuenta_id), cuenta_id".into());
+            }
+        };
+        if revocation.has_empty_id() {
+            return Err("the revoked id is empty".into());
+        }
+        Ok((revocation, message.exp))
+    }
+
+    fn has_empty_id(&self) -> bool {
+        match self {
+            Revocation::Session(k) | Revocation::Tenant(k) => k.is_empty(),
+            Revocation::User(user) => user.user_id.is_empty() || user.cuenta_id.as_deref() == Some(""),
         }
     }
 
-    /// The id it names.
-    pub fn key(&self) -> &str {
+    /// Its kind (which sorted set records it).
+    pub fn kind(&self) -> Kind {
         match self {
-            Revocation::Session(k) | Revocation::User(k) | Revocation::Tenant(k) => k,
+            Revocation::Session(_) => Kind::Sessions,
+            Revocation::User(RevokedUser { cuenta_id: None, .. }) => Kind::Users,
+            Revocation::User(RevokedUser { cuenta_id: Some(_), .. }) => Kind::TenantUsers,
+            Revocation::Tenant(_) => Kind::Tenants,
         }
+    }
+
+    /// Its member in the sorted set of its kind (also its key in memory).
+    pub fn member(&self) -> String {
+        match self {
+            Revocation::Session(k) | Revocation::Tenant(k) => k.clone(),
+            Revocation::User(RevokedUser { user_id, cuenta_id: None }) => user_id.clone(),
+            Revocation::User(RevokedUser { user_id, cuenta_id: Some(tenant) }) => tenant_user_member(tenant, user_id),
+        }
+    }
+
+    /// The revocation a sorted-set member names.
+    pub fn from_member(kind: Kind, member: &str) -> Result<Revocation, String> {
+        if member.is_empty() {
+            return Err("empty member".into());
+        }
+        Ok(match kind {
+            Kind::Sessions => Revocation::Session(member.to_owned()),
+            Kind::Users => Revocation::User(RevokedUser { user_id: member.to_owned(), cuenta_id: None }),
+            Kind::Tenants => Revocation::Tenant(member.to_owned()),
+            Kind::TenantUsers => {
+                let (tenant, user_id): (String, String) = serde_json::from_str(member)
+                    .map_err(|e| format!("not a [\"<cuenta_id>\",\"<user_id>\"] array: {e}"))?;
+                let revocation = Revocation::User(RevokedUser { user_id, cuenta_id: Some(tenant) });
+                if revocation.has_empty_id() {
+                    return Err("an empty id".into());
+                }
+                revocation
+            }
+        })
     }
 
     /// True when it covers a browser session with these claims.
     pub fn matches(&self, claims: &SessionClaims) -> bool {
         match self {
             Revocation::Session(jti) => claims.jti == *jti,
-            Revocation::User(user) => claims.sub == *user,
+            Revocation::User(user) => {
+                claims.sub == user.user_id && user.cuenta_id.as_ref().is_none_or(|tenant| claims.cuenta_id == *tenant)
+            }
             Revocation::Tenant(tenant) => claims.cuenta_id == *tenant,
         }
     }
 }
 
+/// The member of a tenant-scoped user revocation: `["<cuenta_id>","<user_id>"]`
+/// (a JSON array, so neither id needs a separator it cannot contain).
+fn tenant_user_member(tenant: &str, user_id: &str) -> String {
+    serde_json::Value::from(vec![tenant, user_id]).to_string()
+}
+
+/// One map per [`Kind`]: member → expiry (Unix seconds).
 #[derive(Default)]
 struct Sets {
-    /// id → expiry (Unix seconds), per kind.
-    sessions: HashMap<String, i64>,
-    users: HashMap<String, i64>,
-    tenants: HashMap<String, i64>,
+    maps: [HashMap<String, i64>; 4],
 }
 
 impl Sets {
     fn len(&self) -> usize {
-        self.sessions.len() + self.users.len() + self.tenants.len()
+        self.maps.iter().map(HashMap::len).sum()
     }
 
-    fn map(&mut self, revocation: &Revocation) -> &mut HashMap<String, i64> {
-        match revocation {
-            Revocation::Session(_) => &mut self.sessions,
-            Revocation::User(_) => &mut self.users,
-            Revocation::Tenant(_) => &mut self.tenants,
-        }
+    fn map(&mut self, kind: Kind) -> &mut HashMap<String, i64> {
+        &mut self.maps[kind.index()]
+    }
+
+    fn live(&self, kind: Kind, member: &str, now: i64) -> bool {
+        self.maps[kind.index()].get(member).is_some_and(|expires| *expires > now)
     }
 
     fn purge_expired(&mut self, now: i64) {
-        for map in [&mut self.sessions, &mut self.users, &mut self.tenants] {
+        for map in &mut self.maps {
             map.retain(|_, expires| *expires > now);
         }
     }
 
+    /// Drops the [`EVICT_BATCH`] entries that expire soonest.
     fn drop_soonest(&mut self) {
-        let soonest = [&self.sessions, &self.users, &self.tenants]
-            .into_iter()
+        let mut all: Vec<(i64, usize, String)> = self
+            .maps
+            .iter()
             .enumerate()
-            .flat_map(|(kind, map)| map.iter().map(move |(k, e)| (*e, kind, k)))
-            .min()
-            .map(|(_, kind, k)| (kind, k.clone()));
-        if let Some((kind, key)) = soonest {
-            [&mut self.sessions, &mut self.users, &mut self.tenants][kind].remove(&key);
+            .flat_map(|(kind, map)| map.iter().map(move |(member, expires)| (*expires, kind, member.clone())))
+            .collect();
+        let batch = EVICT_BATCH.clamp(1, all.len().max(1));
+        if all.len() > batch {
+            all.select_nth_unstable(batch - 1);
+            all.truncate(batch);
+        }
+        for (_, kind, member) in all {
+            if let Some(map) = self.maps.get_mut(kind) {
+                map.remove(&member);
+            }
         }
     }
 }
 
-/// The revoked sessions, users and tenants, each until its expiry.
+/// The revoked sessions, users and tenants, each until its expiry, and the
+/// durable writes waiting for the feed thread.
 pub struct Revocations {
     sets: Mutex<Sets>,
     /// Entries held (a lock-free "nothing revoked" fast path).
     len: AtomicUsize,
     ttl_seconds: i64,
+    leeway_seconds: i64,
+    /// Entries to write to the Redis record (revocation, expiry).
+    writes: Mutex<VecDeque<(Revocation, i64)>>,
     /// The Redis feed is configured.
     pub feed_configured: bool,
-    /// The Redis feed is subscribed now.
+    /// The Redis feed is subscribed now and has loaded the Redis record.
     pub connected: AtomicBool,
 }
 
 impl Revocations {
-    /// An empty set; entries without a known expiry live `ttl_seconds`.
-    pub fn new(ttl_seconds: u64, feed_configured: bool) -> Revocations {
+    /// An empty set. Entries without a known expiry live `ttl_seconds`; a
+    /// token is accepted until `leeway_seconds` after its `exp`, so entries
+    /// that follow a token's `exp` last that much longer.
+    pub fn new(ttl_seconds: u64, leeway_seconds: i64, feed_configured: bool) -> Revocations {
         Revocations {
             sets: Mutex::new(Sets::default()),
             len: AtomicUsize::new(0),
             ttl_seconds: i64::try_from(ttl_seconds).unwrap_or(i64::MAX),
+            leeway_seconds: leeway_seconds.max(0),
+            writes: Mutex::new(VecDeque::new()),
             feed_configured,
             connected: AtomicBool::new(false),
         }
     }
 
-    /// Records a revocation until `exp` (when given and sooner than the TTL) or for the TTL.
-    pub fn insert(&self, revocation: &Revocation, exp: Option<i64>, now: i64) {
-        let ttl_end = now.saturating_add(self.ttl_seconds);
-        let expires = exp.map_or(ttl_end, |exp| exp.min(ttl_end));
+    /// The expiry of a new revocation: `exp` plus the leeway when given, else now plus the TTL.
+    pub fn expiry(&self, exp: Option<i64>, now: i64) -> i64 {
+        exp.map_or(now.saturating_add(self.ttl_seconds), |exp| exp.saturating_add(self.leeway_seconds))
+    }
+
+    /// Records a revocation received on the feed; returns the expiry it got,
+    /// `None` when that is already past (nothing recorded).
+    pub fn insert(&self, revocation: &Revocation, exp: Option<i64>, now: i64) -> Option<i64> {
+        let expires = self.expiry(exp, now);
+        self.insert_until(revocation, expires, now);
+        (expires > now).then_some(expires)
+    }
+
+    /// Records a revocation until `expires` (an existing entry keeps the later
+    /// expiry); returns true when that added an entry or stretched one.
+    pub fn insert_until(&self, revocation: &Revocation, expires: i64, now: i64) -> bool {
         if expires <= now {
-            return;
+            return false;
         }
+        let kind = revocation.kind();
+        let member = revocation.member();
         let mut sets = self.sets.lock();
-        let exists = sets.map(revocation).contains_key(revocation.key());
-        if !exists && sets.len() >= REVOCATIONS_MAX {
+        if let Some(current) = sets.map(kind).get_mut(&member) {
+            let stretched = expires > *current;
+            *current = (*current).max(expires);
+            return stretched;
+        }
+        if sets.len() >= REVOCATIONS_MAX {
             sets.purge_expired(now);
             if sets.len() >= REVOCATIONS_MAX {
-                log::warn!("revocation set full ({REVOCATIONS_MAX} entries): dropping the one that expires soonest");
+                log::warn!(
+                    "revocation set full ({REVOCATIONS_MAX} live entries): dropping the {EVICT_BATCH} that expire soonest"
+                );
                 sets.drop_soonest();
             }
         }
-        let entry = sets.map(revocation).entry(revocation.key().to_owned()).or_insert(expires);
-        *entry = (*entry).max(expires);
+        sets.map(kind).insert(member, expires);
         self.len.store(sets.len(), Ordering::Release);
+        true
     }
 
-    /// Shortens a session entry to its token's expiry, once a worker saw the
-    /// token (after `exp` the token is refused as expired anyway).
-    pub fn session_expires_at(&self, jti: &str, exp: i64) {
-        if let Some(expires) = self.sets.lock().sessions.get_mut(jti) {
-            *expires = (*expires).min(exp);
+    /// A gateway saw the token whose `jti` may be revoked, valid until
+    /// `token_exp`: a session entry for it now lasts exactly until that `exp`
+    /// plus the leeway. Shortening stays in memory; stretching (a connector
+    /// credential that outlives the TTL) is queued for the Redis record too.
+    pub fn token_seen(&self, jti: &str, token_exp: i64) {
+        let until = token_exp.saturating_add(self.leeway_seconds);
+        let stretched = {
+            let mut sets = self.sets.lock();
+            let Some(expires) = sets.map(Kind::Sessions).get_mut(jti) else { return };
+            let stretched = until > *expires;
+            *expires = until;
+            stretched
+        };
+        if stretched {
+            self.queue_write(Revocation::Session(jti.to_owned()), until);
         }
     }
 
@@ -207,27 +359,86 @@ impl Revocations {
         if self.len.load(Ordering::Acquire) == 0 {
             return None;
         }
-        let sets = self.sets.lock();
-        let live = |map: &HashMap<String, i64>, key: &str| map.get(key).is_some_and(|expires| *expires > now);
-        if live(&sets.sessions, &claims.jti) {
-            Some(Revocation::Session(claims.jti.clone()))
-        } else if live(&sets.users, &claims.sub) {
-            Some(Revocation::User(claims.sub.clone()))
-        } else if live(&sets.tenants, &claims.cuenta_id) {
-            Some(Revocation::Tenant(claims.cuenta_id.clone()))
-        } else {
-            None
+        let covering = {
+            let sets = self.sets.lock();
+            if sets.live(Kind::Sessions, &claims.jti, now) {
+                Some(Revocation::Session(claims.jti.clone()))
+            } else if sets.live(Kind::Users, &claims.sub, now) {
+                Some(Revocation::User(RevokedUser { user_id: claims.sub.clone(), cuenta_id: None }))
+            } else if !sets.maps[Kind::TenantUsers.index()].is_empty()
+                && sets.live(Kind::TenantUsers, &tenant_user_member(&claims.cuenta_id, &claims.sub), now)
+            {
+                Some(Revocation::User(RevokedUser {
+                    user_id: claims.sub.clone(),
+                    cuenta_id: Some(claims.cuenta_id.clone()),
+                }))
+            } else if sets.live(Kind::Tenants, &claims.cuenta_id, now) {
+                Some(Revocation::Tenant(claims.cuenta_id.clone()))
+            } else {
+                None
+            }
+        };
+        if let Some(Revocation::Session(jti)) = &covering {
+            self.token_seen(jti, claims.exp);
         }
+        covering
     }
 
-    /// True when a connector credential (`jti`, tenant) is revoked.
-    pub fn check_connector(&self, jti: Option<&str>, tenant: &str, now: i64) -> bool {
+    /// True when a connector of `tenant` with this credential (`jti`, `exp`;
+    /// none for a seed-style connector) is revoked. A revoked credential's
+    /// entry is stretched to the credential's `exp`.
+    pub fn check_connector(&self, credential: Option<(&str, i64)>, tenant: &str, now: i64) -> bool {
         if self.len.load(Ordering::Acquire) == 0 {
             return false;
         }
-        let sets = self.sets.lock();
-        let live = |map: &HashMap<String, i64>, key: &str| map.get(key).is_some_and(|expires| *expires > now);
-        live(&sets.tenants, tenant) || jti.is_some_and(|jti| live(&sets.sessions, jti))
+        let (tenant_revoked, credential_revoked) = {
+            let sets = self.sets.lock();
+            (
+                sets.live(Kind::Tenants, tenant, now),
+                credential.is_some_and(|(jti, _)| sets.live(Kind::Sessions, jti, now)),
+            )
+        };
+        if let Some((jti, exp)) = credential.filter(|_| credential_revoked) {
+            self.token_seen(jti, exp);
+        }
+        tenant_revoked || credential_revoked
+    }
+
+    /// Drops the entries whose expiry has passed.
+    pub fn purge_expired(&self, now: i64) {
+        let mut sets = self.sets.lock();
+        sets.purge_expired(now);
+        self.len.store(sets.len(), Ordering::Release);
+    }
+
+    /// Queues an entry for the Redis record.
+    pub fn queue_write(&self, revocation: Revocation, expires: i64) {
+        let mut writes = self.writes.lock();
+        if writes.len() >= PENDING_WRITES_MAX {
+            log::warn!(
+                "revocation record: {PENDING_WRITES_MAX} writes already wait for Redis; {revocation:?} is kept in this \
+                 gateway's memory only"
+            );
+            return;
+        }
+        writes.push_back((revocation, expires));
+    }
+
+    /// Takes the queued writes (the feed thread's job).
+    pub fn take_writes(&self) -> Vec<(Revocation, i64)> {
+        self.writes.lock().drain(..).collect()
+    }
+
+    /// Puts writes that could not be done back at the front of the queue (bounded).
+    pub fn requeue_writes(&self, failed: Vec<(Revocation, i64)>) {
+        let mut writes = self.writes.lock();
+        for write in failed.into_iter().rev() {
+            if writes.len() >= PENDING_WRITES_MAX {
+                log::warn!("revocation record: write queue full; {:?} is kept in memory only", write.0);
+                continue;
+            }
+            writes.push_front(write);
+        }
     }
 
     /// Entries held now (expired ones included until purged).
@@ -247,95 +458,25 @@ impl Revocations {
     }
 }
 
-/// Starts the feed thread when `redis.url` is set.
-pub fn spawn_feed(shared: Arc<Shared>) -> std::io::Result<Option<JoinHandle<()>>> {
-    let Some(url) = shared.config.redis.url.clone() else { return Ok(None) };
-    std::thread::Builder::new().name("volley-revocations".into()).spawn(move || feed(&shared, &url)).map(Some)
-}
-
-fn feed(shared: &Shared, url: &str) {
-    let channel = shared.config.redis.channel().to_owned();
-    let mut backoff = REDIS_BACKOFF_MIN;
-    let mut attempt: u64 = 0;
-    while !shared.is_stopping() {
-        attempt += 1;
-        match subscribe(shared, url, &channel, &mut backoff, &mut attempt) {
-            Ok(()) => break,
-            Err(e) => {
-                shared.revocations.connected.store(false, Ordering::Release);
-                let policy = if shared.config.redis.fail_closed {
-                    "refusing new browser sessions (fail_closed)"
-                } else {
-                    "still admitting sessions (fail_closed is off)"
-                };
-                log::warn!(
-                    "revocation feed {} channel {channel}: {e}; attempt {attempt} failed, retrying in {} ms; {policy}",
-                    redact_url(url),
-                    backoff.as_millis()
-                );
-                sleep_unless_stopping(shared, backoff);
-                backoff = (backoff * 2).min(REDIS_BACKOFF_MAX);
-            }
-        }
-    }
-    shared.revocations.connected.store(false, Ordering::Release);
-}
-
-/// One connection's life: `Ok` when the gateway stops, `Err` when the connection is lost.
-fn subscribe(
-    shared: &Shared,
-    url: &str,
-    channel: &str,
-    backoff: &mut Duration,
-    attempt: &mut u64,
-) -> redis::RedisResult<()> {
-    let client = redis::Client::open(url)?;
-    let mut connection = client.get_connection_with_timeout(REDIS_CONNECT_TIMEOUT)?;
-    let mut pubsub = connection.as_pubsub();
-    pubsub.subscribe(channel)?;
-    pubsub.set_read_timeout(Some(REDIS_POLL_INTERVAL))?;
-    shared.revocations.connected.store(true, Ordering::Release);
-    log::info!("revocation feed subscribed to {channel} at {}", redact_url(url));
-    *backoff = REDIS_BACKOFF_MIN;
-    *attempt = 0;
-    let keepalive = Duration::from_secs(shared.config.redis.keepalive_seconds);
-    let mut last_heard = std::time::Instant::now();
-    loop {
-        if shared.is_stopping() {
-            return Ok(());
-        }
-        let message = match pubsub.get_message() {
-            Ok(message) => message,
-            Err(e) if e.is_timeout() => {
-                if last_heard.elapsed() >= keepalive {
-                    // A silent subscription may be a dead one: ask. A
-                    // connection that does not answer in time is dropped and
-                    // the feed reconnects (and reports itself down meanwhile).
-                    pubsub.set_read_timeout(Some(keepalive))?;
-                    let _: redis::Value = pubsub.ping()?;
-                    pubsub.set_read_timeout(Some(REDIS_POLL_INTERVAL))?;
-                    last_heard = std::time::Instant::now();
-                }
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        last_heard = std::time::Instant::now();
-        let payload = message.get_payload_bytes();
-        match std::str::from_utf8(payload).map_err(|e| e.to_string()).and_then(Revocation::parse) {
-            Ok((revocation, exp)) => revoke(shared, revocation, exp),
-            Err(e) => log::warn!("revocation feed: ignoring a message on {channel}: {e}"),
-        }
-    }
-}
-
-/// Records a revocation and tells every worker.
+/// Records a revocation received on the feed, queues it for the Redis record
+/// and tells every worker.
 pub fn revoke(shared: &Shared, revocation: Revocation, exp: Option<i64>) {
-    shared.revocations.insert(&revocation, exp, crate::unix_now());
-    log::info!("revoked {revocation:?}");
+    match shared.revocations.insert(&revocation, exp, crate::unix_now()) {
+        Some(expires) => {
+            log::info!("revoked {revocation:?} until {expires}");
+            shared.revocations.queue_write(revocation.clone(), expires);
+        }
+        None => log::info!("revoked {revocation:?} (its exp has passed: open sessions closed, nothing recorded)"),
+    }
     let revocation = Arc::new(revocation);
+    tell_workers(shared, || WorkerMsg::Revoke(revocation.clone()));
+}
+
+/// Pushes one message into every worker's inbox, waiting at most
+/// [`INBOX_PUSH_PATIENCE`] for a full one.
+pub fn tell_workers(shared: &Shared, message: impl Fn() -> WorkerMsg) {
     for (index, inbox) in shared.inboxes.iter().enumerate() {
-        let mut item = WorkerMsg::Revoke(revocation.clone());
+        let mut item = message();
         let deadline = std::time::Instant::now() + INBOX_PUSH_PATIENCE;
         loop {
             match inbox.push(item) {
@@ -344,8 +485,8 @@ pub fn revoke(shared: &Shared, revocation: Revocation, exp: Option<i64>) {
                     item = back;
                     std::thread::sleep(Duration::from_millis(1));
                 }
-                Err(PushError::Full(_)) => {
-                    log::error!("worker {index}'s inbox stayed full: {revocation:?} not applied to its open sessions");
+                Err(PushError::Full(back)) => {
+                    log::error!("worker {index}'s inbox stayed full: {back:?} not applied to its open sessions");
                     break;
                 }
                 Err(PushError::Closed(_)) => break,
@@ -354,35 +495,8 @@ pub fn revoke(shared: &Shared, revocation: Revocation, exp: Option<i64>) {
     }
 }
 
-fn sleep_unless_stopping(shared: &Shared, total: Duration) {
-    let deadline = std::time::Instant::now() + total;
-    while !shared.is_stopping() {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() {
-            return;
-        }
-        std::thread::sleep(left.min(REDIS_POLL_INTERVAL));
-    }
-}
-
-/// A URL fit for logs: any `user:password@` part is replaced.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!("{}://<redacted>@{}", &url[..scheme_end], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn urls_lose_their_credentials_in_logs() {
-        assert_eq!(super::redact_url("redis://:s3cret@db:6379/0"), "redis://<redacted>@db:6379/0");
-        assert_eq!(super::redact_url("redis://db:6379"), "redis://db:6379");
-    }
-
     use super::*;
 
     fn claims(jti: &str, sub: &str, tenant: &str) -> SessionClaims {
@@ -399,46 +513,118 @@ mod tests {
         }
     }
 
+    fn user(user_id: &str, cuenta_id: Option<&str>) -> Revocation {
+        Revocation::User(RevokedUser { user_id: user_id.into(), cuenta_id: cuenta_id.map(str::to_owned) })
+    }
+
     #[test]
     fn parses_each_kind_and_refuses_ambiguity() {
         assert_eq!(Revocation::parse(r#"{"session_id":"s1"}"#).unwrap(), (Revocation::Session("s1".into()), None));
-        assert_eq!(
-            Revocation::parse(r#"{"user_id":"ana","exp":5}"#).unwrap(),
-            (Revocation::User("ana".into()), Some(5))
-        );
+        assert_eq!(Revocation::parse(r#"{"user_id":"ana","exp":5}"#).unwrap(), (user("ana", None), Some(5)));
+        assert_eq!(Revocation::parse(r#"{"user_id":"ana","cuenta_id":"acme"}"#).unwrap().0, user("ana", Some("acme")));
         assert_eq!(Revocation::parse(r#"{"cuenta_id":"acme"}"#).unwrap().0, Revocation::Tenant("acme".into()));
         assert!(Revocation::parse(r#"{"session_id":"s1","user_id":"ana"}"#).is_err());
+        assert!(Revocation::parse(r#"{"session_id":"s1","cuenta_id":"acme"}"#).is_err());
         assert!(Revocation::parse(r#"{}"#).is_err());
         assert!(Revocation::parse(r#"{"session_id":""}"#).is_err());
+        assert!(Revocation::parse(r#"{"user_id":"ana","cuenta_id":""}"#).is_err());
         assert!(Revocation::parse("not json").is_err());
         assert!(Revocation::parse(&"x".repeat(REVOCATION_MESSAGE_BYTES_MAX + 1)).is_err());
     }
 
     #[test]
+    fn members_round_trip_and_odd_ids_stay_apart() {
+        for revocation in [
+            Revocation::Session("s1".into()),
+            user("ana", None),
+            user("ana", Some("acme")),
+            user("a\",\"b", Some("c")),
+            Revocation::Tenant("acme".into()),
+        ] {
+            let back = Revocation::from_member(revocation.kind(), &revocation.member()).unwrap();
+            assert_eq!(back, revocation);
+        }
+        assert_ne!(user("b", Some("a:")).member(), user(":b", Some("a")).member());
+        assert!(Revocation::from_member(Kind::TenantUsers, "acme/ana").is_err());
+        assert!(Revocation::from_member(Kind::TenantUsers, r#"["","ana"]"#).is_err());
+        assert!(Revocation::from_member(Kind::Sessions, "").is_err());
+    }
+
+    #[test]
     fn entries_expire_at_exp_or_ttl() {
-        let set = Revocations::new(100, true);
+        let set = Revocations::new(100, 0, true);
         let now = 1000;
+        // The message gives the token's exp (the token says the same: seeing
+        // it changes nothing).
         set.insert(&Revocation::Session("s1".into()), Some(now + 10), now);
-        set.insert(&Revocation::User("bob".into()), None, now);
-        assert!(set.check_session(&claims("s1", "x", "t"), now + 9).is_some());
-        assert!(set.check_session(&claims("s1", "x", "t"), now + 10).is_none());
+        set.insert(&user("bob", None), None, now);
+        let s1 = SessionClaims { exp: now + 10, ..claims("s1", "x", "t") };
+        assert!(set.check_session(&s1, now + 9).is_some());
+        assert!(set.check_session(&s1, now + 10).is_none());
         assert!(set.check_session(&claims("z", "bob", "t"), now + 99).is_some());
         assert!(set.check_session(&claims("z", "bob", "t"), now + 100).is_none());
+        // An exp past the TTL is kept: it is what the publisher asked for.
+        set.insert(&Revocation::Tenant("t2".into()), Some(now + 500), now);
+        assert!(set.check_connector(None, "t2", now + 499));
         // Already expired: not recorded.
-        set.insert(&Revocation::Tenant("t".into()), Some(now - 1), now);
+        assert_eq!(set.insert(&Revocation::Tenant("t".into()), Some(now - 1), now), None);
         assert!(!set.check_connector(None, "t", now));
     }
 
     #[test]
+    fn a_tenant_scoped_user_revocation_covers_that_tenant_only() {
+        let set = Revocations::new(100, 0, true);
+        set.insert(&user("admin", Some("a")), None, 0);
+        assert!(set.check_session(&claims("x", "admin", "a"), 1).is_some());
+        assert!(set.check_session(&claims("x", "admin", "b"), 1).is_none());
+        assert!(user("admin", Some("a")).matches(&claims("x", "admin", "a")));
+        assert!(!user("admin", Some("a")).matches(&claims("x", "admin", "b")));
+        assert!(user("admin", None).matches(&claims("x", "admin", "b")));
+    }
+
+    #[test]
+    fn a_session_entry_follows_its_tokens_exp_plus_the_leeway() {
+        let set = Revocations::new(100, 30, true);
+        // A credential that lives past the TTL stretches the entry (and queues a write).
+        set.insert(&Revocation::Session("cred".into()), None, 0);
+        assert!(set.check_connector(Some(("cred", 1000)), "t", 1));
+        assert!(set.check_connector(Some(("cred", 1000)), "t", 1029));
+        assert!(!set.check_connector(Some(("cred", 1000)), "t", 1030));
+        assert_eq!(set.take_writes(), vec![(Revocation::Session("cred".into()), 1030)]);
+        // A short-lived browser token shortens it, in memory only.
+        set.insert(&Revocation::Session("s".into()), None, 0);
+        let mut short = claims("s", "u", "t");
+        short.exp = 20;
+        assert!(set.check_session(&short, 1).is_some());
+        assert!(set.check_session(&short, 49).is_some());
+        assert!(set.check_session(&short, 50).is_none());
+        assert!(set.take_writes().is_empty());
+    }
+
+    #[test]
     fn the_set_stays_bounded() {
-        let set = Revocations::new(1_000_000, true);
+        let set = Revocations::new(1_000_000, 0, true);
         for i in 0..REVOCATIONS_MAX + 10 {
             let i64i = i64::try_from(i).unwrap();
             set.insert(&Revocation::Session(format!("s{i}")), Some(10 + i64i), 0);
         }
-        assert_eq!(set.len(), REVOCATIONS_MAX);
+        assert!(set.len() <= REVOCATIONS_MAX);
+        assert!(set.len() > REVOCATIONS_MAX - EVICT_BATCH);
         // The soonest-expiring ones were dropped; the newest is present.
         assert!(set.check_session(&claims("s0", "x", "t"), 1).is_none());
         assert!(set.check_session(&claims(&format!("s{}", REVOCATIONS_MAX + 9), "x", "t"), 1).is_some());
+    }
+
+    #[test]
+    fn the_write_queue_stays_bounded() {
+        let set = Revocations::new(10, 0, true);
+        for i in 0..PENDING_WRITES_MAX + 5 {
+            set.queue_write(Revocation::Session(format!("s{i}")), 5);
+        }
+        let writes = set.take_writes();
+        assert_eq!(writes.len(), PENDING_WRITES_MAX);
+        set.requeue_writes(writes);
+        set.queue_write(Revocation::Session("late".into()), 5);
+        assert_eq!(set.take_writes().len(), PENDING_WRITES_MAX);
     }
 }

@@ -23,7 +23,7 @@ use crate::conn::ConnCtl;
 use crate::frame::{Level, SharedFrame};
 use crate::mailbox::PushError;
 use crate::metrics::WorkerMetrics;
-use crate::registry::{ConnectorCmd, Stream};
+use crate::registry::{ConnectorCmd, ConnectorHandle, Stream};
 use crate::revocation::Revocation;
 use crate::writev::OutItem;
 use crate::Shared;
@@ -65,8 +65,12 @@ pub enum WorkerMsg {
     /// An event for the local subscribers of a stream.
     Event(u32, StreamEvent),
     /// A revocation from the Redis feed: close the matching local sessions
-    /// (4000) and, for a tenant, its tunnels owned by this worker.
+    /// (4000) and the tunnels owned by this worker that it covers (a tenant's,
+    /// or those registered with a revoked connector credential).
     Revoke(Arc<Revocation>),
+    /// The revocation set gained entries from the Redis record (a start or a
+    /// reconnect): close every local session and tunnel it now covers.
+    Recheck,
     /// Stop: close every connection with 1001 and exit.
     Shutdown,
 }
@@ -221,52 +225,43 @@ impl Worker {
             WorkerMsg::Frame(frame) => self.deliver_frame(&frame),
             WorkerMsg::Event(stream_id, event) => self.deliver_event(stream_id, &event),
             WorkerMsg::Revoke(revocation) => self.revoke(&revocation),
+            WorkerMsg::Recheck => self.recheck(),
             WorkerMsg::Shutdown => {}
         }
     }
 
-    /// Closes this worker's sessions (and, for a tenant, tunnels) that `revocation` covers.
+    /// Closes this worker's sessions and tunnels that `revocation` covers.
     fn revoke(&self, revocation: &Revocation) {
+        let revocations = &self.shared.revocations;
         let sessions: Vec<Rc<BrowserSession>> =
             self.local.borrow().sessions.values().filter(|s| revocation.matches(&s.claims)).cloned().collect();
         for session in &sessions {
             if let Revocation::Session(jti) = revocation {
-                self.shared.revocations.session_expires_at(jti, session.claims.exp);
+                revocations.token_seen(jti, session.claims.exp);
             }
             session.close(close_code::REVOKED, "revoked");
         }
-        let mut tunnels = 0;
         // A tenant revocation drops its tunnels; a `session_id` revocation
         // naming a connector credential's `jti` drops the tunnels that
-        // registered with it.
+        // registered with it, and lasts until that credential's `exp`.
         let (connectors, reason) = match revocation {
             Revocation::Tenant(tenant) => (self.shared.registry.connectors(tenant), "tenant revoked"),
-            Revocation::Session(jti) => (
-                self.shared
+            Revocation::Session(jti) => {
+                let connectors: Vec<Arc<ConnectorHandle>> = self
+                    .shared
                     .registry
                     .all_connectors()
                     .into_iter()
                     .filter(|c| c.credential_jti.as_deref() == Some(jti.as_str()))
-                    .collect(),
-                "connector credential revoked",
-            ),
+                    .collect();
+                for (_, exp) in connectors.iter().filter_map(|c| c.credential()) {
+                    revocations.token_seen(jti, exp);
+                }
+                (connectors, "connector credential revoked")
+            }
             Revocation::User(_) => (Vec::new(), ""),
         };
-        {
-            for connector in connectors {
-                if connector.worker != self.index {
-                    continue;
-                }
-                let close = ConnectorCmd::Close { code: close_code::REVOKED, reason: reason.into() };
-                if connector.mailbox.push(close).is_err() {
-                    log::warn!(
-                        "connector c-{}: command queue full or closed; revocation close not queued",
-                        connector.id
-                    );
-                }
-                tunnels += 1;
-            }
-        }
+        let tunnels = self.close_tunnels(connectors, reason);
         if !sessions.is_empty() || tunnels > 0 {
             log::info!(
                 "worker {}: {revocation:?} closed {} session(s) and {tunnels} tunnel(s)",
@@ -274,6 +269,55 @@ impl Worker {
                 sessions.len()
             );
         }
+    }
+
+    /// Closes this worker's sessions and tunnels that the revocation set covers now.
+    fn recheck(&self) {
+        let revocations = &self.shared.revocations;
+        let now = crate::unix_now();
+        let sessions: Vec<Rc<BrowserSession>> = self
+            .local
+            .borrow()
+            .sessions
+            .values()
+            .filter(|s| revocations.check_session(&s.claims, now).is_some())
+            .cloned()
+            .collect();
+        for session in &sessions {
+            session.close(close_code::REVOKED, "revoked");
+        }
+        let connectors: Vec<Arc<ConnectorHandle>> = self
+            .shared
+            .registry
+            .all_connectors()
+            .into_iter()
+            .filter(|c| c.worker == self.index && revocations.check_connector(c.credential(), &c.tenant, now))
+            .collect();
+        let tunnels = self.close_tunnels(connectors, "revoked");
+        if !sessions.is_empty() || tunnels > 0 {
+            log::info!(
+                "worker {}: revocations loaded from Redis closed {} session(s) and {tunnels} tunnel(s)",
+                self.index,
+                sessions.len()
+            );
+        }
+    }
+
+    /// Asks the tunnels of `connectors` owned by this worker to close with
+    /// 4000; returns how many.
+    fn close_tunnels(&self, connectors: Vec<Arc<ConnectorHandle>>, reason: &str) -> usize {
+        let mut tunnels = 0;
+        for connector in connectors {
+            if connector.worker != self.index {
+                continue;
+            }
+            let close = ConnectorCmd::Close { code: close_code::REVOKED, reason: reason.into() };
+            if connector.mailbox.push(close).is_err() {
+                log::warn!("connector c-{}: command queue full or closed; revocation close not queued", connector.id);
+            }
+            tunnels += 1;
+        }
+        tunnels
     }
 
     fn deliver_frame(&self, frame: &Arc<SharedFrame>) {

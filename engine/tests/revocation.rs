@@ -2,7 +2,11 @@
 //! against a REAL `redis-server` each test starts on a free port: a revoked
 //! session is closed with 4000 within milliseconds and refused afterwards
 //! (403 `revoked`); user and tenant revocations (a tenant's tunnels too);
-//! the feed reconnects after Redis restarts; `redis.fail_closed`.
+//! the feed reconnects after Redis restarts; `redis.fail_closed`; and
+//! revocations that last (PROTOCOL.md §6.2): kept in Redis sorted sets, so a
+//! gateway restart or a gap in the subscription does not forget them; a
+//! connector credential stays refused until its own `exp`; a user revocation
+//! may be scoped to one tenant; expired entries are pruned.
 //!
 //! `redis-server` must be installed (scripts/test.sh installs it); without
 //! it these tests fail under CI=true and are skipped (loudly) elsewhere.
@@ -80,6 +84,21 @@ impl RedisServer {
         );
     }
 
+    /// Runs one command on a fresh connection.
+    fn command<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
+        let mut c = self.connection().expect("connect to redis");
+        let mut cmd = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            cmd.arg(*arg);
+        }
+        cmd.query(&mut c).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    /// The score of `member` in the durable record `<channel>:<kind>`.
+    fn score(&self, kind: &str, member: &str) -> Option<i64> {
+        self.command::<Option<f64>>(&["ZSCORE", &format!("{CHANNEL}:{kind}"), member]).map(seconds)
+    }
+
     /// Publishes `message`; returns how many subscribers got it.
     fn publish(&self, message: &Value) -> i64 {
         let mut c = self.connection().expect("connect to redis");
@@ -117,6 +136,24 @@ fn free_port() -> u16 {
         }
     }
     panic!("no free port in {from}..{to}");
+}
+
+/// A sorted-set score as whole seconds (scores the gateway writes are whole).
+fn seconds(score: f64) -> i64 {
+    format!("{score:.0}").parse().expect("a finite score")
+}
+
+fn now() -> i64 {
+    volley_engine::unix_now()
+}
+
+/// Waits until the gateway's feed has subscribed and loaded the durable record.
+fn wait_ready(gateway: &volley_engine::Gateway) {
+    let shared = gateway.shared().clone();
+    assert!(
+        wait_until(Duration::from_secs(10), || shared.revocations.connected.load(Ordering::Acquire)),
+        "the revocation feed did not come up"
+    );
 }
 
 fn redis_config(url: &str) -> GatewayConfig {
@@ -357,4 +394,275 @@ fn a_frozen_redis_is_noticed_by_the_keepalive_and_the_feed_recovers() {
     let mut browser = Browser::connect(addr, &session_token_of("ana", TENANT, "s-frozen"), true);
     let elapsed = publish_and_time_close(&redis, json!({"session_id": "s-frozen"}), &mut browser);
     eprintln!("revocation after recovery: close read in {elapsed:?}");
+}
+
+/// A revoked session published the way operators do today (PUBLISH only) is
+/// still refused after the gateway restarts: the gateway that received it
+/// wrote it to Redis, and the new one loads it.
+#[test]
+fn a_revoked_session_stays_refused_after_the_gateway_restarts() {
+    let Some(redis) = RedisServer::start(free_port()) else { return };
+    let config = redis_config(&redis.url());
+    let token = session_token_of("ana", TENANT, "sess-restart");
+    {
+        let gateway = start(config.clone());
+        redis.wait_subscribed();
+        wait_ready(&gateway);
+        let mut victim = Browser::connect(gateway.local_addr(), &token, true);
+        publish_and_time_close(&redis, json!({"session_id": "sess-restart"}), &mut victim);
+        assert_eq!(refused(gateway.local_addr(), &token), (403, "revoked".to_owned()));
+    }
+    // The first gateway is gone; a new one starts on the same Redis.
+    let gateway = start(config);
+    wait_ready(&gateway);
+    let after = refused(gateway.local_addr(), &token);
+    eprintln!("revoked session after a gateway restart: HTTP {} {:?}", after.0, after.1);
+    assert_eq!(after, (403, "revoked".to_owned()), "the revoked session is accepted again after a restart");
+    let kept = Browser::try_connect(gateway.local_addr(), &session_token_of("ana", TENANT, "sess-other"), true);
+    assert!(kept.is_ok(), "another session of the same user is admitted: {:?}", kept.err());
+}
+
+/// Revocations made while no gateway listens are honoured: one recorded by
+/// its publisher before any gateway started, and two made while the running
+/// gateway's subscription was down (it could not authenticate), which also
+/// close the open session and tunnel they cover once the feed is back.
+#[test]
+fn revocations_made_while_no_gateway_is_subscribed_are_honoured() {
+    let Some(redis) = RedisServer::start(free_port()) else { return };
+    // The documented durable form: ZADD the record, then PUBLISH.
+    let until = (now() + 3600).to_string();
+    let _: i64 = redis.command(&["ZADD", &format!("{CHANNEL}:tenants"), &until, "initech"]);
+    assert_eq!(redis.publish(&json!({"cuenta_id": "initech"})), 0, "no gateway is subscribed yet");
+
+    let gateway = start(redis_config(&redis.url()));
+    let addr = gateway.local_addr();
+    wait_ready(&gateway);
+    let seen = refused(addr, &session_token_of("carl", "initech", "i1"));
+    eprintln!("tenant revoked before the gateway started: HTTP {} {:?}", seen.0, seen.1);
+    assert_eq!(seen, (403, "revoked".to_owned()));
+    let (reply, code) = register_refused(
+        addr,
+        json!({"action": "register", "tenant_id": "initech", "version": "0", "datasets": ["x"],
+               "protocol": 2, "token": connector_token("initech")}),
+    );
+    assert_eq!(reply["code"], "revoked", "{reply}");
+    assert_eq!(code, Some(1008));
+
+    // Now the running gateway loses its subscription and cannot get it back
+    // (Redis starts asking for a password), a revocation is recorded and
+    // published meanwhile, then Redis lets it in again.
+    let mut dora = Browser::connect(addr, &session_token_of("dora", TENANT, "d1"), true);
+    let hooli = spawn_connector(addr, ConnectorSpec::level2(vec![DatasetSpec::live("ticker")]).of_tenant("hooli"));
+    wait_connectors(&gateway, 1);
+    let mut admin = redis.connection().expect("admin connection");
+    let run = |c: &mut redis::Connection, args: &[&str]| {
+        let mut cmd = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            cmd.arg(*arg);
+        }
+        cmd.query::<redis::Value>(c).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    };
+    run(&mut admin, &["CONFIG", "SET", "requirepass", "s3cret"]);
+    run(&mut admin, &["CLIENT", "KILL", "TYPE", "pubsub"]);
+    run(&mut admin, &["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
+    let shared = gateway.shared().clone();
+    assert!(
+        wait_until(Duration::from_secs(5), || !shared.revocations.connected.load(Ordering::Acquire)),
+        "the gateway noticed its subscription was gone"
+    );
+    run(&mut admin, &["ZADD", &format!("{CHANNEL}:users"), &until, "dora"]);
+    run(&mut admin, &["ZADD", &format!("{CHANNEL}:tenants"), &until, "hooli"]);
+    let receivers: i64 = redis::cmd("PUBLISH")
+        .arg(CHANNEL)
+        .arg(json!({"user_id": "dora"}).to_string())
+        .query(&mut admin)
+        .expect("PUBLISH");
+    assert_eq!(receivers, 0, "the gateway was not subscribed when dora was revoked");
+    run(&mut admin, &["CONFIG", "SET", "requirepass", ""]);
+    wait_ready(&gateway);
+    let t0 = Instant::now();
+    let code = dora.expect_close(Duration::from_secs(5));
+    eprintln!(
+        "user revoked during a feed outage: open session closed with {code:?} {:?} after the feed came back",
+        t0.elapsed()
+    );
+    assert_eq!(code, Some(4000));
+    assert_eq!(refused(addr, &session_token_of("dora", TENANT, "d2")), (403, "revoked".to_owned()));
+    assert!(
+        wait_until(Duration::from_secs(2), || !hooli.alive.load(Ordering::Acquire)),
+        "the tunnel of the tenant revoked during the outage was closed"
+    );
+}
+
+/// `{"user_id": "admin", "cuenta_id": "acme"}` closes acme's admin only;
+/// `{"user_id": "root"}` (no tenant) closes every tenant's root.
+#[test]
+fn a_user_revocation_naming_a_tenant_covers_that_tenant_only() {
+    let Some(redis) = RedisServer::start(free_port()) else { return };
+    let config = redis_config(&redis.url());
+    let gateway = start(config.clone());
+    let addr = gateway.local_addr();
+    redis.wait_subscribed();
+    wait_ready(&gateway);
+
+    let mut acme_admin = Browser::connect(addr, &session_token_of("admin", "acme", "aa1"), true);
+    let mut globex_admin = Browser::connect(addr, &session_token_of("admin", "globex", "ga1"), false);
+    assert_eq!(redis.publish(&json!({"user_id": "admin", "cuenta_id": "acme"})), 1);
+    let code = acme_admin.expect_close(Duration::from_secs(2));
+    eprintln!("tenant-scoped user revocation: acme's admin read close {code:?}");
+    assert_eq!(code, Some(4000), "acme's admin is closed");
+    globex_admin.send(json!({"action": "ping"}));
+    assert_eq!(globex_admin.next_json(Duration::from_secs(5))["type"], "pong", "globex's admin stays");
+    assert_eq!(refused(addr, &session_token_of("admin", "acme", "aa2")), (403, "revoked".to_owned()));
+    let other = Browser::try_connect(addr, &session_token_of("admin", "globex", "ga2"), true);
+    assert!(other.is_ok(), "globex's admin is still admitted: {:?}", other.err());
+
+    // Without cuenta_id a user revocation covers the user id in every tenant.
+    let mut acme_root = Browser::connect(addr, &session_token_of("root", "acme", "ar1"), true);
+    let mut globex_root = Browser::connect(addr, &session_token_of("root", "globex", "gr1"), false);
+    assert_eq!(redis.publish(&json!({"user_id": "root"})), 1);
+    assert_eq!(acme_root.expect_close(Duration::from_secs(2)), Some(4000));
+    assert_eq!(globex_root.expect_close(Duration::from_secs(2)), Some(4000));
+
+    // Both forms last across a restart, each with its own scope.
+    drop(gateway);
+    let gateway = start(config);
+    let addr = gateway.local_addr();
+    wait_ready(&gateway);
+    assert_eq!(refused(addr, &session_token_of("admin", "acme", "aa3")), (403, "revoked".to_owned()));
+    let other = Browser::try_connect(addr, &session_token_of("admin", "globex", "ga3"), true);
+    assert!(other.is_ok(), "globex's admin is admitted after the restart: {:?}", other.err());
+    assert_eq!(refused(addr, &session_token_of("root", "globex", "gr2")), (403, "revoked".to_owned()));
+}
+
+/// With `revocation_ttl_seconds: 3`, a connector credential that lives an
+/// hour stays refused after those 3 s — on this gateway and on one started
+/// later — whether its tunnel was open when it was revoked or it only tried
+/// to register while revoked: the entry lasts until the credential's `exp`.
+#[test]
+fn a_revoked_connector_credential_stays_refused_after_the_ttl_until_its_exp() {
+    let Some(redis) = RedisServer::start(free_port()) else { return };
+    let mut config = redis_config(&redis.url());
+    config.redis.revocation_ttl_seconds = 3;
+    let gateway = start(config.clone());
+    let addr = gateway.local_addr();
+    redis.wait_subscribed();
+    wait_ready(&gateway);
+    let credential_exp = now() + 3600;
+    let register = |addr: SocketAddr, jti: &str| {
+        register_refused(
+            addr,
+            json!({"action": "register", "tenant_id": TENANT, "version": "0", "datasets": ["x"],
+                   "protocol": 2, "token": connector_token_jti(TENANT, SECRET, jti)}),
+        )
+    };
+
+    // In use when revoked.
+    let tunnel = spawn_connector(
+        addr,
+        ConnectorSpec {
+            token: Some(connector_token_jti(TENANT, SECRET, "cred-open")),
+            ..ConnectorSpec::level2(vec![DatasetSpec::live("ticker")])
+        },
+    );
+    wait_connectors(&gateway, 1);
+    let revoked_at = now();
+    assert_eq!(redis.publish(&json!({"session_id": "cred-open"})), 1);
+    assert!(wait_until(Duration::from_secs(2), || !tunnel.alive.load(Ordering::Acquire)), "its tunnel closed");
+    // Not in use when revoked; tries to register while revoked.
+    assert_eq!(redis.publish(&json!({"session_id": "cred-idle"})), 1);
+    assert!(
+        wait_until(Duration::from_secs(2), || register(addr, "cred-idle").0["code"] == "revoked"),
+        "cred-idle is refused while revoked"
+    );
+
+    // Past the TTL.
+    assert!(wait_until(Duration::from_secs(10), || now() > revoked_at + 4));
+    for jti in ["cred-open", "cred-idle"] {
+        let (reply, code) = register(addr, jti);
+        eprintln!("{jti} registering after revocation_ttl_seconds passed: {reply} (close {code:?})");
+        assert_eq!(reply["code"], "revoked", "{jti} came back after the TTL: {reply}");
+        assert_eq!(code, Some(1008));
+        let score = redis.score("sessions", jti).unwrap_or(0);
+        assert!(score >= credential_exp, "{jti}'s record lasts until the credential's exp: {score} < {credential_exp}");
+    }
+
+    // And on a gateway started afterwards.
+    drop(gateway);
+    let gateway = start(config);
+    wait_ready(&gateway);
+    for jti in ["cred-open", "cred-idle"] {
+        let (reply, _) = register(gateway.local_addr(), jti);
+        assert_eq!(reply["code"], "revoked", "{jti} after a restart: {reply}");
+    }
+}
+
+/// Expired entries leave Redis: those already expired when the feed loads,
+/// and those that expire while it runs (`redis.prune_interval_seconds`).
+#[test]
+fn expired_revocations_are_pruned_from_redis() {
+    let Some(redis) = RedisServer::start(free_port()) else { return };
+    let sessions = format!("{CHANNEL}:sessions");
+    let _: i64 = redis.command(&["ZADD", &sessions, &(now() - 10).to_string(), "stale"]);
+    let _: i64 = redis.command(&["ZADD", &sessions, &(now() + 3600).to_string(), "fresh"]);
+    let mut config = redis_config(&redis.url());
+    // 2 s: recorded for at least 1 s whatever the clock's second boundary.
+    config.redis.revocation_ttl_seconds = 2;
+    config.redis.prune_interval_seconds = 1;
+    let gateway = start(config);
+    let addr = gateway.local_addr();
+    redis.wait_subscribed();
+    wait_ready(&gateway);
+
+    assert_eq!(redis.score("sessions", "stale"), None, "an entry expired before the load is pruned");
+    assert!(redis.score("sessions", "fresh").is_some(), "a live entry stays");
+    assert_eq!(refused(addr, &session_token_of("ana", TENANT, "fresh")), (403, "revoked".to_owned()));
+
+    // Written by the gateway with the 2 s TTL, then pruned while it runs.
+    assert_eq!(redis.publish(&json!({"user_id": "brief"})), 1);
+    assert!(
+        wait_until(Duration::from_secs(3), || redis.score("users", "brief").is_some()),
+        "the gateway recorded the revocation it received"
+    );
+    let t0 = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(6), || redis.score("users", "brief").is_none()),
+        "the expired user entry was pruned from Redis"
+    );
+    eprintln!("expired entry pruned {:?} after it was recorded", t0.elapsed());
+    let shared = gateway.shared().clone();
+    assert!(wait_until(Duration::from_secs(3), || shared.revocations.len() == 1), "and from memory");
+    assert!(redis.score("sessions", "fresh").is_some(), "the live entry stays");
+}
+
+/// A Redis user that may subscribe and read but not `ZADD` (an ACL the
+/// operator got wrong): revocations still apply in the gateway's memory, the
+/// refused write is logged, and the feed stays subscribed instead of
+/// reconnecting in a loop.
+#[test]
+fn a_refused_record_write_is_logged_and_the_feed_stays_up() {
+    let Some(redis) = RedisServer::start(free_port()) else { return };
+    let _: redis::Value = redis.command(&["ACL", "SETUSER", "gateway", "on", ">pw", "~*", "&*", "+@all", "-zadd"]);
+    let mut config = config();
+    config.redis.url = Some(format!("redis://gateway:pw@127.0.0.1:{}/", redis.port));
+    config.redis.fail_closed = true;
+    let gateway = start(config);
+    let addr = gateway.local_addr();
+    redis.wait_subscribed();
+    wait_ready(&gateway);
+
+    let token = session_token_of("ana", TENANT, "sess-acl");
+    let mut victim = Browser::connect(addr, &token, true);
+    publish_and_time_close(&redis, json!({"session_id": "sess-acl"}), &mut victim);
+    assert_eq!(refused(addr, &token), (403, "revoked".to_owned()));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(redis.score("sessions", "sess-acl"), None, "the ACL refused the write");
+    assert!(gateway.shared().revocations.connected.load(Ordering::Acquire), "the feed stayed up");
+    let clients: String = redis.command(&["CLIENT", "LIST"]);
+    let subscriptions =
+        clients.lines().filter(|line| line.contains("user=gateway") && line.contains("cmd=subscribe")).count();
+    assert_eq!(subscriptions, 1, "one subscription, no reconnect loop:\n{clients}");
+    // The feed still works.
+    let mut next = Browser::connect(addr, &session_token_of("ana", TENANT, "sess-acl2"), true);
+    publish_and_time_close(&redis, json!({"session_id": "sess-acl2"}), &mut next);
 }

@@ -1,0 +1,210 @@
+//! The revocation feed thread: a dedicated std thread ([`spawn_feed`]) with
+//! the blocking `redis` client and two connections to `redis.url`, one
+//! subscribed to `redis.channel`, one for the sorted sets of [`super::store`].
+//!
+//! Each connection's life, in this order:
+//! 1. `SUBSCRIBE` (confirmed), so nothing published from now on is missed;
+//! 2. prune the expired entries of the Redis record, then load the live ones
+//!    (anything recorded before step 1 is read here, anything published
+//!    after it arrives on the subscription: no gap);
+//! 3. mark the feed connected (`redis.fail_closed` admits sessions again) and,
+//!    when the load added anything, ask every worker to recheck its open
+//!    sessions and tunnels ([`WorkerMsg::Recheck`]);
+//! 4. handle messages, write the queued entries to the record, prune every
+//!    `redis.prune_interval_seconds` (Redis and memory), `PING` a
+//!    subscription silent for `redis.keepalive_seconds`.
+//!
+//! A lost connection (either one) ends the life; the thread reconnects with
+//! a bounded exponential backoff, one log line per failed attempt, and
+//! reports itself down meanwhile. Writes that could not be done are kept
+//! (bounded) and retried after the reconnect.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::store::Store;
+use super::{revoke, tell_workers, Revocation};
+use crate::worker::WorkerMsg;
+use crate::Shared;
+
+/// First reconnect delay of the Redis feed; doubles per failed attempt.
+pub const REDIS_BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest reconnect delay of the Redis feed.
+pub const REDIS_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// TCP connect timeout to Redis.
+pub const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest wait for the answer to one command on the record connection.
+pub const REDIS_COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+/// Read timeout of the subscription: how often the feed thread looks at the
+/// gateway's stop flag and at the queued writes.
+pub const REDIS_POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Starts the feed thread when `redis.url` is set.
+pub fn spawn_feed(shared: Arc<Shared>) -> std::io::Result<Option<JoinHandle<()>>> {
+    let Some(url) = shared.config.redis.url.clone() else { return Ok(None) };
+    std::thread::Builder::new().name("volley-revocations".into()).spawn(move || feed(&shared, &url)).map(Some)
+}
+
+fn feed(shared: &Shared, url: &str) {
+    let channel = shared.config.redis.channel().to_owned();
+    let mut backoff = REDIS_BACKOFF_MIN;
+    let mut attempt: u64 = 0;
+    while !shared.is_stopping() {
+        attempt += 1;
+        match subscribe(shared, url, &channel, &mut backoff, &mut attempt) {
+            Ok(()) => break,
+            Err(e) => {
+                shared.revocations.connected.store(false, Ordering::Release);
+                let policy = if shared.config.redis.fail_closed {
+                    "refusing new browser sessions (fail_closed)"
+                } else {
+                    "still admitting sessions (fail_closed is off)"
+                };
+                log::warn!(
+                    "revocation feed {} channel {channel}: {e}; attempt {attempt} failed, retrying in {} ms; {policy}",
+                    redact_url(url),
+                    backoff.as_millis()
+                );
+                sleep_unless_stopping(shared, backoff);
+                backoff = (backoff * 2).min(REDIS_BACKOFF_MAX);
+            }
+        }
+    }
+    shared.revocations.connected.store(false, Ordering::Release);
+}
+
+/// One connection's life: `Ok` when the gateway stops, `Err` when a connection is lost.
+fn subscribe(
+    shared: &Shared,
+    url: &str,
+    channel: &str,
+    backoff: &mut Duration,
+    attempt: &mut u64,
+) -> redis::RedisResult<()> {
+    let client = redis::Client::open(url)?;
+    let mut record = client.get_connection_with_timeout(REDIS_CONNECT_TIMEOUT)?;
+    record.set_read_timeout(Some(REDIS_COMMAND_TIMEOUT))?;
+    record.set_write_timeout(Some(REDIS_COMMAND_TIMEOUT))?;
+    let mut connection = client.get_connection_with_timeout(REDIS_CONNECT_TIMEOUT)?;
+    let mut pubsub = connection.as_pubsub();
+    pubsub.subscribe(channel)?;
+    pubsub.set_read_timeout(Some(REDIS_POLL_INTERVAL))?;
+
+    // Subscribed first, loaded second (see the module doc).
+    let store = Store::new(channel);
+    let now = crate::unix_now();
+    let pruned = store.prune(&mut record, now)?;
+    let loaded = store.load(&mut record, &shared.revocations, now)?;
+    shared.revocations.purge_expired(now);
+    shared.revocations.connected.store(true, Ordering::Release);
+    log::info!(
+        "revocation feed subscribed to {channel} at {}; {} live revocation(s) in the Redis record ({} new here), {pruned} \
+         expired one(s) pruned",
+        redact_url(url),
+        loaded.entries,
+        loaded.changed
+    );
+    if loaded.changed > 0 {
+        tell_workers(shared, || WorkerMsg::Recheck);
+    }
+    *backoff = REDIS_BACKOFF_MIN;
+    *attempt = 0;
+
+    let keepalive = Duration::from_secs(shared.config.redis.keepalive_seconds);
+    let prune_every = Duration::from_secs(shared.config.redis.prune_interval_seconds);
+    let mut last_heard = Instant::now();
+    let mut last_pruned = Instant::now();
+    loop {
+        if shared.is_stopping() {
+            return Ok(());
+        }
+        flush_writes(shared, &store, &mut record)?;
+        if last_pruned.elapsed() >= prune_every {
+            let now = crate::unix_now();
+            let pruned = store.prune(&mut record, now)?;
+            shared.revocations.purge_expired(now);
+            if pruned > 0 {
+                log::info!("revocation record: pruned {pruned} expired entr{}", if pruned == 1 { "y" } else { "ies" });
+            }
+            last_pruned = Instant::now();
+        }
+        let message = match pubsub.get_message() {
+            Ok(message) => message,
+            Err(e) if e.is_timeout() => {
+                if last_heard.elapsed() >= keepalive {
+                    // A silent subscription may be a dead one: ask. A
+                    // connection that does not answer in time is dropped and
+                    // the feed reconnects (and reports itself down meanwhile).
+                    pubsub.set_read_timeout(Some(keepalive))?;
+                    let _: redis::Value = pubsub.ping()?;
+                    pubsub.set_read_timeout(Some(REDIS_POLL_INTERVAL))?;
+                    last_heard = Instant::now();
+                }
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        last_heard = Instant::now();
+        let payload = message.get_payload_bytes();
+        match std::str::from_utf8(payload).map_err(|e| e.to_string()).and_then(Revocation::parse) {
+            Ok((revocation, exp)) => revoke(shared, revocation, exp),
+            Err(e) => log::warn!("revocation feed: ignoring a message on {channel}: {e}"),
+        }
+    }
+}
+
+/// Writes the queued entries to the Redis record; on a lost connection puts
+/// the unwritten ones back and returns the error ([`Store::write`] logs and
+/// drops an entry Redis refused, so only a lost connection comes back here).
+fn flush_writes(shared: &Shared, store: &Store, record: &mut redis::Connection) -> redis::RedisResult<()> {
+    let writes = shared.revocations.take_writes();
+    if writes.is_empty() {
+        return Ok(());
+    }
+    let now = crate::unix_now();
+    let mut pending = writes.into_iter();
+    while let Some((revocation, expires)) = pending.next() {
+        if expires <= now {
+            continue;
+        }
+        if let Err(e) = store.write(record, &revocation, expires) {
+            let mut unwritten = vec![(revocation, expires)];
+            unwritten.extend(pending);
+            shared.revocations.requeue_writes(unwritten);
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+fn sleep_unless_stopping(shared: &Shared, total: Duration) {
+    let deadline = Instant::now() + total;
+    while !shared.is_stopping() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(REDIS_POLL_INTERVAL));
+    }
+}
+
+/// A URL fit for logs: any `user:password@` part is replaced.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}://<redacted>@{}", &url[..scheme_end], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn urls_lose_their_credentials_in_logs() {
+        assert_eq!(super::redact_url("redis://:s3cret@db:6379/0"), "redis://<redacted>@db:6379/0");
+        assert_eq!(super::redact_url("redis://db:6379"), "redis://db:6379");
+    }
+}
