@@ -17,7 +17,7 @@ shift || true
 if [[ $# -gt 0 ]]; then
     targets=("$@")
 else
-    targets=(ws_frame control_message http_upgrade)
+    targets=(ws_frame control_message http_upgrade http_request)
 fi
 if ! [[ "$seconds" =~ ^[0-9]+$ ]] || [[ "$seconds" -eq 0 ]]; then
     echo "usage: $0 [SECONDS] [TARGET...]" >&2
