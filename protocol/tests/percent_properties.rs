@@ -11,9 +11,11 @@ use volley_protocol::percent::{decode, PercentError};
 /// True when every `%` in `text` is followed by two hexadecimal digits.
 fn escapes_well_formed(text: &str) -> bool {
     let bytes = text.as_bytes();
-    bytes.iter().enumerate().filter(|(_, b)| **b == b'%').all(|(at, _)| {
-        bytes.get(at + 1..at + 3).is_some_and(|pair| pair.iter().all(u8::is_ascii_hexdigit))
-    })
+    bytes
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'%')
+        .all(|(at, _)| bytes.get(at + 1..at + 3).is_some_and(|pair| pair.iter().all(u8::is_ascii_hexdigit)))
 }
 
 /// Segments built from the characters that matter: escapes (good and bad),
