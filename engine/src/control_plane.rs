@@ -245,7 +245,7 @@ fn ask(agent: &ureq::Agent, url: &str, session_id: &str, leeway_seconds: i64) ->
         Err(e) => return Verdict::Refuse((401, "unauthorized", format!("control plane answer is not a session: {e}"))),
     };
     if answer.user_id.is_empty() || answer.cuenta_id.is_empty() {
-        return Verdict::Refuse((403, "forbidden", "the control plane named no user or tenant".into()));
+        return Verdict::Refuse((401, "unauthorized", "the control plane's answer names no user or tenant".into()));
     }
     let now = crate::unix_now();
     if answer.exp.saturating_add(leeway_seconds) < now {

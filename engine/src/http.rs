@@ -314,7 +314,7 @@ fn verify_locally(worker: &Worker, token: &str, now: i64) -> Result<SessionClaim
     };
     verify_session(token, &validation).map_err(|e| match e {
         TokenError::Expired => (401, "token_expired", "the session token has expired".into()),
-        TokenError::Claims(message) => (403, "forbidden", message),
+        TokenError::Role(message) => (403, "forbidden", message),
         other => (401, "unauthorized", other.to_string()),
     })
 }

@@ -235,6 +235,8 @@ fn refusals_map_to_401_and_403_and_are_cached_briefly() {
     cp.answer("forbidden-id", 403, json!({"error": "no"}));
     cp.answer("expired-id", 200, json!({"user_id": "ana", "cuenta_id": TENANT, "permisos": ["*"], "exp": 1000}));
     cp.answer("garbage-id", 200, json!({"hello": "world"}));
+    let nobody = json!({"user_id": "", "cuenta_id": TENANT, "permisos": ["*"], "exp": volley_engine::unix_now() + 60});
+    cp.answer("nobody-id", 200, nobody);
     let gateway = start(cp_config(&cp.url()));
     let addr = gateway.local_addr();
 
@@ -242,13 +244,15 @@ fn refusals_map_to_401_and_403_and_are_cached_briefly() {
     assert_eq!(upgrade_status(addr, "forbidden-id"), (403, "forbidden".to_owned()));
     assert_eq!(upgrade_status(addr, "expired-id"), (401, "token_expired".to_owned()));
     assert_eq!(upgrade_status(addr, "garbage-id"), (401, "unauthorized".to_owned()));
+    // An answer that names no user is as unusable as garbage (§6.1).
+    assert_eq!(upgrade_status(addr, "nobody-id"), (401, "unauthorized".to_owned()));
     // Negative answers are cached too.
     assert_eq!(upgrade_status(addr, "forbidden-id"), (403, "forbidden".to_owned()));
     assert_eq!(cp.count("forbidden-id"), 1);
     // A JWT is still verified locally when validate_all is off: no request.
     let jwt = session_token(TENANT, &["*"]);
     let _browser = Browser::connect(addr, &jwt, true);
-    assert_eq!(cp.counts.lock().expect("lock").len(), 4, "only the four opaque ids were asked about");
+    assert_eq!(cp.counts.lock().expect("lock").len(), 5, "only the five opaque ids were asked about");
 }
 
 #[test]
