@@ -333,6 +333,11 @@ pub struct GatewayConfig {
     /// credentials. Absent: connector credentials use `tableros_secret_key`
     /// (the gateway warns at start).
     pub connector_secret_key: Option<Secrets>,
+    /// This gateway's edge id. When set, a browser session whose `edge_id`
+    /// names another edge is refused with 403 `forbidden`; a session with an
+    /// empty `edge_id` is valid on every edge. Absent: the claim is not
+    /// checked.
+    pub edge_id: Option<String>,
     /// Accept seed-style connectors that send no token (logged as a warning). Default false.
     pub allow_unauthenticated_connectors: bool,
     /// Browser `Origin` values allowed; empty allows any (tokens still required).
@@ -367,6 +372,7 @@ impl Default for GatewayConfig {
             transparent_huge_pages: false,
             tableros_secret_key: None,
             connector_secret_key: None,
+            edge_id: None,
             allow_unauthenticated_connectors: false,
             allowed_origins: Vec::new(),
             static_dir: None,
@@ -477,6 +483,9 @@ impl GatewayConfig {
         if let Some(secrets) = &self.connector_secret_key {
             secrets.validate("connector_secret_key")?;
         }
+        if self.edge_id.as_deref() == Some("") {
+            return invalid("edge_id", "is empty; remove the key to accept sessions of every edge");
+        }
         if l.connections_max == 0 || l.connections_per_ip_max == 0 || l.sessions_per_tenant_max == 0 {
             return invalid(
                 "limits",
@@ -586,7 +595,7 @@ mod tests {
         assert_eq!(config.control_plane.timeout_ms, 2000);
         assert!(!config.control_plane.fail_open && !config.control_plane.validate_all);
         assert_eq!(config.limits.sessions_per_tenant_max, 50_000);
-        assert_eq!(config.connector_secrets(), None);
+        assert_eq!((config.edge_id.as_deref(), config.connector_secrets()), (None, None));
         let config = GatewayConfig::from_yaml(
             "redis:\n  url: redis://r:1/\n  channel: c\n  fail_closed: true\ncontrol_plane:\n  url: http://cp/v\n  \
              validate_all: true\n  fail_open: true\n  timeout_ms: 50\nlimits:\n  sessions_per_tenant_max: 3\n",
@@ -601,6 +610,7 @@ mod tests {
             ("redis:\n  channel: ''\n", "redis.channel"),
             ("control_plane:\n  url: ftp://x\n", "control_plane.url"),
             ("control_plane:\n  timeout_ms: 0\n", "control_plane"),
+            ("edge_id: ''\n", "edge_id"),
             ("connector_secret_key: ''\n", "connector_secret_key"),
             ("connector_secret_key: []\n", "connector_secret_key"),
             ("limits:\n  connections_per_ip_max: 0\n", "limits"),
@@ -612,13 +622,14 @@ mod tests {
     }
 
     #[test]
-    fn connector_secret_parses() {
+    fn edge_and_connector_secret_parse() {
         let config = GatewayConfig::from_yaml(
-            "tableros_secret_key: s\nconnector_secret_key: [c2, c1]\n",
+            "tableros_secret_key: s\nconnector_secret_key: [c2, c1]\nedge_id: edge-1\n",
         )
         .unwrap();
         assert_eq!(config.secrets(), vec![b"s".to_vec()]);
         assert_eq!(config.connector_secrets(), Some(vec![b"c2".to_vec(), b"c1".to_vec()]));
+        assert_eq!(config.edge_id.as_deref(), Some("edge-1"));
     }
 
     #[test]

@@ -292,6 +292,12 @@ pub async fn authorize_browser(worker: &Worker, request: &Request, token: &str) 
         }
         _ => verify_locally(worker, token, now)?,
     };
+    if let Some(edge) =
+        shared.config.edge_id.as_deref().filter(|edge| !claims.edge_id.is_empty() && claims.edge_id != *edge)
+    {
+        let message = format!("this session was issued for edge {:?}; this gateway is edge {edge:?}", claims.edge_id);
+        return Err((403, "forbidden", message));
+    }
     if let Some(revocation) = shared.revocations.check_session(&claims, now) {
         let what = match revocation {
             crate::revocation::Revocation::Session(_) => "this session",

@@ -330,3 +330,27 @@ fn validate_all_asks_about_jwts_too_and_fail_open_admits_them_when_down() {
     let _in = Browser::connect(gateway.local_addr(), &jwt("jwt-while-down"), true);
     assert_eq!(upgrade_status(gateway.local_addr(), "opaque-while-down"), (503, "unavailable".to_owned()));
 }
+
+/// The control plane's `edge_id` is checked like a token's (PROTOCOL.md
+/// §6.1): a session placed on another edge is refused with 403 `forbidden`.
+#[test]
+fn a_control_plane_session_for_another_edge_is_refused() {
+    let cp = ControlPlane::start();
+    let on_edge = |edge: &str| {
+        let mut answer = session("ana", TENANT, &["*"]);
+        answer["edge_id"] = json!(edge);
+        answer
+    };
+    cp.answer("here", 200, on_edge("edge-1"));
+    cp.answer("elsewhere", 200, on_edge("edge-2"));
+    cp.answer("anywhere", 200, on_edge(""));
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nworkers: 2\ntableros_secret_key: {SECRET}\nedge_id: edge-1\ncontrol_plane:\n  url: {}\n",
+        cp.url()
+    );
+    let gateway = start(GatewayConfig::from_yaml(&yaml).expect("config"));
+    let addr = gateway.local_addr();
+    assert_eq!(upgrade_status(addr, "elsewhere"), (403, "forbidden".to_owned()));
+    let _here = Browser::connect(addr, "here", true);
+    let _anywhere = Browser::connect(addr, "anywhere", true);
+}

@@ -73,11 +73,29 @@ pub fn session_token_of(sub: &str, tenant: &str, jti: &str) -> String {
     sign_session(sub, tenant, &["*"], jti, now() + 3600, SECRET)
 }
 
+/// A session token for `tenant`, every dataset, issued for edge `edge_id`
+/// (`""`: no edge), valid for an hour.
+pub fn session_token_on_edge(tenant: &str, edge_id: &str) -> String {
+    sign_session_on(edge_id, "ana", tenant, &["*"], &format!("s-{}", fastrand_id()), now() + 3600, SECRET)
+}
+
 fn sign_session(sub: &str, tenant: &str, permisos: &[&str], jti: &str, exp: i64, secret: &str) -> String {
+    sign_session_on("", sub, tenant, permisos, jti, exp, secret)
+}
+
+fn sign_session_on(
+    edge_id: &str,
+    sub: &str,
+    tenant: &str,
+    permisos: &[&str],
+    jti: &str,
+    exp: i64,
+    secret: &str,
+) -> String {
     let claims = SessionClaims {
         sub: sub.into(),
         cuenta_id: tenant.into(),
-        edge_id: String::new(),
+        edge_id: edge_id.into(),
         permisos: permisos.iter().map(|p| (*p).to_owned()).collect(),
         jti: jti.into(),
         iat: now() - 10,
