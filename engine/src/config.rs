@@ -242,6 +242,12 @@ pub struct ControlPlaneConfig {
     /// locally (true), or refuse with 503 `unavailable` (false, default).
     /// Opaque ids cannot be admitted without an answer either way.
     pub fail_open: bool,
+    /// Control-plane requests one client may cause per minute (answers
+    /// served from the cache do not count). Past it, a lookup is refused
+    /// with HTTP 429 `too_many_requests` without asking. Clients are told
+    /// apart by IPv4 address or IPv6 /64 prefix. Default 600 (a burst of
+    /// 600, then one every 100 ms).
+    pub lookups_per_ip_per_minute: u32,
 }
 
 impl Default for ControlPlaneConfig {
@@ -252,6 +258,7 @@ impl Default for ControlPlaneConfig {
             connect_timeout_ms: 1000,
             timeout_ms: 2000,
             fail_open: false,
+            lookups_per_ip_per_minute: 600,
         }
     }
 }
@@ -517,6 +524,9 @@ impl GatewayConfig {
         if self.control_plane.connect_timeout_ms == 0 || self.control_plane.timeout_ms == 0 {
             return invalid("control_plane", "connect_timeout_ms and timeout_ms must be at least 1");
         }
+        if self.control_plane.lookups_per_ip_per_minute == 0 {
+            return invalid("control_plane.lookups_per_ip_per_minute", "must be at least 1");
+        }
         let codecs = &self.compression.codecs;
         if codecs.iter().enumerate().any(|(i, codec)| codecs[..i].contains(codec)) {
             return invalid("compression.codecs", "lists a codec twice");
@@ -595,6 +605,7 @@ mod tests {
         assert_eq!(config.control_plane.timeout_ms, 2000);
         assert!(!config.control_plane.fail_open && !config.control_plane.validate_all);
         assert_eq!(config.limits.sessions_per_tenant_max, 50_000);
+        assert_eq!(config.control_plane.lookups_per_ip_per_minute, 600);
         assert_eq!((config.edge_id.as_deref(), config.connector_secrets()), (None, None));
         let config = GatewayConfig::from_yaml(
             "redis:\n  url: redis://r:1/\n  channel: c\n  fail_closed: true\ncontrol_plane:\n  url: http://cp/v\n  \
@@ -610,6 +621,7 @@ mod tests {
             ("redis:\n  channel: ''\n", "redis.channel"),
             ("control_plane:\n  url: ftp://x\n", "control_plane.url"),
             ("control_plane:\n  timeout_ms: 0\n", "control_plane"),
+            ("control_plane:\n  lookups_per_ip_per_minute: 0\n", "control_plane.lookups_per_ip_per_minute"),
             ("edge_id: ''\n", "edge_id"),
             ("connector_secret_key: ''\n", "connector_secret_key"),
             ("connector_secret_key: []\n", "connector_secret_key"),
@@ -624,12 +636,14 @@ mod tests {
     #[test]
     fn edge_and_connector_secret_parse() {
         let config = GatewayConfig::from_yaml(
-            "tableros_secret_key: s\nconnector_secret_key: [c2, c1]\nedge_id: edge-1\n",
+            "tableros_secret_key: s\nconnector_secret_key: [c2, c1]\nedge_id: edge-1\ncontrol_plane:\n  \
+             lookups_per_ip_per_minute: 30\n",
         )
         .unwrap();
         assert_eq!(config.secrets(), vec![b"s".to_vec()]);
         assert_eq!(config.connector_secrets(), Some(vec![b"c2".to_vec(), b"c1".to_vec()]));
         assert_eq!(config.edge_id.as_deref(), Some("edge-1"));
+        assert_eq!(config.control_plane.lookups_per_ip_per_minute, 30);
     }
 
     #[test]

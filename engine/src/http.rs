@@ -147,7 +147,7 @@ async fn serve_http<R: ConnRead + 'static, W: ConnWrite + 'static>(
     }
     if let Some(token) = path.strip_prefix("/stream/") {
         let token = percent_decode(token);
-        let claims = match authorize_browser(&worker, &request, &token).await {
+        let claims = match authorize_browser(&worker, &request, &token, peer.ip()).await {
             Ok(claims) => claims,
             Err((status, code, message)) => {
                 log::info!("{peer}: browser refused ({code}): {message}");
@@ -181,7 +181,7 @@ async fn serve_http<R: ConnRead + 'static, W: ConnWrite + 'static>(
     }
     let response = match path.strip_prefix("/session-check/") {
         Some(token) if (request.method == "GET" || request.method == "HEAD") && !request.wants_upgrade() => {
-            session_check(&worker, &request, &percent_decode(token)).await
+            session_check(&worker, &request, &percent_decode(token), peer.ip()).await
         }
         _ => plain_response(&worker, &request, &path),
     };
@@ -190,8 +190,8 @@ async fn serve_http<R: ConnRead + 'static, W: ConnWrite + 'static>(
 }
 
 /// `/session-check/{session}`: would this session be admitted? Always 200, the verdict in the body.
-async fn session_check(worker: &Rc<Worker>, request: &Request, token: &str) -> Vec<u8> {
-    let body = match authorize_browser(worker, request, token).await {
+async fn session_check(worker: &Rc<Worker>, request: &Request, token: &str, client: IpAddr) -> Vec<u8> {
+    let body = match authorize_browser(worker, request, token, client).await {
         Ok(claims) => {
             serde_json::json!({"ok": true, "tenant": claims.cuenta_id, "user": claims.sub, "expires_at": claims.exp})
         }
@@ -241,8 +241,14 @@ fn looks_like_jwt(id: &str) -> bool {
 /// Admits a browser session or says why not: the origin, then the token
 /// (a JWT verified locally and/or the control plane's verdict), then the
 /// revocation set. Runs before the upgrade answer, on the worker; the
-/// control-plane request runs on its own threads.
-pub async fn authorize_browser(worker: &Worker, request: &Request, token: &str) -> Result<SessionClaims, Refusal> {
+/// control-plane request runs on its own threads, within `client`'s lookup
+/// budget.
+pub async fn authorize_browser(
+    worker: &Worker,
+    request: &Request,
+    token: &str,
+    client: IpAddr,
+) -> Result<SessionClaims, Refusal> {
     let shared = &worker.shared;
     if let (Some(origin), false) = (&request.origin, shared.config.allowed_origins.is_empty()) {
         if !shared.config.allowed_origins.iter().any(|o| o == origin) {
@@ -264,7 +270,7 @@ pub async fn authorize_browser(worker: &Worker, request: &Request, token: &str) 
     }
     let now = crate::unix_now();
     let claims = match (&shared.control_plane, looks_like_jwt(token)) {
-        (Some(control_plane), false) => match control_plane.validate(token).await {
+        (Some(control_plane), false) => match control_plane.validate(token, client).await {
             Verdict::Admit(claims) => claims,
             Verdict::Refuse(refusal) => return Err(refusal),
             Verdict::Unavailable(why) => {
@@ -274,7 +280,7 @@ pub async fn authorize_browser(worker: &Worker, request: &Request, token: &str) 
         },
         (Some(control_plane), true) if control_plane.validate_all => {
             let claims = verify_locally(worker, token, now)?;
-            match control_plane.validate(&claims.jti).await {
+            match control_plane.validate(&claims.jti, client).await {
                 Verdict::Admit(answer) if answer.cuenta_id == claims.cuenta_id => claims,
                 Verdict::Admit(_) => {
                     return Err((403, "forbidden", "the control plane places this session in another tenant".into()))

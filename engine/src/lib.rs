@@ -26,7 +26,7 @@
 //! - [`revocation`]: the Redis revocation feed thread and the revoked set
 //!   checked at admission and at connector `register`.
 //! - [`control_plane`]: optional HTTP validation of session ids, cached, on
-//!   its own thread pool.
+//!   its own thread pool, with lookups per client limited by [`rate_limit`].
 
 pub mod admission;
 pub mod browser;
@@ -39,6 +39,7 @@ pub mod frame;
 pub mod http;
 pub mod mailbox;
 pub mod metrics;
+pub mod rate_limit;
 pub mod registry;
 pub mod revocation;
 pub mod tls;
