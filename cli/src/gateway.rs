@@ -24,8 +24,9 @@ pub struct GatewayArgs {
     /// the number of available cores. Overrides the config file.
     #[arg(long, value_name = "N")]
     pub workers: Option<NonZeroUsize>,
-    /// Start without `tableros_secret_key` (a random secret is used, so no
-    /// outside token verifies). Development only; logs a loud warning.
+    /// Start without `tableros_secret_key`: a fresh 32-byte secret from the
+    /// operating system's random source is used, so no outside token
+    /// verifies. Development only; logs a loud warning.
     #[arg(long)]
     pub insecure_dev: bool,
     /// Do not record metrics on the hot path (`volley bench` compares on/off).

@@ -25,9 +25,11 @@ const JTI_RANDOM_BYTES: usize = 16;
 #[command(after_help = "Examples:\n  \
     export VOLLEY_SECRET=…   # keeps the secret out of shell history\n  \
     volley token --tenant abc-123 --user ana --datasets ventas,ticker --ttl 600\n  \
-    volley token --connector --tenant abc-123")]
+    VOLLEY_SECRET=<connector_secret_key> volley token --connector --tenant abc-123")]
 pub struct TokenArgs {
-    /// Shared HS256 secret (the gateway's `tableros_secret_key`). Prefer the
+    /// Shared HS256 secret: the gateway's `tableros_secret_key` for a session
+    /// token; with --connector, its `connector_secret_key` (or
+    /// `tableros_secret_key` when the gateway has none). Prefer the
     /// VOLLEY_SECRET environment variable, which keeps it out of shell history.
     #[arg(long, value_name = "S", env = "VOLLEY_SECRET", hide_env_values = true)]
     pub secret: String,

@@ -20,6 +20,8 @@
 //!   gateway; each `do_get` runs a producer thread that sends every encoded
 //!   message as one binary frame (level 2: behind the 16-byte header, within
 //!   the gateway's credit); reconnects forever with backoff and jitter.
+//!   A source failure reaches the gateway as [`public_error`] says: a
+//!   `source_error` naming the dataset and an error id, the cause logged.
 //! - [`service`]: `volley connector` and `volley connector --test`.
 //! - [`system_service`]: the Windows service (`volley connector
 //!   install|start|stop|uninstall`, and `run-service`, which the service
@@ -34,6 +36,7 @@
 //! ```
 
 pub mod config;
+pub mod public_error;
 pub mod service;
 pub mod slice;
 pub mod source;

@@ -27,6 +27,7 @@ use volley_protocol::message::{
 };
 
 use crate::config::{Compression, Config, GatewayConfig};
+use crate::public_error::{open_failure, source_failure};
 use crate::slice::{MessageKind, SliceOptions};
 use crate::source::{Catalog, StopFlag};
 use rustls::pki_types::pem::PemObject;
@@ -454,7 +455,7 @@ fn handle_command(
         GatewayCommand::GetFlightInfo { request_id, descriptor } => {
             let name = GatewayCommand::descriptor_dataset(&descriptor).unwrap_or_default().to_owned();
             log::debug!("get_flight_info {request_id}: dataset {name:?}");
-            match flight_info(catalog, &name, config) {
+            match flight_info(catalog, &request_id, &name, config) {
                 Ok(data) => reply(socket, ConnectorMessage::FlightInfo { request_id, data })?,
                 Err(error) => reply(socket, ConnectorMessage::Error { request_id: Some(request_id), error })?,
             }
@@ -519,19 +520,18 @@ fn handle_command(
     Ok(())
 }
 
-fn flight_info(catalog: &Catalog, name: &str, config: &Config) -> Result<FlightData, ErrorBody> {
-    let dataset = catalog.open(name).map_err(|e| {
-        let code = if catalog.spec(name).is_none() { ErrorCode::DatasetNotFound } else { ErrorCode::SourceError };
-        ErrorBody::new(code, e.to_string())
-    })?;
+/// Errors are answered as [`crate::public_error`] says: what went wrong is
+/// logged, not sent.
+fn flight_info(catalog: &Catalog, request_id: &str, name: &str, config: &Config) -> Result<FlightData, ErrorBody> {
+    let dataset = catalog.open(name).map_err(|e| open_failure(request_id, name, &e))?;
     let rows = dataset.row_count().map(|r| i64::try_from(r).unwrap_or(i64::MAX)).unwrap_or(-1);
     let stop = dataset.stop_flag();
     let mut stream = dataset
         .into_ipc(SliceOptions::from_performance(&config.performance))
-        .map_err(|e| ErrorBody::new(ErrorCode::SourceError, e.to_string()))?;
+        .map_err(|e| source_failure(request_id, name, &e))?;
     let schema = match stream.next() {
         Some(Ok(message)) if message.kind == MessageKind::Schema => message.bytes,
-        Some(Err(e)) => return Err(ErrorBody::new(ErrorCode::SourceError, e.to_string())),
+        Some(Err(e)) => return Err(source_failure(request_id, name, &e)),
         _ => return Err(ErrorBody::new(ErrorCode::Internal, "the encoder produced no schema message")),
     };
     stop.store(true, Ordering::Release);
@@ -560,15 +560,8 @@ impl StreamJob {
         let dataset = match self.catalog.open(&self.dataset) {
             Ok(dataset) => dataset,
             Err(e) => {
-                let code = if self.catalog.spec(&self.dataset).is_none() {
-                    ErrorCode::DatasetNotFound
-                } else {
-                    ErrorCode::SourceError
-                };
-                self.send(ConnectorMessage::Error {
-                    request_id: Some(request_id),
-                    error: ErrorBody::new(code, e.to_string()),
-                });
+                let error = open_failure(&request_id, &self.dataset, &e);
+                self.send(ConnectorMessage::Error { request_id: Some(request_id), error });
                 return;
             }
         };
@@ -579,10 +572,8 @@ impl StreamJob {
         let mut stream = match dataset.into_ipc(self.options) {
             Ok(stream) => stream,
             Err(e) => {
-                self.send(ConnectorMessage::Error {
-                    request_id: Some(request_id),
-                    error: ErrorBody::new(ErrorCode::SourceError, e.to_string()),
-                });
+                let error = source_failure(&request_id, &self.dataset, &e);
+                self.send(ConnectorMessage::Error { request_id: Some(request_id), error });
                 return;
             }
         };
@@ -597,7 +588,7 @@ impl StreamJob {
             let message = match stream.next() {
                 Some(Ok(message)) => message,
                 Some(Err(e)) => {
-                    failure = Some(ErrorBody::new(ErrorCode::SourceError, e.to_string()));
+                    failure = Some(source_failure(&request_id, &self.dataset, &e));
                     break;
                 }
                 None => break,

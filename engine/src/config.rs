@@ -267,6 +267,12 @@ pub struct ControlPlaneConfig {
     /// locally (true), or refuse with 503 `unavailable` (false, default).
     /// Opaque ids cannot be admitted without an answer either way.
     pub fail_open: bool,
+    /// Control-plane requests one client may cause per minute (answers
+    /// served from the cache do not count). Past it, a lookup is refused
+    /// with HTTP 429 `too_many_requests` without asking. Clients are told
+    /// apart by IPv4 address or IPv6 /64 prefix. Default 600 (a burst of
+    /// 600, then one every 100 ms).
+    pub lookups_per_ip_per_minute: u32,
 }
 
 impl Default for ControlPlaneConfig {
@@ -277,6 +283,7 @@ impl Default for ControlPlaneConfig {
             connect_timeout_ms: 1000,
             timeout_ms: 2000,
             fail_open: false,
+            lookups_per_ip_per_minute: 600,
         }
     }
 }
@@ -293,7 +300,8 @@ pub struct TlsConfig {
     pub key: Option<PathBuf>,
 }
 
-/// `tableros_secret_key`: one secret, or a list during rotation (first signs, all verify).
+/// `tableros_secret_key` or `connector_secret_key`: one secret, or a list
+/// during rotation (first signs, all verify).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
 pub enum Secrets {
@@ -301,6 +309,28 @@ pub enum Secrets {
     One(String),
     /// Several; the first is current.
     Many(Vec<String>),
+}
+
+impl Secrets {
+    /// The secrets as bytes, current first.
+    pub fn to_bytes(&self) -> Vec<Vec<u8>> {
+        match self {
+            Secrets::One(s) => vec![s.clone().into_bytes()],
+            Secrets::Many(list) => list.iter().map(|s| s.clone().into_bytes()).collect(),
+        }
+    }
+
+    /// Refuses an empty secret or an empty list, naming `key`.
+    fn validate(&self, key: &'static str) -> Result<(), ConfigError> {
+        let message = match self {
+            Secrets::One(s) if s.is_empty() => "is empty",
+            Secrets::Many(list) if list.is_empty() || list.iter().any(String::is_empty) => {
+                "must list non-empty secrets"
+            }
+            _ => return Ok(()),
+        };
+        Err(ConfigError::Invalid { key, message: message.into() })
+    }
 }
 
 /// The gateway's whole configuration.
@@ -325,8 +355,21 @@ pub struct GatewayConfig {
     /// 2.3 KB without; throughput the same within noise: perf-results/ANALYSIS.md).
     /// False disables THP for the whole process (`PR_SET_THP_DISABLE`).
     pub transparent_huge_pages: bool,
-    /// Seed key: HS256 secret(s) for session tokens and connector credentials.
+    /// Seed key: HS256 secret(s) for browser session tokens, and for
+    /// connector credentials unless `connector_secret_key` is set.
     pub tableros_secret_key: Option<Secrets>,
+    /// HS256 secret(s) for connector credentials only (`volley token
+    /// --connector`). When set, connector credentials signed with
+    /// `tableros_secret_key` are refused, and session tokens signed with it
+    /// are refused: whoever issues browser sessions cannot mint connector
+    /// credentials. Absent: connector credentials use `tableros_secret_key`
+    /// (the gateway warns at start).
+    pub connector_secret_key: Option<Secrets>,
+    /// This gateway's edge id. When set, a browser session whose `edge_id`
+    /// names another edge is refused with 403 `forbidden`; a session with an
+    /// empty `edge_id` is valid on every edge. Absent: the claim is not
+    /// checked.
+    pub edge_id: Option<String>,
     /// Accept seed-style connectors that send no token (logged as a warning). Default false.
     pub allow_unauthenticated_connectors: bool,
     /// Browser `Origin` values allowed; empty allows any (tokens still required).
@@ -365,6 +408,8 @@ impl Default for GatewayConfig {
             pin_workers: true,
             transparent_huge_pages: false,
             tableros_secret_key: None,
+            connector_secret_key: None,
+            edge_id: None,
             allow_unauthenticated_connectors: false,
             allowed_origins: Vec::new(),
             static_dir: None,
@@ -481,12 +526,14 @@ impl GatewayConfig {
         if l.live_retained_bytes_max == 0 {
             return invalid("limits.live_retained_bytes_max", "must be at least 1");
         }
-        match &self.tableros_secret_key {
-            Some(Secrets::One(s)) if s.is_empty() => return invalid("tableros_secret_key", "is empty"),
-            Some(Secrets::Many(list)) if list.is_empty() || list.iter().any(String::is_empty) => {
-                return invalid("tableros_secret_key", "must list non-empty secrets")
-            }
-            _ => {}
+        if let Some(secrets) = &self.tableros_secret_key {
+            secrets.validate("tableros_secret_key")?;
+        }
+        if let Some(secrets) = &self.connector_secret_key {
+            secrets.validate("connector_secret_key")?;
+        }
+        if self.edge_id.as_deref() == Some("") {
+            return invalid("edge_id", "is empty; remove the key to accept sessions of every edge");
         }
         if l.connections_max == 0 || l.connections_per_ip_max == 0 || l.sessions_per_tenant_max == 0 {
             return invalid(
@@ -522,6 +569,9 @@ impl GatewayConfig {
         if self.control_plane.connect_timeout_ms == 0 || self.control_plane.timeout_ms == 0 {
             return invalid("control_plane", "connect_timeout_ms and timeout_ms must be at least 1");
         }
+        if self.control_plane.lookups_per_ip_per_minute == 0 {
+            return invalid("control_plane.lookups_per_ip_per_minute", "must be at least 1");
+        }
         let codecs = &self.compression.codecs;
         if codecs.iter().enumerate().any(|(i, codec)| codecs[..i].contains(codec)) {
             return invalid("compression.codecs", "lists a codec twice");
@@ -548,13 +598,15 @@ impl GatewayConfig {
         }
     }
 
-    /// The secrets, current first.
+    /// The session secrets (`tableros_secret_key`), current first.
     pub fn secrets(&self) -> Vec<Vec<u8>> {
-        match &self.tableros_secret_key {
-            None => Vec::new(),
-            Some(Secrets::One(s)) => vec![s.clone().into_bytes()],
-            Some(Secrets::Many(list)) => list.iter().map(|s| s.clone().into_bytes()).collect(),
-        }
+        self.tableros_secret_key.as_ref().map(Secrets::to_bytes).unwrap_or_default()
+    }
+
+    /// The connector-credential secrets (`connector_secret_key`), current
+    /// first; `None` when connector credentials share the session secrets.
+    pub fn connector_secrets(&self) -> Option<Vec<Vec<u8>>> {
+        self.connector_secret_key.as_ref().map(Secrets::to_bytes)
     }
 
     /// What a live stream may keep for late joiners:
@@ -607,6 +659,8 @@ mod tests {
         assert_eq!(config.control_plane.timeout_ms, 2000);
         assert!(!config.control_plane.fail_open && !config.control_plane.validate_all);
         assert_eq!(config.limits.sessions_per_tenant_max, 50_000);
+        assert_eq!(config.control_plane.lookups_per_ip_per_minute, 600);
+        assert_eq!((config.edge_id.as_deref(), config.connector_secrets()), (None, None));
         let config = GatewayConfig::from_yaml(
             "redis:\n  url: redis://r:1/\n  channel: c\n  fail_closed: true\ncontrol_plane:\n  url: http://cp/v\n  \
              validate_all: true\n  fail_open: true\n  timeout_ms: 50\nlimits:\n  sessions_per_tenant_max: 3\n",
@@ -622,12 +676,29 @@ mod tests {
             ("redis:\n  prune_interval_seconds: 0\n", "redis.prune_interval_seconds"),
             ("control_plane:\n  url: ftp://x\n", "control_plane.url"),
             ("control_plane:\n  timeout_ms: 0\n", "control_plane"),
+            ("control_plane:\n  lookups_per_ip_per_minute: 0\n", "control_plane.lookups_per_ip_per_minute"),
+            ("edge_id: ''\n", "edge_id"),
+            ("connector_secret_key: ''\n", "connector_secret_key"),
+            ("connector_secret_key: []\n", "connector_secret_key"),
             ("limits:\n  connections_per_ip_max: 0\n", "limits"),
             ("redis:\n  fail_closd: true\n", "fail_closd"),
         ] {
             let err = GatewayConfig::from_yaml(yaml).unwrap_err().to_string();
             assert!(err.contains(key), "{yaml}: {err}");
         }
+    }
+
+    #[test]
+    fn edge_and_connector_secret_parse() {
+        let config = GatewayConfig::from_yaml(
+            "tableros_secret_key: s\nconnector_secret_key: [c2, c1]\nedge_id: edge-1\ncontrol_plane:\n  \
+             lookups_per_ip_per_minute: 30\n",
+        )
+        .unwrap();
+        assert_eq!(config.secrets(), vec![b"s".to_vec()]);
+        assert_eq!(config.connector_secrets(), Some(vec![b"c2".to_vec(), b"c1".to_vec()]));
+        assert_eq!(config.edge_id.as_deref(), Some("edge-1"));
+        assert_eq!(config.control_plane.lookups_per_ip_per_minute, 30);
     }
 
     #[test]

@@ -344,7 +344,7 @@ fn authenticate_token(worker: &Worker, register: &Register) -> Result<Option<(St
         }
         None => Err((ErrorCode::Unauthorized, "register must carry a connector token".to_owned())),
         Some(token) => {
-            let secrets: Vec<&[u8]> = shared.secrets.iter().map(Vec::as_slice).collect();
+            let secrets: Vec<&[u8]> = shared.connector_secrets.iter().map(Vec::as_slice).collect();
             let validation = Validation {
                 secrets: &secrets,
                 now: crate::unix_now(),

@@ -14,9 +14,16 @@
 //! sooner; refusals for [`CONTROL_PLANE_NEGATIVE_TTL`]. A control plane that
 //! cannot be reached (connect error, timeout, 5xx, queue full) is not cached:
 //! the caller applies `control_plane.fail_open`.
+//!
+//! Every id that is not cached costs one request, so requests are limited
+//! per client (`control_plane.lookups_per_ip_per_minute`, IPv4 address or
+//! IPv6 /64, at most [`CONTROL_PLANE_CLIENTS_MAX`] clients tracked): past
+//! the limit a lookup is refused with 429 `too_many_requests` and the control
+//! plane is not asked. Cached answers are served whatever the limit.
 
 use std::collections::HashMap;
 use std::future::poll_fn;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::task::Poll;
 use std::thread::JoinHandle;
@@ -28,6 +35,7 @@ use serde::Deserialize;
 use volley_protocol::token::SessionClaims;
 
 use crate::config::ControlPlaneConfig;
+use crate::rate_limit::{Limited, PerClientRate};
 
 /// Most answers cached.
 pub const CONTROL_PLANE_CACHE_MAX: usize = 10_000;
@@ -42,6 +50,9 @@ pub const CONTROL_PLANE_THREADS: usize = 4;
 pub const CONTROL_PLANE_QUEUE_MAX: usize = 1024;
 /// Largest answer body read, bytes.
 pub const CONTROL_PLANE_BODY_BYTES_MAX: u64 = 64 * 1024;
+/// Clients whose lookups are counted at once (for
+/// `control_plane.lookups_per_ip_per_minute`); about 64 bytes each.
+pub const CONTROL_PLANE_CLIENTS_MAX: usize = 65_536;
 
 /// A refusal: HTTP status, error code, message for people.
 pub type Refusal = (u16, &'static str, String);
@@ -112,6 +123,7 @@ pub struct ControlPlane {
     /// Admit locally verified JWTs when unreachable.
     pub fail_open: bool,
     cache: Mutex<HashMap<String, CacheEntry>>,
+    lookups: PerClientRate,
     jobs: crossbeam_channel::Sender<Job>,
     /// Requests sent (tests and metrics).
     pub requests: std::sync::atomic::AtomicU64,
@@ -150,20 +162,25 @@ impl ControlPlane {
             validate_all: config.validate_all,
             fail_open: config.fail_open,
             cache: Mutex::new(HashMap::new()),
+            lookups: PerClientRate::new(config.lookups_per_ip_per_minute, CONTROL_PLANE_CLIENTS_MAX),
             jobs,
             requests: std::sync::atomic::AtomicU64::new(0),
             _threads: threads,
         }))
     }
 
-    /// The verdict on `session_id`: from the cache, else from the control
-    /// plane (awaited without blocking the worker).
-    pub async fn validate(&self, session_id: &str) -> Verdict {
+    /// The verdict on `session_id`, asked for by `client`: from the cache,
+    /// else from the control plane (awaited without blocking the worker) if
+    /// `client` is within its lookup budget.
+    pub async fn validate(&self, session_id: &str, client: IpAddr) -> Verdict {
         let now = Instant::now();
         if let Some(entry) = self.cache.lock().get(session_id) {
             if entry.until > now {
                 return entry.verdict.clone();
             }
+        }
+        if let Err(limited) = self.lookups.check(client, now) {
+            return Verdict::Refuse(self.limited(limited, client));
         }
         let slot = Arc::new(Slot { value: Mutex::new(None), waker: AtomicWaker::new() });
         let job = Job { session_id: session_id.to_owned(), reply: Reply(Some(slot.clone())) };
@@ -215,6 +232,20 @@ impl ControlPlane {
     pub fn cached(&self) -> usize {
         self.cache.lock().len()
     }
+
+    /// The refusal of a lookup over the limit (not cached: it is about the
+    /// client, not the session).
+    fn limited(&self, limited: Limited, client: IpAddr) -> Refusal {
+        let message = match limited {
+            Limited::Client { retry_after } => format!(
+                "too many session lookups from {client}: at most {} a minute reach the control plane; retry in {} s",
+                self.lookups.limit(),
+                retry_after.as_secs().max(1)
+            ),
+            Limited::Table => "too many clients are looking up sessions at once; retry in a few seconds".to_owned(),
+        };
+        (429, "too_many_requests", message)
+    }
 }
 
 /// One blocking request (on a pool thread).
@@ -245,7 +276,7 @@ fn ask(agent: &ureq::Agent, url: &str, session_id: &str, leeway_seconds: i64) ->
         Err(e) => return Verdict::Refuse((401, "unauthorized", format!("control plane answer is not a session: {e}"))),
     };
     if answer.user_id.is_empty() || answer.cuenta_id.is_empty() {
-        return Verdict::Refuse((403, "forbidden", "the control plane named no user or tenant".into()));
+        return Verdict::Refuse((401, "unauthorized", "the control plane's answer names no user or tenant".into()));
     }
     let now = crate::unix_now();
     if answer.exp.saturating_add(leeway_seconds) < now {

@@ -154,7 +154,7 @@ async fn serve_http<R: ConnRead + 'static, W: ConnWrite + 'static>(
             drop(slot);
         }
         Route::Stream { session } => {
-            let claims = match authorize_browser(&worker, &request, &session).await {
+            let claims = match authorize_browser(&worker, &request, &session, peer.ip()).await {
                 Ok(claims) => claims,
                 Err((status, code, message)) => {
                     log::info!("{peer}: browser refused ({code}): {message}");
@@ -187,7 +187,7 @@ async fn serve_http<R: ConnRead + 'static, W: ConnWrite + 'static>(
             crate::echo::run(worker, read, write, leftover, ctl).await;
         }
         Route::SessionCheck { session } => {
-            let response = session_check(&worker, &request, &session).await;
+            let response = session_check(&worker, &request, &session, peer.ip()).await;
             ctl.mark_ready();
             respond(&mut write, response, &ctl).await;
         }
@@ -222,8 +222,8 @@ fn test_fault(worker: &Rc<Worker>, path: &str) {
 }
 
 /// `/session-check/{session}`: would this session be admitted? Always 200, the verdict in the body.
-async fn session_check(worker: &Rc<Worker>, request: &Request, token: &str) -> Vec<u8> {
-    let body = match authorize_browser(worker, request, token).await {
+async fn session_check(worker: &Rc<Worker>, request: &Request, token: &str, client: IpAddr) -> Vec<u8> {
+    let body = match authorize_browser(worker, request, token, client).await {
         Ok(claims) => {
             serde_json::json!({"ok": true, "tenant": claims.cuenta_id, "user": claims.sub, "expires_at": claims.exp})
         }
@@ -273,8 +273,14 @@ fn looks_like_jwt(id: &str) -> bool {
 /// Admits a browser session or says why not: the origin, then the token
 /// (a JWT verified locally and/or the control plane's verdict), then the
 /// revocation set. Runs before the upgrade answer, on the worker; the
-/// control-plane request runs on its own threads.
-pub async fn authorize_browser(worker: &Worker, request: &Request, token: &str) -> Result<SessionClaims, Refusal> {
+/// control-plane request runs on its own threads, within `client`'s lookup
+/// budget.
+pub async fn authorize_browser(
+    worker: &Worker,
+    request: &Request,
+    token: &str,
+    client: IpAddr,
+) -> Result<SessionClaims, Refusal> {
     let shared = &worker.shared;
     if let (Some(origin), false) = (&request.origin, shared.config.allowed_origins.is_empty()) {
         if !shared.config.allowed_origins.iter().any(|o| o == origin) {
@@ -296,7 +302,7 @@ pub async fn authorize_browser(worker: &Worker, request: &Request, token: &str) 
     }
     let now = crate::unix_now();
     let claims = match (&shared.control_plane, looks_like_jwt(token)) {
-        (Some(control_plane), false) => match control_plane.validate(token).await {
+        (Some(control_plane), false) => match control_plane.validate(token, client).await {
             Verdict::Admit(claims) => claims,
             Verdict::Refuse(refusal) => return Err(refusal),
             Verdict::Unavailable(why) => {
@@ -306,7 +312,7 @@ pub async fn authorize_browser(worker: &Worker, request: &Request, token: &str) 
         },
         (Some(control_plane), true) if control_plane.validate_all => {
             let claims = verify_locally(worker, token, now)?;
-            match control_plane.validate(&claims.jti).await {
+            match control_plane.validate(&claims.jti, client).await {
                 Verdict::Admit(answer) if answer.cuenta_id == claims.cuenta_id => claims,
                 Verdict::Admit(_) => {
                     return Err((403, "forbidden", "the control plane places this session in another tenant".into()))
@@ -324,6 +330,12 @@ pub async fn authorize_browser(worker: &Worker, request: &Request, token: &str) 
         }
         _ => verify_locally(worker, token, now)?,
     };
+    if let Some(edge) =
+        shared.config.edge_id.as_deref().filter(|edge| !claims.edge_id.is_empty() && claims.edge_id != *edge)
+    {
+        let message = format!("this session was issued for edge {:?}; this gateway is edge {edge:?}", claims.edge_id);
+        return Err((403, "forbidden", message));
+    }
     if let Some(revocation) = shared.revocations.check_session(&claims, now) {
         let what = match revocation {
             crate::revocation::Revocation::Session(_) => "this session",
@@ -346,7 +358,7 @@ fn verify_locally(worker: &Worker, token: &str, now: i64) -> Result<SessionClaim
     };
     verify_session(token, &validation).map_err(|e| match e {
         TokenError::Expired => (401, "token_expired", "the session token has expired".into()),
-        TokenError::Claims(message) => (403, "forbidden", message),
+        TokenError::Role(message) => (403, "forbidden", message),
         other => (401, "unauthorized", other.to_string()),
     })
 }

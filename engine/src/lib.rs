@@ -28,7 +28,7 @@
 //! - [`revocation`]: the Redis revocation feed thread and the revoked set
 //!   checked at admission and at connector `register`.
 //! - [`control_plane`]: optional HTTP validation of session ids, cached, on
-//!   its own thread pool.
+//!   its own thread pool, with lookups per client limited by [`rate_limit`].
 
 pub mod admission;
 pub mod browser;
@@ -41,6 +41,7 @@ pub mod frame;
 pub mod http;
 pub mod mailbox;
 pub mod metrics;
+pub mod rate_limit;
 pub mod registry;
 pub mod retained;
 pub mod revocation;
@@ -74,6 +75,9 @@ use crate::worker::{Worker, WorkerMsg, INBOX_BATCH_MAX, METRICS_PUBLISH_INTERVAL
 
 /// io_uring submission queue entries per worker.
 pub const URING_ENTRIES: u32 = 4096;
+/// Bytes of the secret `--insecure-dev` takes from the operating system's
+/// random source when no `tableros_secret_key` is set.
+pub const INSECURE_DEV_SECRET_BYTES: usize = 32;
 /// Listen backlog per worker.
 pub const LISTEN_BACKLOG: i32 = 4096;
 /// How long shutdown lets close frames drain.
@@ -88,8 +92,11 @@ pub struct Shared {
     pub config: GatewayConfig,
     /// Protocol limits derived from it.
     pub limits: Limits,
-    /// Token secrets, current first.
+    /// Browser session secrets, current first.
     pub secrets: Vec<Vec<u8>>,
+    /// Connector credential secrets, current first: `connector_secret_key`,
+    /// else the same as `secrets`.
+    pub connector_secrets: Vec<Vec<u8>>,
     /// Tenants, connectors, streams.
     pub registry: Registry,
     /// One inbox per worker.
@@ -176,6 +183,9 @@ pub enum StartError {
     /// No secret and not `--insecure-dev`.
     #[error("tableros_secret_key is not set; refusing to start (use --insecure-dev only on a development machine)")]
     MissingSecret,
+    /// `--insecure-dev` could not get a secret from the operating system.
+    #[error("--insecure-dev: the operating system's random source failed ({0}); set tableros_secret_key instead")]
+    Random(String),
     /// The port is taken by another process.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -294,7 +304,17 @@ pub fn start(config: GatewayConfig, options: StartOptions) -> Result<Gateway, St
             return Err(StartError::MissingSecret);
         }
         log::warn!("!!! --insecure-dev: no tableros_secret_key; using a random secret: tokens from elsewhere will not verify !!!");
-        secrets.push(format!("insecure-dev-{}-{}", std::process::id(), unix_now()).into_bytes());
+        let mut secret = vec![0u8; INSECURE_DEV_SECRET_BYTES];
+        getrandom::fill(&mut secret).map_err(|e| StartError::Random(e.to_string()))?;
+        secrets.push(secret);
+    }
+    let connector_secrets = config.connector_secrets().unwrap_or_else(|| secrets.clone());
+    if config.tableros_secret_key.is_some() && connector_secrets.iter().any(|secret| secrets.contains(secret)) {
+        log::warn!(
+            "browser sessions and connector credentials are verified with the same secret: whoever can issue \
+             session tokens can also mint connector credentials for any tenant. Set connector_secret_key to a \
+             secret of its own and sign connector credentials with `volley token --connector --secret <it>`"
+        );
     }
     let workers = config.worker_count();
     if workers > registry::WORKERS_MAX {
@@ -316,6 +336,7 @@ pub fn start(config: GatewayConfig, options: StartOptions) -> Result<Gateway, St
         inboxes: (0..workers).map(|_| Arc::new(Mailbox::new(config.limits.inbox_max))).collect(),
         metrics: MetricsHub::new(workers, !options.metrics_disabled),
         secrets,
+        connector_secrets,
         registry: Registry::new(),
         ring_totals: Arc::new(RingTotals::default()),
         connections: AtomicUsize::new(0),

@@ -181,6 +181,56 @@ fn bad_tokens_are_refused_before_the_upgrade() {
     assert_healthy(addr, "prim", &source);
 }
 
+/// §6, §8, §10: a correctly signed token whose claims are missing or of the
+/// wrong type is malformed — 401 `unauthorized`, like any other token that
+/// cannot be used — not 403, which is for valid tokens refused (a wrong role
+/// or edge, a revocation). A connector credential presented as a session
+/// stays 403 `forbidden` (its claims are fine, its role is not).
+#[test]
+fn signed_tokens_with_missing_or_ill_typed_claims_are_unauthorized() {
+    let gateway = start(config());
+    let addr = gateway.local_addr();
+    let now = volley_engine::unix_now();
+    let good =
+        json!({"sub": "ana", "cuenta_id": TENANT, "permisos": ["*"], "jti": "j", "iat": now - 10, "exp": now + 3600});
+    let (status, code, message) = session_verdict(addr, &sign_json(&good));
+    assert_eq!(status, 101, "the well-formed claims are admitted: {code} {message}");
+    let changed = |name: &str, value: Option<serde_json::Value>| {
+        let mut claims = good.clone();
+        match value {
+            Some(value) => claims[name] = value,
+            None => {
+                claims.as_object_mut().expect("object").remove(name);
+            }
+        }
+        sign_json(&claims)
+    };
+    let cases = [
+        ("exp missing", changed("exp", None)),
+        ("exp a float", changed("exp", Some(json!(now as f64 + 3600.5)))),
+        ("exp a string", changed("exp", Some(json!((now + 3600).to_string())))),
+        ("sub missing", changed("sub", None)),
+        ("sub a number", changed("sub", Some(json!(7)))),
+        ("cuenta_id missing", changed("cuenta_id", None)),
+        ("jti missing", changed("jti", None)),
+        ("iat a float", changed("iat", Some(json!(now as f64 - 0.5)))),
+        ("nbf a string", changed("nbf", Some(json!("yesterday")))),
+        ("permisos a string", changed("permisos", Some(json!("*")))),
+    ];
+    for (name, token) in cases {
+        let (status, code, message) = session_verdict(addr, &token);
+        assert_eq!((status, code.as_str()), (401, "unauthorized"), "{name}: {message}");
+        assert!(!message.is_empty(), "{name}: the refusal says why");
+    }
+    let (status, code, message) = session_verdict(addr, &connector_token(TENANT));
+    assert_eq!((status, code.as_str()), (403, "forbidden"), "connector credential as a session: {message}");
+}
+
+/// `claims` signed with the gateway's [`SECRET`].
+fn sign_json(claims: &serde_json::Value) -> String {
+    volley_protocol::token::sign(claims, SECRET.as_bytes()).expect("sign")
+}
+
 /// Minimal base64url for the `alg: none` token (the engine has no base64 dev-dependency).
 mod base64_free {
     pub fn b64url(data: &[u8]) -> String {

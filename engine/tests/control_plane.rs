@@ -235,6 +235,8 @@ fn refusals_map_to_401_and_403_and_are_cached_briefly() {
     cp.answer("forbidden-id", 403, json!({"error": "no"}));
     cp.answer("expired-id", 200, json!({"user_id": "ana", "cuenta_id": TENANT, "permisos": ["*"], "exp": 1000}));
     cp.answer("garbage-id", 200, json!({"hello": "world"}));
+    let nobody = json!({"user_id": "", "cuenta_id": TENANT, "permisos": ["*"], "exp": volley_engine::unix_now() + 60});
+    cp.answer("nobody-id", 200, nobody);
     let gateway = start(cp_config(&cp.url()));
     let addr = gateway.local_addr();
 
@@ -242,13 +244,15 @@ fn refusals_map_to_401_and_403_and_are_cached_briefly() {
     assert_eq!(upgrade_status(addr, "forbidden-id"), (403, "forbidden".to_owned()));
     assert_eq!(upgrade_status(addr, "expired-id"), (401, "token_expired".to_owned()));
     assert_eq!(upgrade_status(addr, "garbage-id"), (401, "unauthorized".to_owned()));
+    // An answer that names no user is as unusable as garbage (§6.1).
+    assert_eq!(upgrade_status(addr, "nobody-id"), (401, "unauthorized".to_owned()));
     // Negative answers are cached too.
     assert_eq!(upgrade_status(addr, "forbidden-id"), (403, "forbidden".to_owned()));
     assert_eq!(cp.count("forbidden-id"), 1);
     // A JWT is still verified locally when validate_all is off: no request.
     let jwt = session_token(TENANT, &["*"]);
     let _browser = Browser::connect(addr, &jwt, true);
-    assert_eq!(cp.counts.lock().expect("lock").len(), 4, "only the four opaque ids were asked about");
+    assert_eq!(cp.counts.lock().expect("lock").len(), 5, "only the five opaque ids were asked about");
 }
 
 #[test]
@@ -325,4 +329,96 @@ fn validate_all_asks_about_jwts_too_and_fail_open_admits_them_when_down() {
     let gateway = start(config);
     let _in = Browser::connect(gateway.local_addr(), &jwt("jwt-while-down"), true);
     assert_eq!(upgrade_status(gateway.local_addr(), "opaque-while-down"), (503, "unavailable".to_owned()));
+}
+
+/// Total requests the control plane has seen.
+fn total_requests(cp: &ControlPlane) -> usize {
+    cp.counts.lock().expect("lock").values().sum()
+}
+
+/// Like [`upgrade_status`], from a socket bound to `local` (another
+/// loopback address is another client IP).
+fn upgrade_status_from(local: std::net::IpAddr, addr: SocketAddr, id: &str) -> (u16, String) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.bind(&SocketAddr::new(local, 0).into()).expect("bind the client address");
+    socket.connect(&addr.into()).expect("connect");
+    let mut stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    stream.write_all(upgrade_request(&format!("/stream/{id}"), "").as_bytes()).expect("write");
+    let mut text = String::new();
+    let _ = std::io::Read::read_to_string(&mut stream, &mut text);
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body: Value = serde_json::from_str(http_body(&text)).unwrap_or(Value::Null);
+    (status, body["code"].as_str().unwrap_or_default().to_owned())
+}
+
+/// Every unknown session id costs one control-plane request, so one client
+/// could make the gateway send the control plane as many requests as it
+/// opens connections. `control_plane.lookups_per_ip_per_minute` bounds the
+/// requests per client IP: past it, lookups are refused with 429
+/// `too_many_requests` without asking; cached answers are still served, and
+/// other clients keep their own budget.
+#[test]
+fn control_plane_lookups_are_rate_limited_per_client_ip() {
+    const LIMIT: usize = 5;
+    const GUESSES: usize = 20;
+    let cp = ControlPlane::start();
+    cp.answer("known-id", 200, session("ana", TENANT, &["*"]));
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nworkers: 2\ntableros_secret_key: {SECRET}\ncontrol_plane:\n  url: {}\n  \
+         timeout_ms: 500\n  lookups_per_ip_per_minute: {LIMIT}\n",
+        cp.url()
+    );
+    let gateway = start(GatewayConfig::from_yaml(&yaml).expect("lookups_per_ip_per_minute is a setting"));
+    let addr = gateway.local_addr();
+
+    let _known = Browser::connect(addr, "known-id", true);
+    let mut verdicts: HashMap<(u16, String), usize> = HashMap::new();
+    for i in 0..GUESSES {
+        *verdicts.entry(upgrade_status(addr, &format!("guess-{i}"))).or_default() += 1;
+    }
+    let requests = total_requests(&cp);
+    eprintln!(
+        "1 admission + {GUESSES} unknown ids from one IP: {requests} control-plane requests, verdicts {verdicts:?}"
+    );
+    assert_eq!(requests, LIMIT, "the control plane was asked {requests} times by one client");
+    assert_eq!(verdicts.get(&(401, "unauthorized".to_owned())), Some(&(LIMIT - 1)), "{verdicts:?}");
+    assert_eq!(verdicts.get(&(429, "too_many_requests".to_owned())), Some(&(GUESSES + 1 - LIMIT)), "{verdicts:?}");
+
+    // The refusal says what happened and when to retry.
+    let (status, text) = http_raw(addr, upgrade_request("/stream/guess-again", "").as_bytes());
+    assert_eq!(status, 429, "{text}");
+    let message = serde_json::from_str::<Value>(http_body(&text)).expect("JSON")["message"].to_string();
+    assert!(message.contains(&LIMIT.to_string()) && message.contains("minute"), "{message}");
+
+    // A cached answer needs no lookup: the known session still gets in.
+    let _again = Browser::connect(addr, "known-id", true);
+    // Another client IP has its own budget.
+    let other = std::net::IpAddr::from([127, 0, 0, 2]);
+    assert_eq!(upgrade_status_from(other, addr, "guess-elsewhere"), (401, "unauthorized".to_owned()));
+    assert_eq!(total_requests(&cp), LIMIT + 1);
+}
+
+/// The control plane's `edge_id` is checked like a token's (PROTOCOL.md
+/// §6.1): a session placed on another edge is refused with 403 `forbidden`.
+#[test]
+fn a_control_plane_session_for_another_edge_is_refused() {
+    let cp = ControlPlane::start();
+    let on_edge = |edge: &str| {
+        let mut answer = session("ana", TENANT, &["*"]);
+        answer["edge_id"] = json!(edge);
+        answer
+    };
+    cp.answer("here", 200, on_edge("edge-1"));
+    cp.answer("elsewhere", 200, on_edge("edge-2"));
+    cp.answer("anywhere", 200, on_edge(""));
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nworkers: 2\ntableros_secret_key: {SECRET}\nedge_id: edge-1\ncontrol_plane:\n  url: {}\n",
+        cp.url()
+    );
+    let gateway = start(GatewayConfig::from_yaml(&yaml).expect("config"));
+    let addr = gateway.local_addr();
+    assert_eq!(upgrade_status(addr, "elsewhere"), (403, "forbidden".to_owned()));
+    let _here = Browser::connect(addr, "here", true);
+    let _anywhere = Browser::connect(addr, "anywhere", true);
 }

@@ -1,6 +1,7 @@
 //! Threats without a home elsewhere: a cross-site page opening a session
-//! with a user's token (cross-site WebSocket hijacking), and a connector
-//! trying to take over another tenant's live stream. Real gateway, real
+//! with a user's token (cross-site WebSocket hijacking), a session issued
+//! for another edge, and a connector trying to take over another tenant's
+//! live stream. Real gateway, real
 //! sockets; the other threats are in bad_input.rs, revocation.rs,
 //! control_plane.rs, admission_limits.rs and cli/tests/tls.rs.
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{json, Value};
 use support::*;
+use volley_engine::GatewayConfig;
 use volley_protocol::header::FrameKind;
 
 const ALLOWED: &str = "https://dash.volley.example";
@@ -61,6 +63,38 @@ fn a_page_from_another_origin_cannot_open_a_session_with_the_users_token() {
     // Non-browser clients send no Origin; the token alone decides for them.
     let (status, _) = upgrade("");
     assert_eq!(status, 101, "no Origin header: not a browser page");
+}
+
+/// PROTOCOL.md §6, §8: a gateway with `edge_id` refuses a session token
+/// issued for another edge (403 `forbidden`), at the upgrade and at
+/// `/session-check`; a token for this edge, or with an empty `edge_id`, is
+/// admitted. A gateway without `edge_id` does not look at the claim.
+#[test]
+fn a_session_issued_for_another_edge_is_refused() {
+    let yaml = format!("listen: 127.0.0.1:0\nworkers: 2\ntableros_secret_key: {SECRET}\nedge_id: edge-a\n");
+    let gateway = start(GatewayConfig::from_yaml(&yaml).expect("edge_id is a gateway setting"));
+    let addr = gateway.local_addr();
+
+    for other in ["edge-b", "EDGE-A", "edge-a "] {
+        let (status, code, message) = session_verdict(addr, &session_token_on_edge(TENANT, other));
+        assert_eq!((status, code.as_str()), (403, "forbidden"), "edge {other:?}: {message}");
+        assert!(message.contains("edge"), "the refusal says why: {message}");
+    }
+    let (status, text) = http_get(addr, &format!("/session-check/{}", session_token_on_edge(TENANT, "edge-b")));
+    assert_eq!(status, 200);
+    let verdict: Value = serde_json::from_str(http_body(&text)).expect("JSON verdict");
+    assert_eq!((verdict["ok"].as_bool(), verdict["code"].as_str()), (Some(false), Some("forbidden")), "{verdict}");
+
+    for admitted in ["edge-a", ""] {
+        let (status, code, message) = session_verdict(addr, &session_token_on_edge(TENANT, admitted));
+        assert_eq!(status, 101, "edge {admitted:?}: {code} {message}");
+    }
+    drop(gateway);
+
+    // No edge_id configured: the claim is not checked.
+    let gateway = start(config());
+    let (status, code, message) = session_verdict(gateway.local_addr(), &session_token_on_edge(TENANT, "edge-b"));
+    assert_eq!(status, 101, "{code} {message}");
 }
 
 #[test]

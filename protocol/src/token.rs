@@ -102,9 +102,13 @@ pub enum TokenError {
     /// `iat` is in the future (beyond the leeway).
     #[error("token was issued in the future")]
     IssuedInFuture,
-    /// Claims are missing or have the wrong type, or the role is wrong.
+    /// Claims are missing or have the wrong type: the token is malformed.
     #[error("token claims are invalid: {0}")]
     Claims(String),
+    /// A well-formed token of the wrong kind: a connector credential
+    /// presented as a browser session, or the reverse.
+    #[error("{0}")]
+    Role(String),
 }
 
 impl TokenError {
@@ -112,6 +116,7 @@ impl TokenError {
     pub fn code(&self) -> crate::ErrorCode {
         match self {
             TokenError::Expired => crate::ErrorCode::TokenExpired,
+            TokenError::Role(_) => crate::ErrorCode::Forbidden,
             _ => crate::ErrorCode::Unauthorized,
         }
     }
@@ -151,6 +156,15 @@ pub struct Validation<'a> {
 
 /// Verifies signature and times, then decodes the claims as `T`.
 pub fn verify<T: for<'de> Deserialize<'de>>(token: &str, validation: &Validation<'_>) -> Result<T, TokenError> {
+    decode_claims(verify_value(token, validation)?)
+}
+
+fn decode_claims<T: for<'de> Deserialize<'de>>(claims: serde_json::Value) -> Result<T, TokenError> {
+    serde_json::from_value(claims).map_err(|e| TokenError::Claims(e.to_string()))
+}
+
+/// Verifies signature and times; the claims as JSON.
+fn verify_value(token: &str, validation: &Validation<'_>) -> Result<serde_json::Value, TokenError> {
     if token.len() > validation.token_bytes_max {
         return Err(TokenError::TooLong { size: token.len(), limit: validation.token_bytes_max });
     }
@@ -192,7 +206,7 @@ pub fn verify<T: for<'de> Deserialize<'de>>(token: &str, validation: &Validation
     let value: serde_json::Value =
         serde_json::from_slice(&payload_raw).map_err(|_| TokenError::Malformed("payload is not JSON"))?;
     check_times(&value, validation)?;
-    serde_json::from_value(value).map_err(|e| TokenError::Claims(e.to_string()))
+    Ok(value)
 }
 
 fn check_times(claims: &serde_json::Value, validation: &Validation<'_>) -> Result<(), TokenError> {
@@ -223,20 +237,21 @@ fn check_times(claims: &serde_json::Value, validation: &Validation<'_>) -> Resul
     Ok(())
 }
 
-/// Verifies a browser session token; refuses connector credentials.
+/// Verifies a browser session token; refuses connector credentials (by
+/// their `role`, before looking at the session claims they lack).
 pub fn verify_session(token: &str, validation: &Validation<'_>) -> Result<SessionClaims, TokenError> {
-    let claims: SessionClaims = verify(token, validation)?;
-    if claims.role.as_deref() == Some(ROLE_CONNECTOR) {
-        return Err(TokenError::Claims("a connector credential is not a browser session".into()));
+    let claims = verify_value(token, validation)?;
+    if claims.get("role").and_then(serde_json::Value::as_str) == Some(ROLE_CONNECTOR) {
+        return Err(TokenError::Role("a connector credential is not a browser session".into()));
     }
-    Ok(claims)
+    decode_claims(claims)
 }
 
 /// Verifies a connector credential; refuses anything whose role is not `connector`.
 pub fn verify_connector(token: &str, validation: &Validation<'_>) -> Result<ConnectorClaims, TokenError> {
     let claims: ConnectorClaims = verify(token, validation)?;
     if claims.role != ROLE_CONNECTOR {
-        return Err(TokenError::Claims(format!("role {:?} is not connector", claims.role)));
+        return Err(TokenError::Role(format!("role {:?} is not connector", claims.role)));
     }
     Ok(claims)
 }
@@ -312,9 +327,40 @@ mod tests {
         };
         let token = sign(&connector, SECRET).unwrap();
         assert!(verify_connector(&token, &validation(&[SECRET], 1500)).is_ok());
-        assert!(matches!(verify_session(&token, &validation(&[SECRET], 1500)), Err(TokenError::Claims(_))));
+        assert!(matches!(verify_session(&token, &validation(&[SECRET], 1500)), Err(TokenError::Role(_))));
+        // A session has no `role` claim at all: not a connector credential's shape.
         let browser = sign(&session(2000), SECRET).unwrap();
         assert!(matches!(verify_connector(&browser, &validation(&[SECRET], 1500)), Err(TokenError::Claims(_))));
+        let mut viewer = serde_json::to_value(&connector).unwrap();
+        viewer["role"] = "viewer".into();
+        let viewer = sign(&viewer, SECRET).unwrap();
+        let refused = verify_connector(&viewer, &validation(&[SECRET], 1500)).unwrap_err();
+        assert!(matches!(refused, TokenError::Role(_)), "{refused:?}");
+        assert_eq!(refused.code(), crate::ErrorCode::Forbidden);
+    }
+
+    #[test]
+    fn missing_or_ill_typed_claims_are_malformed_tokens() {
+        let good = serde_json::to_value(session(2000)).unwrap();
+        let cases: [(&str, Option<serde_json::Value>); 5] = [
+            ("exp", None),
+            ("exp", Some(serde_json::json!(2000.5))),
+            ("sub", None),
+            ("iat", Some(serde_json::json!("1000"))),
+            ("permisos", Some(serde_json::json!("*"))),
+        ];
+        for (name, value) in cases {
+            let mut claims = good.clone();
+            match &value {
+                Some(value) => claims[name] = value.clone(),
+                None => {
+                    claims.as_object_mut().unwrap().remove(name);
+                }
+            }
+            let refused = verify_session(&sign(&claims, SECRET).unwrap(), &validation(&[SECRET], 1500)).unwrap_err();
+            assert!(matches!(refused, TokenError::Claims(_)), "{name} = {value:?}: {refused:?}");
+            assert_eq!(refused.code(), crate::ErrorCode::Unauthorized, "{name} = {value:?}");
+        }
     }
 
     #[test]

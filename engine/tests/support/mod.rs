@@ -76,11 +76,29 @@ pub fn session_token_of(sub: &str, tenant: &str, jti: &str) -> String {
     sign_session(sub, tenant, &["*"], jti, now() + 3600, SECRET)
 }
 
+/// A session token for `tenant`, every dataset, issued for edge `edge_id`
+/// (`""`: no edge), valid for an hour.
+pub fn session_token_on_edge(tenant: &str, edge_id: &str) -> String {
+    sign_session_on(edge_id, "ana", tenant, &["*"], &format!("s-{}", fastrand_id()), now() + 3600, SECRET)
+}
+
 fn sign_session(sub: &str, tenant: &str, permisos: &[&str], jti: &str, exp: i64, secret: &str) -> String {
+    sign_session_on("", sub, tenant, permisos, jti, exp, secret)
+}
+
+fn sign_session_on(
+    edge_id: &str,
+    sub: &str,
+    tenant: &str,
+    permisos: &[&str],
+    jti: &str,
+    exp: i64,
+    secret: &str,
+) -> String {
     let claims = SessionClaims {
         sub: sub.into(),
         cuenta_id: tenant.into(),
-        edge_id: String::new(),
+        edge_id: edge_id.into(),
         permisos: permisos.iter().map(|p| (*p).to_owned()).collect(),
         jti: jti.into(),
         iat: now() - 10,
@@ -792,6 +810,32 @@ pub fn upgrade_request(path: &str, extra: &str) -> String {
         "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
     )
+}
+
+/// Asks to open a browser session with `token` from a raw socket: the HTTP
+/// status and the error body's `code` and `message` (`""` for a 101, whose
+/// socket is then dropped).
+pub fn session_verdict(addr: SocketAddr, token: &str) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    stream.write_all(upgrade_request(&format!("/stream/{token}"), "").as_bytes()).expect("write upgrade");
+    let mut text = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => text.extend_from_slice(&buf[..n]),
+        }
+        // A 101 stays open: its head is all there is to read.
+        if text.starts_with(b"HTTP/1.1 101") && text.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&text).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body: Value = serde_json::from_str(http_body(&text)).unwrap_or(Value::Null);
+    let field = |name: &str| body[name].as_str().unwrap_or_default().to_owned();
+    (status, field("code"), field("message"))
 }
 
 /// Upgrades `path` on a raw socket; returns the socket positioned after the 101 head.
