@@ -109,6 +109,14 @@ pub struct LimitsConfig {
     pub connector_queue_max: usize,
     /// Messages per worker inbox. Default 65 536.
     pub inbox_max: usize,
+    /// Bytes of connector frames (and of the schema and error text of stream
+    /// events) waiting in one worker's inbox for its sessions. Default
+    /// 64 MiB. A connector's reader that would pass it waits until the
+    /// destination worker has delivered enough (the connector's socket is not
+    /// read meanwhile). At least `message_bytes_max` (itself at least
+    /// `connector_frame_bytes_max`), so that one frame, or one message a
+    /// connector sent in fragments, always fits.
+    pub inbox_bytes_max: usize,
     /// Bytes a live stream keeps for late joiners: its schema frame and the
     /// dictionary frames since, each counted with its bookkeeping (some 120
     /// bytes). Default 4 MiB: dictionaries are small, and a late joiner's
@@ -143,6 +151,7 @@ impl Default for LimitsConfig {
             sessions_per_tenant_max: 50_000,
             connector_queue_max: 4096,
             inbox_max: 65_536,
+            inbox_bytes_max: 64 << 20,
             live_retained_bytes_max: 4 << 20,
         }
     }
@@ -395,6 +404,7 @@ pub struct GatewayConfig {
     /// Test-only: enable `/test/panic/connection` (a connection task panics)
     /// and `/test/panic/worker` (a worker panics outside any connection),
     /// which the tests of panic containment and of the worker-exit rule use.
+    /// Also lets in-process tests stall a worker (`WorkerMsg::Stall`).
     /// Never on in production: anyone could end the gateway.
     pub test_fault_routes: bool,
 }
@@ -508,6 +518,13 @@ impl GatewayConfig {
         }
         if l.inbox_max < 16 || l.connector_queue_max < 16 {
             return invalid("limits", "inbox_max and connector_queue_max must be at least 16");
+        }
+        if l.inbox_bytes_max < l.message_bytes_max {
+            return invalid(
+                "limits.inbox_bytes_max",
+                "must be at least limits.message_bytes_max (and so limits.connector_frame_bytes_max), so that one \
+                 connector frame or message always fits",
+            );
         }
         if self.rings.session_bytes_max < l.connector_frame_bytes_max.min(1 << 20) {
             return invalid("rings.session_bytes_max", "must hold at least one frame (1 MiB or the frame limit)");
@@ -740,6 +757,12 @@ mod tests {
         assert!(err.contains("workers"), "{err}");
         let err = GatewayConfig::from_yaml("rings:\n  total_bytes_max: 10\n").unwrap_err().to_string();
         assert!(err.contains("rings.total_bytes_max"), "{err}");
+        let err = GatewayConfig::from_yaml("limits:\n  inbox_bytes_max: 1048576\n").unwrap_err().to_string();
+        assert!(err.contains("limits.inbox_bytes_max"), "{err}");
+        assert_eq!(GatewayConfig::default().limits.inbox_bytes_max, 64 << 20);
+        let small =
+            "limits:\n  connector_frame_bytes_max: 1048576\n  message_bytes_max: 1048576\n  inbox_bytes_max: 1048576\n";
+        assert_eq!(GatewayConfig::from_yaml(small).unwrap().limits.inbox_bytes_max, 1 << 20);
         let err = GatewayConfig::from_yaml("limits:\n  live_retained_bytes_max: 0\n").unwrap_err().to_string();
         assert!(err.contains("limits.live_retained_bytes_max"), "{err}");
         let config = GatewayConfig::from_yaml("limits:\n  live_retained_bytes_max: 1048576\n").unwrap();

@@ -102,6 +102,13 @@ impl SharedFrame {
         })
     }
 
+    /// Bytes of the connector's frame as read (its WebSocket payload, which
+    /// `connector_frame_bytes_max` bounds): what this frame counts in a
+    /// worker's inbox byte budget (`crate::inbox_bytes`).
+    pub fn read_len(&self) -> usize {
+        self.body.len()
+    }
+
     /// IPC payload bytes (headers excluded).
     pub fn ipc_len(&self) -> usize {
         match self.prefix {

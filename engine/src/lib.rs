@@ -11,7 +11,8 @@
 //!   [`frame::SharedFrame`] (WebSocket headers built once) and calls
 //!   [`worker::Worker::route`] with the stream's destination-worker mask.
 //! - [`worker`]: `route` hands the frame once to each destination worker
-//!   (inline for its own, through a [`mailbox::Mailbox`] inbox for others);
+//!   (inline for its own, through a [`mailbox::Mailbox`] inbox for others,
+//!   its bytes counted by that inbox's [`inbox_bytes::InboxBytes`]);
 //!   `deliver` pushes the same `Arc<SharedFrame>` into every local
 //!   subscriber's [`conn::Ring`] under the flow/slow-reader policy.
 //! - [`browser`]: a session; its writer task drains the ring with
@@ -39,6 +40,7 @@ pub mod control_plane;
 pub mod echo;
 pub mod frame;
 pub mod http;
+pub mod inbox_bytes;
 pub mod mailbox;
 pub mod metrics;
 pub mod rate_limit;
@@ -67,6 +69,7 @@ pub use config::GatewayConfig;
 use crate::admission::Counter;
 use crate::conn::RingTotals;
 use crate::control_plane::ControlPlane;
+use crate::inbox_bytes::InboxBytes;
 use crate::mailbox::Mailbox;
 use crate::metrics::{Gauges, MetricsHub};
 use crate::registry::{ConnectorCmd, Registry};
@@ -101,6 +104,8 @@ pub struct Shared {
     pub registry: Registry,
     /// One inbox per worker.
     pub inboxes: Vec<Arc<Mailbox<WorkerMsg>>>,
+    /// Bytes waiting in each worker's inbox, bounded by `limits.inbox_bytes_max`.
+    pub inbox_bytes: Vec<InboxBytes>,
     /// Published metrics.
     pub metrics: MetricsHub,
     /// Bytes queued in all rings, data and control apart.
@@ -165,6 +170,7 @@ impl Shared {
             control_bytes: self.ring_totals.control.load(Ordering::Relaxed),
             panics: self.panics.load(Ordering::Relaxed),
             retained_bytes: self.registry.retained_bytes.load(Ordering::Relaxed),
+            inbox_bytes: self.inbox_bytes.iter().map(InboxBytes::held).sum(),
         }
     }
 }
@@ -334,6 +340,7 @@ pub fn start(config: GatewayConfig, options: StartOptions) -> Result<Gateway, St
     let shared = Arc::new(Shared {
         limits: config.limits.protocol(),
         inboxes: (0..workers).map(|_| Arc::new(Mailbox::new(config.limits.inbox_max))).collect(),
+        inbox_bytes: (0..workers).map(|_| InboxBytes::new(config.limits.inbox_bytes_max)).collect(),
         metrics: MetricsHub::new(workers, !options.metrics_disabled),
         secrets,
         connector_secrets,
@@ -520,7 +527,7 @@ async fn inbox_loop(worker: &Rc<Worker>) {
             if matches!(msg, WorkerMsg::Shutdown) {
                 return;
             }
-            worker.deliver(msg);
+            worker.deliver_queued(msg);
         }
     }
 }

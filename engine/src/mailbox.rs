@@ -9,7 +9,9 @@
 //!
 //! Policy when full: `push` hands the item back; the caller decides (the
 //! engine's producers retry after yielding, which slows the producing
-//! connector — never an unbounded queue).
+//! connector — never an unbounded queue). The queue counts items only; the
+//! bytes of the frames in a worker's inbox are bounded beside it
+//! ([`crate::inbox_bytes`]).
 
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -164,6 +164,7 @@ impl MetricsHub {
             "ring_bytes": gauges.ring_bytes,
             "control_bytes": gauges.control_bytes,
             "retained_bytes": gauges.retained_bytes,
+            "inbox_bytes": gauges.inbox_bytes,
             "counters": {
                 "frames_in": merged.frames_in,
                 "frames_out": merged.frames_out,
@@ -199,6 +200,12 @@ impl MetricsHub {
             "Bytes of schema and dictionary frames live streams keep for late joiners.",
             "gauge",
             gauges.retained_bytes as u64,
+        );
+        gauge(
+            "volley_inbox_bytes",
+            "Bytes of frames and stream events waiting in worker inboxes for delivery, all workers.",
+            "gauge",
+            gauges.inbox_bytes as u64,
         );
         gauge("volley_frames_in_total", "Frames read from connectors.", "counter", merged.frames_in);
         gauge("volley_frames_out_total", "Frames written to browsers.", "counter", merged.frames_out);
@@ -246,6 +253,8 @@ pub struct Gauges {
     pub panics: u64,
     /// Bytes live streams keep for late joiners.
     pub retained_bytes: usize,
+    /// Bytes of frames and events waiting in worker inboxes, all workers.
+    pub inbox_bytes: usize,
 }
 
 fn summary(h: &Histogram<u64>) -> Value {

@@ -21,6 +21,7 @@ use crate::browser::BrowserSession;
 use crate::config::SlowReaderPolicy;
 use crate::conn::ConnCtl;
 use crate::frame::{Level, SharedFrame};
+use crate::inbox_bytes::InboxBytes;
 use crate::mailbox::PushError;
 use crate::metrics::WorkerMetrics;
 use crate::registry::{ConnectorCmd, ConnectorHandle, Stream};
@@ -73,6 +74,27 @@ pub enum WorkerMsg {
     Recheck,
     /// Stop: close every connection with 1001 and exit.
     Shutdown,
+    /// Test-only fault injection: block this worker's thread for this long,
+    /// as a worker busy with other work would be, so that its inbox backs
+    /// up. Ignored unless `test_fault_routes` is on; only code in the
+    /// gateway's process can send it.
+    #[doc(hidden)]
+    Stall(Duration),
+}
+
+impl WorkerMsg {
+    /// Bytes a connector sent that this message holds while it waits in an
+    /// inbox, counted against `limits.inbox_bytes_max`
+    /// ([`crate::inbox_bytes`]): a frame's payload, an event's schema or
+    /// error text. Commands from the gateway itself count 0.
+    pub fn inbox_bytes(&self) -> usize {
+        match self {
+            WorkerMsg::Frame(frame) => frame.read_len(),
+            WorkerMsg::Event(_, StreamEvent::FlightInfo { schema, .. } | StreamEvent::Start { schema }) => schema.len(),
+            WorkerMsg::Event(_, StreamEvent::End { error, .. }) => error.as_ref().map_or(0, |e| e.message.len()),
+            WorkerMsg::Revoke(_) | WorkerMsg::Recheck | WorkerMsg::Shutdown | WorkerMsg::Stall(_) => 0,
+        }
+    }
 }
 
 /// One browser's view of one stream on this worker.
@@ -192,10 +214,14 @@ impl Worker {
     }
 
     /// Sends `msg` to every worker with subscribers in `mask`: this worker
-    /// handles it inline, others get it once through their inbox. A full
-    /// inbox makes the caller (a connector reader) wait: backpressure, never
-    /// an unbounded queue.
+    /// handles it inline, others get it once through their inbox. An inbox
+    /// full by count (`limits.inbox_max`) or holding
+    /// `limits.inbox_bytes_max` bytes makes the caller (a connector reader)
+    /// wait: backpressure, never an unbounded queue. Bytes are counted here,
+    /// before the push, and uncounted by the destination once it delivered
+    /// the message ([`Worker::deliver_queued`]); inline delivery counts nothing.
     pub async fn route(self: &Rc<Self>, mask: u64, msg: WorkerMsg) {
+        let bytes = msg.inbox_bytes();
         let mut bits = mask;
         while bits != 0 {
             let target = bits.trailing_zeros() as usize;
@@ -204,7 +230,13 @@ impl Worker {
                 self.deliver(msg.clone());
                 continue;
             }
-            let Some(inbox) = self.shared.inboxes.get(target) else { continue };
+            let (Some(inbox), Some(budget)) = (self.shared.inboxes.get(target), self.shared.inbox_bytes.get(target))
+            else {
+                continue;
+            };
+            if bytes > 0 {
+                budget.acquire(bytes).await;
+            }
             let mut item = msg.clone();
             loop {
                 match inbox.push(item) {
@@ -213,10 +245,32 @@ impl Worker {
                         item = back;
                         monoio::time::sleep(Duration::from_millis(1)).await;
                     }
-                    Err(PushError::Closed(_)) => break,
+                    Err(PushError::Closed(_)) => {
+                        if bytes > 0 {
+                            budget.release(bytes);
+                        }
+                        break;
+                    }
                 }
             }
         }
+    }
+
+    /// Handles a message taken off this worker's inbox, then uncounts its
+    /// bytes from the inbox's budget (also if delivering it panicked): a
+    /// frame counts until it is in its sessions' rings, including while it
+    /// waits in the batch the worker took off its inbox.
+    pub fn deliver_queued(self: &Rc<Self>, msg: WorkerMsg) {
+        struct Uncount<'a>(Option<&'a InboxBytes>, usize);
+        impl Drop for Uncount<'_> {
+            fn drop(&mut self) {
+                if let (Some(budget), bytes @ 1..) = (self.0, self.1) {
+                    budget.release(bytes);
+                }
+            }
+        }
+        let _uncount = Uncount(self.shared.inbox_bytes.get(self.index), msg.inbox_bytes());
+        self.deliver(msg);
     }
 
     /// Handles a message for this worker's sessions.
@@ -227,6 +281,12 @@ impl Worker {
             WorkerMsg::Revoke(revocation) => self.revoke(&revocation),
             WorkerMsg::Recheck => self.recheck(),
             WorkerMsg::Shutdown => {}
+            WorkerMsg::Stall(duration) => {
+                if self.shared.config.test_fault_routes {
+                    log::warn!("worker {} stalls for {duration:?} (test fault injection)", self.index);
+                    std::thread::sleep(duration);
+                }
+            }
         }
     }
 
