@@ -48,6 +48,7 @@ const SESSION_CONTROL_BYTES_MAX: u64 = 256 * KIB;
 const CONNECTOR_FRAME_BYTES_MAX: u64 = 4 * MIB;
 const LIVE_RETAINED_BYTES_MAX: u64 = 2 * MIB;
 const CREDIT_BYTES: u64 = 4 * MIB;
+const INBOX_BYTES_MAX: u64 = 16 * MIB;
 
 // Attackers (each reconnects when the gateway closes it).
 const FLOODERS: usize = 6;
@@ -73,6 +74,8 @@ fn gateway_yaml() -> String {
             "connector_frame_bytes_max": CONNECTOR_FRAME_BYTES_MAX,
             "live_retained_bytes_max": LIVE_RETAINED_BYTES_MAX,
             "credit_bytes": CREDIT_BYTES,
+            "message_bytes_max": CONNECTOR_FRAME_BYTES_MAX,
+            "inbox_bytes_max": INBOX_BYTES_MAX,
         },
     })
     .to_string()
@@ -84,7 +87,6 @@ fn worst_case_rss() -> u64 {
     let handshake_bytes_max = 8 * KIB;
     let control_message_bytes_max = 64 * KIB;
     let browser_frame_bytes_max = 64 * KIB;
-    let inbox_bytes_max = 64 * MIB; // per worker, the default
     let workers = 2;
     let browsers = (SUBSCRIBERS + FLOODERS + QUIT_QUERIES + 1) as u64; // + the dictionary subscriber
     let registered_tunnels = 3 + 1; // the real connector's tunnels + the dictionary connector
@@ -99,7 +101,7 @@ fn worst_case_rss() -> u64 {
         + browsers * (browser_frame_bytes_max + control_message_bytes_max + SESSION_CONTROL_BYTES_MAX)
         + TOTAL_BYTES_MAX
         + query_streams * (CREDIT_BYTES + CONNECTOR_FRAME_BYTES_MAX)
-        + workers * inbox_bytes_max;
+        + workers * INBOX_BYTES_MAX;
     48 * MIB + heap + heap / 4
 }
 
@@ -276,6 +278,8 @@ fn dictionary_attack(addr: SocketAddr, stop: Arc<AtomicBool>, tally: Arc<Tally>)
 
 fn dictionary_connector(addr: SocketAddr, stop: &AtomicBool, tally: &Tally) -> Result<(), String> {
     let stream = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    // A gateway that stopped answering must fail the soak, not hang it.
+    stream.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
     let request = format!("ws://{addr}/ws/connect").into_client_request().map_err(|e| e.to_string())?;
     let (mut ws, _) = tungstenite::client::client(request, stream).map_err(|e| e.to_string())?;
     let register = json!({
@@ -480,10 +484,17 @@ fn a_gateway_under_every_attack_at_once_keeps_serving_live_subscribers_within_it
     attackers.push(attacker(&attack_stop, &tallies[4].1, quit_query_attack(addr)));
 
     let began = Instant::now();
-    let mut peak_rss = 0;
+    let (mut peak_rss, mut health_checks, mut unhealthy) = (0, 0, 0);
+    let health = b"GET /health HTTP/1.1\r\nHost: soak\r\nConnection: close\r\n\r\n";
     while began.elapsed() < soak_duration() {
         let rss = rss_of(pid).unwrap_or_else(|| panic!("the gateway process is gone:\n{}", gateway.output()));
         peak_rss = peak_rss.max(rss);
+        if health_checks < began.elapsed().as_secs() {
+            health_checks += 1;
+            if status_of(addr, health) != 200 {
+                unhealthy += 1;
+            }
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
     attack_stop.store(true, Ordering::Release);
@@ -509,6 +520,7 @@ fn a_gateway_under_every_attack_at_once_keeps_serving_live_subscribers_within_it
             tally.unexpected.lock().expect("lock")
         );
     }
+    assert_eq!(unhealthy, 0, "/health failed {unhealthy} of {health_checks} times during the soak");
     let failures: Vec<&String> = received.iter().filter_map(|r| r.as_ref().err()).collect();
     assert!(failures.is_empty(), "legitimate subscribers lost frames or were closed: {failures:?}");
     let last: Vec<u64> = received.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
@@ -524,7 +536,7 @@ fn a_gateway_under_every_attack_at_once_keeps_serving_live_subscribers_within_it
         assert!(tally.ended_by_gateway.load(Ordering::Relaxed) > 0, "the gateway never stopped the {name}");
     }
     assert!(peak_rss <= bound, "peak RSS {peak_rss} over the ARCHITECTURE.md bound {bound}");
-    assert_eq!(status_of(addr, b"GET /health HTTP/1.1\r\nHost: soak\r\nConnection: close\r\n\r\n"), 200);
+    assert_eq!(status_of(addr, health), 200);
     gateway.signal("-TERM");
     assert_eq!(gateway.wait_exit(Duration::from_secs(10)), Some(0), "{}", gateway.output());
 }
