@@ -15,6 +15,10 @@
 //! cannot be reached (connect error, timeout, 5xx, queue full) is not cached:
 //! the caller applies `control_plane.fail_open`.
 
+// Peer input (ARCHITECTURE.md invariant 6): no indexing or slicing that a
+// peer-chosen offset could make panic. Use `get`, patterns or iterators.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
 use std::collections::HashMap;
 use std::future::poll_fn;
 use std::sync::Arc;
