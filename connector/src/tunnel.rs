@@ -8,6 +8,10 @@
 //! connection's bounded outgoing queue (a full queue blocks the producer:
 //! backpressure). Level-2 streams also wait for credit from the gateway.
 
+// Peer input (ARCHITECTURE.md invariant 6): no indexing or slicing that a
+// peer-chosen offset could make panic. Use `get`, patterns or iterators.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
 use std::collections::HashMap;
 use std::io;
 use std::net::TcpStream;

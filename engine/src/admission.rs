@@ -9,6 +9,10 @@
 //! per frame; a key whose count falls to zero is removed, so the maps hold
 //! only keys with open connections.
 
+// Peer input (ARCHITECTURE.md invariant 6): no indexing or slicing that a
+// peer-chosen offset could make panic. Use `get`, patterns or iterators.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::Arc;
@@ -20,20 +24,20 @@ pub const ADMISSION_SHARDS: usize = 16;
 
 /// Counts open things per key, each key bounded.
 pub struct Counter<K> {
-    shards: Vec<Mutex<HashMap<K, usize>>>,
+    shards: [Mutex<HashMap<K, usize>>; ADMISSION_SHARDS],
     hasher: RandomState,
 }
 
 impl<K: Hash + Eq + Clone> Default for Counter<K> {
     fn default() -> Self {
-        Counter {
-            shards: (0..ADMISSION_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            hasher: RandomState::new(),
-        }
+        Counter { shards: std::array::from_fn(|_| Mutex::new(HashMap::new())), hasher: RandomState::new() }
     }
 }
 
 impl<K: Hash + Eq + Clone> Counter<K> {
+    // The index is a remainder of ADMISSION_SHARDS and `shards` is an array
+    // of exactly ADMISSION_SHARDS, so it is in bounds.
+    #[allow(clippy::indexing_slicing)]
     fn shard(&self, key: &K) -> &Mutex<HashMap<K, usize>> {
         let index = usize::try_from(self.hasher.hash_one(key) % ADMISSION_SHARDS as u64).unwrap_or(0);
         &self.shards[index]

@@ -3,6 +3,10 @@
 //! `cancel`, `ping`; attaches the session to streams through the registry;
 //! its ring is drained by its writer task, which also returns credit.
 
+// Peer input (ARCHITECTURE.md invariant 6): no indexing or slicing that a
+// peer-chosen offset could make panic. Use `get`, patterns or iterators.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;

@@ -4,6 +4,10 @@
 //! read is only ever dropped when its connection is killed for good), the
 //! outgoing [`Ring`] with its byte budget, and the writer task.
 
+// Peer input (ARCHITECTURE.md invariant 6): no indexing or slicing that a
+// peer-chosen offset could make panic. Use `get`, patterns or iterators.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
@@ -64,12 +68,20 @@ impl ConnCtl {
 
     /// Remembers the task waiting on `side`, to wake it on kill.
     pub fn register(&self, side: Side, waker: &Waker) {
-        self.wakers[side as usize].set(Some(waker.clone()));
+        self.waker(side).set(Some(waker.clone()));
     }
 
     /// Forgets the task waiting on `side` (its operation completed).
     pub fn deregister(&self, side: Side) {
-        self.wakers[side as usize].set(None);
+        self.waker(side).set(None);
+    }
+
+    fn waker(&self, side: Side) -> &Cell<Option<Waker>> {
+        let [read, write] = &self.wakers;
+        match side {
+            Side::Read => read,
+            Side::Write => write,
+        }
     }
 
     /// Ends every in-flight operation; later operations fail at once.
@@ -673,6 +685,9 @@ pub fn close_frame(code: u16, reason: &str) -> Bytes {
 
 #[cfg(test)]
 mod tests {
+    // Tests index fixtures they built themselves; a panic there fails the test.
+    #![allow(clippy::indexing_slicing, clippy::string_slice)]
+
     use super::*;
     use proptest::prelude::*;
 

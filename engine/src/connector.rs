@@ -6,6 +6,10 @@
 //! commands (`Open`, `Cancel`, `Credit`, `Close`) into messages to the
 //! connector. Level-1 tunnels serve one stream at a time, queued in order.
 
+// Peer input (ARCHITECTURE.md invariant 6): no indexing or slicing that a
+// peer-chosen offset could make panic. Use `get`, patterns or iterators.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;

@@ -21,6 +21,10 @@
 //! the limit a lookup is refused with 429 `too_many_requests` and the control
 //! plane is not asked. Cached answers are served whatever the limit.
 
+// Peer input (ARCHITECTURE.md invariant 6): no indexing or slicing that a
+// peer-chosen offset could make panic. Use `get`, patterns or iterators.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
 use std::collections::HashMap;
 use std::future::poll_fn;
 use std::net::IpAddr;

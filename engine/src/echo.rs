@@ -2,6 +2,10 @@
 //! every message through the engine's own codec, reader and writer, so the
 //! Autobahn conformance suite exercises exactly the code browsers meet.
 
+// Peer input (ARCHITECTURE.md invariant 6): no indexing or slicing that a
+// peer-chosen offset could make panic. Use `get`, patterns or iterators.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
 use std::cell::RefCell;
 use std::rc::Rc;
 

@@ -8,6 +8,10 @@
 //! of its schema and dictionary frames for late joiners
 //! ([`SharedFrame::retained_copy`]).
 
+// Peer input (ARCHITECTURE.md invariant 6): no indexing or slicing that a
+// peer-chosen offset could make panic. Use `get`, patterns or iterators.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -129,7 +133,10 @@ impl SharedFrame {
             (Level::Two, Some(prefix)) => [self.ws_header_level2.as_slice(), prefix, &self.body],
             (Level::Two, None) => [self.ws_header_level2.as_slice(), &[], &self.body],
             (Level::One, Some(_)) => [self.ws_header_level1.as_slice(), &[], &self.body],
-            (Level::One, None) => [self.ws_header_level1.as_slice(), &[], &self.body[FRAME_HEADER_BYTES..]],
+            // Empty if the body were shorter than its header, as `ws_header_level1` says.
+            (Level::One, None) => {
+                [self.ws_header_level1.as_slice(), &[], self.body.get(FRAME_HEADER_BYTES..).unwrap_or_default()]
+            }
         }
     }
 

@@ -6,6 +6,10 @@
 //! lock at all: a connector keeps its own streams' `Arc<Stream>` and reads the
 //! destination-worker bitmask atomically.
 
+// Peer input (ARCHITECTURE.md invariant 6): no indexing or slicing that a
+// peer-chosen offset could make panic. Use `get`, patterns or iterators.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -240,8 +244,8 @@ type StreamShard = Mutex<HashMap<u32, Arc<Stream>>>;
 /// See the module docs.
 #[derive(Debug)]
 pub struct Registry {
-    tenants: Box<[RwLock<HashMap<String, TenantEntry>>]>,
-    streams: Box<[StreamShard]>,
+    tenants: [RwLock<HashMap<String, TenantEntry>>; SHARDS],
+    streams: [StreamShard; SHARDS],
     hasher: std::collections::hash_map::RandomState,
     next_stream_id: AtomicU32,
     /// Connectors online.
@@ -263,8 +267,8 @@ impl Registry {
     /// An empty registry.
     pub fn new() -> Registry {
         Registry {
-            tenants: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
-            streams: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            tenants: std::array::from_fn(|_| RwLock::new(HashMap::new())),
+            streams: std::array::from_fn(|_| Mutex::new(HashMap::new())),
             hasher: std::collections::hash_map::RandomState::new(),
             next_stream_id: AtomicU32::new(1),
             connectors_online: AtomicUsize::new(0),
@@ -273,11 +277,15 @@ impl Registry {
         }
     }
 
+    // Both shard indexes are remainders of SHARDS and both tables are arrays
+    // of exactly SHARDS, so they are in bounds (the stream id is peer-chosen).
+    #[allow(clippy::indexing_slicing)]
     fn tenant_shard(&self, tenant: &str) -> &RwLock<HashMap<String, TenantEntry>> {
         let hash = self.hasher.hash_one(tenant);
         &self.tenants[usize::try_from(hash % SHARDS as u64).unwrap_or(0)]
     }
 
+    #[allow(clippy::indexing_slicing)]
     fn stream_shard(&self, id: u32) -> &Mutex<HashMap<u32, Arc<Stream>>> {
         &self.streams[(id as usize) % SHARDS]
     }
@@ -367,11 +375,12 @@ impl Registry {
         if candidates.is_empty() {
             return Err(OpenError::NoCodec);
         }
-        for offset in 0..candidates.len() {
-            let candidate = candidates[(entry.next + offset) % candidates.len()];
+        // Round robin: start at `next`, wrap around once.
+        let start = entry.next % candidates.len();
+        for (offset, candidate) in candidates.iter().cycle().skip(start).take(candidates.len()).enumerate() {
             if candidate.active_streams.load(Ordering::Relaxed) < streams_per_connector_max {
                 entry.next = entry.next.wrapping_add(offset + 1);
-                return Ok(candidate.clone());
+                return Ok(Arc::clone(candidate));
             }
         }
         Err(OpenError::Busy)

@@ -13,6 +13,10 @@
 //! and keeping that view would pin the whole buffer while counting only the
 //! view. A kept frame costs its bytes plus [`RETAINED_FRAME_OVERHEAD_BYTES`].
 
+// Peer input (ARCHITECTURE.md invariant 6): no indexing or slicing that a
+// peer-chosen offset could make panic. Use `get`, patterns or iterators.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 

@@ -32,6 +32,10 @@
 //!   added anything, every worker gets [`WorkerMsg::Recheck`] and closes
 //!   whatever open session or tunnel the set now covers.
 
+// Peer input (ARCHITECTURE.md invariant 6): no indexing or slicing that a
+// peer-chosen offset could make panic. Use `get`, patterns or iterators.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
 pub mod feed;
 pub mod store;
 
@@ -110,15 +114,6 @@ impl Kind {
             Kind::Users => "users",
             Kind::TenantUsers => "tenant_users",
             Kind::Tenants => "tenants",
-        }
-    }
-
-    fn index(self) -> usize {
-        match self {
-            Kind::Sessions => 0,
-            Kind::Users => 1,
-            Kind::TenantUsers => 2,
-            Kind::Tenants => 3,
         }
     }
 }
@@ -217,7 +212,8 @@ fn tenant_user_member(tenant: &str, user_id: &str) -> String {
     serde_json::Value::from(vec![tenant, user_id]).to_string()
 }
 
-/// One map per [`Kind`]: member → expiry (Unix seconds).
+/// One map per [`Kind`], in the order `Sets::map` names them: member →
+/// expiry (Unix seconds).
 #[derive(Default)]
 struct Sets {
     maps: [HashMap<String, i64>; 4],
@@ -229,11 +225,27 @@ impl Sets {
     }
 
     fn map(&mut self, kind: Kind) -> &mut HashMap<String, i64> {
-        &mut self.maps[kind.index()]
+        let [sessions, users, tenant_users, tenants] = &mut self.maps;
+        match kind {
+            Kind::Sessions => sessions,
+            Kind::Users => users,
+            Kind::TenantUsers => tenant_users,
+            Kind::Tenants => tenants,
+        }
+    }
+
+    fn get(&self, kind: Kind) -> &HashMap<String, i64> {
+        let [sessions, users, tenant_users, tenants] = &self.maps;
+        match kind {
+            Kind::Sessions => sessions,
+            Kind::Users => users,
+            Kind::TenantUsers => tenant_users,
+            Kind::Tenants => tenants,
+        }
     }
 
     fn live(&self, kind: Kind, member: &str, now: i64) -> bool {
-        self.maps[kind.index()].get(member).is_some_and(|expires| *expires > now)
+        self.get(kind).get(member).is_some_and(|expires| *expires > now)
     }
 
     fn purge_expired(&mut self, now: i64) {
@@ -365,7 +377,7 @@ impl Revocations {
                 Some(Revocation::Session(claims.jti.clone()))
             } else if sets.live(Kind::Users, &claims.sub, now) {
                 Some(Revocation::User(RevokedUser { user_id: claims.sub.clone(), cuenta_id: None }))
-            } else if !sets.maps[Kind::TenantUsers.index()].is_empty()
+            } else if !sets.get(Kind::TenantUsers).is_empty()
                 && sets.live(Kind::TenantUsers, &tenant_user_member(&claims.cuenta_id, &claims.sub), now)
             {
                 Some(Revocation::User(RevokedUser {

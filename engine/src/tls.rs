@@ -11,6 +11,10 @@
 //! TLS encrypts, hence copies: zero-copy forwarding holds for `ws://`; a
 //! `wss://` session costs one encryption pass per subscriber.
 
+// Peer input (ARCHITECTURE.md invariant 6): no indexing or slicing that a
+// peer-chosen offset could make panic. Use `get`, patterns or iterators.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
 use std::cell::RefCell;
 use std::fmt;
 use std::io::{self, BufRead, IoSlice, Write};
@@ -107,9 +111,10 @@ impl CertStore {
         Ok(())
     }
 
-    /// The leaf certificate now served (DER).
-    pub fn leaf(&self) -> CertificateDer<'static> {
-        self.current.read().cert[0].clone()
+    /// The leaf certificate now served (DER); always `Some`, as `load`
+    /// refuses a file without a certificate.
+    pub fn leaf(&self) -> Option<CertificateDer<'static>> {
+        self.current.read().cert.first().cloned()
     }
 }
 
@@ -184,7 +189,7 @@ impl TlsReadHalf {
     /// Feeds rustls more ciphertext, reading from the socket when none is
     /// pending, and decrypts what it can.
     async fn feed(&mut self) -> io::Result<()> {
-        if self.start == self.cipher.len() {
+        if self.start >= self.cipher.len() {
             if self.eof {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
@@ -205,7 +210,9 @@ impl TlsReadHalf {
             }
         }
         let mut session = self.session.borrow_mut();
-        let mut pending = &self.cipher[self.start..];
+        // `start` only grows by what rustls took from this tail, and the
+        // refill above runs once it reaches the end, so the tail is non-empty.
+        let mut pending = self.cipher.get(self.start..).unwrap_or_default();
         let taken = session.read_tls(&mut pending)?;
         self.start += taken;
         session.process_new_packets().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
@@ -224,9 +231,10 @@ impl ConnRead for TlsReadHalf {
                 let copied = match reader.fill_buf() {
                     Ok(chunk) => {
                         // Empty: the peer sent close_notify.
-                        let n = chunk.len().min(end.saturating_sub(buf.len()));
-                        buf.extend_from_slice(&chunk[..n]);
-                        n
+                        let room = end.saturating_sub(buf.len());
+                        let part = chunk.get(..room).unwrap_or(chunk);
+                        buf.extend_from_slice(part);
+                        part.len()
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => usize::MAX,
                     // A TCP close without close_notify ends the stream too.
@@ -301,11 +309,11 @@ impl ConnWrite for TlsWriteHalf {
     }
 
     async fn write_bytes(&mut self, bytes: Bytes) -> io::Result<()> {
-        let mut offset = 0;
-        while offset < bytes.len() {
-            match self.write_plain(&[&bytes[offset..]]).await? {
+        let mut rest: &[u8] = &bytes;
+        while !rest.is_empty() {
+            match self.write_plain(&[rest]).await? {
                 0 => return Err(io::ErrorKind::WriteZero.into()),
-                n => offset += n,
+                n => rest = rest.get(n..).unwrap_or_default(),
             }
         }
         Ok(())

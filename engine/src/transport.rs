@@ -8,6 +8,10 @@
 //! The engine's code is generic over these traits, so the plain path is
 //! compiled on its own and pays nothing for TLS.
 
+// Peer input (ARCHITECTURE.md invariant 6): no indexing or slicing that a
+// peer-chosen offset could make panic. Use `get`, patterns or iterators.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
 use std::future::Future;
 use std::io;
 

@@ -6,6 +6,10 @@
 //! subscriptions that frames fan out to. Other workers reach it only through
 //! its inbox ([`Mailbox<WorkerMsg>`]), once per frame, not once per session.
 
+// Peer input (ARCHITECTURE.md invariant 6): no indexing or slicing that a
+// peer-chosen offset could make panic. Use `get`, patterns or iterators.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::rc::{Rc, Weak};

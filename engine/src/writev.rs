@@ -5,6 +5,10 @@
 //! pointer. [`WriteBatch`] owns the items being written and an iovec array
 //! pointing into them; [`write_all`] loops, advancing the iovecs itself.
 
+// Peer input (ARCHITECTURE.md invariant 6): no indexing or slicing that a
+// peer-chosen offset could make panic. Use `get`, patterns or iterators.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
 use std::cell::RefCell;
 use std::io;
 use std::sync::Arc;
@@ -110,12 +114,13 @@ impl WriteBatch {
                 }
             };
             for &part in slices {
-                if skip >= part.len() {
-                    skip -= part.len();
-                    continue;
+                match part.get(skip..) {
+                    Some(rest) if !rest.is_empty() => {
+                        parts.push(rest);
+                        skip = 0;
+                    }
+                    _ => skip -= part.len(),
                 }
-                parts.push(&part[skip..]);
-                skip = 0;
             }
         }
         parts
@@ -164,8 +169,8 @@ impl WriteBatch {
     /// written one has its base and length moved forward.
     fn advance(&mut self, mut written: usize) {
         self.remaining = self.remaining.saturating_sub(written);
-        while written > 0 && self.first < self.iovecs.len() {
-            let iovec = &mut self.iovecs[self.first];
+        while written > 0 {
+            let Some(iovec) = self.iovecs.get_mut(self.first) else { break };
             if written >= iovec.iov_len {
                 written -= iovec.iov_len;
                 self.first += 1;
@@ -187,11 +192,13 @@ impl WriteBatch {
 #[allow(unsafe_code)]
 unsafe impl IoVecBuf for WriteBatch {
     fn read_iovec_ptr(&self) -> *const libc::iovec {
-        self.iovecs[self.first..].as_ptr()
+        // `advance` stops `first` at `iovecs.len()`; past it both this and
+        // `read_iovec_len` describe an empty vector.
+        self.iovecs.get(self.first..).unwrap_or_default().as_ptr()
     }
 
     fn read_iovec_len(&self) -> usize {
-        (self.iovecs.len() - self.first).min(IOVECS_PER_WRITE_MAX)
+        self.iovecs.len().saturating_sub(self.first).min(IOVECS_PER_WRITE_MAX)
     }
 }
 
@@ -221,6 +228,9 @@ pub async fn write_all<W: ConnWrite>(
 
 #[cfg(test)]
 mod tests {
+    // Tests index fixtures they built themselves; a panic there fails the test.
+    #![allow(clippy::indexing_slicing, clippy::string_slice)]
+
     use super::*;
     use std::io::Read;
     use std::time::Instant;

@@ -1,6 +1,10 @@
 //! HTTP/1.1 request parsing and the WebSocket opening handshake (RFC 6455 §4),
 //! sans-IO: bytes in, a parsed [`Request`] out; responses are built as bytes.
 
+// Peer input (ARCHITECTURE.md invariant 6): no indexing or slicing that a
+// peer-chosen offset could make panic. Use `get`, patterns or iterators.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
 use base64::Engine as _;
 use sha1::{Digest, Sha1};
 
@@ -240,6 +244,9 @@ pub fn reason_phrase(status: u16) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    // Tests index fixtures they built themselves; a panic there fails the test.
+    #![allow(clippy::indexing_slicing, clippy::string_slice)]
+
     use super::*;
 
     #[test]

@@ -1,6 +1,10 @@
 //! The level-2 binary frame header (PROTOCOL.md §3): 16 little-endian bytes
 //! in front of every binary frame's IPC payload.
 
+// Peer input (ARCHITECTURE.md invariant 6): no indexing or slicing that a
+// peer-chosen offset could make panic. Use `get`, patterns or iterators.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
 use crate::limits::FRAME_HEADER_BYTES;
 
 /// First byte of every level-2 binary frame (`'V'`).
@@ -92,29 +96,27 @@ impl FrameHeader {
 
     /// Decodes the header at the start of `frame`; the payload is `&frame[16..]`.
     pub fn decode(frame: &[u8]) -> Result<FrameHeader, HeaderError> {
-        let Some(bytes) = frame.get(..FRAME_HEADER_BYTES) else {
+        let Some(&[magic, version, kind, flags, s0, s1, s2, s3, q0, q1, q2, q3, q4, q5, q6, q7]) =
+            frame.first_chunk::<FRAME_HEADER_BYTES>()
+        else {
             return Err(HeaderError::Short(frame.len()));
         };
-        if bytes[0] != MAGIC {
-            return Err(HeaderError::Magic(bytes[0]));
+        if magic != MAGIC {
+            return Err(HeaderError::Magic(magic));
         }
-        if bytes[1] != VERSION {
-            return Err(HeaderError::Version(bytes[1]));
+        if version != VERSION {
+            return Err(HeaderError::Version(version));
         }
-        let kind = FrameKind::from_byte(bytes[2]).ok_or(HeaderError::Kind(bytes[2]))?;
-        let flags = bytes[3];
+        let kind = FrameKind::from_byte(kind).ok_or(HeaderError::Kind(kind))?;
         if flags & !FLAGS_KNOWN != 0 {
             return Err(HeaderError::Flags(flags));
         }
-        let mut id = [0u8; 4];
-        id.copy_from_slice(&bytes[4..8]);
-        let stream_id = u32::from_le_bytes(id);
+        let stream_id = u32::from_le_bytes([s0, s1, s2, s3]);
         if stream_id == 0 {
             return Err(HeaderError::StreamZero);
         }
-        let mut seq = [0u8; 8];
-        seq.copy_from_slice(&bytes[8..16]);
-        Ok(FrameHeader { kind, flags, stream_id, sequence: u64::from_le_bytes(seq) })
+        let sequence = u64::from_le_bytes([q0, q1, q2, q3, q4, q5, q6, q7]);
+        Ok(FrameHeader { kind, flags, stream_id, sequence })
     }
 
     /// True when the `LAST` flag is set.

@@ -4,6 +4,10 @@
 //! doc comment; `PROTOCOL.md` §7 is the same table. The engine and the
 //! connector map their configuration files onto [`Limits`].
 
+// Peer input (ARCHITECTURE.md invariant 6): no indexing or slicing that a
+// peer-chosen offset could make panic. Use `get`, patterns or iterators.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
 /// RFC 6455 §5.5: control frames carry at most 125 payload bytes.
 pub const CONTROL_FRAME_BYTES_MAX: usize = 125;
 

@@ -7,6 +7,10 @@
 //! codes (`invalid_json`, `unknown_action`, `bad_request`) and checks id
 //! lengths; unknown fields are ignored for forward compatibility.
 
+// Peer input (ARCHITECTURE.md invariant 6): no indexing or slicing that a
+// peer-chosen offset could make panic. Use `get`, patterns or iterators.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 

@@ -8,6 +8,10 @@
 //! token, and slicing the text around a `%` at a byte offset the peer chose
 //! is how a decoder panics inside a multi-byte character.
 
+// Peer input (ARCHITECTURE.md invariant 6): no indexing or slicing that a
+// peer-chosen offset could make panic. Use `get`, patterns or iterators.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
 /// Why a path segment could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PercentError {

@@ -5,6 +5,10 @@
 //! percent-decoded here, strictly ([`crate::percent`]), so a malformed
 //! escape is a 400 before any token code sees it.
 
+// Peer input (ARCHITECTURE.md invariant 6): no indexing or slicing that a
+// peer-chosen offset could make panic. Use `get`, patterns or iterators.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
 use crate::handshake::{HandshakeError, Request};
 use crate::percent;
 

@@ -6,6 +6,10 @@
 //! (`hmac`'s `verify_slice`), accepts several secrets during a rotation
 //! window, and checks `exp`/`nbf`/`iat` with a leeway.
 
+// Peer input (ARCHITECTURE.md invariant 6): no indexing or slicing that a
+// peer-chosen offset could make panic. Use `get`, patterns or iterators.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -168,10 +172,14 @@ fn verify_value(token: &str, validation: &Validation<'_>) -> Result<serde_json::
     if token.len() > validation.token_bytes_max {
         return Err(TokenError::TooLong { size: token.len(), limit: validation.token_bytes_max });
     }
-    let mut parts = token.split('.');
-    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    // header.payload.signature; the signature covers "header.payload".
+    let three_parts = token
+        .rsplit_once('.')
+        .and_then(|(signing_input, signature)| {
+            signing_input.split_once('.').map(|(header, payload)| (signing_input, header, payload, signature))
+        })
+        .filter(|(_, _, payload, _)| !payload.contains('.'));
+    let Some((signing_input, header_b64, payload_b64, signature_b64)) = three_parts else {
         return Err(TokenError::Malformed("expected three dot-separated parts"));
     };
     let header_raw =
@@ -191,7 +199,6 @@ fn verify_value(token: &str, validation: &Validation<'_>) -> Result<serde_json::
     }
     let signature =
         URL_SAFE_NO_PAD.decode(signature_b64).map_err(|_| TokenError::Malformed("signature is not base64url"))?;
-    let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
     // Every secret is tried (no early exit on the first byte) and each
     // comparison is constant-time.
     let mut verified = false;
@@ -258,6 +265,9 @@ pub fn verify_connector(token: &str, validation: &Validation<'_>) -> Result<Conn
 
 #[cfg(test)]
 mod tests {
+    // Tests index fixtures they built themselves; a panic there fails the test.
+    #![allow(clippy::indexing_slicing, clippy::string_slice)]
+
     use super::*;
 
     const SECRET: &[u8] = b"s3cret";

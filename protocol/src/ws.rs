@@ -11,6 +11,10 @@
 //! - [`encode_header`] builds the 2–14 header bytes of an outgoing frame, so
 //!   the IO layer can write header and payload with one vectored write.
 
+// Peer input (ARCHITECTURE.md invariant 6): no indexing or slicing that a
+// peer-chosen offset could make panic. Use `get`, patterns or iterators.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::limits::{CONTROL_FRAME_BYTES_MAX, WS_HEADER_BYTES_MAX};
@@ -259,14 +263,12 @@ fn parse_header(buf: &[u8], role: Role, frame_bytes_max: usize) -> Result<Option
     let len7 = b1 & 0x7F;
     let (payload_len, mut offset): (u64, usize) = match len7 {
         126 => {
-            let Some(bytes) = buf.get(2..4) else { return Ok(None) };
-            (u64::from(u16::from_be_bytes([bytes[0], bytes[1]])), 4)
+            let Some(bytes) = array_at::<2>(buf, 2) else { return Ok(None) };
+            (u64::from(u16::from_be_bytes(bytes)), 4)
         }
         127 => {
-            let Some(bytes) = buf.get(2..10) else { return Ok(None) };
-            let mut raw = [0u8; 8];
-            raw.copy_from_slice(bytes);
-            let len = u64::from_be_bytes(raw);
+            let Some(bytes) = array_at::<8>(buf, 2) else { return Ok(None) };
+            let len = u64::from_be_bytes(bytes);
             if len & (1 << 63) != 0 {
                 return Err(WsError::LengthMsbSet);
             }
@@ -288,13 +290,18 @@ fn parse_header(buf: &[u8], role: Role, frame_bytes_max: usize) -> Result<Option
         return Err(too_large);
     }
     let mask = if masked {
-        let Some(bytes) = buf.get(offset..offset + 4) else { return Ok(None) };
+        let Some(key) = array_at::<4>(buf, offset) else { return Ok(None) };
         offset += 4;
-        Some([bytes[0], bytes[1], bytes[2], bytes[3]])
+        Some(key)
     } else {
         None
     };
     Ok(Some(ParsedHeader { fin, opcode, mask, header_len: offset, payload_len }))
+}
+
+/// The `N` bytes of `buf` starting at `at`, or `None` when `buf` ends sooner.
+fn array_at<const N: usize>(buf: &[u8], at: usize) -> Option<[u8; N]> {
+    buf.get(at..)?.first_chunk::<N>().copied()
 }
 
 /// XORs `data` with the 4-byte `mask` (RFC 6455 §5.3), 8 bytes at a time.
@@ -306,9 +313,10 @@ pub fn apply_mask(data: &mut [u8], mask: [u8; 4]) {
         raw.copy_from_slice(chunk);
         chunk.copy_from_slice(&(u64::from_ne_bytes(raw) ^ word).to_ne_bytes());
     }
-    // Each full chunk is 8 bytes, a multiple of 4, so the tail starts at mask index 0.
-    for (i, byte) in chunks.into_remainder().iter_mut().enumerate() {
-        *byte ^= mask[i % 4];
+    // Each full chunk is 8 bytes, a multiple of 4, so the tail (at most 7
+    // bytes) starts at mask index 0.
+    for (byte, key) in chunks.into_remainder().iter_mut().zip(mask.iter().cycle()) {
+        *byte ^= key;
     }
 }
 
@@ -321,6 +329,9 @@ pub struct HeaderBytes {
 
 impl HeaderBytes {
     /// The encoded header.
+    // `len` is 2, 4, 6, 8, 10 or 14: `encode_header` is the only constructor
+    // and sets it to a header length that fits `bytes` (WS_HEADER_BYTES_MAX).
+    #[allow(clippy::indexing_slicing)]
     pub fn as_slice(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len)]
     }
@@ -329,30 +340,25 @@ impl HeaderBytes {
 /// Encodes the header of a frame with `payload_len` bytes. With `mask`
 /// (client role) the caller must mask the payload with the same key.
 pub fn encode_header(fin: bool, opcode: OpCode, payload_len: usize, mask: Option<[u8; 4]>) -> HeaderBytes {
-    let mut bytes = [0u8; WS_HEADER_BYTES_MAX];
-    bytes[0] = (if fin { 0x80 } else { 0 }) | opcode.bits();
+    let b0 = (if fin { 0x80 } else { 0 }) | opcode.bits();
     let mask_bit = if mask.is_some() { 0x80 } else { 0 };
-    // Header length so far; at most WS_HEADER_BYTES_MAX (14), so a u8.
-    let mut len: u8 = 2;
-    if let Ok(small @ 0..=125) = u8::try_from(payload_len) {
-        bytes[1] = mask_bit | small;
+    // The key follows the length; without a mask its four bytes stay zero,
+    // like the unused tail, and `len` does not count them.
+    let [k0, k1, k2, k3] = mask.unwrap_or_default();
+    // Header length without the key: 2, 4 or 10, so a u8.
+    let (bytes, len): ([u8; WS_HEADER_BYTES_MAX], u8) = if let Ok(small @ 0..=125) = u8::try_from(payload_len) {
+        ([b0, mask_bit | small, k0, k1, k2, k3, 0, 0, 0, 0, 0, 0, 0, 0], 2)
     } else if let Ok(medium) = u16::try_from(payload_len) {
-        bytes[1] = mask_bit | 126;
-        bytes[2..4].copy_from_slice(&medium.to_be_bytes());
-        len = 4;
+        let [m0, m1] = medium.to_be_bytes();
+        ([b0, mask_bit | 126, m0, m1, k0, k1, k2, k3, 0, 0, 0, 0, 0, 0], 4)
     } else {
-        bytes[1] = mask_bit | 127;
         // usize is at most 64 bits on every supported target (asserted below),
         // so the conversion cannot fail and the fallback is never taken.
         let wide = u64::try_from(payload_len).unwrap_or(u64::MAX);
-        bytes[2..10].copy_from_slice(&wide.to_be_bytes());
-        len = 10;
-    }
-    if let Some(key) = mask {
-        let start = usize::from(len);
-        bytes[start..start + 4].copy_from_slice(&key);
-        len += 4;
-    }
+        let [w0, w1, w2, w3, w4, w5, w6, w7] = wide.to_be_bytes();
+        ([b0, mask_bit | 127, w0, w1, w2, w3, w4, w5, w6, w7, k0, k1, k2, k3], 10)
+    };
+    let len = if mask.is_some() { len + 4 } else { len };
     HeaderBytes { bytes, len }
 }
 
@@ -375,6 +381,8 @@ pub fn encode_masked_frame(opcode: OpCode, payload: &[u8], mask: [u8; 4]) -> Byt
     out.extend_from_slice(header.as_slice());
     let start = out.len();
     out.extend_from_slice(payload);
+    // `start` is the length before the payload was appended, so in bounds.
+    #[allow(clippy::indexing_slicing)]
     apply_mask(&mut out[start..], mask);
     out.freeze()
 }
@@ -382,13 +390,13 @@ pub fn encode_masked_frame(opcode: OpCode, payload: &[u8], mask: [u8; 4]) -> Byt
 /// The payload of a close frame: code and a reason cut to fit in 125 bytes
 /// at a character boundary.
 pub fn close_payload(code: u16, reason: &str) -> Vec<u8> {
-    let mut cut = reason.len().min(CONTROL_FRAME_BYTES_MAX - 2);
-    while !reason.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    let mut out = Vec::with_capacity(2 + cut);
+    let room = reason.len().min(CONTROL_FRAME_BYTES_MAX - 2);
+    // The longest prefix within `room` that ends on a character boundary
+    // (`get` refuses the others; the empty prefix always exists).
+    let kept = (0..=room).rev().find_map(|end| reason.get(..end)).unwrap_or_default();
+    let mut out = Vec::with_capacity(2 + kept.len());
     out.extend_from_slice(&code.to_be_bytes());
-    out.extend_from_slice(&reason.as_bytes()[..cut]);
+    out.extend_from_slice(kept.as_bytes());
     out
 }
 
@@ -516,7 +524,11 @@ impl Partial {
         if self.opcode != OpCode::Text {
             return Ok(());
         }
-        match std::str::from_utf8(&self.data[self.utf8_checked..]) {
+        // `utf8_checked` only ever grows to a length of `data`, which only
+        // grows, so the tail exists; were it missing, the whole message is
+        // still checked again by `finish`.
+        let unchecked = self.data.get(self.utf8_checked..).unwrap_or_default();
+        match std::str::from_utf8(unchecked) {
             Ok(_) => self.utf8_checked = self.data.len(),
             Err(e) if e.error_len().is_some() => return Err(WsError::InvalidUtf8),
             Err(e) => self.utf8_checked += e.valid_up_to(),
@@ -553,6 +565,9 @@ fn parse_close(payload: &[u8]) -> Result<Option<(u16, String)>, WsError> {
 
 #[cfg(test)]
 mod tests {
+    // Tests index fixtures they built themselves; a panic there fails the test.
+    #![allow(clippy::indexing_slicing, clippy::string_slice)]
+
     use super::*;
 
     fn decode_all(role: Role, bytes: &[u8]) -> Result<Vec<Frame>, WsError> {

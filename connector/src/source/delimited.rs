@@ -90,17 +90,18 @@ impl<D: PushDecoder> LineReader<D> {
 
     fn step(&mut self) -> Result<Option<RecordBatch>, SourceError> {
         loop {
-            let pending = &self.buffer[self.start..];
+            // `start` only grows by what the decoder consumed of this tail.
+            let pending = self.buffer.get(self.start..).unwrap_or_default();
+            // Whole lines only, unless the last line may go too.
             let feedable = if self.at_end {
-                pending.len()
+                pending
             } else {
-                pending.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)
+                pending.iter().rposition(|&b| b == b'\n').and_then(|i| pending.get(..=i)).unwrap_or_default()
             };
-            if feedable > 0 {
-                let consumed =
-                    self.decoder.decode(&pending[..feedable]).map_err(|e| SourceError::arrow(&self.dataset, e))?;
+            if !feedable.is_empty() {
+                let consumed = self.decoder.decode(feedable).map_err(|e| SourceError::arrow(&self.dataset, e))?;
                 self.start += consumed;
-                if consumed < feedable {
+                if consumed < feedable.len() {
                     // The decoder's batch is full.
                     if let Some(batch) = self.flush()? {
                         return Ok(Some(batch));
@@ -124,6 +125,8 @@ impl<D: PushDecoder> LineReader<D> {
             }
             let filled = self.buffer.len();
             self.buffer.resize(filled + READ_CHUNK_BYTES, 0);
+            // In bounds: the buffer was just resized to `filled` + a chunk.
+            #[allow(clippy::indexing_slicing)]
             let read = self.file.read(&mut self.buffer[filled..]);
             let read = match read {
                 Ok(n) => n,

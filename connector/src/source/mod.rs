@@ -12,6 +12,12 @@
 //! [`OpenDataset::into_ipc`] turns an opened dataset into pre-sliced IPC
 //! messages ([`IpcStream`]). A live dataset runs until its [`StopFlag`] is set.
 
+// Peer input (ARCHITECTURE.md invariant 6): no indexing or slicing that a
+// peer-chosen offset could make panic. Use `get`, patterns or iterators.
+// Covers every source below: the gateway names the dataset, and file
+// contents and database answers are input the connector does not control.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
 pub mod arrow;
 pub mod csv;
 pub mod delimited;

@@ -412,19 +412,22 @@ const NUMERIC_DIGITS_MAX: usize = 40_000;
 
 impl<'a> FromSql<'a> for PgNumeric {
     fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, DecodeError> {
-        let header = raw.get(..8).ok_or("numeric shorter than its header")?;
-        let word = |i: usize| [header[i], header[i + 1]];
-        let count = usize::from(u16::from_be_bytes(word(0)));
-        let weight = i16::from_be_bytes(word(2));
-        let sign = u16::from_be_bytes(word(4));
+        // Header: digit count, weight, sign, display scale (unused), 2 bytes each.
+        let Some((&[c0, c1, w0, w1, s0, s1, _, _], body)) = raw.split_first_chunk::<8>() else {
+            return Err("numeric shorter than its header".into());
+        };
+        let count = usize::from(u16::from_be_bytes([c0, c1]));
+        let weight = i16::from_be_bytes([w0, w1]);
+        let sign = u16::from_be_bytes([s0, s1]);
         if count > NUMERIC_DIGITS_MAX {
             return Err("numeric has too many digits".into());
         }
-        let body = &raw[8..];
         if body.len() != count * 2 {
             return Err("numeric digit count does not match its length".into());
         }
-        let digits = body.chunks_exact(2).map(|pair| i16::from_be_bytes([pair[0], pair[1]])).collect();
+        // Every chunk of `chunks_exact(2)` has two bytes, so none is skipped.
+        let digits =
+            body.chunks_exact(2).filter_map(|pair| pair.first_chunk().copied()).map(i16::from_be_bytes).collect();
         Ok(PgNumeric { digits, weight, sign })
     }
     fn accepts(ty: &Type) -> bool {

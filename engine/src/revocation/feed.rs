@@ -19,6 +19,10 @@
 //! reports itself down meanwhile. Writes that could not be done are kept
 //! (bounded) and retried after the reconnect.
 
+// Peer input (ARCHITECTURE.md invariant 6): no indexing or slicing that a
+// peer-chosen offset could make panic. Use `get`, patterns or iterators.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -192,11 +196,10 @@ fn sleep_unless_stopping(shared: &Shared, total: Duration) {
 
 /// A URL fit for logs: any `user:password@` part is replaced.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!("{}://<redacted>@{}", &url[..scheme_end], &url[at + 1..])
-        }
-        _ => url.to_owned(),
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    match rest.rsplit_once('@') {
+        Some((_credentials, host)) => format!("{scheme}://<redacted>@{host}"),
+        None => url.to_owned(),
     }
 }
 

@@ -14,6 +14,10 @@
 //! error (a key of another type, a Redis user without the right to run the
 //! command) is logged with what to do and the rest goes on.
 
+// Peer input (ARCHITECTURE.md invariant 6): no indexing or slicing that a
+// peer-chosen offset could make panic. Use `get`, patterns or iterators.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
 use redis::{Connection, ErrorKind, RedisError, RedisResult, ServerErrorKind, Value};
 
 use super::{Kind, Revocation, Revocations, REVOCATIONS_MAX, REVOCATION_MESSAGE_BYTES_MAX};
