@@ -365,6 +365,7 @@ fn subscriber(addr: SocketAddr, ready: Arc<AtomicU64>, stop: Arc<AtomicBool>) ->
         let mut browser = Browser::connect(addr, &session_token(TENANT, &["ticks"]), true);
         browser.send(json!({"action": "subscribe", "dataset": "ticks", "query_id": "t"}));
         let mut next_sequence = 0u64;
+        let mut joined = false;
         let mut started = false;
         let mut quiet_since = None;
         loop {
@@ -372,10 +373,16 @@ fn subscriber(addr: SocketAddr, ready: Arc<AtomicU64>, stop: Arc<AtomicBool>) ->
                 Some(Received::Binary(data)) => {
                     quiet_since = None;
                     let header = FrameHeader::decode(&data).map_err(|e| format!("bad header: {e}"))?;
-                    if header.sequence != next_sequence {
+                    // A late joiner gets the stream's schema (and
+                    // dictionaries), then the next record batch: from there
+                    // on, every frame, in order.
+                    let snapshot = matches!(header.kind, FrameKind::Schema | FrameKind::Dictionary);
+                    let joining = !joined && (snapshot || header.sequence >= next_sequence);
+                    if header.sequence != next_sequence && !joining {
                         return Err(format!("expected sequence {next_sequence}, got {}", header.sequence));
                     }
-                    next_sequence += 1;
+                    joined |= !snapshot;
+                    next_sequence = header.sequence + 1;
                 }
                 Some(Received::Json(v)) => match v["type"].as_str() {
                     Some("stream_start") if !started => {

@@ -22,6 +22,8 @@
 //!   late joiners, bounded per stream and counted gateway-wide.
 //! - [`metrics`]: per-worker HDR histograms, merged on read.
 //! - [`echo`]: test-only conformance echo route.
+//! - [`task`]: how every connection task is spawned: a panic inside one
+//!   ends that connection, never its worker.
 //!
 //! Admission (before any of the above, off the hot path):
 //! - [`admission`]: open connections per client IP (checked at accept) and
