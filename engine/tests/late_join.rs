@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,9 @@ use bytes::Bytes;
 use serde_json::json;
 use support::*;
 use volley_protocol::header::{FrameHeader, FrameKind};
+
+/// How far (in 256-byte frames, about 1 MiB) the producer may run ahead of the anchor.
+const ANCHOR_WINDOW_FRAMES: u64 = 4096;
 
 #[test]
 fn late_joiners_get_the_schema_once_and_never_a_repeated_sequence() {
@@ -28,12 +31,21 @@ fn late_joiners_get_the_schema_once_and_never_a_repeated_sequence() {
     connector.live_frame("ticker", FrameKind::Schema, schema.clone());
 
     let stop = Arc::new(AtomicBool::new(false));
+    // Frames the anchor has read: the producer stays within a window of it,
+    // so the anchor's ring never fills (a subscriber without room for a
+    // dictionary is closed with 4002, PROTOCOL.md §5.2) however slowly a
+    // loaded machine runs this thread.
+    let anchor_read = Arc::new(AtomicU64::new(0));
     let anchor_thread = {
-        let stop = stop.clone();
+        let (stop, read) = (stop.clone(), anchor_read.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Acquire) {
-                if let Some(Received::Close(code)) = anchor.next(Duration::from_millis(50)) {
-                    panic!("anchor closed {code:?}");
+                match anchor.next(Duration::from_millis(50)) {
+                    Some(Received::Close(code)) => panic!("anchor closed {code:?}"),
+                    Some(Received::Binary(_)) => {
+                        read.fetch_add(1, Ordering::Release);
+                    }
+                    _ => {}
                 }
             }
         })
@@ -41,10 +53,14 @@ fn late_joiners_get_the_schema_once_and_never_a_repeated_sequence() {
     // The producer: a dictionary frame, then record batches, repeatedly; now and
     // then a fresh schema (which resets the dictionaries the gateway keeps).
     let producer = {
-        let stop = stop.clone();
+        let (stop, anchor_read) = (stop.clone(), anchor_read.clone());
         std::thread::spawn(move || {
             let mut i = 0u64;
             while !stop.load(Ordering::Acquire) {
+                if i > anchor_read.load(Ordering::Acquire) + ANCHOR_WINDOW_FRAMES {
+                    std::thread::sleep(Duration::from_micros(100));
+                    continue;
+                }
                 let kind = match i % 64 {
                     0 => FrameKind::Schema,
                     1 | 17 | 33 => FrameKind::Dictionary,
