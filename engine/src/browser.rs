@@ -219,6 +219,11 @@ fn read_loop<'a, R: ConnRead>(
             // Backpressure: while the ring holds its budget, the next
             // request is not read (TCP then slows the browser down).
             Ring::wait_for_room(&session.ring).await;
+            // Closing (from here or elsewhere: a policy, the sweep, a
+            // revocation): nothing more the peer sends is read.
+            if session.ring.borrow().is_closing() {
+                break;
+            }
             let message = match reader.next().await {
                 Ok(Some(message)) => message,
                 Ok(None) => break,
@@ -358,9 +363,11 @@ pub fn check(worker: &Worker, session: &BrowserSession, now: Instant, now_unix: 
         return false;
     }
     if let Some(closing_at) = session.ring.borrow().closing_at() {
-        // Its close frame has not gone out in time (the peer reads
-        // nothing): end the connection now.
-        if now.saturating_duration_since(closing_at) > CLOSE_GRACE {
+        // Closing, and nothing written for CLOSE_GRACE (the peer reads
+        // nothing, so its close frame cannot go out): end the connection
+        // now. A peer that still reads keeps draining toward the close frame.
+        let progress = closing_at.max(session.last_activity.get());
+        if now.saturating_duration_since(progress) > CLOSE_GRACE {
             session.ctl.kill();
         }
         return false;

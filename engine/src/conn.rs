@@ -380,8 +380,9 @@ pub struct RingTotals {
     pub rings: AtomicUsize,
 }
 
-/// How long a connection may take to get its close frame out once it was
-/// queued; after that its worker kills it (see [`Ring::closing_at`]).
+/// How long a closing connection may go without writing anything before
+/// its worker kills it (see [`Ring::closing_at`]): its peer reads nothing,
+/// so its close frame would never go out.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Why a ring closed its connection when its control output passed its cap.
@@ -430,9 +431,9 @@ impl Ring {
         self.closing_at.is_some()
     }
 
-    /// When the close frame was queued, if it was. A connection still open
-    /// [`CLOSE_GRACE`] later (its peer reads nothing, so the close frame
-    /// cannot be written) is killed by its worker's sweep.
+    /// When the close frame was queued, if it was. A browser session that
+    /// then writes nothing for [`CLOSE_GRACE`] (its peer reads nothing, so
+    /// the close frame cannot be written) is killed by its worker's sweep.
     pub fn closing_at(&self) -> Option<Instant> {
         self.closing_at
     }

@@ -214,6 +214,7 @@ fn a_slow_live_subscriber_skips_to_the_next_batch_with_a_gap_while_the_fast_one_
     );
     let slow_frames = Arc::new(AtomicU64::new(0));
     let last_seq = slow_frames.clone();
+    let slow_progress = slow_frames.clone();
     let slow_reader = std::thread::spawn(move || {
         let mut seen = Vec::new();
         loop {
@@ -233,7 +234,18 @@ fn a_slow_live_subscriber_skips_to_the_next_batch_with_a_gap_while_the_fast_one_
             }
         }
     });
-    rig.send_until(TOTAL);
+    // The rest of the stream, each frame once the reading slow subscriber is
+    // within reach (at most 2 s of waiting): on a loaded machine it could
+    // otherwise still be behind when the last frames go by, and skip them.
+    while rig.sent < TOTAL {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline
+            && slow_progress.load(Ordering::Acquire) + 2 * (WINDOW as u64) < (rig.sent as u64)
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        rig.send_until(rig.sent + 1);
+    }
     let fast = rig.fast.join().expect("fast reader");
     LiveRig::check_fast(fast, &rig.frames);
     let slow = slow_reader.join().expect("slow reader");
