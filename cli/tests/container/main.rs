@@ -1,6 +1,8 @@
 //! The container image and the Kubernetes example, checked without a
-//! container runtime (this build machine cannot run one: see the README's
-//! Status).
+//! container runtime: cheap, and it runs wherever `cargo test` does.
+//! scripts/suites/container.sh builds the runtime stage and runs it in
+//! podman; this test adds what that suite does not do: the manifests, and a
+//! token signed with the Secret's key.
 //!
 //! - The Dockerfile is parsed: multi-stage, a runtime stage without the
 //!   toolchains, a numeric non-root USER, exec-form HEALTHCHECK and
