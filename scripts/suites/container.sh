@@ -145,7 +145,10 @@ json.dump(p, open(sys.argv[2], "w"))' "$profile" "$CONTEXT/seccomp.json"
   SECCOMP=(--security-opt "seccomp=$CONTEXT/seccomp.json")
 fi
 
-started=$("${PODMAN[@]}" run -d --name "$CONTAINER" "${LIMITS[@]}" "${SECCOMP[@]}" -p 127.0.0.1::8081 \
+# As the pod's securityContext has it: read-only root (and no tmpfs on
+# /tmp or /run either), no capabilities, no privilege escalation.
+POD_SECURITY=(--read-only --read-only-tmpfs=false --cap-drop ALL --security-opt no-new-privileges)
+started=$("${PODMAN[@]}" run -d --name "$CONTAINER" "${LIMITS[@]}" "${SECCOMP[@]}" "${POD_SECURITY[@]}" -p 127.0.0.1::8081 \
   -v "$config:/opt/volley/config/gateway.yaml:ro" "$IMAGE" 2>&1) || fail "podman run: $(echo "$started" | quiet)"
 PORT=$("${PODMAN[@]}" port "$CONTAINER" 8081 | head -1 | sed 's/.*://')
 [[ $PORT =~ ^[0-9]+$ ]] || fail "no published port for 8081: $PORT"
@@ -162,6 +165,12 @@ echo "ok: /health through the published port: $health"
 user=$("${PODMAN[@]}" top "$CONTAINER" huser | tail -n +2 | head -1 | tr -d ' ')
 [[ $user == 65532 ]] || fail "the gateway runs as $user, not 65532"
 echo "ok: the gateway runs as uid $user"
+readonly_root=$("${PODMAN[@]}" inspect "$CONTAINER" --format '{{.HostConfig.ReadonlyRootfs}}')
+[[ $readonly_root == true ]] || fail "the root filesystem is not read-only ($readonly_root)"
+pid=$("${PODMAN[@]}" inspect "$CONTAINER" --format '{{.State.Pid}}')
+caps=$(as_root awk '/^Cap(Prm|Eff|Bnd):/ { print $2 }' "/proc/$pid/status" | sort -u)
+[[ $caps == 0000000000000000 ]] || fail "the gateway holds capabilities: $caps"
+echo "ok: on a read-only root, with no capabilities (permitted, effective, bounding)"
 
 # GET / over bash's /dev/tcp: the body must be the built dashboard.
 exec 3<>"/dev/tcp/127.0.0.1/$PORT"
