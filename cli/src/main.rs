@@ -5,6 +5,7 @@
 //! - [`gateway`]: the engine (thread-per-core io_uring gateway).
 //! - [`connector`]: the connector that dials out to a gateway.
 //! - [`token`]: signs browser session tokens and connector credentials.
+//! - [`health`]: probes a gateway's `/health` (the container's HEALTHCHECK).
 //! - [`bench`]: load-test scenarios writing to `perf-results/`.
 
 use std::process::ExitCode;
@@ -19,6 +20,7 @@ mod demo;
 mod fdlimit;
 #[cfg(target_os = "linux")]
 mod gateway;
+mod health;
 mod signals;
 mod token;
 
@@ -56,6 +58,9 @@ enum Command {
     /// Run a load-test scenario against a gateway and write the results
     /// under perf-results/.
     Bench(bench::BenchArgs),
+    /// Check that a gateway answers GET /health with 200 (exit status 0,
+    /// else 1): the container image's HEALTHCHECK.
+    Health(health::HealthArgs),
     /// Internal: one group of simulated browsers for `volley bench` (a child
     /// process re-invoked by the bench; prints `ready` and a JSON result).
     #[command(name = "bench-worker", hide = true)]
@@ -100,6 +105,7 @@ fn main() -> ExitCode {
         Command::Connector(args) => connector::run(args),
         Command::Token(args) => token::run(args).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Health(args) => health::run(args).map(|()| ExitCode::SUCCESS),
         Command::BenchWorker { spec } => {
             volley_bench::browsers::worker_main(&spec).map(|()| ExitCode::SUCCESS).map_err(anyhow::Error::msg)
         }
