@@ -13,7 +13,8 @@ use support::*;
 
 /// What the message must name: the package that provides the driver
 /// manager's headers and library, and the build command.
-const WHAT_TO_DO: [&str; 3] = ["built without ODBC", "apt install unixodbc-dev", "cargo build --release --features odbc"];
+const WHAT_TO_DO: [&str; 3] =
+    ["built without ODBC", "apt install unixodbc-dev", "cargo build --release --features odbc"];
 
 fn config_with_an_odbc_dataset(dir: &TempDir) -> String {
     let yaml = "gateway: { uri: \"ws://127.0.0.1:9/ws/connect\" }\n\
@@ -31,7 +32,8 @@ fn a_connector_with_an_odbc_dataset_on_a_build_without_odbc_exits_saying_what_to
     let mut run = VolleyProcess::spawn_without_rust_log(&["connector", "--config", &config]);
     assert_eq!(run.wait_exit(Duration::from_secs(10)), Some(1), "{}", run.output());
     let output = run.output();
-    let message = output.lines().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("no error line:\n{output}"));
+    let message =
+        output.lines().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("no error line:\n{output}"));
     assert!(message.contains("dataset `legado`"), "{message}");
     for needle in WHAT_TO_DO {
         assert!(message.contains(needle), "{needle:?} missing from: {message}");

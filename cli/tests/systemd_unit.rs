@@ -98,6 +98,7 @@ fn the_systemd_unit_leaves_the_log_level_to_the_config() {
     let error = start_as_the_unit_does(&connector_config(&dir, "ERROR"));
     std::thread::sleep(Duration::from_secs(2));
     let output = stop(error);
-    let logged: Vec<&str> = output.lines().filter(|l| [" INFO ", " WARN ", STARTED_LINE].iter().any(|n| l.contains(n))).collect();
+    let logged: Vec<&str> =
+        output.lines().filter(|l| [" INFO ", " WARN ", STARTED_LINE].iter().any(|n| l.contains(n))).collect();
     assert!(logged.is_empty(), "logging.level: ERROR was not honoured under the unit's environment:\n{output}");
 }

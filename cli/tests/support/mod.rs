@@ -314,12 +314,8 @@ impl VolleyProcess {
     /// Starts a prepared command (another executable, working directory or
     /// environment) with stdin closed and stdout and stderr captured.
     pub fn spawn_command(mut command: Command) -> VolleyProcess {
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("volley starts");
+        let mut child =
+            command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("volley starts");
         let lines = Arc::new(Mutex::new(Vec::new()));
         let mut readers = Vec::new();
         let stdout: Box<dyn Read + Send> = Box::new(child.stdout.take().expect("stdout"));
@@ -363,7 +359,8 @@ impl VolleyProcess {
     pub fn wait_for_line(&self, needle: &str, timeout: Duration) -> Option<String> {
         let deadline = Instant::now() + timeout;
         loop {
-            let found = self.lines.lock().expect("lock").iter().find(|(_, l)| l.contains(needle)).map(|(_, l)| l.clone());
+            let found =
+                self.lines.lock().expect("lock").iter().find(|(_, l)| l.contains(needle)).map(|(_, l)| l.clone());
             if found.is_some() || Instant::now() >= deadline {
                 return found;
             }
