@@ -13,7 +13,11 @@
 #   clippy    cargo clippy --workspace --all-targets -- -D warnings
 #   build     cargo build --workspace
 #   test      cargo nextest run --workspace + cargo test --workspace --doc
-#             (plain cargo test --workspace when nextest is not installed)
+#             (plain cargo test --workspace when nextest is not installed);
+#             the default build, which has no ODBC
+#   odbc      clippy, then the connector's tests, with the `odbc` cargo
+#             feature (needs unixodbc-dev; target/debug/volley stays the
+#             default build)
 #   fuzz      scripts/fuzz.sh 10, when that script exists
 #   suites    every scripts/suites/*.sh, in name order; one suite is
 #             skipped by its file name without .sh (e.g. VOLLEY_SKIP=autobahn).
@@ -35,7 +39,8 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-auto}
 # A one-shot run gains nothing from incremental state; it only costs disk.
 if [[ -n ${CI:-} ]]; then export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}; fi
 
-APT_PACKAGES=(chromium redis-server postgresql odbc-postgresql unixodbc unixodbc-dev pkg-config)
+# binutils: readelf, for the linkage test (cli/tests/linkage.rs).
+APT_PACKAGES=(chromium redis-server postgresql odbc-postgresql unixodbc unixodbc-dev pkg-config binutils)
 # python import name => pip package name
 PIP_MODULES=(pyarrow:pyarrow jwt:pyjwt websockets:websockets kosoku:kosoku adbc_driver_postgresql:adbc-driver-postgresql)
 
@@ -208,6 +213,20 @@ cargo_test() {
   fi
 }
 
+# ODBC is a cargo feature, off by default (docs/decisions/
+# 2026-12-07-odbc-behind-a-cargo-feature.md): the `test` step tests the
+# default build, this one the connector with ODBC. Only the connector's
+# targets are built with the feature, so target/debug/volley, which the later
+# steps run, stays the default build.
+odbc_test() {
+  cargo clippy -p volley-connector -p volley --features volley/odbc --all-targets -- -D warnings
+  if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run -p volley-connector --features odbc
+  else
+    cargo test -p volley-connector --features odbc
+  fi
+}
+
 # ---- steps -----------------------------------------------------------------
 
 echo "Volley tests in $ROOT (target dir $TARGET_DIR)"
@@ -228,6 +247,7 @@ run_step clippy "cargo clippy --workspace --all-targets -- -D warnings" \
   cargo clippy --workspace --all-targets -- -D warnings
 run_step build "cargo build --workspace" cargo build --workspace
 run_step test "cargo tests (workspace)" cargo_test
+run_step odbc "connector with --features odbc (clippy, tests)" odbc_test
 
 if [[ ! -f web/package.json ]]; then
   skip_step web-test "web/package.json not found"

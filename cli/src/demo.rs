@@ -200,14 +200,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
 /// Finds `web/dist`, building it with npm when it is missing. `None` when it
 /// cannot be had (no npm): the gateway then serves a notice at `/`.
 fn ensure_web_build() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("VOLLEY_WEB_DIST").map(PathBuf::from),
-        Some(PathBuf::from("web/dist")),
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/dist")),
-    ];
-    for dir in candidates.iter().flatten() {
-        if dir.join("index.html").is_file() {
-            return Some(dir.clone());
+    let candidates =
+        std::env::var_os("VOLLEY_WEB_DIST").map(PathBuf::from).into_iter().chain(crate::dashboard::candidates());
+    for dir in candidates {
+        if dir.join(crate::dashboard::INDEX_FILE).is_file() {
+            return Some(dir);
         }
     }
     let web = [PathBuf::from("web"), Path::new(env!("CARGO_MANIFEST_DIR")).join("../web")]

@@ -1,13 +1,31 @@
 //! `volley gateway`: runs the engine until Ctrl-C or SIGTERM; SIGHUP reloads
 //! the TLS certificate and key.
+//!
+//! Without `--config` it starts as the seed's gateway did: the defaults of
+//! [`GatewayConfig`] (port 8081, `timeouts` 60 s per query and 10 s to
+//! connect) and the secret from `VOLLEY_SECRET` or `TABLEROS_SECRET_KEY`.
+//! Without `static_dir` the dashboard is looked for beside the binary's
+//! checkout ([`crate::dashboard`]), so a gateway started elsewhere serves it.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
-use anyhow::Context as _;
+use anyhow::{bail, Context as _};
 use clap::Args;
+use volley_engine::config::Secrets;
 use volley_engine::{GatewayConfig, StartOptions};
+
+/// Environment variables holding the session-token secret when the config
+/// file has no `tableros_secret_key`, in order of precedence: Volley's name
+/// (the one `volley token` reads), then the seed's.
+pub const SECRET_VARIABLES: [&str; 2] = ["VOLLEY_SECRET", "TABLEROS_SECRET_KEY"];
+
+/// Why the gateway does not start without a secret, and what to do.
+pub const NO_SECRET: &str = "no secret for session tokens: set VOLLEY_SECRET (or TABLEROS_SECRET_KEY, the seed's \
+    name) in the environment, or tableros_secret_key in the --config file; --insecure-dev starts without one, for \
+    development only";
 
 /// Run the gateway: connectors dial in on /ws/connect, browsers on
 /// /stream/{session}; Arrow IPC frames are forwarded from connectors to the
@@ -15,8 +33,10 @@ use volley_engine::{GatewayConfig, StartOptions};
 #[derive(Debug, Args)]
 pub struct GatewayArgs {
     /// Gateway configuration file (YAML): listen address, secrets, limits.
+    /// Without it: port 8081, every default, and the secret from
+    /// VOLLEY_SECRET or TABLEROS_SECRET_KEY.
     #[arg(long, value_name = "FILE")]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
     /// Address to listen on; overrides the config file.
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Option<SocketAddr>,
@@ -35,7 +55,18 @@ pub struct GatewayArgs {
 }
 
 pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
-    let mut config = GatewayConfig::from_file(&args.config)?;
+    let mut config = load(&args, |name| std::env::var_os(name))?;
+    if config.static_dir.is_none() {
+        config.static_dir = crate::dashboard::find();
+        if config.static_dir.is_none() {
+            let looked: Vec<String> = crate::dashboard::candidates().iter().map(|d| d.display().to_string()).collect();
+            log::warn!(
+                "the dashboard is not built (no index.html in {}): `/` shows a notice; run `npm ci && npm run build` \
+                 in web/, or set static_dir in the config",
+                looked.join(", ")
+            );
+        }
+    }
     if let Some(listen) = args.listen {
         config.listen = Some(listen.to_string());
     }
@@ -70,4 +101,81 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
     log::info!("shutting down");
     gateway.shutdown();
     Ok(())
+}
+
+/// The configuration to start with: the `--config` file, or the defaults
+/// without one; when it names no secret, the first of [`SECRET_VARIABLES`]
+/// that `env` has. Refuses ([`NO_SECRET`]) when there is none, unless
+/// `--insecure-dev`.
+fn load(args: &GatewayArgs, env: impl Fn(&str) -> Option<OsString>) -> anyhow::Result<GatewayConfig> {
+    let mut config = match &args.config {
+        Some(path) => GatewayConfig::from_file(path)?,
+        None => GatewayConfig::default(),
+    };
+    let from_env = SECRET_VARIABLES.iter().find_map(|name| Some((*name, env(name)?)));
+    match (&config.tableros_secret_key, from_env) {
+        (Some(_), Some((name, _))) => {
+            log::info!("{name} is set, but the config's tableros_secret_key is the one used");
+        }
+        (Some(_), None) => {}
+        (None, Some((name, value))) => {
+            let Ok(secret) = value.into_string() else { bail!("{name} is not valid UTF-8") };
+            if secret.is_empty() {
+                bail!("{name} is set but empty; {NO_SECRET}");
+            }
+            log::info!("session tokens are verified with the secret in {name}");
+            config.tableros_secret_key = Some(Secrets::One(secret));
+        }
+        (None, None) if args.insecure_dev => {}
+        (None, None) => bail!(NO_SECRET),
+    }
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(config: Option<PathBuf>) -> GatewayArgs {
+        GatewayArgs { config, listen: None, workers: None, insecure_dev: false, metrics_disabled: false }
+    }
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<OsString> + 'a {
+        move |name| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| OsString::from(v))
+    }
+
+    /// The seed's gateway: port 8081, queries up to 60 s, 10 s to connect.
+    #[test]
+    fn without_a_config_file_the_seed_defaults_apply() {
+        let config = load(&args(None), env(&[("VOLLEY_SECRET", "s3")])).expect("starts");
+        assert_eq!(config.listen_addr().expect("addr"), "0.0.0.0:8081".parse().expect("addr"));
+        assert_eq!((config.timeouts.query_seconds, config.timeouts.connect_seconds), (60, 10));
+        assert_eq!(config.secrets(), [b"s3".to_vec()]);
+    }
+
+    #[test]
+    fn the_secret_comes_from_the_file_then_volley_secret_then_tableros_secret_key() {
+        let both = [("VOLLEY_SECRET", "volley"), ("TABLEROS_SECRET_KEY", "tableros")];
+        assert_eq!(load(&args(None), env(&both)).expect("starts").secrets(), [b"volley".to_vec()]);
+        let seed = [("TABLEROS_SECRET_KEY", "tableros")];
+        assert_eq!(load(&args(None), env(&seed)).expect("starts").secrets(), [b"tableros".to_vec()]);
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("gateway.yaml");
+        std::fs::write(&file, "tableros_secret_key: from-file\n").expect("write");
+        assert_eq!(load(&args(Some(file)), env(&both)).expect("starts").secrets(), [b"from-file".to_vec()]);
+    }
+
+    #[test]
+    fn without_any_secret_it_refuses_naming_both_variables_unless_insecure_dev() {
+        let message = load(&args(None), env(&[])).expect_err("refused").to_string();
+        assert_eq!(message, NO_SECRET);
+        for needle in SECRET_VARIABLES.iter().chain(&["tableros_secret_key", "--insecure-dev"]) {
+            assert!(message.contains(needle), "{needle}: {message}");
+        }
+        let empty = load(&args(None), env(&[("VOLLEY_SECRET", "")])).expect_err("refused").to_string();
+        assert!(empty.starts_with("VOLLEY_SECRET is set but empty"), "{empty}");
+        let insecure = GatewayArgs { insecure_dev: true, ..args(None) };
+        assert!(load(&insecure, env(&[])).expect("starts").secrets().is_empty());
+    }
 }

@@ -2,7 +2,9 @@
 //! own module and calls into the engine, connector or bench crates:
 //!
 //! - [`demo`]: gateway + connector + sample data + dashboard on one machine.
-//! - [`gateway`]: the engine (thread-per-core io_uring gateway).
+//! - [`gateway`]: the engine (thread-per-core io_uring gateway); without
+//!   `--config` it starts with the seed's defaults.
+//! - [`dashboard`]: finds the built dashboard (`web/dist`) for both.
 //! - [`connector`]: the connector that dials out to a gateway.
 //! - [`token`]: signs browser session tokens and connector credentials.
 //! - [`health`]: probes a gateway's `/health` (the container's HEALTHCHECK).
@@ -14,6 +16,9 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod connector;
+// Where web/dist is, for `gateway` and `demo` (Linux-only, like them).
+#[cfg(target_os = "linux")]
+mod dashboard;
 // The engine (io_uring) is Linux-only; see cli/Cargo.toml.
 #[cfg(target_os = "linux")]
 mod demo;
@@ -195,7 +200,8 @@ mod tests {
         assert_eq!(gateway.listen, Some("0.0.0.0:8081".parse().unwrap()));
         assert_eq!(gateway.workers.map(|n| n.get()), Some(2));
         assert!(gateway.insecure_dev);
-        assert!(parse(&["gateway"]).is_err(), "--config is required");
+        let Ok(Command::Gateway(gateway)) = parse(&["gateway"]) else { panic!("gateway without --config") };
+        assert!(gateway.config.is_none(), "--config is optional (the seed's defaults)");
         assert!(parse(&["gateway", "--config", "g.yaml", "--workers", "0"]).is_err());
 
         let Ok(Command::Connector(connector)) = parse(&["connector", "--config", "c.yaml", "--test"]) else {

@@ -118,7 +118,16 @@ pub enum DatasetProblem {
     BadSchema(String),
     #[error("{0}")]
     Limit(String),
+    /// `type: odbc` in a build without the `odbc` cargo feature.
+    #[error("{}", ODBC_NOT_BUILT)]
+    OdbcNotBuilt,
 }
+
+/// Why an `odbc` dataset is refused by a build without the `odbc` feature,
+/// and what to do about it.
+pub const ODBC_NOT_BUILT: &str = "type `odbc` needs ODBC support, but this volley was built without ODBC: \
+    install the unixODBC driver manager (Debian/Ubuntu: `sudo apt install unixodbc-dev`), then build with \
+    `cargo build --release --features odbc`";
 
 /// Source types accepted in `type:`.
 pub const SOURCE_TYPES: [&str; 7] = ["csv", "json", "ndjson", "parquet", "arrow", "postgres", "odbc"];
@@ -759,6 +768,9 @@ fn parse_dataset(name: &str, value: serde_yaml_ng::Value, base_dir: &Path) -> Re
             }
         }
         SourceSpec::Odbc(s) => {
+            if !cfg!(feature = "odbc") {
+                return Err(DatasetProblem::OdbcNotBuilt);
+            }
             if s.connection_string.trim().is_empty() {
                 return Err(DatasetProblem::BadUrl("`connection_string` is empty".into()));
             }

@@ -62,7 +62,7 @@ fn seed_config_loads_with_defaults() {
 #[test]
 fn full_example_loads_and_resolves_paths_against_the_config_dir() {
     let dir = dir_with_files();
-    let lines = [
+    let mut lines = vec![
         "  token: secret",
         "performance: { compression: zstd, min_chunk_size: 1000 }",
         "datasets:",
@@ -71,15 +71,20 @@ fn full_example_loads_and_resolves_paths_against_the_config_dir() {
         "  clima:    { type: parquet, path: data/clima.parquet, columns: [a, b] }",
         "  archivo:  { type: arrow, path: data/x.arrows }",
         "  pedidos:  { type: postgres, url: \"postgres://u:p@db:5432/shop\", query: \"SELECT 1\" }",
-        "  legado:   { type: odbc, connection_string: \"Driver=PostgreSQL Unicode;Server=db\", query: \"SELECT 1\" }",
         "  ticker:   { type: csv, path: data/ventas.csv, live: { follow: true, poll_ms: 250 } }",
         "  polled:   { type: postgres, url: \"postgres://db/x\", query: \"SELECT ts FROM t WHERE ts > $1 ORDER BY ts\", live: { interval_ms: 1000, watermark: ts } }",
     ];
+    // Builds without the `odbc` feature refuse this one (tested below).
+    if cfg!(feature = "odbc") {
+        lines.push(
+            "  legado:   { type: odbc, connection_string: \"Driver=PostgreSQL Unicode;Server=db\", query: \"SELECT 1\" }",
+        );
+    }
     let text = format!("{HEAD}{}\n", lines.join("\n"));
     let config = load(&text, dir.path()).unwrap();
     assert_eq!(config.tenant.token.as_deref(), Some("secret"));
     assert_eq!(config.performance.compression_codecs, [Codec::Zstd]);
-    assert_eq!(config.datasets.len(), 8);
+    assert_eq!(config.datasets.len(), if cfg!(feature = "odbc") { 8 } else { 7 });
     match &config.datasets["ventas"] {
         SourceSpec::Csv(csv) => assert_eq!(csv.path, dir.path().join("data/ventas.csv")),
         other => panic!("{other:?}"),
@@ -253,4 +258,22 @@ fn only_configured_names_can_be_opened() {
         }
     }
     assert!(catalog.open("ventas").is_ok());
+}
+
+/// Without the `odbc` cargo feature (the default build) an `odbc` dataset is
+/// refused when the config loads, with one message that says what to
+/// install and how to rebuild.
+#[cfg(not(feature = "odbc"))]
+#[test]
+fn an_odbc_dataset_in_a_build_without_odbc_says_what_to_install_and_enable() {
+    let dir = dir_with_files();
+    let text = format!(
+        "{HEAD}datasets:\n  legado: {{ type: odbc, connection_string: \"Driver=PostgreSQL Unicode;Server=db\", query: \"SELECT 1\" }}\n"
+    );
+    let error = load(&text, dir.path()).map(|_| ()).unwrap_err();
+    let message = error.to_string();
+    assert!(matches!(error, ConfigError::Dataset { ref name, .. } if name == "legado"), "{message}");
+    for needle in ["built without ODBC", "apt install unixodbc-dev", "--features odbc"] {
+        assert!(message.contains(needle), "{needle:?} missing from: {message}");
+    }
 }

@@ -73,7 +73,7 @@ fn late_joiners_get_the_schema_once_and_never_a_repeated_sequence() {
                 };
                 connector.live_frame("ticker", kind, body);
                 i += 1;
-                if i % 16 == 0 {
+                if i.is_multiple_of(16) {
                     std::thread::sleep(Duration::from_micros(200));
                 }
             }

@@ -70,4 +70,4 @@ impl Default for Limits {
 // smaller than the largest frame it can be made of.
 const _: () = assert!(Limits::DEFAULT.control_message_bytes_max <= Limits::DEFAULT.browser_frame_bytes_max);
 const _: () = assert!(Limits::DEFAULT.connector_frame_bytes_max <= Limits::DEFAULT.message_bytes_max);
-const _: () = assert!(FRAME_HEADER_BYTES % 8 == 0);
+const _: () = assert!(FRAME_HEADER_BYTES.is_multiple_of(8));

@@ -307,13 +307,15 @@ impl VolleyProcess {
             Some(filter) => command.env("RUST_LOG", filter),
             None => command.env_remove("RUST_LOG"),
         };
-        let mut child = command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("volley starts");
+        command.args(args);
+        VolleyProcess::spawn_command(command)
+    }
+
+    /// Starts a prepared command (another executable, working directory or
+    /// environment) with stdin closed and stdout and stderr captured.
+    pub fn spawn_command(mut command: Command) -> VolleyProcess {
+        let mut child =
+            command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("volley starts");
         let lines = Arc::new(Mutex::new(Vec::new()));
         let mut readers = Vec::new();
         let stdout: Box<dyn Read + Send> = Box::new(child.stdout.take().expect("stdout"));
@@ -351,6 +353,19 @@ impl VolleyProcess {
     /// Everything printed so far.
     pub fn output(&self) -> String {
         self.lines.lock().expect("lock").iter().map(|(_, l)| l.as_str()).collect::<Vec<_>>().join("\n")
+    }
+
+    /// The first line containing `needle`, waiting up to `timeout` for it.
+    pub fn wait_for_line(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let found =
+                self.lines.lock().expect("lock").iter().find(|(_, l)| l.contains(needle)).map(|(_, l)| l.clone());
+            if found.is_some() || Instant::now() >= deadline {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Instants of the lines containing `needle`.
