@@ -15,9 +15,9 @@
 #   test      cargo nextest run --workspace + cargo test --workspace --doc
 #             (plain cargo test --workspace when nextest is not installed);
 #             the default build, which has no ODBC
-#   odbc      clippy, then the connector's tests, with the `odbc` cargo
-#             feature (needs unixodbc-dev; target/debug/volley stays the
-#             default build)
+#   odbc      clippy, then the connector's tests and the CLI's source-error
+#             test, with the `odbc` cargo feature (needs unixodbc-dev;
+#             target/debug/volley is rebuilt as the default build after)
 #   fuzz      scripts/fuzz.sh 10, when that script exists
 #   suites    every scripts/suites/*.sh, in name order; one suite is
 #             skipped by its file name without .sh (e.g. VOLLEY_SKIP=autobahn).
@@ -222,9 +222,13 @@ odbc_test() {
   cargo clippy -p volley-connector -p volley --features volley/odbc --all-targets -- -D warnings
   if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run -p volley-connector --features odbc
+    cargo nextest run -p volley --features odbc --test source_errors
   else
     cargo test -p volley-connector --features odbc
+    cargo test -p volley --features odbc --test source_errors
   fi
+  # The steps after this one run target/debug/volley: the default build again.
+  cargo build -p volley
 }
 
 # ---- steps -----------------------------------------------------------------

@@ -133,7 +133,8 @@ fn sql_source_errors_reach_browsers_without_sql_or_database_messages() {
     server.client().batch_execute("CREATE TABLE ok (n int8); INSERT INTO ok VALUES (1), (2);").expect("create table");
     let dir = TempDir::new("leak-sql");
     let gateway = start_default_gateway();
-    let odbc = odbc_driver_installed();
+    // The ODBC part needs a volley built with the `odbc` feature (scripts/test.sh's odbc step).
+    let odbc = cfg!(feature = "odbc") && odbc_driver_installed();
     let mut datasets = json!({
         // Fails at prepare: the table does not exist.
         "payroll": {"type": "postgres", "url": server.url(), "query": "SELECT salary FROM payroll_2024_secret"},
