@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
-use anyhow::Context as _;
+use anyhow::bail;
 use clap::Args;
-use volley_engine::{GatewayConfig, StartOptions};
+use volley_engine::{GatewayConfig, StartError, StartOptions};
 
 /// Run the gateway: connectors dial in on /ws/connect, browsers on
 /// /stream/{session}; Arrow IPC frames are forwarded from connectors to the
@@ -35,7 +35,10 @@ pub struct GatewayArgs {
 }
 
 pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
-    let mut config = GatewayConfig::from_file(&args.config)?;
+    // Messages name the file by the path that was looked at, wherever the
+    // command ran.
+    let config_path = std::path::absolute(&args.config).unwrap_or_else(|_| args.config.clone());
+    let mut config = GatewayConfig::from_file(&config_path)?;
     if let Some(listen) = args.listen {
         config.listen = Some(listen.to_string());
     }
@@ -52,11 +55,12 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
         );
     }
     let shutdown = crate::signals::shutdown_flag()?;
-    let gateway = volley_engine::start(
-        config,
-        StartOptions { insecure_dev: args.insecure_dev, metrics_disabled: args.metrics_disabled },
-    )
-    .context("starting the gateway")?;
+    let options = StartOptions { insecure_dev: args.insecure_dev, metrics_disabled: args.metrics_disabled };
+    let gateway = match volley_engine::start(config, options) {
+        Ok(gateway) => gateway,
+        Err(StartError::Bind { addr, source }) => bail!("{}", bind_failure(addr, &source, &config_path)),
+        Err(other) => return Err(anyhow::Error::new(other).context("starting the gateway")),
+    };
     let scheme = if gateway.shared().tls.is_some() { "https" } else { "http" };
     println!("volley gateway listening on {scheme}://{}", gateway.local_addr());
     let reload = crate::signals::reload_flag()?;
@@ -70,4 +74,18 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
     log::info!("shutting down");
     gateway.shutdown();
     Ok(())
+}
+
+/// One line for a port the gateway cannot listen on: the address, the OS's
+/// reason, and how to choose another.
+fn bind_failure(addr: SocketAddr, source: &std::io::Error, config_path: &std::path::Path) -> String {
+    let why = match source.kind() {
+        std::io::ErrorKind::AddrInUse => "; another process holds that port: stop it, or",
+        std::io::ErrorKind::PermissionDenied => "; ports below 1024 need root or CAP_NET_BIND_SERVICE:",
+        _ => ";",
+    };
+    format!(
+        "cannot listen on {addr}: {source}{why} choose another address with --listen ADDR:PORT or `listen:` in {}",
+        config_path.display()
+    )
 }

@@ -496,8 +496,12 @@ impl<'de> Deserialize<'de> for RawDatasets {
 
 impl Config {
     /// Reads and validates a config file; relative dataset paths resolve
-    /// against the file's directory.
+    /// against the file's directory. The path is made absolute first, so
+    /// every message names the file that was looked at, wherever the
+    /// command ran.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let path = absolute.as_path();
         let read_error = |source| ConfigError::Read { path: path.to_path_buf(), source };
         let length = std::fs::metadata(path).map_err(read_error)?.len();
         if length > CONFIG_BYTES_MAX {
