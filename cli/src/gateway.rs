@@ -9,6 +9,8 @@ use anyhow::bail;
 use clap::Args;
 use volley_engine::{GatewayConfig, StartError, StartOptions};
 
+use crate::fdlimit::Plan;
+
 /// Run the gateway: connectors dial in on /ws/connect, browsers on
 /// /stream/{session}; Arrow IPC frames are forwarded from connectors to the
 /// browsers subscribed to them, unchanged.
@@ -45,14 +47,19 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
     if let Some(workers) = args.workers {
         config.workers = Some(workers.get());
     }
-    // One descriptor per connection, plus a margin for listeners and files.
-    let wanted = u64::try_from(config.limits.connections_max).unwrap_or(u64::MAX).saturating_add(1024);
+    // One descriptor per connection, plus the reserve (fdlimit.rs says the rule).
+    let wanted = u64::try_from(config.limits.connections_max)
+        .unwrap_or(u64::MAX)
+        .saturating_add(crate::fdlimit::DESCRIPTORS_RESERVED);
     let nofile = crate::fdlimit::raise_nofile(wanted);
-    if nofile < wanted {
-        log::warn!(
-            "open-file limit is {nofile}: fewer connections than limits.connections_max ({}) fit; raise it (ulimit -n, LimitNOFILE=)",
-            config.limits.connections_max
-        );
+    let configured = connections_max_is_set(&config_path);
+    match crate::fdlimit::gateway_plan(nofile, config.limits.connections_max, configured) {
+        Plan::Fits => {}
+        Plan::Cap { connections_max, message } => {
+            log::info!("{message}");
+            config.limits.connections_max = connections_max;
+        }
+        Plan::Warn(message) => log::warn!("{message}"),
     }
     let shutdown = crate::signals::shutdown_flag()?;
     let options = StartOptions { insecure_dev: args.insecure_dev, metrics_disabled: args.metrics_disabled };
@@ -88,4 +95,15 @@ fn bind_failure(addr: SocketAddr, source: &std::io::Error, config_path: &std::pa
         "cannot listen on {addr}: {source}{why} choose another address with --listen ADDR:PORT or `listen:` in {}",
         config_path.display()
     )
+}
+
+/// Whether the config file sets `limits.connections_max` itself (the
+/// open-file rule treats the default as a ceiling, a set value as a need).
+/// The file has loaded already; anything unreadable here counts as set.
+fn connections_max_is_set(path: &std::path::Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(path) else { return true };
+    match serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text) {
+        Ok(value) => value.get("limits").is_some_and(|limits| limits.get("connections_max").is_some()),
+        Err(_) => true,
+    }
 }
