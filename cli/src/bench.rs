@@ -293,7 +293,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     // Every simulated browser is a socket here and, for a child gateway
     // (which inherits the limit), one there too.
     let sockets = u64::try_from(args.browsers.unwrap_or(10_000)).unwrap_or(u64::MAX);
-    let nofile = crate::fdlimit::raise_nofile(sockets.saturating_add(4096));
+    let nofile = crate::fdlimit::raise_nofile(sockets.saturating_add(4096)).soft;
     if nofile < sockets {
         eprintln!("warning: open-file limit {nofile} is below {sockets} browsers; raise it (ulimit -n) or run as root");
     }

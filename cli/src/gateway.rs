@@ -12,10 +12,12 @@ use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use clap::Args;
 use volley_engine::config::Secrets;
-use volley_engine::{GatewayConfig, StartOptions};
+use volley_engine::{GatewayConfig, StartError, StartOptions};
+
+use crate::fdlimit::Plan;
 
 /// Environment variables holding the session-token secret when the config
 /// file has no `tableros_secret_key`, in order of precedence: Volley's name
@@ -55,6 +57,9 @@ pub struct GatewayArgs {
 }
 
 pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
+    // Messages name the file by the path that was looked at, wherever the
+    // command ran.
+    let config_path = args.config.as_ref().map(|path| std::path::absolute(path).unwrap_or_else(|_| path.clone()));
     let mut config = load(&args, |name| std::env::var_os(name))?;
     if config.static_dir.is_none() {
         config.static_dir = crate::dashboard::find();
@@ -73,21 +78,27 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
     if let Some(workers) = args.workers {
         config.workers = Some(workers.get());
     }
-    // One descriptor per connection, plus a margin for listeners and files.
-    let wanted = u64::try_from(config.limits.connections_max).unwrap_or(u64::MAX).saturating_add(1024);
+    // One descriptor per connection, plus the reserve (fdlimit.rs says the rule).
+    let wanted = u64::try_from(config.limits.connections_max)
+        .unwrap_or(u64::MAX)
+        .saturating_add(crate::fdlimit::DESCRIPTORS_RESERVED);
     let nofile = crate::fdlimit::raise_nofile(wanted);
-    if nofile < wanted {
-        log::warn!(
-            "open-file limit is {nofile}: fewer connections than limits.connections_max ({}) fit; raise it (ulimit -n, LimitNOFILE=)",
-            config.limits.connections_max
-        );
+    let configured = config_path.as_deref().is_some_and(connections_max_is_set);
+    match crate::fdlimit::gateway_plan(nofile, config.limits.connections_max, configured) {
+        Plan::Fits => {}
+        Plan::Cap { connections_max, message } => {
+            log::info!("{message}");
+            config.limits.connections_max = connections_max;
+        }
+        Plan::Warn(message) => log::warn!("{message}"),
     }
     let shutdown = crate::signals::shutdown_flag()?;
-    let gateway = volley_engine::start(
-        config,
-        StartOptions { insecure_dev: args.insecure_dev, metrics_disabled: args.metrics_disabled },
-    )
-    .context("starting the gateway")?;
+    let options = StartOptions { insecure_dev: args.insecure_dev, metrics_disabled: args.metrics_disabled };
+    let gateway = match volley_engine::start(config, options) {
+        Ok(gateway) => gateway,
+        Err(StartError::Bind { addr, source }) => bail!("{}", bind_failure(addr, &source, config_path.as_deref())),
+        Err(other) => return Err(anyhow::Error::new(other).context("starting the gateway")),
+    };
     let scheme = if gateway.shared().tls.is_some() { "https" } else { "http" };
     println!("volley gateway listening on {scheme}://{}", gateway.local_addr());
     let reload = crate::signals::reload_flag()?;
@@ -103,13 +114,38 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One line for a port the gateway cannot listen on: the address, the OS's
+/// reason, and how to choose another.
+fn bind_failure(addr: SocketAddr, source: &std::io::Error, config_path: Option<&std::path::Path>) -> String {
+    let why = match source.kind() {
+        std::io::ErrorKind::AddrInUse => "; another process holds that port: stop it, or",
+        std::io::ErrorKind::PermissionDenied => "; ports below 1024 need root or CAP_NET_BIND_SERVICE:",
+        _ => ";",
+    };
+    let file = config_path.map_or_else(|| "a --config file".to_owned(), |path| path.display().to_string());
+    format!(
+        "cannot listen on {addr}: {source}{why} choose another address with --listen ADDR:PORT or `listen:` in {file}"
+    )
+}
+
+/// Whether the config file sets `limits.connections_max` itself (the
+/// open-file rule treats the default as a ceiling, a set value as a need).
+/// The file has loaded already; anything unreadable here counts as set.
+fn connections_max_is_set(path: &std::path::Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(path) else { return true };
+    match serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text) {
+        Ok(value) => value.get("limits").is_some_and(|limits| limits.get("connections_max").is_some()),
+        Err(_) => true,
+    }
+}
+
 /// The configuration to start with: the `--config` file, or the defaults
 /// without one; when it names no secret, the first of [`SECRET_VARIABLES`]
 /// that `env` has. Refuses ([`NO_SECRET`]) when there is none, unless
 /// `--insecure-dev`.
 fn load(args: &GatewayArgs, env: impl Fn(&str) -> Option<OsString>) -> anyhow::Result<GatewayConfig> {
     let mut config = match &args.config {
-        Some(path) => GatewayConfig::from_file(path)?,
+        Some(path) => GatewayConfig::from_file(&std::path::absolute(path).unwrap_or_else(|_| path.clone()))?,
         None => GatewayConfig::default(),
     };
     let from_env = SECRET_VARIABLES.iter().find_map(|name| Some((*name, env(name)?)));

@@ -118,18 +118,58 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            // The whole cause chain on one line, without a backtrace: these
-            // are messages for the person at the terminal.
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", one_line(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The whole cause chain on one line, without a backtrace: a message for the
+/// person at the terminal. A cause whose text the line already ends with is
+/// not repeated (many errors print their source in their own message, which
+/// `{:#}` would print again: "…in use (os error 98): …in use (os error 98)").
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn an_error_line_names_each_cause_once() {
+        /// An error that prints its source in its own message, and has it as its source.
+        #[derive(Debug)]
+        struct Bind(std::io::Error);
+        impl std::fmt::Display for Bind {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "cannot listen on 127.0.0.1:1: {}", self.0)
+            }
+        }
+        impl std::error::Error for Bind {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let error = anyhow::Error::new(Bind(std::io::Error::from_raw_os_error(98))).context("starting the gateway");
+        let line = one_line(&error);
+        assert_eq!(line.matches("os error 98").count(), 1, "{line}");
+        assert!(line.starts_with("starting the gateway: cannot listen on 127.0.0.1:1: "), "{line}");
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(one_line(&plain), "outer: inner");
+    }
 
     #[test]
     fn command_line_definition_is_consistent() {

@@ -30,6 +30,13 @@ fn run_bench(args: &[&str], out: &Path) -> Value {
         String::from_utf8_lossy(&output.stderr)
     );
     let scenario = args[0];
+    // stderr is a pipe here, as in CI or a log: progress is a line per
+    // phase, never redrawn with carriage returns.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains('\r'), "volley bench {args:?} redrew its progress on a pipe:\n{stderr:?}");
+    for phase in ["[baseline] ", &format!("[{scenario}")] {
+        assert!(stderr.lines().any(|l| l.starts_with(phase)), "no line for the {phase:?} phase:\n{stderr}");
+    }
     let json = std::fs::read_dir(out)
         .expect("out dir exists")
         .flatten()

@@ -267,11 +267,11 @@ fn binary_connector_retries_with_backoff_and_registers_with_each_new_gateway() {
 
     // No gateway yet: every attempt fails and is logged, with growing delays.
     assert!(
-        wait_until(Duration::from_secs(5), || !connector.instants_of("tunnel 0: attempt 4:").is_empty()),
+        wait_until(Duration::from_secs(5), || !connector.instants_of("(attempt 4)").is_empty()),
         "four failed attempts were not logged:\n{}",
         connector.output()
     );
-    let at = |n: u32| connector.instants_of(&format!("tunnel 0: attempt {n}:"))[0];
+    let at = |n: u32| connector.instants_of(&format!("(attempt {n})"))[0];
     let first_gap = at(2) - at(1);
     let third_gap = at(4) - at(3);
     assert!(third_gap > first_gap, "backoff grows: {first_gap:?} then {third_gap:?}\n{}", connector.output());

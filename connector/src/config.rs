@@ -4,7 +4,9 @@
 //! The file is seed-compatible (`gateway.uri`, `tenant.id`,
 //! `performance.parallel_connections`, `performance.max_chunk_size`,
 //! `performance.reconnect_delay`, `logging.level`) and adds `datasets:`, a map
-//! from dataset name to source. Loading validates everything up front: unknown
+//! from dataset name to source. A CSV dataset also takes its dialect:
+//! `delimiter`, `quote`, `header` (or `has_header`), `encoding` and
+//! `decimal` (see [`CsvSpec`]). Loading validates everything up front: unknown
 //! keys, unknown source types, missing files, bad URLs, bad live specs and
 //! duplicate dataset names are refused with a [`ConfigError`] that names the
 //! dataset and the reason. Relative paths are resolved against the directory
@@ -274,18 +276,127 @@ impl SourceSpec {
     }
 }
 
+/// A CSV dataset. Besides the file, its dialect: files as people have them
+/// (Spanish Excel exports: `;`, decimal comma, Windows-1252) are read with
+/// `delimiter`, `quote`, `header`, `encoding` and `decimal`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CsvSpec {
     pub path: PathBuf,
-    #[serde(default = "default_true")]
+    /// `header:` (the seed's name `has_header:` too): the first line names
+    /// the columns. Default true; without a header the columns are
+    /// `column_1`, `column_2`, …
+    #[serde(default = "default_true", alias = "header")]
     pub has_header: bool,
+    /// `delimiter:` one ASCII character between fields. Absent: `,` — and
+    /// then a file whose lines split consistently on another common
+    /// delimiter (`;`, tab, `|`) into one column is refused with a hint.
+    #[serde(default)]
+    pub delimiter: Option<CsvChar>,
+    /// `quote:` one ASCII character around fields that hold the delimiter;
+    /// doubled inside a field it stands for itself. Default `"`.
+    #[serde(default)]
+    pub quote: Option<CsvChar>,
+    /// `encoding:` the file's character encoding, by its usual label
+    /// (`utf-8`, `windows-1252`, `latin1`, `iso-8859-15`, `utf-16le`, …, as
+    /// WHATWG names them: `latin1` and `iso-8859-1` read as Windows-1252,
+    /// their superset). A byte-order mark at the start wins over it and is
+    /// dropped. Default UTF-8.
+    #[serde(default)]
+    pub encoding: TextEncoding,
+    /// `decimal:` the decimal mark of numbers, `.` (default) or `,`. With
+    /// `,` a column whose sampled values are all numbers written with a
+    /// decimal comma (`12,5`, `-7`, `,25`, `1,5e3`; no thousands separators)
+    /// is read as float64, as are float columns of `schema:`. Needs a
+    /// delimiter other than `,`.
+    #[serde(default)]
+    pub decimal: DecimalMark,
     #[serde(default)]
     pub schema: Option<Vec<ColumnSpec>>,
     #[serde(default)]
     pub batch_rows: Option<usize>,
     #[serde(default)]
     pub live: Option<FollowSpec>,
+}
+
+impl CsvSpec {
+    /// The delimiter byte in force (`,` when not given).
+    pub fn delimiter_byte(&self) -> u8 {
+        self.delimiter.map_or(b',', |c| c.0)
+    }
+    /// The quote byte in force (`"` when not given).
+    pub fn quote_byte(&self) -> u8 {
+        self.quote.map_or(b'"', |c| c.0)
+    }
+}
+
+/// One ASCII character of a CSV dialect (`delimiter:`, `quote:`), not a
+/// line break.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct CsvChar(pub u8);
+
+impl TryFrom<String> for CsvChar {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        match text.as_bytes() {
+            [byte] if byte.is_ascii() && !matches!(byte, b'\n' | b'\r') => Ok(CsvChar(*byte)),
+            _ => Err(format!(
+                "delimiter and quote take one ASCII character, not {text:?} (e.g. \";\", \"|\" or \"\\t\" for a tab)"
+            )),
+        }
+    }
+}
+
+/// A text file's character encoding (`encoding:`); see [`CsvSpec::encoding`].
+#[derive(Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct TextEncoding(pub &'static encoding_rs::Encoding);
+
+impl Default for TextEncoding {
+    fn default() -> Self {
+        TextEncoding(encoding_rs::UTF_8)
+    }
+}
+
+impl fmt::Debug for TextEncoding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.name())
+    }
+}
+
+impl TryFrom<String> for TextEncoding {
+    type Error = String;
+    fn try_from(label: String) -> Result<Self, String> {
+        match encoding_rs::Encoding::for_label_no_replacement(label.as_bytes()) {
+            Some(encoding) => Ok(TextEncoding(encoding)),
+            None => Err(format!(
+                "unknown encoding {label:?} (e.g. utf-8, windows-1252 for Excel on Windows, latin1, iso-8859-15)"
+            )),
+        }
+    }
+}
+
+/// The decimal mark of numbers in a CSV file (`decimal:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "String")]
+pub enum DecimalMark {
+    /// `1.5`
+    #[default]
+    Point,
+    /// `1,5`
+    Comma,
+}
+
+impl TryFrom<String> for DecimalMark {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        match text.as_str() {
+            "." => Ok(DecimalMark::Point),
+            "," => Ok(DecimalMark::Comma),
+            other => Err(format!("{other:?} is not a decimal mark: \".\" or \",\"")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -505,8 +616,12 @@ impl<'de> Deserialize<'de> for RawDatasets {
 
 impl Config {
     /// Reads and validates a config file; relative dataset paths resolve
-    /// against the file's directory.
+    /// against the file's directory. The path is made absolute first, so
+    /// every message names the file that was looked at, wherever the
+    /// command ran.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let path = absolute.as_path();
         let read_error = |source| ConfigError::Read { path: path.to_path_buf(), source };
         let length = std::fs::metadata(path).map_err(read_error)?.len();
         if length > CONFIG_BYTES_MAX {
@@ -652,6 +767,19 @@ fn parse_compression(value: &serde_yaml_ng::Value) -> Result<Vec<Codec>, ConfigE
     }
 }
 
+/// The dialect's characters must not collide.
+fn check_dialect(spec: &CsvSpec) -> Result<(), DatasetProblem> {
+    if spec.quote_byte() == spec.delimiter_byte() {
+        return Err(DatasetProblem::Spec("`quote` and `delimiter` are the same character".into()));
+    }
+    if spec.decimal == DecimalMark::Comma && spec.delimiter_byte() == b',' {
+        return Err(DatasetProblem::Spec(
+            "`decimal: \",\"` needs a delimiter other than `,` (e.g. `delimiter: \";\"`)".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks that a dataset name is safe to appear in a request: letters,
 /// digits, `_`, `-`, `.`, not starting with `.`.
 pub fn validate_dataset_name(name: &str) -> Result<(), &'static str> {
@@ -731,6 +859,7 @@ fn parse_dataset(name: &str, value: serde_yaml_ng::Value, base_dir: &Path) -> Re
             resolve(&mut s.path)?;
             check_follow(&s.live)?;
             check_schema(&s.schema)?;
+            check_dialect(s)?;
         }
         SourceSpec::Json(s) => {
             resolve(&mut s.path)?;

@@ -92,7 +92,7 @@ pub fn self_test(config_path: &Path) -> SelfTest {
                         }
                     }
                     if let Some(failure) = failure {
-                        report.lines.push(format!("FAIL dataset {name}: {failure}"));
+                        report.lines.push(format!("FAIL dataset {name}: {}", without_name(name, &failure)));
                         report.ok = false;
                         continue;
                     }
@@ -102,7 +102,7 @@ pub fn self_test(config_path: &Path) -> SelfTest {
                 report.lines.push(format!("ok   dataset {name}: {rows}; schema {{{}}}", fields.join(", ")));
             }
             Err(e) => {
-                report.lines.push(format!("FAIL dataset {name}: {e}"));
+                report.lines.push(format!("FAIL dataset {name}: {}", without_name(name, &e.to_string())));
                 report.ok = false;
             }
         }
@@ -119,6 +119,16 @@ pub fn self_test(config_path: &Path) -> SelfTest {
         }
     }
     report
+}
+
+/// A source error's text without its leading "dataset `name`: ", which
+/// the `--test` line already says.
+fn without_name<'a>(name: &str, message: &'a str) -> &'a str {
+    message
+        .strip_prefix("dataset `")
+        .and_then(|rest| rest.strip_prefix(name))
+        .and_then(|rest| rest.strip_prefix("`: "))
+        .unwrap_or(message)
 }
 
 /// Never used at run time; keeps `AtomicBool` imported for the signature docs.

@@ -65,6 +65,11 @@ pub enum TunnelError {
     /// Connect, TLS or WebSocket failure.
     #[error("websocket: {0}")]
     WebSocket(#[from] tungstenite::Error),
+    /// No TCP connection to the gateway's address (refused, unreachable,
+    /// timed out, or the name does not resolve). The gateway URI is said by
+    /// whoever reports it.
+    #[error("cannot connect: {0}")]
+    Unreachable(#[source] io::Error),
     /// Socket failure.
     #[error("io: {0}")]
     Io(#[from] io::Error),
@@ -155,10 +160,7 @@ fn connection_loop(index: usize, config: &Config, catalog: &Arc<Catalog>, shutdo
     while !shutdown.load(Ordering::Acquire) {
         attempt += 1;
         let started = Instant::now();
-        match connect_and_serve(index, config, catalog, shutdown) {
-            Ok(()) => log::info!("tunnel {index}: connection closed"),
-            Err(e) => log::warn!("tunnel {index}: attempt {attempt}: {e}"),
-        }
+        let outcome = connect_and_serve(index, config, catalog, shutdown);
         if shutdown.load(Ordering::Acquire) {
             return;
         }
@@ -167,6 +169,12 @@ fn connection_loop(index: usize, config: &Config, catalog: &Arc<Catalog>, shutdo
         }
         // Full jitter between half and all of the delay, so a fleet does not reconnect in step.
         let jittered = delay.mul_f64(0.5 + fastrand::f64() * 0.5);
+        let uri = &config.gateway.uri;
+        let retry = jittered.as_secs_f64();
+        match outcome {
+            Ok(()) => log::info!("tunnel {index}: connection to {uri} closed; reconnecting in {retry:.1} s"),
+            Err(e) => log::warn!("tunnel {index}: {uri}: {e}; retrying in {retry:.1} s (attempt {attempt})"),
+        }
         sleep_unless(jittered, shutdown);
         delay = (delay * 2).min(RECONNECT_DELAY_MAX);
     }
@@ -252,7 +260,7 @@ fn open_socket(gateway: &GatewayConfig) -> Result<Socket, TunnelError> {
     let port = request.uri().port_u16().unwrap_or(if tls { 443 } else { 80 });
     let mut last_error = io::Error::new(io::ErrorKind::NotFound, format!("{host} resolves to no address"));
     let mut stream = None;
-    for addr in (host.as_str(), port).to_socket_addrs()? {
+    for addr in (host.as_str(), port).to_socket_addrs().map_err(TunnelError::Unreachable)? {
         match TcpStream::connect_timeout(&addr, HANDSHAKE_TIMEOUT) {
             Ok(connected) => {
                 stream = Some(connected);
@@ -261,7 +269,7 @@ fn open_socket(gateway: &GatewayConfig) -> Result<Socket, TunnelError> {
             Err(e) => last_error = e,
         }
     }
-    let stream = stream.ok_or(last_error)?;
+    let stream = stream.ok_or(TunnelError::Unreachable(last_error))?;
     let _ = stream.set_nodelay(true);
     stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
     stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;

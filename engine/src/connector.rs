@@ -346,7 +346,15 @@ fn authenticate_token(worker: &Worker, register: &Register) -> Result<Option<(St
             );
             Ok(None)
         }
-        None => Err((ErrorCode::Unauthorized, "register must carry a connector token".to_owned())),
+        // A seed-style connector: name both fixes.
+        None => Err((
+            ErrorCode::Unauthorized,
+            format!(
+                "register must carry a connector token: put one from `volley token --connector --tenant {}` in \
+                 tenant.token, or set `allow_unauthenticated_connectors: true` on the gateway",
+                register.tenant_id.escape_debug()
+            ),
+        )),
         Some(token) => {
             let secrets: Vec<&[u8]> = shared.connector_secrets.iter().map(Vec::as_slice).collect();
             let validation = Validation {

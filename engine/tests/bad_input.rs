@@ -295,7 +295,8 @@ fn connector_register_refusals_close_1008() {
         ("no token", base(None), "unauthorized"),
         ("wrong secret", base(Some(connector_token_with(TENANT, "not-our-secret"))), "unauthorized"),
         ("another tenant's credential", base(Some(connector_token("other-tenant"))), "forbidden"),
-        ("a browser session as credential", base(Some(session_token(TENANT, &["*"]))), "unauthorized"),
+        // A valid token of the wrong kind (a role mismatch, §8), named as such.
+        ("a browser session as credential", base(Some(session_token(TENANT, &["*"]))), "forbidden"),
         ("garbage token", base(Some("x.y.z".into())), "unauthorized"),
     ];
     for (name, register, code) in cases {

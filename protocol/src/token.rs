@@ -245,22 +245,44 @@ fn check_times(claims: &serde_json::Value, validation: &Validation<'_>) -> Resul
 }
 
 /// Verifies a browser session token; refuses connector credentials (by
-/// their `role`, before looking at the session claims they lack).
+/// their `role`, before looking at the session claims they lack), saying
+/// which command makes a session.
 pub fn verify_session(token: &str, validation: &Validation<'_>) -> Result<SessionClaims, TokenError> {
     let claims = verify_value(token, validation)?;
     if claims.get("role").and_then(serde_json::Value::as_str) == Some(ROLE_CONNECTOR) {
-        return Err(TokenError::Role("a connector credential is not a browser session".into()));
+        return Err(TokenError::Role(format!(
+            "this is a connector credential, not a browser session token; make a session with \
+             `volley token --tenant {} --user USER`",
+            tenant_of(&claims)
+        )));
     }
     decode_claims(claims)
 }
 
-/// Verifies a connector credential; refuses anything whose role is not `connector`.
+/// Verifies a connector credential; refuses anything whose role is not
+/// `connector`. A browser session (it has `sub` and no connector role) is
+/// named as such, with the command that makes a connector credential.
 pub fn verify_connector(token: &str, validation: &Validation<'_>) -> Result<ConnectorClaims, TokenError> {
-    let claims: ConnectorClaims = verify(token, validation)?;
+    let claims = verify_value(token, validation)?;
+    let role = claims.get("role").and_then(serde_json::Value::as_str);
+    if role != Some(ROLE_CONNECTOR) && claims.get("sub").is_some() {
+        return Err(TokenError::Role(format!(
+            "this is a browser session token, not a connector credential; make one with \
+             `volley token --connector --tenant {}`",
+            tenant_of(&claims)
+        )));
+    }
+    let claims: ConnectorClaims = decode_claims(claims)?;
     if claims.role != ROLE_CONNECTOR {
         return Err(TokenError::Role(format!("role {:?} is not connector", claims.role)));
     }
     Ok(claims)
+}
+
+/// The verified token's tenant for a message (control characters escaped):
+/// its `cuenta_id`, or a placeholder when it has none.
+fn tenant_of(claims: &serde_json::Value) -> String {
+    claims.get("cuenta_id").and_then(serde_json::Value::as_str).unwrap_or("TENANT").escape_debug().to_string()
 }
 
 #[cfg(test)]
@@ -337,10 +359,20 @@ mod tests {
         };
         let token = sign(&connector, SECRET).unwrap();
         assert!(verify_connector(&token, &validation(&[SECRET], 1500)).is_ok());
-        assert!(matches!(verify_session(&token, &validation(&[SECRET], 1500)), Err(TokenError::Role(_))));
-        // A session has no `role` claim at all: not a connector credential's shape.
+        let Err(TokenError::Role(message)) = verify_session(&token, &validation(&[SECRET], 1500)) else {
+            panic!("a connector credential is not a session");
+        };
+        assert!(message.contains("connector credential") && message.contains("volley token --tenant t1"), "{message}");
+        // A session (it has `sub`, no connector role) is named as one, with the command to run.
         let browser = sign(&session(2000), SECRET).unwrap();
-        assert!(matches!(verify_connector(&browser, &validation(&[SECRET], 1500)), Err(TokenError::Claims(_))));
+        let Err(TokenError::Role(message)) = verify_connector(&browser, &validation(&[SECRET], 1500)) else {
+            panic!("a session is not a connector credential");
+        };
+        assert!(message.contains("browser session") && message.contains("volley token --connector --tenant t1"));
+        // Neither shape: malformed.
+        let shapeless = sign(&serde_json::json!({"cuenta_id": "t1", "exp": 2000}), SECRET).unwrap();
+        let refused = verify_connector(&shapeless, &validation(&[SECRET], 1500)).unwrap_err();
+        assert!(matches!(refused, TokenError::Claims(_)), "{refused:?}");
         let mut viewer = serde_json::to_value(&connector).unwrap();
         viewer["role"] = "viewer".into();
         let viewer = sign(&viewer, SECRET).unwrap();

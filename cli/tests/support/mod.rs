@@ -301,6 +301,19 @@ impl VolleyProcess {
         VolleyProcess::launch(args, None)
     }
 
+    /// Like [`VolleyProcess::spawn`], with the open-file limit (soft and
+    /// hard) set to `nofile` by the shell that starts it (`ulimit -n`).
+    pub fn spawn_with_nofile(nofile: u64, args: &[&str]) -> VolleyProcess {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_volley"))
+            .env("RUST_LOG", "info")
+            .args(args);
+        VolleyProcess::spawn_command(command)
+    }
+
     fn launch(args: &[&str], rust_log: Option<&str>) -> VolleyProcess {
         let mut command = Command::new(env!("CARGO_BIN_EXE_volley"));
         match rust_log {
@@ -338,6 +351,13 @@ impl VolleyProcess {
         let config = write_file(dir, "gateway.yaml", yaml.as_bytes());
         let process =
             VolleyProcess::spawn_with_log(&["gateway", "--config", config.to_str().expect("utf-8")], log_level);
+        process.listening()
+    }
+
+    /// Waits (at most 20 s) for a gateway's listening line; the process and
+    /// the URL from that line.
+    pub fn listening(self) -> (VolleyProcess, String) {
+        let process = self;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let output = process.output();

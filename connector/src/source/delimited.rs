@@ -1,6 +1,7 @@
 //! Line-framed file reading shared by CSV and NDJSON, including follow mode.
 //!
-//! Bytes are read from the file in bounded chunks and handed to a push
+//! Bytes are read from the file (for CSV through its text decoding, see
+//! [`super::encoding`]) in bounded chunks and handed to a push
 //! decoder (arrow's CSV or JSON `Decoder`) only up to the last complete line,
 //! so a partial last line is held back until its newline arrives. At end of
 //! file a plain dataset feeds the final unterminated line and ends; a
@@ -8,7 +9,6 @@
 //! bytes every `poll_ms` until its stop flag is set. Follow mode assumes
 //! records do not contain newlines inside quoted fields.
 
-use std::fs::File;
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -31,6 +31,10 @@ pub trait PushDecoder: Send {
     fn decode(&mut self, bytes: &[u8]) -> Result<usize, ArrowError>;
     /// Emits the rows decoded so far, if any.
     fn flush(&mut self) -> Result<Option<RecordBatch>, ArrowError>;
+    /// The error a dataset reports for a decoding failure.
+    fn error(&self, dataset: &str, error: ArrowError) -> SourceError {
+        SourceError::arrow(dataset, error)
+    }
 }
 
 impl PushDecoder for arrow_csv::reader::Decoder {
@@ -62,7 +66,7 @@ pub struct Follow {
 pub struct LineReader<D> {
     dataset: String,
     path: PathBuf,
-    file: File,
+    input: Box<dyn Read + Send>,
     decoder: D,
     /// Read but not yet consumed bytes; starts at `start`.
     buffer: Vec<u8>,
@@ -74,11 +78,12 @@ pub struct LineReader<D> {
 }
 
 impl<D: PushDecoder> LineReader<D> {
-    pub fn new(dataset: &str, path: PathBuf, file: File, decoder: D, follow: Option<Follow>) -> Self {
+    /// `input` reads the file at `path` (named in I/O errors).
+    pub fn new(dataset: &str, path: PathBuf, input: Box<dyn Read + Send>, decoder: D, follow: Option<Follow>) -> Self {
         Self {
             dataset: dataset.to_string(),
             path,
-            file,
+            input,
             decoder,
             buffer: Vec::with_capacity(READ_CHUNK_BYTES),
             start: 0,
@@ -99,7 +104,7 @@ impl<D: PushDecoder> LineReader<D> {
                 pending.iter().rposition(|&b| b == b'\n').and_then(|i| pending.get(..=i)).unwrap_or_default()
             };
             if !feedable.is_empty() {
-                let consumed = self.decoder.decode(feedable).map_err(|e| SourceError::arrow(&self.dataset, e))?;
+                let consumed = self.decoder.decode(feedable).map_err(|e| self.decoder.error(&self.dataset, e))?;
                 self.start += consumed;
                 if consumed < feedable.len() {
                     // The decoder's batch is full.
@@ -127,7 +132,7 @@ impl<D: PushDecoder> LineReader<D> {
             self.buffer.resize(filled + READ_CHUNK_BYTES, 0);
             // In bounds: the buffer was just resized to `filled` + a chunk.
             #[allow(clippy::indexing_slicing)]
-            let read = self.file.read(&mut self.buffer[filled..]);
+            let read = self.input.read(&mut self.buffer[filled..]);
             let read = match read {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
@@ -162,7 +167,8 @@ impl<D: PushDecoder> LineReader<D> {
     }
 
     fn flush(&mut self) -> Result<Option<RecordBatch>, SourceError> {
-        self.decoder.flush().map_err(|e| SourceError::arrow(&self.dataset, e))
+        let flushed = self.decoder.flush();
+        flushed.map_err(|e| self.decoder.error(&self.dataset, e))
     }
 }
 

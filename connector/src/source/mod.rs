@@ -2,7 +2,9 @@
 //! optional cheap row count, and a streaming iterator of record batches.
 //!
 //! One file per kind: [`csv`], [`ndjson`] (both built on the line-framed
-//! reader in [`delimited`], which also implements follow mode), [`parquet`],
+//! reader in [`delimited`], which also implements follow mode; CSV dialects
+//! use [`encoding`] for text that is not UTF-8, [`decimal_comma`] for
+//! `decimal: ","` and [`csv_hint`] to say what to change), [`parquet`],
 //! [`arrow`] (IPC file or stream), [`postgres`] (one-shot or watermark
 //! polling) and `odbc` (only with the `odbc` cargo feature). No source loads
 //! a whole table: each reads at most a batch (plus a bounded read-ahead) at a
@@ -21,7 +23,10 @@
 
 pub mod arrow;
 pub mod csv;
+pub mod csv_hint;
+pub mod decimal_comma;
 pub mod delimited;
+pub mod encoding;
 pub mod ndjson;
 #[cfg(feature = "odbc")]
 pub mod odbc;

@@ -35,6 +35,6 @@ pub fn open(dataset: &str, spec: &JsonSpec, batch_rows: usize, stop: &StopFlag) 
         .as_ref()
         .filter(|l| l.follow)
         .map(|l| Follow { poll: Duration::from_millis(l.poll_ms), stop: Arc::clone(stop) });
-    let reader = LineReader::new(dataset, path.clone(), file, decoder, follow);
+    let reader = LineReader::new(dataset, path.clone(), Box::new(file), decoder, follow);
     Ok(Opened { schema, row_count: None, batches: Box::new(reader) })
 }
