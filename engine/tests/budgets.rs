@@ -24,18 +24,7 @@ const ATTACKER: &str = "mallory";
 /// Samples the gateway's queued control bytes every millisecond until
 /// stopped; returns the maximum.
 fn control_sampler(gateway: &volley_engine::Gateway) -> (Arc<AtomicBool>, std::thread::JoinHandle<usize>) {
-    let shared = gateway.shared().clone();
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let thread = std::thread::spawn(move || {
-        let mut max = 0;
-        while !flag.load(Ordering::Acquire) {
-            max = max.max(shared.ring_totals.control.load(Ordering::Relaxed));
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        max
-    });
-    (stop, thread)
+    max_sampler(gateway, |shared| shared.ring_totals.control.load(Ordering::Relaxed))
 }
 
 /// Resident set size of this process (the gateway runs in it), bytes.

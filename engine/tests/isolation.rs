@@ -15,18 +15,7 @@ use volley_protocol::header::{FrameHeader, FrameKind};
 
 /// Samples `ring_bytes` every millisecond until stopped; returns the maximum.
 fn ring_sampler(gateway: &volley_engine::Gateway) -> (Arc<AtomicBool>, std::thread::JoinHandle<usize>) {
-    let shared = gateway.shared().clone();
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let thread = std::thread::spawn(move || {
-        let mut max = 0;
-        while !flag.load(Ordering::Acquire) {
-            max = max.max(shared.ring_bytes());
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        max
-    });
-    (stop, thread)
+    max_sampler(gateway, volley_engine::Shared::ring_bytes)
 }
 
 #[test]

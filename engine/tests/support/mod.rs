@@ -138,6 +138,26 @@ fn fastrand_id() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
+/// Samples `measure` of the gateway every millisecond until the returned flag
+/// is set; the thread returns the largest value seen.
+pub fn max_sampler(
+    gateway: &Gateway,
+    measure: impl Fn(&volley_engine::Shared) -> usize + Send + 'static,
+) -> (Arc<AtomicBool>, JoinHandle<usize>) {
+    let shared = gateway.shared().clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let thread = std::thread::spawn(move || {
+        let mut max = 0;
+        while !flag.load(Ordering::Acquire) {
+            max = max.max(measure(&shared));
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        max
+    });
+    (stop, thread)
+}
+
 /// Polls `cond` every 5 ms until it holds or `timeout` passes; returns whether it held.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -812,13 +832,13 @@ pub fn upgrade_request(path: &str, extra: &str) -> String {
     )
 }
 
-/// Asks to open a browser session with `token` from a raw socket: the HTTP
-/// status and the error body's `code` and `message` (`""` for a 101, whose
-/// socket is then dropped).
-pub fn session_verdict(addr: SocketAddr, token: &str) -> (u16, String, String) {
+/// Sends an upgrade request for `path` (with `extra` header lines) from a raw
+/// socket and reads the answer: a refusal whole, a 101's head only (its
+/// socket is then dropped). Returns the status and the text read.
+pub fn upgrade_head(addr: SocketAddr, path: &str, extra: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-    stream.write_all(upgrade_request(&format!("/stream/{token}"), "").as_bytes()).expect("write upgrade");
+    stream.write_all(upgrade_request(path, extra).as_bytes()).expect("write upgrade");
     let mut text = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -833,6 +853,14 @@ pub fn session_verdict(addr: SocketAddr, token: &str) -> (u16, String, String) {
     }
     let text = String::from_utf8_lossy(&text).into_owned();
     let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, text)
+}
+
+/// Asks to open a browser session with `token` from a raw socket: the HTTP
+/// status and the error body's `code` and `message` (`""` for a 101, whose
+/// socket is then dropped).
+pub fn session_verdict(addr: SocketAddr, token: &str) -> (u16, String, String) {
+    let (status, text) = upgrade_head(addr, &format!("/stream/{token}"), "");
     let body: Value = serde_json::from_str(http_body(&text)).unwrap_or(Value::Null);
     let field = |name: &str| body[name].as_str().unwrap_or_default().to_owned();
     (status, field("code"), field("message"))
