@@ -20,7 +20,8 @@ use rlimit::Resource;
 /// Descriptors a gateway needs besides its connections: stdio, per worker
 /// an io_uring ring, an eventfd and a listener, Redis and control-plane
 /// sockets, static files being served. A few dozen in practice; 256 leaves
-/// room.
+/// room. (The gateway exists on Linux only, as does what follows for it.)
+#[cfg(target_os = "linux")]
 pub const DESCRIPTORS_RESERVED: u64 = 256;
 
 /// The open-file limits in force.
@@ -56,6 +57,7 @@ pub fn raise_nofile(wanted: u64) -> NoFile {
 }
 
 /// What the gateway does about its open-file limit.
+#[cfg(target_os = "linux")]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Plan {
     /// `connections_max` connections fit: nothing to say.
@@ -70,6 +72,7 @@ pub enum Plan {
 /// The rule of the module doc: `nofile` is the limit after
 /// [`raise_nofile`], `configured` whether the config file sets
 /// `limits.connections_max`.
+#[cfg(target_os = "linux")]
 pub fn gateway_plan(nofile: NoFile, connections_max: usize, configured: bool) -> Plan {
     let wanted = u64::try_from(connections_max).unwrap_or(u64::MAX).saturating_add(DESCRIPTORS_RESERVED);
     if nofile.soft >= wanted {
@@ -100,6 +103,7 @@ pub fn gateway_plan(nofile: NoFile, connections_max: usize, configured: bool) ->
 mod tests {
     use super::*;
 
+    #[cfg(target_os = "linux")]
     #[test]
     fn the_limit_is_mentioned_only_where_it_bites() {
         let big = NoFile { soft: 1 << 20, hard: 1 << 20 };
