@@ -1,5 +1,5 @@
 //! volley-bench: the load-test harness. It never links the engine
-//! (DESIGN.md: cli → {engine, connector, bench} → protocol); it talks to a
+//! (dependencies point one way: cli → {engine, connector, bench} → protocol); it talks to a
 //! gateway over sockets, and the CLI decides which gateway (a child
 //! `volley gateway` process it starts, or `--gateway URL`). It links the
 //! connector for one scenario, `source`, which measures the connector's own

@@ -29,7 +29,7 @@ mod health;
 mod signals;
 mod token;
 
-// The binaries use mimalloc (DESIGN.md, "Allocator"): many small `Bytes`
+// The binaries use mimalloc: many small `Bytes`
 // handles and control messages are allocated and freed on every worker.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -51,7 +51,7 @@ fn run_bench(args: &[&str], out: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(&json).expect("read record")).expect("record is JSON")
 }
 
-/// The fields every record carries (STYLE.md practice 11).
+/// The fields every record carries.
 fn assert_record(record: &Value, scenario: &str) {
     assert_eq!(record["scenario"], scenario);
     for field in ["date", "command", "commit", "build_profile", "headline", "figures", "baseline", "gateway"] {

@@ -38,7 +38,7 @@ pub const BATCH_BYTES_MAX: usize = 4 << 20;
 /// operation makes monoio cancel it in the kernel (feature `async-cancel`)
 /// and keep its buffer until the cancellation completes. A kill is final —
 /// the connection is never read again — so the bytes a dropped read may have
-/// taken are not needed (FIELD-NOTES.md: that loss is why a timeout must
+/// taken are not needed (that loss is why a timeout must
 /// not drop a read it goes on from). Unlike monoio's `Canceller`, this costs
 /// no allocation per connection or per operation (memory per idle session).
 #[derive(Default)]

@@ -1,7 +1,7 @@
 //! A bounded multi-producer, single-consumer queue between threads, woken
 //! only when its consumer is parked.
 //!
-//! Workers talk through these (DESIGN.md "Cross-worker delivery"): a frame for
+//! Workers talk through these (ARCHITECTURE.md, "Cross-worker delivery goes through inboxes"): a frame for
 //! sessions on another worker is pushed once into that worker's inbox; a
 //! command for a connector is pushed into its tunnel's mailbox. The consumer
 //! drains in batches and registers its waker only when it finds the queue

@@ -1,4 +1,4 @@
-//! Revocations (DESIGN.md "Security", PROTOCOL.md §6.2): what a revocation
+//! Revocations (PROTOCOL.md §6.2): what a revocation
 //! names, the in-memory set every admission checks, and how the feed tells
 //! the workers.
 //!

@@ -1,8 +1,7 @@
 //! TLS on the gateway's listener (`tls.cert`, `tls.key`): rustls 0.23 with
 //! the `ring` provider, driven sans-IO over the worker's own io_uring
 //! reads and writes, so timeouts and kills end TLS sessions exactly like
-//! plain ones (monoio-rustls's `writev` writes one iovec at a time —
-//! FIELD-NOTES.md).
+//! plain ones (monoio-rustls's `writev` writes one iovec at a time).
 //!
 //! The certificate lives in a [`CertStore`] that every new handshake asks;
 //! [`CertStore::reload`] (SIGHUP in `volley gateway`) swaps it without

@@ -1,7 +1,7 @@
 //! Vectored writes that survive partial writes.
 //!
 //! monoio 0.2.4's `write_vectored_all` corrupts data when `writev` writes
-//! part of the vector (FIELD-NOTES.md): its bookkeeping drops the advanced
+//! part of the vector (docs/decisions/2026-11-28-monoio-thread-per-core.md): its bookkeeping drops the advanced
 //! pointer. [`WriteBatch`] owns the items being written and an iovec array
 //! pointing into them; [`write_all`] loops, advancing the iovecs itself.
 

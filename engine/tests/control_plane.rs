@@ -1,4 +1,4 @@
-//! The control plane (`control_plane.url`, DESIGN.md "Security") against a
+//! The control plane (`control_plane.url`, PROTOCOL.md §6.1) against a
 //! real HTTP server each test starts: a tiny `std::net` HTTP/1.1 responder
 //! that answers per `session_id`, counts requests (to prove the cache) and
 //! can be made slow (to prove the timeouts, the fail-closed policy, and that

@@ -1,4 +1,4 @@
-//! Revocation over Redis pub/sub (DESIGN.md "Security", PROTOCOL.md §8–§10)
+//! Revocation over Redis pub/sub (PROTOCOL.md §8–§10)
 //! against a REAL `redis-server` each test starts on a free port: a revoked
 //! session is closed with 4000 within milliseconds and refused afterwards
 //! (403 `revoked`); user and tenant revocations (a tenant's tunnels too);

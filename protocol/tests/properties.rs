@@ -1,4 +1,4 @@
-//! Property tests for every parser in the crate (STYLE.md practice 9).
+//! Property tests for every parser in the crate.
 //!
 //! - (a) WebSocket frames round-trip through `encode_header` and `FrameDecoder`,
 //!   masked (server role) and unmasked (client role), whole or fed in chunks

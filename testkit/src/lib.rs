@@ -44,7 +44,7 @@ fn failed(step: &'static str) -> impl Fn(std::io::Error) -> PgError {
 
 /// A PostgreSQL server in a temp dir on a free port, stopped on drop.
 ///
-/// `initdb` refuses to run as root (FIELD-NOTES.md), so as root the temp dir
+/// `initdb` refuses to run as root, so as root the temp dir
 /// is handed to the `postgres` system user and every server command runs
 /// through `runuser -u postgres --`.
 #[derive(Debug)]
