@@ -119,14 +119,6 @@ fn file_source_errors_reach_browsers_without_paths_or_parser_details() {
     assert!(result.end.is_some() && result.start.is_some(), "{result:?}");
 }
 
-fn odbc_driver_installed() -> bool {
-    std::process::Command::new("odbcinst")
-        .args(["-q", "-d"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains("[PostgreSQL Unicode]"))
-        .unwrap_or(false)
-}
-
 #[test]
 fn sql_source_errors_reach_browsers_without_sql_or_database_messages() {
     let Some(server) = pg::PgServer::start() else { return };
@@ -134,7 +126,7 @@ fn sql_source_errors_reach_browsers_without_sql_or_database_messages() {
     let dir = TempDir::new("leak-sql");
     let gateway = start_default_gateway();
     // The ODBC part needs a volley built with the `odbc` feature (scripts/test.sh's odbc step).
-    let odbc = cfg!(feature = "odbc") && odbc_driver_installed();
+    let odbc = cfg!(feature = "odbc") && volley_testkit::odbc_postgres_driver_registered();
     let mut datasets = json!({
         // Fails at prepare: the table does not exist.
         "payroll": {"type": "postgres", "url": server.url(), "query": "SELECT salary FROM payroll_2024_secret"},

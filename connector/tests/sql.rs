@@ -193,20 +193,11 @@ fn postgres_watermark_polling_returns_only_new_rows() {
     assert!(stream.next().is_none());
 }
 
-#[cfg(feature = "odbc")]
-fn odbc_driver_installed() -> bool {
-    std::process::Command::new("odbcinst")
-        .args(["-q", "-d"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains("[PostgreSQL Unicode]"))
-        .unwrap_or(false)
-}
-
 /// Runs in builds with the `odbc` feature (scripts/test.sh has a step for it).
 #[cfg(feature = "odbc")]
 #[test]
 fn odbc_reads_the_same_table_through_the_postgresql_driver() {
-    if !odbc_driver_installed() {
+    if !volley_testkit::odbc_postgres_driver_registered() {
         // CI installs the driver (scripts/test.sh): there a missing one is a failure, not a skip.
         assert!(std::env::var_os("CI").is_none(), "CI: ODBC driver `PostgreSQL Unicode` not registered");
         eprintln!("SKIP: ODBC driver `PostgreSQL Unicode` not registered (apt install odbc-postgresql unixodbc)");

@@ -198,6 +198,16 @@ fn free_port() -> Result<u16, PgError> {
     Ok(listener.local_addr().map_err(failed("local address"))?.port())
 }
 
+/// True when unixODBC lists the PostgreSQL Unicode driver (`odbcinst -q -d`),
+/// which the ODBC tests connect through to a [`PgServer`].
+pub fn odbc_postgres_driver_registered() -> bool {
+    std::process::Command::new("odbcinst")
+        .args(["-q", "-d"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("[PostgreSQL Unicode]"))
+        .unwrap_or(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
