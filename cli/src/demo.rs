@@ -32,6 +32,10 @@ pub struct DemoArgs {
     /// e.g. `zstd,lz4`. Default: no compression.
     #[arg(long, value_name = "CODECS", value_delimiter = ',', value_parser = parse_codec)]
     pub compression: Vec<Codec>,
+    /// IO driver of the gateway's workers: auto (io_uring where it is
+    /// allowed, else epoll with a warning), io_uring or epoll.
+    #[arg(long, value_name = "auto|io_uring|epoll", default_value = "auto")]
+    pub runtime: volley_engine::runtime::RuntimeChoice,
 }
 
 fn parse_codec(text: &str) -> Result<Codec, String> {
@@ -89,6 +93,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         tableros_secret_key: Some(Secrets::One(secret.clone())),
         static_dir: static_dir.clone(),
         compression: CompressionConfig { codecs: args.compression.clone(), ..CompressionConfig::default() },
+        runtime: args.runtime,
         ..GatewayConfig::default()
     };
     let gateway = volley_engine::start(config, StartOptions::default()).context("starting the demo gateway")?;

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use anyhow::bail;
 use clap::Args;
 use volley_engine::config::Secrets;
+use volley_engine::runtime::RuntimeChoice;
 use volley_engine::{GatewayConfig, StartError, StartOptions};
 
 use crate::fdlimit::Plan;
@@ -42,10 +43,15 @@ pub struct GatewayArgs {
     /// Address to listen on; overrides the config file.
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Option<SocketAddr>,
-    /// Number of worker threads (one io_uring runtime per core); default:
+    /// Number of worker threads (one runtime per core); default:
     /// the number of available cores. Overrides the config file.
     #[arg(long, value_name = "N")]
     pub workers: Option<NonZeroUsize>,
+    /// IO driver of the workers: auto (io_uring where it is allowed, else
+    /// epoll with a warning), io_uring (refuse to start without it) or
+    /// epoll. Overrides `runtime:` in the config file; default auto.
+    #[arg(long, value_name = "auto|io_uring|epoll")]
+    pub runtime: Option<RuntimeChoice>,
     /// Start without `tableros_secret_key`: a fresh 32-byte secret from the
     /// operating system's random source is used, so no outside token
     /// verifies. Development only; logs a loud warning.
@@ -77,6 +83,9 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
     }
     if let Some(workers) = args.workers {
         config.workers = Some(workers.get());
+    }
+    if let Some(runtime) = args.runtime {
+        config.runtime = runtime;
     }
     // One descriptor per connection, plus the reserve (fdlimit.rs says the rule).
     let wanted = u64::try_from(config.limits.connections_max)
@@ -173,7 +182,7 @@ mod tests {
     use super::*;
 
     fn args(config: Option<PathBuf>) -> GatewayArgs {
-        GatewayArgs { config, listen: None, workers: None, insecure_dev: false, metrics_disabled: false }
+        GatewayArgs { config, listen: None, workers: None, runtime: None, insecure_dev: false, metrics_disabled: false }
     }
 
     fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<OsString> + 'a {

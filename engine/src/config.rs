@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use volley_protocol::{Codec, Limits};
 
+use crate::runtime::RuntimeChoice;
+
 /// What a live stream does with a subscriber whose ring is full (PROTOCOL.md §5.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -350,8 +352,13 @@ pub struct GatewayConfig {
     pub http_port: u16,
     /// Listen address; overrides `http_port`. Default `0.0.0.0:<http_port>`.
     pub listen: Option<String>,
-    /// Worker threads (one io_uring runtime each). Default: available cores.
+    /// Worker threads (one runtime each). Default: available cores.
     pub workers: Option<usize>,
+    /// The IO driver of every worker: `auto` (default) runs io_uring where
+    /// the kernel and the sandbox allow it and epoll where they refuse it
+    /// (one warning at start names the reason); `io_uring` refuses to start
+    /// without it; `epoll` never tries it. `--runtime` overrides this.
+    pub runtime: RuntimeChoice,
     /// Pin worker i to core i (when there are no more workers than cores).
     /// Best on a machine the gateway has to itself; where it shares cores
     /// with other busy processes, unpinned workers can move to an idle core.
@@ -415,6 +422,7 @@ impl Default for GatewayConfig {
             http_port: 8081,
             listen: None,
             workers: None,
+            runtime: RuntimeChoice::Auto,
             pin_workers: true,
             transparent_huge_pages: false,
             tableros_secret_key: None,

@@ -246,6 +246,8 @@ fn plain_response(worker: &Rc<Worker>, request: &Request, path: &str) -> Vec<u8>
             let body = serde_json::json!({
                 "status": "ok",
                 "workers": shared.workers,
+                "runtime": shared.runtime.name(),
+                "worker_runtimes": shared.worker_runtimes.iter().map(|kind| kind.get().map(|kind| kind.name())).collect::<Vec<_>>(),
                 "connectors": shared.registry.connectors_online.load(std::sync::atomic::Ordering::Relaxed),
                 "sessions": shared.registry.sessions_online.load(std::sync::atomic::Ordering::Relaxed),
             });

@@ -1,8 +1,11 @@
-//! volley-engine: the gateway. Thread-per-core, io_uring (monoio), zero-copy.
+//! volley-engine: the gateway. Thread-per-core on io_uring (monoio; epoll
+//! where io_uring is refused), zero-copy.
 //!
 //! Modules and the path of one frame through them:
 //! - [`config`]: the YAML file and its limits.
-//! - [`worker`]: one thread + monoio io_uring runtime + `SO_REUSEPORT`
+//! - [`runtime`]: which driver the workers run on (io_uring, or epoll where
+//!   it is refused) and fairness between a worker's tasks on epoll.
+//! - [`worker`]: one thread + monoio runtime + `SO_REUSEPORT`
 //!   listener per core; its inbox and its local session tables.
 //! - [`http`]: the request head, routing, upgrades, `/health`, `/metrics`, static files.
 //! - [`connector`]: a tunnel. Its reader decodes a binary frame with
@@ -49,6 +52,7 @@ pub mod rate_limit;
 pub mod registry;
 pub mod retained;
 pub mod revocation;
+pub mod runtime;
 pub mod task;
 pub mod tls;
 pub mod transport;
@@ -76,10 +80,10 @@ use crate::mailbox::Mailbox;
 use crate::metrics::{Gauges, MetricsHub};
 use crate::registry::{ConnectorCmd, Registry};
 use crate::revocation::Revocations;
+use crate::runtime::{RuntimeKind, WorkerRuntime};
 use crate::worker::{Worker, WorkerMsg, INBOX_BATCH_MAX, METRICS_PUBLISH_INTERVAL};
 
-/// io_uring submission queue entries per worker.
-pub const URING_ENTRIES: u32 = 4096;
+pub use runtime::URING_ENTRIES;
 /// Bytes of the secret `--insecure-dev` takes from the operating system's
 /// random source when no `tableros_secret_key` is set.
 pub const INSECURE_DEV_SECRET_BYTES: usize = 32;
@@ -130,6 +134,10 @@ pub struct Shared {
     pub tls: Option<Arc<tls::TlsAcceptor>>,
     /// Connection tasks ended by a panic ([`task::spawn`]), `volley_panics_total`.
     pub panics: AtomicU64,
+    /// The driver start chose for the workers.
+    pub runtime: RuntimeKind,
+    /// The driver each worker runs on, once it runs (`/health`, `/metrics`).
+    pub worker_runtimes: Vec<std::sync::OnceLock<RuntimeKind>>,
     started: Instant,
     next_id: AtomicU64,
     stopping: AtomicBool,
@@ -173,6 +181,7 @@ impl Shared {
             panics: self.panics.load(Ordering::Relaxed),
             retained_bytes: self.registry.retained_bytes.load(Ordering::Relaxed),
             inbox_bytes: self.inbox_bytes.iter().map(InboxBytes::held).sum(),
+            runtimes: self.worker_runtimes.iter().map(|kind| kind.get().map(|kind| kind.name())).collect(),
         }
     }
 }
@@ -202,7 +211,14 @@ pub enum StartError {
         /// Cause.
         source: std::io::Error,
     },
-    /// io_uring unavailable or a thread failed to start.
+    /// `runtime: io_uring` was asked for and the kernel or the sandbox refuses it.
+    #[error(
+        "runtime: io_uring was asked for, but io_uring_setup failed: {0}. The kernel or a seccomp profile \
+         (Docker 25+, containerd 2) refuses io_uring here: set `runtime: auto` (or `--runtime auto`) to run on \
+         epoll instead, or allow io_uring in the container's seccomp profile"
+    )]
+    IoUringRefused(std::io::Error),
+    /// A worker's runtime or thread failed to start.
     #[error("cannot start worker {index}: {message}")]
     Worker {
         /// Worker index.
@@ -328,6 +344,10 @@ pub fn start(config: GatewayConfig, options: StartOptions) -> Result<Gateway, St
     if workers > registry::WORKERS_MAX {
         return Err(StartError::TooManyWorkers);
     }
+    let decision = runtime::decide(config.runtime).map_err(StartError::IoUringRefused)?;
+    if let Some(reason) = &decision.fallback {
+        log::warn!("{}", runtime::fallback_warning(reason));
+    }
     let tls = match (&config.tls.cert, &config.tls.key) {
         (Some(cert), Some(key)) => Some(Arc::new(tls::TlsAcceptor::new(cert, key)?)),
         _ => None,
@@ -357,6 +377,8 @@ pub fn start(config: GatewayConfig, options: StartOptions) -> Result<Gateway, St
         tenant_sessions: Arc::new(Counter::default()),
         tls,
         panics: AtomicU64::new(0),
+        runtime: decision.kind,
+        worker_runtimes: (0..workers).map(|_| std::sync::OnceLock::new()).collect(),
         started: Instant::now(),
         next_id: AtomicU64::new(1),
         stopping: AtomicBool::new(false),
@@ -389,7 +411,7 @@ pub fn start(config: GatewayConfig, options: StartOptions) -> Result<Gateway, St
             return Err(StartError::Thread { what: "revocation feed", source });
         }
     };
-    log::info!("gateway listening on {local_addr} with {workers} io_uring workers");
+    log::info!("gateway listening on {local_addr} with {workers} {} workers", decision.kind);
     Ok(Gateway { shared, threads, feed, local_addr })
 }
 
@@ -446,15 +468,15 @@ fn run_worker(
     if shared.config.pin_workers && shared.workers <= cores {
         let _ = monoio::utils::bind_to_cpu_set([index % cores]);
     }
-    let runtime =
-        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().with_entries(URING_ENTRIES).enable_timer().build();
-    let mut runtime = match runtime {
+    let kind = shared.runtime;
+    let mut runtime = match WorkerRuntime::build(kind) {
         Ok(runtime) => runtime,
         Err(e) => {
-            let _ = ready.send(Err(format!("io_uring runtime: {e} (Volley needs a kernel with io_uring)")));
+            let _ = ready.send(Err(format!("cannot build its {kind} runtime: {e}")));
             return;
         }
     };
+    let _ = shared.worker_runtimes[index].set(runtime.kind());
     // Set once the worker serves; from then on its thread ending before
     // shutdown ends the process (see `exit_if_worker_died`).
     let serving = Rc::new(std::cell::Cell::new(false));

@@ -7,12 +7,17 @@
 //!   and by `volley bench source`.
 //! - [`browser`] (feature `browser`): the browser client of the engine's and
 //!   the CLI's tests.
+//! - [`seccomp`] (feature `seccomp`, Linux): io_uring refused by a seccomp
+//!   filter, for the tests of the epoll fallback, and the `refuse-io-uring`
+//!   binary that runs a command so.
 //!
 //! It depends on no Volley crate but the protocol crate (and that only with
 //! `browser`), so every other crate may use it.
 
 #[cfg(feature = "browser")]
 pub mod browser;
+#[cfg(all(feature = "seccomp", target_os = "linux"))]
+pub mod seccomp;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

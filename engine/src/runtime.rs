@@ -1,0 +1,245 @@
+//! Which of monoio's two drivers a worker runs on, and building it.
+//!
+//! io_uring is the fast path. Where it is refused — a container under
+//! Docker's or containerd's default seccomp profile, a host with
+//! `kernel.io_uring_disabled`, a kernel built without it — the same
+//! thread-per-core design runs on epoll (monoio's legacy driver): one
+//! runtime per worker, the same tasks, the same owned-buffer IO. The
+//! choice is `runtime: auto | io_uring | epoll` (gateway.yaml) or
+//! `--runtime`; `auto` probes io_uring once at start and falls back with
+//! one warning that names the reason (docs/decisions/2026-12-07-epoll-fallback.md).
+//!
+//! What differs on epoll, and where the engine accounts for it:
+//! - an operation on a ready socket completes without suspending, so a
+//!   loop over a busy socket never gives the other tasks of its worker a
+//!   turn; the connection loops call [`fair_turn`] to yield every
+//!   [`FAIR_OPS`] operations (on io_uring every operation suspends, and
+//!   `fair_turn` does nothing);
+//! - cancelling an operation marks the socket cancelled instead of
+//!   cancelling a submitted entry; a kill is final (`conn::ConnCtl`), so
+//!   the difference is never seen.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::task::Poll;
+
+use monoio::time::TimeDriver;
+use monoio::{IoUringDriver, LegacyDriver, Runtime, RuntimeBuilder};
+use serde::Deserialize;
+
+/// io_uring submission queue entries per worker.
+pub const URING_ENTRIES: u32 = 4096;
+
+/// On epoll, a connection loop yields to the other tasks of its worker after
+/// this many socket operations in a row (see the module documentation).
+pub const FAIR_OPS: u32 = 16;
+
+/// What gateway.yaml (`runtime:`) and `--runtime` ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuntimeChoice {
+    /// io_uring where the kernel and the sandbox allow it, else epoll with a warning.
+    #[default]
+    Auto,
+    /// io_uring or refuse to start.
+    IoUring,
+    /// epoll, even where io_uring works.
+    Epoll,
+}
+
+impl std::str::FromStr for RuntimeChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(RuntimeChoice::Auto),
+            "io_uring" | "io-uring" | "iouring" => Ok(RuntimeChoice::IoUring),
+            "epoll" => Ok(RuntimeChoice::Epoll),
+            other => Err(format!("unknown runtime `{other}`: use auto, io_uring or epoll")),
+        }
+    }
+}
+
+/// The driver a worker runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeKind {
+    /// monoio's io_uring driver.
+    IoUring,
+    /// monoio's legacy driver (epoll through mio).
+    Epoll,
+}
+
+impl RuntimeKind {
+    /// The name `/health`, `/metrics` and the logs use.
+    pub fn name(self) -> &'static str {
+        match self {
+            RuntimeKind::IoUring => "io_uring",
+            RuntimeKind::Epoll => "epoll",
+        }
+    }
+}
+
+impl fmt::Display for RuntimeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What start decided: the driver for every worker, and why it is not
+/// io_uring when `auto` fell back.
+#[derive(Debug)]
+pub struct Decision {
+    /// The driver.
+    pub kind: RuntimeKind,
+    /// Set when `auto` fell back to epoll: what io_uring said.
+    pub fallback: Option<io::Error>,
+}
+
+/// Decides the driver for `choice`, probing io_uring once where it matters.
+/// `Err` only for `io_uring` asked for explicitly and refused.
+pub fn decide(choice: RuntimeChoice) -> Result<Decision, io::Error> {
+    match choice {
+        RuntimeChoice::Epoll => Ok(Decision { kind: RuntimeKind::Epoll, fallback: None }),
+        RuntimeChoice::IoUring => probe_io_uring().map(|()| Decision { kind: RuntimeKind::IoUring, fallback: None }),
+        RuntimeChoice::Auto => match probe_io_uring() {
+            Ok(()) => Ok(Decision { kind: RuntimeKind::IoUring, fallback: None }),
+            Err(e) => Ok(Decision { kind: RuntimeKind::Epoll, fallback: Some(e) }),
+        },
+    }
+}
+
+/// The one warning `auto` logs when it falls back: what io_uring said, what
+/// epoll costs, and how to get io_uring back or silence the warning.
+pub fn fallback_warning(reason: &io::Error) -> String {
+    format!(
+        "io_uring is not available here (io_uring_setup: {reason}); the workers run on epoll instead. \
+         Expected cost: {EPOLL_COST}. To get io_uring back, allow io_uring_setup, io_uring_enter and \
+         io_uring_register in the container's seccomp profile (Docker 25+ and containerd 2 refuse them by \
+         default) or set the sysctl kernel.io_uring_disabled=0; to run on epoll without this warning, set \
+         `runtime: epoll`"
+    )
+}
+
+/// What the bench measured epoll to cost against io_uring on one machine
+/// (`volley bench runtimes`; perf-results/runtimes-*.json).
+pub const EPOLL_COST: &str = "up to 10% less throughput per core, more CPU per byte; latency unchanged";
+
+/// Builds a ring the size the workers use and runs a timer on it, which
+/// needs `io_uring_setup` and `io_uring_enter`: a sandbox that refuses either
+/// fails here, at start, instead of in a worker.
+pub fn probe_io_uring() -> io::Result<()> {
+    let mut runtime = RuntimeBuilder::<IoUringDriver>::new().with_entries(URING_ENTRIES).enable_timer().build()?;
+    runtime.block_on(monoio::time::sleep(std::time::Duration::from_millis(1)));
+    Ok(())
+}
+
+/// A worker's runtime on either driver.
+pub enum WorkerRuntime {
+    /// io_uring.
+    IoUring(Runtime<TimeDriver<IoUringDriver>>),
+    /// epoll.
+    Epoll(Runtime<TimeDriver<LegacyDriver>>),
+}
+
+impl WorkerRuntime {
+    /// Builds a runtime on `kind`, with timers.
+    pub fn build(kind: RuntimeKind) -> io::Result<WorkerRuntime> {
+        Ok(match kind {
+            RuntimeKind::IoUring => WorkerRuntime::IoUring(
+                RuntimeBuilder::<IoUringDriver>::new().with_entries(URING_ENTRIES).enable_timer().build()?,
+            ),
+            RuntimeKind::Epoll => WorkerRuntime::Epoll(
+                RuntimeBuilder::<LegacyDriver>::new().with_entries(URING_ENTRIES).enable_timer().build()?,
+            ),
+        })
+    }
+
+    /// The driver.
+    pub fn kind(&self) -> RuntimeKind {
+        match self {
+            WorkerRuntime::IoUring(_) => RuntimeKind::IoUring,
+            WorkerRuntime::Epoll(_) => RuntimeKind::Epoll,
+        }
+    }
+
+    /// Runs `future` to completion on this thread.
+    pub fn block_on<F: Future>(&mut self, future: F) -> F::Output {
+        match self {
+            WorkerRuntime::IoUring(runtime) => runtime.block_on(future),
+            WorkerRuntime::Epoll(runtime) => runtime.block_on(future),
+        }
+    }
+}
+
+/// Counts a connection loop's socket operations and, on epoll, gives the
+/// worker's other tasks a turn every [`FAIR_OPS`] of them. One byte of state
+/// per loop.
+#[derive(Debug, Default)]
+pub struct FairTurns {
+    ops: u8,
+}
+
+impl FairTurns {
+    /// Call after each socket operation of the loop.
+    pub async fn after_op(&mut self) {
+        self.ops = self.ops.wrapping_add(1);
+        if u32::from(self.ops) >= FAIR_OPS {
+            self.ops = 0;
+            if monoio::utils::is_legacy() {
+                yield_now().await;
+            }
+        }
+    }
+}
+
+/// Returns to the scheduler once: the task is woken at once and runs again
+/// after the tasks (and, when the run queue empties, the IO events) ahead of it.
+pub async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+/// Runs `future` on a fresh single-thread runtime of `kind` (tests and tools
+/// that need one runtime on the current thread).
+pub fn run_on<F: Future>(kind: RuntimeKind, future: F) -> io::Result<F::Output> {
+    Ok(WorkerRuntime::build(kind)?.block_on(future))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn choice_parses_the_documented_names_and_explains_a_bad_one() {
+        assert_eq!("auto".parse::<RuntimeChoice>(), Ok(RuntimeChoice::Auto));
+        assert_eq!("io_uring".parse::<RuntimeChoice>(), Ok(RuntimeChoice::IoUring));
+        assert_eq!("epoll".parse::<RuntimeChoice>(), Ok(RuntimeChoice::Epoll));
+        let err = "kqueue".parse::<RuntimeChoice>().unwrap_err();
+        assert!(err.contains("auto, io_uring or epoll"), "{err}");
+    }
+
+    #[test]
+    fn epoll_runs_timers_and_yields() {
+        let out = run_on(RuntimeKind::Epoll, async {
+            assert!(monoio::utils::is_legacy());
+            monoio::time::sleep(std::time::Duration::from_millis(2)).await;
+            let mut turns = FairTurns::default();
+            for _ in 0..(FAIR_OPS * 3) {
+                turns.after_op().await;
+            }
+            7
+        })
+        .unwrap();
+        assert_eq!(out, 7);
+    }
+}
