@@ -23,7 +23,7 @@ use monoio::buf::IoBufMut;
 use volley_protocol::limits::WS_HEADER_BYTES_MAX;
 use volley_protocol::ws::{close_payload, encode_frame, FrameDecoder, Message, MessageAssembler, OpCode, WsError};
 
-use crate::runtime::FairTurns;
+use crate::runtime::fair_turn;
 use crate::transport::{ConnRead, ConnWrite};
 use crate::writev::{write_all, OutItem, WriteBatch, IOVECS_PER_WRITE_MAX};
 
@@ -168,8 +168,6 @@ pub struct WsReader<R> {
     ctl: Rc<ConnCtl>,
     /// Bytes moved from a full buffer into a new one (see metrics).
     pub carried_bytes: u64,
-    /// Reads in a row, for a turn to the worker's other tasks on epoll.
-    turns: FairTurns,
 }
 
 impl<R: ConnRead> WsReader<R> {
@@ -183,17 +181,7 @@ impl<R: ConnRead> WsReader<R> {
         ctl: Rc<ConnCtl>,
     ) -> WsReader<R> {
         let chunk_bytes = u32::try_from(chunk_bytes).unwrap_or(u32::MAX);
-        WsReader {
-            io,
-            buf: initial,
-            decoder,
-            assembler,
-            chunk_bytes,
-            last_frame_bytes: 0,
-            ctl,
-            carried_bytes: 0,
-            turns: FairTurns::default(),
-        }
+        WsReader { io, buf: initial, decoder, assembler, chunk_bytes, last_frame_bytes: 0, ctl, carried_bytes: 0 }
     }
 
     /// The next whole message; `Ok(None)` at end of stream.
@@ -232,7 +220,7 @@ impl<R: ConnRead> WsReader<R> {
             // On epoll a read of a busy socket completes without suspending:
             // without this a connector that never pauses would keep its
             // worker from every other connection.
-            self.turns.after_op().await;
+            fair_turn().await;
         }
     }
 
@@ -672,7 +660,6 @@ where
     F: FnMut(&[OutItem], usize),
 {
     let mut batch = WriteBatch::pooled();
-    let mut turns = FairTurns::default();
     let result = loop {
         if ctl.killed() {
             break Ok(());
@@ -692,7 +679,7 @@ where
         }
         on_written(batch.items(), occupancy);
         batch.clear();
-        turns.after_op().await;
+        fair_turn().await;
     };
     batch.recycle();
     result

@@ -503,6 +503,8 @@ fn run_worker(
             let metrics_task = monoio::spawn(publish_metrics(worker.clone()));
             #[allow(clippy::disallowed_methods)]
             let sweep_task = monoio::spawn(worker::sweep(worker.clone()));
+            #[allow(clippy::disallowed_methods)]
+            let turn_keeper = monoio::spawn(runtime::turn_keeper());
             inbox_loop(&worker).await;
             // Shutdown: stop accepting, close everything with 1001, let it drain.
             drop(accept_canceller.cancel());
@@ -532,6 +534,7 @@ fn run_worker(
             let _ = accept_task.await;
             drop(metrics_task);
             drop(sweep_task);
+            drop(turn_keeper);
         })
     }));
     if serving.get() {

@@ -12,17 +12,18 @@
 //! What differs on epoll, and where the engine accounts for it:
 //! - an operation on a ready socket completes without suspending, so a
 //!   loop over a busy socket never gives the other tasks of its worker a
-//!   turn; the connection loops call [`fair_turn`] to yield every
-//!   [`FAIR_OPS`] operations (on io_uring every operation suspends, and
-//!   `fair_turn` does nothing);
+//!   turn; the connection loops call [`fair_turn`] after each operation,
+//!   which yields every [`FAIR_OPS`] operations of the worker (on io_uring
+//!   every operation suspends, and `fair_turn` does nothing);
 //! - cancelling an operation marks the socket cancelled instead of
 //!   cancelling a submitted entry; a kill is final (`conn::ConnCtl`), so
 //!   the difference is never seen.
 
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::task::Poll;
+use std::task::{Poll, Waker};
 
 use monoio::time::TimeDriver;
 use monoio::{IoUringDriver, LegacyDriver, Runtime, RuntimeBuilder};
@@ -128,10 +129,22 @@ pub const EPOLL_COST: &str = "up to 10% less throughput per core, more CPU per b
 /// Builds a ring the size the workers use and runs a timer on it, which
 /// needs `io_uring_setup` and `io_uring_enter`: a sandbox that refuses either
 /// fails here, at start, instead of in a worker.
+///
+/// On a thread of its own: the kernel finishes tearing a ring down with work
+/// queued on the thread that owned it, and that notification interrupts the
+/// thread's blocking socket calls that have a timeout (`EINTR`) — which the
+/// caller's thread should never see.
 pub fn probe_io_uring() -> io::Result<()> {
-    let mut runtime = RuntimeBuilder::<IoUringDriver>::new().with_entries(URING_ENTRIES).enable_timer().build()?;
-    runtime.block_on(monoio::time::sleep(std::time::Duration::from_millis(1)));
-    Ok(())
+    std::thread::Builder::new()
+        .name("volley-io-uring-probe".into())
+        .spawn(|| {
+            let mut runtime =
+                RuntimeBuilder::<IoUringDriver>::new().with_entries(URING_ENTRIES).enable_timer().build()?;
+            runtime.block_on(async { monoio::time::sleep(std::time::Duration::from_millis(1)).await });
+            Ok(())
+        })?
+        .join()
+        .map_err(|_| io::Error::other("the io_uring probe panicked"))?
 }
 
 /// A worker's runtime on either driver.
@@ -172,41 +185,82 @@ impl WorkerRuntime {
     }
 }
 
-/// Counts a connection loop's socket operations and, on epoll, gives the
-/// worker's other tasks a turn every [`FAIR_OPS`] of them. One byte of state
-/// per loop.
-#[derive(Debug, Default)]
-pub struct FairTurns {
-    ops: u8,
-}
-
-impl FairTurns {
-    /// Call after each socket operation of the loop.
-    pub async fn after_op(&mut self) {
-        self.ops = self.ops.wrapping_add(1);
-        if u32::from(self.ops) >= FAIR_OPS {
-            self.ops = 0;
-            if monoio::utils::is_legacy() {
-                yield_now().await;
-            }
+/// Call after each socket operation of a connection loop: on epoll, every
+/// [`FAIR_OPS`]th operation of the worker (whichever task does it) gives the
+/// worker's other tasks a turn. The count is the thread's, not the
+/// connection's, so no connection pays memory for it.
+pub async fn fair_turn() {
+    let due = OPS.with(|ops| {
+        let next = ops.get() + 1;
+        if next >= FAIR_OPS {
+            ops.set(0);
+            true
+        } else {
+            ops.set(next);
+            false
         }
+    });
+    if due && monoio::utils::is_legacy() {
+        yield_now().await;
     }
 }
 
-/// Returns to the scheduler once: the task is woken at once and runs again
-/// after the tasks (and, when the run queue empties, the IO events) ahead of it.
+thread_local! {
+    /// Socket operations on this thread since the last turn ([`fair_turn`]).
+    static OPS: Cell<u32> = const { Cell::new(0) };
+    /// Tasks that gave up their turn, to be woken by this thread's [`turn_keeper`].
+    static GAVE_UP: RefCell<Vec<Waker>> = const { RefCell::new(Vec::new()) };
+    /// The waker of this thread's [`turn_keeper`], while it waits.
+    static KEEPER: RefCell<Option<Waker>> = const { RefCell::new(None) };
+}
+
+/// Gives the worker's other tasks a turn: the task runs again after the
+/// tasks queued now, and after the driver was polled for IO once more.
+///
+/// monoio puts a task that wakes itself while it runs at the front of the
+/// queue (so a plain self-wake yields to no one); the wake therefore comes
+/// from the worker's [`turn_keeper`] task, which queues the task at the back.
+/// Without a turn keeper on this thread (a unit test's runtime) it falls
+/// back to the self-wake.
 pub async fn yield_now() {
     let mut yielded = false;
     std::future::poll_fn(|cx| {
         if yielded {
-            Poll::Ready(())
-        } else {
-            yielded = true;
-            cx.waker().wake_by_ref();
-            Poll::Pending
+            return Poll::Ready(());
         }
+        yielded = true;
+        let keeper = KEEPER.with(|keeper| keeper.borrow_mut().take());
+        match keeper {
+            Some(keeper) => {
+                GAVE_UP.with(|gave_up| gave_up.borrow_mut().push(cx.waker().clone()));
+                keeper.wake();
+            }
+            None => cx.waker().wake_by_ref(),
+        }
+        Poll::Pending
     })
     .await
+}
+
+/// One per worker, for the life of its runtime: wakes the tasks that gave up
+/// their turn ([`yield_now`]) from outside them, which queues them behind
+/// every task that is ready now.
+pub async fn turn_keeper() {
+    loop {
+        std::future::poll_fn(|cx| {
+            let gave_up = GAVE_UP.with(|gave_up| std::mem::take(&mut *gave_up.borrow_mut()));
+            for waker in &gave_up {
+                waker.wake_by_ref();
+            }
+            KEEPER.with(|keeper| *keeper.borrow_mut() = Some(cx.waker().clone()));
+            if gave_up.is_empty() {
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+        .await;
+    }
 }
 
 /// Runs `future` on a fresh single-thread runtime of `kind` (tests and tools
@@ -233,9 +287,8 @@ mod tests {
         let out = run_on(RuntimeKind::Epoll, async {
             assert!(monoio::utils::is_legacy());
             monoio::time::sleep(std::time::Duration::from_millis(2)).await;
-            let mut turns = FairTurns::default();
             for _ in 0..(FAIR_OPS * 3) {
-                turns.after_op().await;
+                fair_turn().await;
             }
             7
         })

@@ -13,13 +13,18 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use support::*;
+use volley_engine::runtime::RuntimeKind;
 
-/// Heap bytes one idle level-2 session may hold in the gateway (its tasks,
-/// session state, claims, ring, read buffer, runtime bookkeeping): a guard
-/// against regressions at today's figure (1573 bytes), below the issue's
-/// goal of 2 KiB of RSS, which also pays allocator and page overhead (see
-/// perf-results/ANALYSIS.md).
-const IDLE_SESSION_HEAP_BYTES_MAX: i64 = 1700;
+/// Heap bytes one idle level-2 session may hold in the gateway on io_uring
+/// (its tasks, session state, claims, ring, read buffer, runtime
+/// bookkeeping): a guard against regressions at today's figure (1710
+/// bytes, of which 16 are the fairness check's await in the reader's
+/// future), below the goal of 2 KiB of RSS, which also pays
+/// allocator and page overhead (see perf-results/ANALYSIS.md).
+const IDLE_SESSION_HEAP_BYTES_MAX: i64 = 1760;
+/// The same on epoll, where monoio's driver also keeps a registration per
+/// socket (readiness and a waker per direction): today 1780 bytes.
+const IDLE_SESSION_HEAP_BYTES_MAX_EPOLL: i64 = 1850;
 /// Sessions opened for the measurement, at most (each costs this process
 /// two descriptors; fewer when the open-file limit is lower).
 const SESSIONS_MAX: usize = 8000;
@@ -107,9 +112,14 @@ fn an_idle_session_holds_less_than_its_heap_budget() {
             println!("  {:>12} bytes: {:.2} per session", heap::bin_label(i), grew as f64 / sessions as f64);
         }
     }
+    let runtime = gateway.shared().runtime;
+    let budget = match runtime {
+        RuntimeKind::IoUring => IDLE_SESSION_HEAP_BYTES_MAX,
+        RuntimeKind::Epoll => IDLE_SESSION_HEAP_BYTES_MAX_EPOLL,
+    };
     assert!(
-        per_session <= IDLE_SESSION_HEAP_BYTES_MAX,
-        "an idle session holds {per_session} heap bytes, over the budget of {IDLE_SESSION_HEAP_BYTES_MAX}"
+        per_session <= budget,
+        "an idle session holds {per_session} heap bytes on {runtime}, over the budget of {budget}"
     );
 
     // Every session still works: each answers a ping with a pong.

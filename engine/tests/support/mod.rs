@@ -805,7 +805,9 @@ pub fn http_raw(addr: SocketAddr, request: &[u8]) -> (u16, String) {
     let mut buf = [0u8; 8192];
     loop {
         match stream.read(&mut buf) {
-            Ok(0) | Err(_) => break,
+            Ok(0) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
             Ok(n) => out.extend_from_slice(&buf[..n]),
         }
     }
