@@ -161,6 +161,14 @@ health=$("$VOLLEY_BIN" health "http://127.0.0.1:$PORT/health") || {
   fail "the container's /health did not answer on port $PORT"
 }
 echo "ok: /health through the published port: $health"
+if [[ ${#SECCOMP[@]} -eq 0 ]]; then
+  # Under the default profile io_uring is refused: `auto` fell back to epoll
+  # and said why, once.
+  [[ $health == *'"runtime":"epoll"'* ]] || fail "under the default seccomp profile /health should report epoll: $health"
+  warnings=$("${PODMAN[@]}" logs "$CONTAINER" 2>&1 | grep -c 'io_uring is not available here' || true)
+  [[ $warnings == 1 ]] || fail "expected one fallback warning in the logs, found $warnings"
+  echo "ok: under the default seccomp profile the gateway runs on epoll: $("${PODMAN[@]}" logs "$CONTAINER" 2>&1 | grep -o 'io_uring is not available here ([^)]*)' | head -1)"
+fi
 
 user=$("${PODMAN[@]}" top "$CONTAINER" huser | tail -n +2 | head -1 | tr -d ' ')
 [[ $user == 65532 ]] || fail "the gateway runs as $user, not 65532"

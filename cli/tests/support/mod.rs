@@ -164,6 +164,20 @@ pub fn health_connectors(addr: SocketAddr) -> Option<u64> {
     serde_json::from_str::<Value>(body).ok()?["connectors"].as_u64()
 }
 
+/// `GET path` over a real socket (`Connection: close`): the status (0 when
+/// nothing answers) and the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else { return (0, String::new()) };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    if write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").is_err() {
+        return (0, String::new());
+    }
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default())
+}
+
 /// Waits until `/health` reports at least `n` connectors.
 pub fn wait_health_connectors(addr: SocketAddr, n: u64, timeout: Duration) -> bool {
     wait_until(timeout, || health_connectors(addr).is_some_and(|c| c >= n))
@@ -327,8 +341,19 @@ impl VolleyProcess {
     /// Starts a prepared command (another executable, working directory or
     /// environment) with stdin closed and stdout and stderr captured.
     pub fn spawn_command(mut command: Command) -> VolleyProcess {
-        let mut child =
-            command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("volley starts");
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        VolleyProcess::capture(command.spawn().expect("volley starts"))
+    }
+
+    /// Like [`VolleyProcess::spawn_command`], with the io_uring system calls
+    /// refused by a seccomp filter, as in a container under Docker's or
+    /// containerd's default profile.
+    pub fn spawn_refusing_io_uring(mut command: Command) -> VolleyProcess {
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        VolleyProcess::capture(volley_testkit::seccomp::spawn_refused(command).expect("volley starts"))
+    }
+
+    fn capture(mut child: Child) -> VolleyProcess {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let mut readers = Vec::new();
         let stdout: Box<dyn Read + Send> = Box::new(child.stdout.take().expect("stdout"));
