@@ -57,6 +57,10 @@ pub struct BenchArgs {
     /// Directory for results.
     #[arg(long = "out", value_name = "DIR", default_value = "perf-results")]
     pub out_dir: PathBuf,
+    /// IO driver of the gateway the bench starts (`volley gateway
+    /// --runtime`): auto, io_uring or epoll. `runtimes` runs both.
+    #[arg(long, value_name = "auto|io_uring|epoll", conflicts_with = "gateway")]
+    pub runtime: Option<String>,
 }
 
 /// The scenarios `volley bench` knows.
@@ -79,6 +83,10 @@ pub enum Scenario {
     /// The connector's source → IPC path (CSV, Parquet, PostgreSQL; no
     /// network) against pyarrow doing the same on the same data.
     Source,
+    /// Throughput (64 KiB and 1 MiB frames), fan-out to 100 browsers and
+    /// small frames, each on io_uring and on epoll in this one invocation,
+    /// alternated; records the epoll / io_uring ratios.
+    Runtimes,
     /// Summarise the results already under --out.
     Report,
 }
@@ -94,7 +102,7 @@ impl Scenario {
             Scenario::Idle => S::Idle,
             Scenario::QueryStorm => S::QueryStorm,
             Scenario::Baseline => S::Baseline,
-            Scenario::Report | Scenario::Source => return None,
+            Scenario::Report | Scenario::Source | Scenario::Runtimes => return None,
         })
     }
 }
@@ -134,7 +142,12 @@ pub const BENCH_CONNECTIONS_PER_IP_MAX: usize = 200_000;
 /// must not stop at the default cap of 50 000.
 pub const BENCH_SESSIONS_PER_TENANT_MAX: usize = 200_000;
 
-fn start_gateway(args: &BenchArgs, secret: &str, metrics_disabled: bool) -> anyhow::Result<Target> {
+fn start_gateway(
+    args: &BenchArgs,
+    secret: &str,
+    metrics_disabled: bool,
+    runtime: Option<&str>,
+) -> anyhow::Result<Target> {
     #[cfg(not(target_os = "linux"))]
     if args.in_process {
         bail!("--in-process needs the engine, which runs on Linux only (io_uring)");
@@ -149,6 +162,10 @@ fn start_gateway(args: &BenchArgs, secret: &str, metrics_disabled: bool) -> anyh
                 sessions_per_tenant_max: BENCH_SESSIONS_PER_TENANT_MAX,
                 ..Default::default()
             },
+            runtime: match runtime {
+                Some(name) => name.parse().map_err(anyhow::Error::msg)?,
+                None => volley_engine::runtime::RuntimeChoice::Auto,
+            },
             ..volley_engine::GatewayConfig::default()
         };
         let gateway =
@@ -157,7 +174,8 @@ fn start_gateway(args: &BenchArgs, secret: &str, metrics_disabled: bool) -> anyh
         return Ok(Target {
             url: format!("ws://{}", gateway.local_addr()),
             pid: Some(std::process::id()),
-            how: serde_json::json!({"mode": "in-process", "metrics_disabled": metrics_disabled}),
+            how: serde_json::json!({"mode": "in-process", "metrics_disabled": metrics_disabled,
+                                    "runtime": gateway.shared().runtime.name()}),
             started: Some(Started::InProcess(gateway)),
         });
     }
@@ -177,6 +195,9 @@ fn start_gateway(args: &BenchArgs, secret: &str, metrics_disabled: bool) -> anyh
     command.arg("gateway").arg("--config").arg(&config);
     if metrics_disabled {
         command.arg("--metrics-disabled");
+    }
+    if let Some(runtime) = runtime {
+        command.arg("--runtime").arg(runtime);
     }
     let mut child = command
         .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
@@ -213,17 +234,19 @@ fn start_gateway(args: &BenchArgs, secret: &str, metrics_disabled: bool) -> anyh
         url: format!("ws://{addr}"),
         pid: Some(pid),
         how: serde_json::json!({"mode": "child process `volley gateway`", "pid": pid, "metrics_disabled": metrics_disabled,
+                                "runtime": runtime.unwrap_or("auto"),
                                 "config": "listen 127.0.0.1:0, defaults otherwise (workers = cores)"}),
         started: Some(Started::Child(child)),
     })
 }
 
-fn run_once(
+pub(crate) fn run_once(
     args: &BenchArgs,
     scenario: volley_bench::Scenario,
     options: &Options,
     secret: &str,
     metrics_disabled: bool,
+    runtime: Option<&str>,
 ) -> anyhow::Result<ScenarioResult> {
     let target = match &args.gateway {
         Some(url) => Target {
@@ -232,7 +255,7 @@ fn run_once(
             started: None,
             how: serde_json::json!({"mode": "external", "url": url}),
         },
-        None => start_gateway(args, secret, metrics_disabled)?,
+        None => start_gateway(args, secret, metrics_disabled, runtime)?,
     };
     let options = Options { gateway_pid: target.pid, ..options.clone() };
     let mut result = volley_bench::run_scenario(scenario, &options, &target.url, secret)
@@ -285,6 +308,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.scenario == Scenario::Source {
         return run_source(&args);
     }
+    if args.scenario == Scenario::Runtimes {
+        return crate::bench_runtimes::run(&args);
+    }
     let Some(scenario) = args.scenario.harness() else {
         let path = volley_bench::record::report(&args.out_dir).map_err(anyhow::Error::msg)?;
         println!("wrote {}", path.display());
@@ -315,10 +341,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     // The baseline is measured once per invocation and shared by every run in it.
     options.baseline = Some(volley_bench::measure_baseline(&options).map_err(anyhow::Error::msg)?);
-    let mut result = run_once(&args, scenario, &options, &secret, false)?;
+    let mut result = run_once(&args, scenario, &options, &secret, false, args.runtime.as_deref())?;
     let compare = matches!(scenario, volley_bench::Scenario::Throughput | volley_bench::Scenario::Latency);
     if compare && args.gateway.is_none() {
-        let off = run_once(&args, scenario, &options, &secret, true)?;
+        let off = run_once(&args, scenario, &options, &secret, true, args.runtime.as_deref())?;
         result.metrics_off = Some(serde_json::json!({
             "headline": off.headline, "figures": off.figures, "histograms": off.histograms, "errors": off.errors,
         }));

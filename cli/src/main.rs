@@ -15,6 +15,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_runtimes;
 mod connector;
 // Where web/dist is, for `gateway` and `demo` (Linux-only, like them).
 #[cfg(target_os = "linux")]

@@ -121,7 +121,7 @@ pub fn killed_error() -> io::Error {
 
 /// `or_killed!(ctl, side, future)` awaits `future` unless the connection
 /// `ctl` (a `&ConnCtl`) is or gets killed first: `Some(output)`, or `None`
-/// once killed (the future is then dropped, which cancels its io_uring op).
+/// once killed (the future is then dropped, which cancels its operation).
 /// `side` says which waiter slot the calling task uses ([`Side`]). A macro
 /// rather than a function so the operation's future is stored in the
 /// caller's own state, not in one more nested future.

@@ -1,5 +1,5 @@
 //! TLS on the gateway's listener (`tls.cert`, `tls.key`): rustls 0.23 with
-//! the `ring` provider, driven sans-IO over the worker's own io_uring
+//! the `ring` provider, driven sans-IO over the worker's own (io_uring or epoll)
 //! reads and writes, so timeouts and kills end TLS sessions exactly like
 //! plain ones (monoio-rustls's `writev` writes one iovec at a time).
 //!

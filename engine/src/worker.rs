@@ -1,4 +1,4 @@
-//! Workers: one thread, one monoio io_uring runtime, one `SO_REUSEPORT`
+//! Workers: one thread, one monoio runtime (io_uring or epoll), one `SO_REUSEPORT`
 //! listener each. A connection lives on the worker that accepted it.
 //!
 //! Per-worker state ([`Worker`]) is `Rc`/`RefCell`, never shared across

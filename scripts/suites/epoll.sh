@@ -19,7 +19,8 @@ REFUSE=$TARGET_DIR/debug/refuse-io-uring
 "$REFUSE" grep -q '^Seccomp:[[:space:]]*2' /proc/self/status
 
 if cargo nextest --version >/dev/null 2>&1; then
-  "$REFUSE" cargo nextest run -p volley-engine -p volley -E 'kind(test)'
+  # --workspace, as the test step built them: the same features, no rebuild.
+  "$REFUSE" cargo nextest run --workspace -E 'kind(test) & (package(volley-engine) | package(volley))'
 else
   "$REFUSE" cargo test -p volley-engine -p volley --test '*'
 fi
