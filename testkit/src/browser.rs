@@ -4,7 +4,6 @@
 //! rustls. One client for the engine's and the CLI's tests, so both read
 //! the gateway the same way.
 
-use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -82,10 +81,7 @@ impl QueryResult {
     }
 }
 
-/// True for a read that timed out (the socket's read timeout).
-pub fn is_timeout(e: &tungstenite::Error) -> bool {
-    matches!(e, tungstenite::Error::Io(io) if matches!(io.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut))
-}
+pub use crate::is_timeout;
 
 impl Browser {
     /// Connects a level-1 (`level2 == false`) or level-2 browser with `token`; panics on failure.

@@ -10,14 +10,25 @@
 //! - [`seccomp`] (feature `seccomp`, Linux): io_uring refused by a seccomp
 //!   filter, for the tests of the epoll fallback, and the `refuse-io-uring`
 //!   binary that runs a command so.
+//! - [`gateway`] (feature `gateway`): a gateway played by the test, for the
+//!   connector's and the CLI's tests.
 //!
 //! It depends on no Volley crate but the protocol crate (and that only with
-//! `browser`), so every other crate may use it.
+//! `browser` or `gateway`), so every other crate may use it.
 
 #[cfg(feature = "browser")]
 pub mod browser;
+#[cfg(feature = "gateway")]
+pub mod gateway;
 #[cfg(all(feature = "seccomp", target_os = "linux"))]
 pub mod seccomp;
+
+/// True for a read that timed out (the socket's read timeout).
+#[cfg(any(feature = "browser", feature = "gateway"))]
+pub fn is_timeout(e: &tungstenite::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(e, tungstenite::Error::Io(io) if matches!(io.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut))
+}
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -18,7 +18,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tungstenite::{Bytes, Message, WebSocket};
 use volley_engine::{Gateway, GatewayConfig, StartOptions};
 use volley_protocol::header::FrameKind;
 use volley_protocol::token::{sign, ConnectorClaims, SessionClaims, ROLE_CONNECTOR};
@@ -456,48 +455,9 @@ impl Drop for VolleyProcess {
 
 // ------------------------------------------------------- scripted gateway
 
-/// A gateway played by the test itself: the connector's socket, accepted
-/// from `listener` and upgraded, spoken to in JSON.
-pub struct ScriptedGateway {
-    ws: WebSocket<TcpStream>,
-}
-
-impl ScriptedGateway {
-    /// Waits for the connector to dial and upgrades its socket.
-    pub fn accept(listener: &TcpListener) -> ScriptedGateway {
-        let (stream, _) = listener.accept().expect("the connector dials");
-        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-        ScriptedGateway { ws: tungstenite::accept(stream).expect("upgrade") }
-    }
-
-    /// Sends one JSON text message.
-    pub fn send(&mut self, value: Value) {
-        self.ws.send(Message::text(value.to_string())).expect("send");
-    }
-
-    /// The next text message (a binary frame here is a test failure).
-    pub fn read_json(&mut self) -> Value {
-        loop {
-            match self.ws.read().expect("connector message") {
-                Message::Text(text) => return serde_json::from_str(&text).expect("JSON"),
-                Message::Binary(data) => panic!("unexpected binary frame of {} bytes", data.len()),
-                _ => continue,
-            }
-        }
-    }
-
-    /// Binary frames up to the next text message, and that message.
-    pub fn read_stream(&mut self) -> (Vec<Bytes>, Value) {
-        let mut frames = Vec::new();
-        loop {
-            match self.ws.read().expect("connector message") {
-                Message::Binary(data) => frames.push(data),
-                Message::Text(text) => return (frames, serde_json::from_str(&text).expect("JSON")),
-                _ => {}
-            }
-        }
-    }
-}
+/// The scripted gateway is shared with the connector's tests.
+#[allow(unused_imports)] // each test binary uses its own part
+pub use volley_testkit::gateway::ScriptedGateway;
 
 // ---------------------------------------------------------------- browser
 
