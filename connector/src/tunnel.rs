@@ -111,6 +111,12 @@ impl Credit {
         self.changed.notify_all();
     }
 
+    /// Wakes a producer waiting in [`Credit::take`] so that it sees its stop
+    /// flag now, without granting it anything.
+    fn wake(&self) {
+        self.changed.notify_all();
+    }
+
     /// Waits for credit; false when stopped.
     fn take(&self, bytes: usize, stop: &StopFlag) -> bool {
         let Ok(mut available) = self.available.lock() else { return false };
@@ -129,9 +135,96 @@ impl Credit {
 }
 
 struct StreamHandle {
+    request_id: String,
     stop: StopFlag,
     credit: Arc<Credit>,
     thread: JoinHandle<()>,
+}
+
+/// The streams open on one connection.
+///
+/// The gateway names a stream two ways: by the `request_id` of its `do_get`,
+/// which `cancel` repeats, and at level 2 by the `stream_id` of its
+/// `do_get`, which `credit` repeats. The two are unrelated (PROTOCOL.md
+/// §4.2 pairs request `r3` with stream `9`), so `do_get` records the pair
+/// here and neither id is ever made from the other.
+#[derive(Default)]
+struct Streams {
+    /// By stream id: the `do_get`'s at level 2; at level 1, whose `do_get`
+    /// carries none, a number the connector picks.
+    by_id: HashMap<u32, StreamHandle>,
+    /// `request_id` → stream id.
+    ids: HashMap<String, u32>,
+    /// Where the search for the next level-1 stream's number starts.
+    next_local_id: u32,
+}
+
+impl Streams {
+    /// A stream id no open stream has, for a level-1 stream.
+    fn local_id(&mut self) -> u32 {
+        while self.by_id.contains_key(&self.next_local_id) {
+            self.next_local_id = self.next_local_id.wrapping_add(1);
+        }
+        let id = self.next_local_id;
+        self.next_local_id = id.wrapping_add(1);
+        id
+    }
+
+    /// Records a stream under `id` and its request id. A stream still
+    /// running under either id is stopped first: the gateway reuses an id
+    /// only after that stream's `stream_end`, so it is ending anyway, or the
+    /// gateway lost track of it.
+    fn insert(&mut self, id: u32, handle: StreamHandle) {
+        let same_request = self.ids.get(&handle.request_id).copied();
+        for old in [Some(id), same_request].into_iter().flatten() {
+            let Some(old) = self.remove(old) else { continue };
+            if !old.thread.is_finished() {
+                log::warn!(
+                    "do_get {new} reuses an id of request {old}, which is still streaming: stopping {old}. A gateway \
+                     may reuse a request id or stream id only after that stream's stream_end; check the gateway's \
+                     version",
+                    new = handle.request_id,
+                    old = old.request_id,
+                );
+                old.stop.store(true, Ordering::Release);
+                old.credit.wake();
+            }
+        }
+        self.ids.insert(handle.request_id.clone(), id);
+        self.by_id.insert(id, handle);
+    }
+
+    fn remove(&mut self, id: u32) -> Option<StreamHandle> {
+        let handle = self.by_id.remove(&id)?;
+        self.ids.remove(&handle.request_id);
+        Some(handle)
+    }
+
+    /// The stream a `credit` names.
+    fn by_stream_id(&self, id: u32) -> Option<&StreamHandle> {
+        self.by_id.get(&id)
+    }
+
+    /// The stream a `cancel` names.
+    fn by_request_id(&self, request_id: &str) -> Option<&StreamHandle> {
+        self.ids.get(request_id).and_then(|id| self.by_id.get(id))
+    }
+
+    fn handles(&self) -> impl Iterator<Item = &StreamHandle> {
+        self.by_id.values()
+    }
+
+    /// Forgets the streams whose producer has returned.
+    fn reap(&mut self) {
+        self.by_id.retain(|_, handle| !handle.thread.is_finished());
+        let by_id = &self.by_id;
+        self.ids.retain(|_, id| by_id.contains_key(id));
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = StreamHandle> + '_ {
+        self.ids.clear();
+        self.by_id.drain().map(|(_, handle)| handle)
+    }
 }
 
 /// Runs the tunnel until `shutdown` is set: `parallel_connections` threads,
@@ -348,16 +441,16 @@ fn connect_and_serve(
     );
     set_read_timeout(&socket, IDLE_POLL)?;
     let (out_tx, out_rx) = sync_channel::<Outgoing>(OUTGOING_QUEUE_MAX);
-    let mut streams: HashMap<String, StreamHandle> = HashMap::new();
+    let mut streams = Streams::default();
     let result = serve(&mut socket, level, config, catalog, shutdown, &out_tx, &out_rx, &mut streams);
     // Streams still running end here: their producers see the stop flag.
-    for handle in streams.values() {
+    for handle in streams.handles() {
         handle.stop.store(true, Ordering::Release);
         handle.credit.add(u64::MAX / 4);
     }
     drop(out_tx);
     let deadline = Instant::now() + SHUTDOWN_GRACE;
-    for (_, handle) in streams.drain() {
+    for handle in streams.drain() {
         // Drain what producers still push so they can reach their end.
         while !handle.thread.is_finished() && Instant::now() < deadline {
             let _ = out_rx.recv_timeout(Duration::from_millis(10));
@@ -383,17 +476,17 @@ fn serve(
     shutdown: &AtomicBool,
     out_tx: &SyncSender<Outgoing>,
     out_rx: &Receiver<Outgoing>,
-    streams: &mut HashMap<String, StreamHandle>,
+    streams: &mut Streams,
 ) -> Result<(), TunnelError> {
     let mut last_heard = Instant::now();
     loop {
         if shutdown.load(Ordering::Acquire) {
-            for handle in streams.values() {
+            for handle in streams.handles() {
                 handle.stop.store(true, Ordering::Release);
             }
             // Let streams finish (they end with stream_end) within the grace period.
             let deadline = Instant::now() + SHUTDOWN_GRACE;
-            while streams.values().any(|h| !h.thread.is_finished()) && Instant::now() < deadline {
+            while streams.handles().any(|h| !h.thread.is_finished()) && Instant::now() < deadline {
                 write_pending(socket, out_rx)?;
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -401,7 +494,7 @@ fn serve(
             return Ok(());
         }
         write_pending(socket, out_rx)?;
-        streams.retain(|_, handle| !handle.thread.is_finished());
+        streams.reap();
         match socket.read() {
             Ok(Message::Text(text)) => {
                 last_heard = Instant::now();
@@ -451,7 +544,7 @@ fn handle_command(
     config: &Config,
     catalog: &Arc<Catalog>,
     out_tx: &SyncSender<Outgoing>,
-    streams: &mut HashMap<String, StreamHandle>,
+    streams: &mut Streams,
     socket: &mut Socket,
 ) -> Result<(), TunnelError> {
     let command = match GatewayCommand::parse(text) {
@@ -491,6 +584,20 @@ fn handle_command(
                     }
                 },
             };
+            // Level 2 writes the stream id in every frame header and credit
+            // names the stream by it: a do_get without one cannot be served.
+            let id = match (level >= 2, stream_id) {
+                (true, Some(id)) => id,
+                (true, None) => {
+                    let error = ErrorBody::new(
+                        ErrorCode::BadRequest,
+                        "do_get at protocol level 2 needs a stream_id (PROTOCOL.md §4.2)",
+                    );
+                    reply(socket, ConnectorMessage::Error { request_id: Some(request_id), error })?;
+                    return Ok(());
+                }
+                (false, _) => streams.local_id(),
+            };
             log::debug!(
                 "do_get {request_id}: dataset {ticket:?}, stream {stream_id:?}, live {live}, credit {credit_bytes:?}, \
                  compression {compression:?}"
@@ -504,7 +611,7 @@ fn handle_command(
                 catalog: catalog.clone(),
                 dataset: ticket,
                 request_id: request_id.clone(),
-                stream_id: if level >= 2 { stream_id } else { None },
+                stream_id: (level >= 2).then_some(id),
                 live,
                 options,
                 out: out_tx.clone(),
@@ -513,21 +620,27 @@ fn handle_command(
             };
             let thread =
                 std::thread::Builder::new().name(format!("volley-stream-{request_id}")).spawn(move || job.run())?;
-            streams.insert(request_id, StreamHandle { stop, credit, thread });
+            streams.insert(id, StreamHandle { request_id, stop, credit, thread });
         }
-        GatewayCommand::Credit { stream_id, bytes } => {
-            let key = format!("r{stream_id}");
-            if let Some(handle) = streams.get(&key) {
-                handle.credit.add(bytes);
-            }
+        // Level 1 has no credit (and its stream ids are the connector's own).
+        GatewayCommand::Credit { stream_id, .. } if level < 2 => {
+            log::debug!("ignoring credit for stream {stream_id}: a level-1 tunnel has no credit")
         }
-        GatewayCommand::Cancel { request_id } => {
-            log::debug!("cancel {request_id}");
-            if let Some(handle) = streams.get(&request_id) {
+        GatewayCommand::Credit { stream_id, bytes } => match streams.by_stream_id(stream_id) {
+            Some(handle) => handle.credit.add(bytes),
+            // A stream that just ended, or a gateway bug: nothing to credit.
+            None => log::debug!("credit of {bytes} bytes for stream {stream_id}, which is not open"),
+        },
+        GatewayCommand::Cancel { request_id } => match streams.by_request_id(&request_id) {
+            Some(handle) => {
+                log::debug!("cancel {request_id}");
+                // Woken, not granted credit: a producer waiting for credit
+                // must stop, not send one more frame past its credit.
                 handle.stop.store(true, Ordering::Release);
-                handle.credit.add(u64::MAX / 4);
+                handle.credit.wake();
             }
-        }
+            None => log::debug!("cancel {request_id}, which is not open"),
+        },
     }
     Ok(())
 }

@@ -1,0 +1,140 @@
+//! The tunnel client against a gateway played by the test on a real socket
+//! (`volley_testkit::gateway`), which follows PROTOCOL.md §4.2 where the
+//! engine happens to be kinder: a `do_get`'s `request_id` is unrelated to
+//! its `stream_id` (the spec's own example pairs request `r3` with stream
+//! `9`), and credit is small and granted only once spent, so a `credit`
+//! that does not reach its stream stalls the stream.
+
+mod support;
+
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use arrow_array::RecordBatch;
+use arrow_ipc::reader::StreamReader;
+use serde_json::json;
+use volley_connector::{Catalog, Config};
+use volley_testkit::gateway::{CreditedStream, ScriptedGateway};
+
+/// Credit per grant: a few of the connector's frames (at most
+/// `max_chunk_size`, 4 KiB here), so the dataset needs several grants.
+const WINDOW: u64 = 4096;
+
+/// The connector's config: one tunnel to `listener`, small frames, and the
+/// 100-row CSV in batches of 10 rows.
+fn config(listener: &TcpListener) -> Config {
+    let addr = listener.local_addr().expect("addr");
+    let csv = support::testdata().join("csv").join("aggregate_test_100.csv");
+    let yaml = json!({
+        "gateway": {"uri": format!("ws://{addr}/ws/connect")},
+        "tenant": {"id": "t1"},
+        "performance": {"parallel_connections": 1, "reconnect_delay": 0.1, "max_chunk_size": 4096, "min_chunk_size": 1024},
+        "datasets": {"agg": {"type": "csv", "path": csv, "batch_rows": 10}},
+    });
+    Config::from_yaml(&yaml.to_string(), &support::testdata()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The real tunnel client on a thread, stopped (within a bound) on drop.
+struct Tunnel {
+    shutdown: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Tunnel {
+    fn start(config: Config) -> Tunnel {
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let flag = shutdown.clone();
+        let catalog = Arc::new(Catalog::new(&config));
+        let thread = std::thread::spawn(move || volley_connector::tunnel::run(Arc::new(config), catalog, flag));
+        Tunnel { shutdown, thread: Some(thread) }
+    }
+}
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        self.shutdown.store(true, Ordering::Release);
+        let Some(thread) = self.thread.take() else { return };
+        // A failing test must not hang on a stuck connector: leave it behind.
+        let deadline = Instant::now() + volley_connector::tunnel::SHUTDOWN_GRACE + Duration::from_secs(5);
+        while !thread.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if thread.is_finished() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Starts the connector and accepts its tunnel at level 2.
+fn connector_and_gateway() -> (Tunnel, ScriptedGateway, Config) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let config = config(&listener);
+    let tunnel = Tunnel::start(config.clone());
+    let (gateway, register) = ScriptedGateway::accept_level2(&listener);
+    assert_eq!(register["datasets"], json!(["agg"]), "{register}");
+    (tunnel, gateway, config)
+}
+
+/// Checks that `stream` ended without error and carried all of `agg`.
+fn assert_whole_dataset(stream: &CreditedStream, config: &Config) {
+    let end = stream.end.as_ref().expect("the stream ended");
+    assert_eq!((end["type"].as_str(), stream.error_code()), (Some("stream_end"), None), "{end}");
+    let bytes = stream.bytes();
+    assert_eq!(end["total_bytes"].as_u64(), Some(bytes.len() as u64), "{end}");
+    assert!(
+        stream.granted > stream.window,
+        "the dataset fits the first credit window ({} bytes): the test proves nothing",
+        stream.window
+    );
+    let received: Vec<RecordBatch> = StreamReader::try_new(bytes.as_slice(), None)
+        .expect("the stream's payloads are one IPC stream")
+        .collect::<Result<_, _>>()
+        .expect("record batches decode");
+    let expected: Vec<RecordBatch> = Catalog::new(config)
+        .open("agg")
+        .expect("open the source")
+        .into_batches()
+        .collect::<Result<_, _>>()
+        .expect("read the source");
+    support::assert_same_rows(&expected, &received, &format!("stream {}", stream.stream_id));
+}
+
+/// PROTOCOL.md §4.2: `do_get` request `r3` on stream `9`, then `credit`
+/// for stream `9`. The credit reaches the stream by its stream id, so the
+/// stream goes on past its first window and delivers every row.
+#[test]
+fn credit_reaches_the_stream_it_names_whatever_its_request_id() {
+    let (_tunnel, mut gateway, config) = connector_and_gateway();
+    let mut streams = [CreditedStream::new("r3", 9, WINDOW)];
+    gateway.send(streams[0].do_get("agg"));
+    gateway.serve(&mut streams, |s| s.iter().all(|stream| stream.end.is_some()));
+    assert_whole_dataset(&streams[0], &config);
+}
+
+/// Two streams whose ids cross (request `r3` on stream `9`, request `r9`
+/// on stream `3`), both waiting for credit: `cancel` of `r3` ends stream 9
+/// with `cancelled` and leaves stream 3 alone, which, granted credit
+/// afterwards, delivers every row.
+#[test]
+fn cancel_ends_the_stream_of_its_request_and_credit_still_reaches_the_other() {
+    let (_tunnel, mut gateway, config) = connector_and_gateway();
+    let mut streams = [CreditedStream::new("r3", 9, WINDOW), CreditedStream::new("r9", 3, WINDOW)];
+    for stream in &mut streams {
+        stream.granting = false;
+        gateway.send(stream.do_get("agg"));
+    }
+    gateway.serve(&mut streams, |s| s.iter().all(CreditedStream::waits_for_credit));
+
+    gateway.send(json!({"action": "cancel", "request_id": "r3"}));
+    gateway.serve(&mut streams, |s| s[0].end.is_some());
+    assert_eq!(streams[0].error_code(), Some("cancelled"), "{:?}", streams[0].end);
+    assert_eq!(streams[0].end.as_ref().map(|end| end["request_id"].clone()), Some(json!("r3")));
+    assert!(streams[1].end.is_none(), "the other stream goes on: {:?}", streams[1].end);
+
+    streams[1].granting = true;
+    gateway.serve(&mut streams, |s| s[1].end.is_some());
+    assert_whole_dataset(&streams[1], &config);
+}
