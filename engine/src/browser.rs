@@ -454,25 +454,31 @@ fn handle_request(worker: &Rc<Worker>, session: &Rc<BrowserSession>, text: &str)
         BrowserRequest::Subscribe { dataset, query_id, compression } => {
             open(worker, session, dataset, query_id, compression.as_deref(), true)
         }
-        BrowserRequest::Unsubscribe { query_id } | BrowserRequest::Cancel { query_id } => {
-            let is_cancel = text.contains("\"cancel\"");
-            let Some(stream) = session.take_query(&query_id) else {
-                session.error(ErrorCode::UnknownQuery, format!("no open query {query_id:?}"), Some(query_id));
-                return;
-            };
-            worker.detach(&stream, session.id, &query_id);
-            if is_cancel && !stream.live {
-                session.send(&BrowserEvent::StreamEnd {
-                    query_id: query_id.clone(),
-                    request_id: query_id,
-                    stream_id: (session.level == Level::Two).then_some(stream.id),
-                    total_bytes: 0,
-                    error: Some(volley_protocol::ErrorBody::new(ErrorCode::Cancelled, "cancelled by the client")),
-                });
-            } else {
-                session.send(&BrowserEvent::Unsubscribed { query_id });
-            }
-        }
+        BrowserRequest::Unsubscribe { query_id } => close_query(worker, session, query_id, false),
+        BrowserRequest::Cancel { query_id } => close_query(worker, session, query_id, true),
+    }
+}
+
+/// `unsubscribe` or `cancel` (`is_cancel`) of one of the session's queries
+/// or subscriptions: detaches it (which cancels the upstream stream when no
+/// one else reads it) and answers `unsubscribed`, or, for a `cancel` of a
+/// query, its `stream_end` with error `cancelled`.
+fn close_query(worker: &Rc<Worker>, session: &Rc<BrowserSession>, query_id: String, is_cancel: bool) {
+    let Some(stream) = session.take_query(&query_id) else {
+        session.error(ErrorCode::UnknownQuery, format!("no open query {query_id:?}"), Some(query_id));
+        return;
+    };
+    worker.detach(&stream, session.id, &query_id);
+    if is_cancel && !stream.live {
+        session.send(&BrowserEvent::StreamEnd {
+            query_id: query_id.clone(),
+            request_id: query_id,
+            stream_id: (session.level == Level::Two).then_some(stream.id),
+            total_bytes: 0,
+            error: Some(volley_protocol::ErrorBody::new(ErrorCode::Cancelled, "cancelled by the client")),
+        });
+    } else {
+        session.send(&BrowserEvent::Unsubscribed { query_id });
     }
 }
 

@@ -71,6 +71,50 @@ fn cancel_unsubscribe_and_disconnect_cancel_the_upstream_stream() {
         == 0));
 }
 
+/// The request's action says whether it is a `cancel` or an `unsubscribe`,
+/// not the words inside it: a subscription or a query whose id is
+/// `"cancel"` is unsubscribed (`unsubscribed`, not a `stream_end` with
+/// `cancelled`), and a query whose id is `"unsubscribe"` is cancelled.
+#[test]
+fn cancel_and_unsubscribe_are_told_apart_by_action_not_by_query_id() {
+    let gateway = start(config());
+    let addr = gateway.local_addr();
+    let source = golden(PRIMITIVE);
+    let connector = spawn_connector(
+        addr,
+        ConnectorSpec::level2(vec![
+            DatasetSpec::query("slow", ipc_messages(&source)).with(Behaviour::Stall),
+            DatasetSpec::live("ticker"),
+        ]),
+    );
+    wait_connectors(&gateway, 1);
+    let mut browser = Browser::connect(addr, &session_token(TENANT, &["*"]), true);
+
+    // A subscription named "cancel", unsubscribed.
+    browser.send(json!({"action": "subscribe", "dataset": "ticker", "query_id": "cancel"}));
+    wait_stream_start(&mut browser);
+    browser.send(json!({"action": "unsubscribe", "query_id": "cancel"}));
+    assert_eq!(browser.next_json(Duration::from_secs(5)), json!({"type": "unsubscribed", "query_id": "cancel"}));
+    assert!(wait_until(Duration::from_secs(2), || connector.commands("cancel").len() == 1), "cancel upstream");
+
+    // A query named "cancel", unsubscribed: unsubscribe, not cancel.
+    browser.send(json!({"action": "query", "dataset": "slow", "query_id": "cancel"}));
+    wait_stream_start(&mut browser);
+    browser.send(json!({"action": "unsubscribe", "query_id": "cancel"}));
+    assert_eq!(browser.next_json(Duration::from_secs(5)), json!({"type": "unsubscribed", "query_id": "cancel"}));
+    assert!(wait_until(Duration::from_secs(2), || connector.commands("cancel").len() == 2), "cancel upstream");
+
+    // A query named "unsubscribe", cancelled: cancel, not unsubscribe.
+    browser.send(json!({"action": "query", "dataset": "slow", "query_id": "unsubscribe"}));
+    let start = wait_stream_start(&mut browser);
+    browser.send(json!({"action": "cancel", "query_id": "unsubscribe"}));
+    let end = browser.next_json(Duration::from_secs(5));
+    assert_eq!((end["type"].as_str(), end["query_id"].as_str()), (Some("stream_end"), Some("unsubscribe")), "{end}");
+    assert_eq!(end["error"]["code"], "cancelled", "{end}");
+    assert_eq!(end["stream_id"], start["stream_id"]);
+    assert!(wait_until(Duration::from_secs(2), || connector.commands("cancel").len() == 3), "cancel upstream");
+}
+
 #[test]
 fn a_token_that_expires_while_connected_closes_the_session_with_4001() {
     let mut config = config();
