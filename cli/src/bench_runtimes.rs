@@ -93,6 +93,19 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                         values.entry(name).or_default()[index].push(value);
                     }
                 }
+                if case.scenario == Scenario::Throughput {
+                    // GB relayed per gateway CPU-second, over every sub-run of
+                    // both frame sizes (the gateway's CPU time is read in
+                    // ticks, so one sub-run alone is coarse).
+                    let per_cpu: Vec<f64> = result.figures["runs"]
+                        .as_array()
+                        .map(|runs| runs.iter().filter_map(|r| r["gateway_gb_per_cpu_second"].as_f64()).collect())
+                        .unwrap_or_default();
+                    if !per_cpu.is_empty() {
+                        units.insert("throughput_gb_per_cpu_second", "GB/CPU-s".to_owned());
+                        values.entry("throughput_gb_per_cpu_second").or_default()[index].push(mean(&per_cpu));
+                    }
+                }
                 errors.extend(result.errors.iter().map(|e| format!("{} on {runtime}: {e}", case.scenario.name())));
                 runs.push(json!({"round": round + 1, "scenario": case.scenario.name(), "runtime": runtime,
                                  "headline": result.headline, "figures": result.figures, "gateway": result.gateway}));

@@ -123,8 +123,11 @@ pub fn fallback_warning(reason: &io::Error) -> String {
 }
 
 /// What the bench measured epoll to cost against io_uring on one machine
-/// (`volley bench runtimes`; perf-results/runtimes-*.json).
-pub const EPOLL_COST: &str = "up to 10% less throughput per core, more CPU per byte; latency unchanged";
+/// (`volley bench runtimes`; perf-results/runtimes-2026-12-07.json and
+/// perf-results/extra/runtimes-2026-12-07/).
+pub const EPOLL_COST: &str = "little: `volley bench runtimes` measured epoll at 0.9x to 1.3x of io_uring's throughput \
+     (64 KiB and 1 MiB frames, fan-out, small frames) and the same GB per CPU-second on 2 cores; io_uring makes \
+     fewer system calls per byte, which matters most with many busy connections";
 
 /// Builds a ring the size the workers use and runs a timer on it, which
 /// needs `io_uring_setup` and `io_uring_enter`: a sandbox that refuses either
