@@ -78,6 +78,13 @@ fn auto_falls_back_to_epoll_with_one_warning_naming_the_errno_and_serves() {
     let (mut process, url) = process.listening();
     let addr = addr_of(&url);
 
+    // stderr (the log) and stdout (the listening line) are read by two
+    // threads: wait for the log's line rather than assume it came first.
+    assert!(
+        process.wait_for_line("epoll workers", Duration::from_secs(10)).is_some(),
+        "no start line in the log:\n{}",
+        process.output()
+    );
     let warnings = fallback_warnings(&process);
     assert_eq!(warnings.len(), 1, "one warning:\n{}", process.output());
     let warning = &warnings[0];
@@ -133,6 +140,7 @@ fn runtime_epoll_in_the_config_file_runs_epoll_without_a_warning() {
     let (process, url) = VolleyProcess::gateway(&dir, &config.to_string(), "info");
     let addr = addr_of(&url);
     assert_eq!(health(addr)["worker_runtimes"], json!(["epoll", "epoll"]));
+    assert!(process.wait_for_line("epoll workers", Duration::from_secs(10)).is_some(), "{}", process.output());
     assert!(fallback_warnings(&process).is_empty(), "{}", process.output());
     serves_a_query(addr);
 }
@@ -148,6 +156,7 @@ fn auto_runs_io_uring_where_the_kernel_allows_it() {
     let health = health(addr);
     assert_eq!(health["runtime"], "io_uring", "{health}");
     assert_eq!(health["worker_runtimes"], json!(["io_uring", "io_uring"]), "{health}");
+    assert!(process.wait_for_line("io_uring workers", Duration::from_secs(10)).is_some(), "{}", process.output());
     assert!(fallback_warnings(&process).is_empty(), "{}", process.output());
 }
 
