@@ -670,7 +670,7 @@ impl Config {
         let mut gateway = raw.gateway;
         if let Some(ca_file) = &mut gateway.ca_file {
             *ca_file = base_dir.join(&*ca_file);
-            crate::tunnel::load_ca_file(ca_file)
+            crate::ca::load_ca_file(ca_file)
                 .map_err(|reason| ConfigError::Setting { key: "gateway.ca_file", reason })?;
         }
         Ok(Config { gateway, tenant: raw.tenant, performance, logging, datasets })

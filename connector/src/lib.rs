@@ -35,6 +35,7 @@
 //!                                                                             RecordBatch*, EndOfStream)
 //! ```
 
+pub mod ca;
 pub mod config;
 pub mod public_error;
 pub mod service;

@@ -30,12 +30,11 @@ use volley_protocol::message::{
     Codec, ConnectorMessage, ErrorBody, ErrorCode, FlightData, GatewayCommand, Register, RegisterReply,
 };
 
+use crate::ca::load_ca_file;
 use crate::config::{Compression, Config, GatewayConfig};
 use crate::public_error::{open_failure, source_failure};
 use crate::slice::{MessageKind, SliceOptions};
 use crate::source::{Catalog, StopFlag};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
 
 /// Messages queued per connection before stream producers block.
 pub const OUTGOING_QUEUE_MAX: usize = 64;
@@ -290,18 +289,6 @@ fn set_read_timeout(socket: &Socket, timeout: Duration) -> io::Result<()> {
 
 fn is_timeout(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
-}
-
-/// Reads the CA certificates of `gateway.ca_file`.
-pub fn load_ca_file(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{}: no CERTIFICATE in the file", path.display()));
-    }
-    Ok(certs)
 }
 
 /// The roots `wss://` trusts: `gateway.ca_file` alone when set, else the
