@@ -3,22 +3,20 @@
 //! monoio 0.2.4's `write_vectored_all` corrupts data when `writev` writes
 //! part of the vector (docs/decisions/2026-11-28-monoio-thread-per-core.md): its bookkeeping drops the advanced
 //! pointer. [`WriteBatch`] owns the items being written and an iovec array
-//! pointing into them; [`write_all`] loops, advancing the iovecs itself.
+//! pointing into them; the writer's [`crate::conn::write_all`] loops, advancing
+//! the iovecs through `WriteBatch::advance`.
 
 // Peer input (ARCHITECTURE.md invariant 6): no indexing or slicing that a
 // peer-chosen offset could make panic. Use `get`, patterns or iterators.
 #![deny(clippy::indexing_slicing, clippy::string_slice)]
 
 use std::cell::RefCell;
-use std::io;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use monoio::buf::IoVecBuf;
 
-use crate::conn::{killed_error, or_killed, ConnCtl, Side};
 use crate::frame::{Level, SharedFrame};
-use crate::transport::ConnWrite;
 
 /// Most iovecs in one `writev` (Linux `IOV_MAX` is 1024).
 pub const IOVECS_PER_WRITE_MAX: usize = 1024;
@@ -167,7 +165,7 @@ impl WriteBatch {
 
     /// Marks `written` bytes as done: whole iovecs are skipped, a partly
     /// written one has its base and length moved forward.
-    fn advance(&mut self, mut written: usize) {
+    pub(crate) fn advance(&mut self, mut written: usize) {
         self.remaining = self.remaining.saturating_sub(written);
         while written > 0 {
             let Some(iovec) = self.iovecs.get_mut(self.first) else { break };
@@ -188,7 +186,8 @@ impl WriteBatch {
 // write op and only `advance` — which mutates entries in place — runs between
 // ops). Every iovec points into an item owned by `items` (Arc<SharedFrame> or
 // Bytes heap memory, which never moves) and describes exactly the remaining
-// part of that slice. Exercised by `tests::partial_writes_deliver_every_byte`.
+// part of that slice. Exercised by
+// `conn::write_all_tests::partial_writes_deliver_every_byte`.
 #[allow(unsafe_code)]
 unsafe impl IoVecBuf for WriteBatch {
     fn read_iovec_ptr(&self) -> *const libc::iovec {
@@ -199,97 +198,5 @@ unsafe impl IoVecBuf for WriteBatch {
 
     fn read_iovec_len(&self) -> usize {
         self.iovecs.len().saturating_sub(self.first).min(IOVECS_PER_WRITE_MAX)
-    }
-}
-
-/// Writes the whole batch, however many partial writes it takes, and returns
-/// it (so the caller can account for what was delivered and reuse its Vecs).
-/// A kill of `ctl` ends an in-flight write (a stalled reader never completes
-/// it); the batch is then lost with the cancelled write.
-pub async fn write_all<W: ConnWrite>(
-    writer: &mut W,
-    mut batch: WriteBatch,
-    ctl: &ConnCtl,
-) -> (io::Result<()>, WriteBatch) {
-    while batch.remaining() > 0 {
-        let Some((result, returned)) = or_killed!(ctl, Side::Write, writer.write_batch(batch)) else {
-            return (Err(killed_error()), WriteBatch::default());
-        };
-        batch = returned;
-        match result {
-            Ok(0) => return (Err(io::Error::from(io::ErrorKind::WriteZero)), batch),
-            Ok(written) => batch.advance(written),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return (Err(e), batch),
-        }
-    }
-    (Ok(()), batch)
-}
-
-#[cfg(test)]
-mod tests {
-    // Tests index fixtures they built themselves; a panic there fails the test.
-    #![allow(clippy::indexing_slicing, clippy::string_slice)]
-
-    use super::*;
-    use std::io::Read;
-    use std::time::Instant;
-    use volley_protocol::header::{FrameHeader, FrameKind};
-
-    /// A slow reader forces many partial writes; every byte must arrive in order.
-    #[test]
-    fn partial_writes_deliver_every_byte() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let frames: Vec<Arc<SharedFrame>> = (0..24u32)
-            .map(|i| {
-                let header =
-                    FrameHeader { kind: FrameKind::RecordBatch, flags: 0, stream_id: 3, sequence: u64::from(i) };
-                let mut body = header.encode().to_vec();
-                body.extend(
-                    (0..(700_000 + i as usize * 13)).map(|j| (j.wrapping_mul(31) ^ i as usize).to_le_bytes()[0]),
-                );
-                SharedFrame::from_level2(Bytes::from(body), header, Instant::now())
-            })
-            .collect();
-        let mut expected = Vec::new();
-        for frame in &frames {
-            for part in frame.parts(Level::Two) {
-                expected.extend_from_slice(part);
-            }
-        }
-        let reader = std::thread::spawn(move || {
-            let (mut socket, _) = listener.accept().expect("accept");
-            let mut got = Vec::new();
-            let mut chunk = vec![0u8; 7919];
-            loop {
-                std::thread::sleep(std::time::Duration::from_micros(50));
-                match socket.read(&mut chunk) {
-                    Ok(0) => break,
-                    Ok(n) => got.extend_from_slice(&chunk[..n]),
-                    Err(e) => panic!("read: {e}"),
-                }
-            }
-            got
-        });
-        let mut runtime = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().build().expect("runtime");
-        runtime.block_on(async move {
-            let mut stream = monoio::net::TcpStream::connect(addr).await.expect("connect");
-            let mut batch = WriteBatch::new();
-            for frame in &frames {
-                batch.push(OutItem::Frame(frame.clone(), Level::Two));
-            }
-            let ctl = ConnCtl::new();
-            let (result, mut batch) = write_all(&mut stream, batch, &ctl).await;
-            result.expect("write_all");
-            assert_eq!(batch.items().len(), 24);
-            batch.clear();
-            // Send FIN now: a close queued on the ring would wait for the next poll.
-            ConnWrite::shutdown(&mut stream).await.expect("shutdown");
-        });
-        drop(runtime);
-        let got = reader.join().expect("reader");
-        assert_eq!(got.len(), expected.len());
-        assert!(got == expected, "bytes differ after partial writes");
     }
 }
