@@ -329,7 +329,7 @@ fn authenticate(worker: &Worker, register: &Register) -> Result<Option<(String, 
     let shared = &worker.shared;
     let credential = authenticate_token(worker, register)?;
     let presented = credential.as_ref().map(|(jti, exp)| (jti.as_str(), *exp));
-    if shared.revocations.check_connector(presented, &register.tenant_id, crate::unix_now()) {
+    if shared.revocations.check_connector(presented, &register.tenant_id, crate::clock::unix_now()) {
         return Err((ErrorCode::Revoked, "the tenant or this connector credential is revoked".to_owned()));
     }
     Ok(credential)
@@ -359,7 +359,7 @@ fn authenticate_token(worker: &Worker, register: &Register) -> Result<Option<(St
             let secrets: Vec<&[u8]> = shared.connector_secrets.iter().map(Vec::as_slice).collect();
             let validation = Validation {
                 secrets: &secrets,
-                now: crate::unix_now(),
+                now: crate::clock::unix_now(),
                 leeway_seconds: i64::try_from(shared.limits.token_leeway_seconds).unwrap_or(0),
                 token_bytes_max: shared.limits.token_bytes_max,
             };

@@ -209,7 +209,7 @@ impl ControlPlane {
         .await;
         let ttl = match &verdict {
             Verdict::Admit(claims) => {
-                let left = u64::try_from(claims.exp.saturating_sub(crate::unix_now())).unwrap_or(0);
+                let left = u64::try_from(claims.exp.saturating_sub(crate::clock::unix_now())).unwrap_or(0);
                 Some(CONTROL_PLANE_POSITIVE_TTL.min(Duration::from_secs(left)))
             }
             Verdict::Refuse(_) => Some(CONTROL_PLANE_NEGATIVE_TTL),
@@ -282,7 +282,7 @@ fn ask(agent: &ureq::Agent, url: &str, session_id: &str, leeway_seconds: i64) ->
     if answer.user_id.is_empty() || answer.cuenta_id.is_empty() {
         return Verdict::Refuse((401, "unauthorized", "the control plane's answer names no user or tenant".into()));
     }
-    let now = crate::unix_now();
+    let now = crate::clock::unix_now();
     if answer.exp.saturating_add(leeway_seconds) < now {
         return Verdict::Refuse((401, "token_expired", "the session has expired".into()));
     }

@@ -35,9 +35,9 @@ use crate::control_plane::{Refusal, Verdict};
 use crate::admission::CounterGuard;
 use crate::conn::{or_killed, ConnCtl, Side};
 use crate::frame::Level;
+use crate::shared::Shared;
 use crate::transport::{ConnRead, ConnWrite};
 use crate::worker::Worker;
-use crate::Shared;
 
 /// Validates a WebSocket upgrade and answers it: `101` and the upgrade on
 /// success; the HTTP error (and `None`) when the request is refused or the
@@ -306,7 +306,7 @@ pub async fn authorize_browser(
     if shared.revocations.feed_down_and_fail_closed(shared.config.redis.fail_closed) {
         return Err((503, "unavailable", "the revocation feed is unreachable; new sessions are refused".into()));
     }
-    let now = crate::unix_now();
+    let now = crate::clock::unix_now();
     let claims = match (&shared.control_plane, looks_like_jwt(token)) {
         (Some(control_plane), false) => match control_plane.validate(token, client).await {
             Verdict::Admit(claims) => claims,

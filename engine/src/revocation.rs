@@ -50,8 +50,8 @@ use volley_protocol::token::SessionClaims;
 
 pub use self::feed::spawn_feed;
 use crate::mailbox::PushError;
+use crate::shared::Shared;
 use crate::worker::WorkerMsg;
-use crate::Shared;
 
 /// Most entries the revocation set holds (all kinds together); also the most
 /// the feed loads from Redis at once.
@@ -473,7 +473,7 @@ impl Revocations {
 /// Records a revocation received on the feed, queues it for the Redis record
 /// and tells every worker.
 pub fn revoke(shared: &Shared, revocation: Revocation, exp: Option<i64>) {
-    match shared.revocations.insert(&revocation, exp, crate::unix_now()) {
+    match shared.revocations.insert(&revocation, exp, crate::clock::unix_now()) {
         Some(expires) => {
             log::info!("revoked {revocation:?} until {expires}");
             shared.revocations.queue_write(revocation.clone(), expires);

@@ -30,8 +30,8 @@ use crate::mailbox::PushError;
 use crate::metrics::WorkerMetrics;
 use crate::registry::{ConnectorCmd, ConnectorHandle, Stream};
 use crate::revocation::Revocation;
+use crate::shared::Shared;
 use crate::writev::OutItem;
-use crate::Shared;
 
 /// Inbox messages drained per wake.
 pub const INBOX_BATCH_MAX: usize = 256;
@@ -173,7 +173,7 @@ pub async fn sweep(worker: Rc<Worker>) {
         // every session four times a second). Sessions with a query past
         // its deadline are collected and handled after the walk (ending a
         // query detaches it from the worker's tables).
-        let now_unix = crate::unix_now();
+        let now_unix = crate::clock::unix_now();
         let overdue: Vec<Rc<BrowserSession>> = worker
             .local
             .borrow()
@@ -338,7 +338,7 @@ impl Worker {
     /// Closes this worker's sessions and tunnels that the revocation set covers now.
     fn recheck(&self) {
         let revocations = &self.shared.revocations;
-        let now = crate::unix_now();
+        let now = crate::clock::unix_now();
         let sessions: Vec<Rc<BrowserSession>> = self
             .local
             .borrow()

@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 
 use super::store::Store;
 use super::{revoke, tell_workers, Revocation};
+use crate::shared::Shared;
 use crate::worker::WorkerMsg;
-use crate::Shared;
 
 /// First reconnect delay of the Redis feed; doubles per failed attempt.
 pub const REDIS_BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -98,7 +98,7 @@ fn subscribe(
 
     // Subscribed first, loaded second (see the module doc).
     let store = Store::new(channel);
-    let now = crate::unix_now();
+    let now = crate::clock::unix_now();
     let pruned = store.prune(&mut record, now)?;
     let loaded = store.load(&mut record, &shared.revocations, now)?;
     shared.revocations.purge_expired(now);
@@ -126,7 +126,7 @@ fn subscribe(
         }
         flush_writes(shared, &store, &mut record)?;
         if last_pruned.elapsed() >= prune_every {
-            let now = crate::unix_now();
+            let now = crate::clock::unix_now();
             let pruned = store.prune(&mut record, now)?;
             shared.revocations.purge_expired(now);
             if pruned > 0 {
@@ -167,7 +167,7 @@ fn flush_writes(shared: &Shared, store: &Store, record: &mut redis::Connection) 
     if writes.is_empty() {
         return Ok(());
     }
-    let now = crate::unix_now();
+    let now = crate::clock::unix_now();
     let mut pending = writes.into_iter();
     while let Some((revocation, expires)) = pending.next() {
         if expires <= now {
