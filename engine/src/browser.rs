@@ -21,6 +21,7 @@ use crate::conn::{run_writer, ConnCtl, KillOnDrop, ReadError, Ring, WsReader, CL
 use crate::frame::Level;
 use crate::metrics::WorkerMetrics;
 use crate::registry::{ConnectorCmd, OpenError, Stream, Subscriber};
+use crate::session::{BrowserSession, OpenQuery};
 use crate::transport::{ConnRead, ConnWrite};
 use crate::worker::{LocalSub, Worker};
 use crate::writev::OutItem;
@@ -44,75 +45,6 @@ pub const BROWSER_READ_CHUNK_BYTES: usize = 32;
 /// message per write batch (about 550 per 256 MiB of 64 KiB frames, against
 /// about 210 with steps alone: no throughput difference measured).
 pub const CREDIT_RETURN_DIVISOR: u64 = 4;
-
-/// One browser connection's state, owned by its worker.
-pub struct BrowserSession {
-    /// Unique id.
-    pub id: u64,
-    /// Protocol level negotiated at the upgrade.
-    pub level: Level,
-    /// Verified token claims.
-    pub claims: SessionClaims,
-    /// Outgoing frames.
-    pub ring: Rc<RefCell<Ring>>,
-    /// Kill switch.
-    pub ctl: Rc<ConnCtl>,
-    /// Open queries and subscriptions, at most
-    /// `limits.pending_requests_max` (16 by default): a short list, one
-    /// vector instead of maps (memory per idle session, issue #3).
-    queries: RefCell<Vec<OpenQuery>>,
-    next_query: Cell<u64>,
-    /// Last time anything was read or written.
-    pub last_activity: Cell<Instant>,
-    /// Last heartbeat ping queued.
-    last_ping: Cell<Instant>,
-}
-
-/// One open query or subscription of a session.
-struct OpenQuery {
-    /// The browser's id for it.
-    id: String,
-    stream: Arc<Stream>,
-    /// Body bytes written to the browser and not yet returned upstream as
-    /// credit (queries only; live streams are not credit-paced).
-    credit_owed: u64,
-    /// When a query ends with `query_timeout` (`timeouts.query_seconds`);
-    /// `None` for a live subscription. Checked by the worker's sweep: no
-    /// timer task holds the session.
-    deadline: Option<Instant>,
-}
-
-impl BrowserSession {
-    /// Forgets a finished query (its stream ended).
-    pub fn forget_query(&self, query_id: &str) {
-        self.take_query(query_id);
-    }
-
-    /// Removes the query `query_id` and returns its stream.
-    fn take_query(&self, query_id: &str) -> Option<Arc<Stream>> {
-        let mut queries = self.queries.borrow_mut();
-        let at = queries.iter().position(|q| q.id == query_id)?;
-        Some(queries.swap_remove(at).stream)
-    }
-
-    /// The stream id of the open query `query_id`.
-    fn query_stream_id(&self, query_id: &str) -> Option<u32> {
-        self.queries.borrow().iter().find(|q| q.id == query_id).map(|q| q.stream.id)
-    }
-
-    /// Sends a close frame, then ends the connection.
-    pub fn close(&self, code: u16, reason: &str) {
-        self.ring.borrow_mut().push_close(code, reason);
-    }
-
-    fn send(&self, event: &BrowserEvent) {
-        self.ring.borrow_mut().push_text(&event.to_json());
-    }
-
-    fn error(&self, code: ErrorCode, message: impl Into<String>, query_id: Option<String>) {
-        self.send(&BrowserEvent::error(code, message, query_id));
-    }
-}
 
 /// Serves one upgraded browser connection until it closes; `guards` (its
 /// admission counts) are released when it ends.
@@ -353,7 +285,7 @@ fn written(worker: &Rc<Worker>, session: &BrowserSession, items: &[OutItem], occ
     }
 }
 
-/// One sweep's checks of a session (see [`crate::worker::sweep`]): token
+/// One sweep's checks of a session (see [`crate::sweep::sweep`]): token
 /// expiry, idle timeout, heartbeat ping. Returns true when one of its
 /// queries is past its deadline: the sweep then calls [`expire_queries`]
 /// once it no longer walks the worker's tables.

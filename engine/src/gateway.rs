@@ -24,7 +24,7 @@ use crate::runtime;
 use crate::shared::Shared;
 use crate::thp::disable_transparent_huge_pages;
 use crate::tls;
-use crate::worker::WorkerMsg;
+use crate::worker_msg::WorkerMsg;
 use crate::worker_thread::run_worker;
 
 /// Bytes of the secret `--insecure-dev` takes from the operating system's
@@ -244,7 +244,7 @@ pub fn start(config: GatewayConfig, options: StartOptions) -> Result<Gateway, St
             Err(_) => return Err(StartError::Worker { index, message: "worker thread died".into() }),
         }
     }
-    let feed = match revocation::spawn_feed(shared.clone()) {
+    let feed = match revocation::feed::spawn_feed(shared.clone()) {
         Ok(feed) => feed,
         Err(source) => {
             let mut gateway = Gateway { shared, threads, feed: None, local_addr };

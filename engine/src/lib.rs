@@ -12,6 +12,8 @@
 //! - `worker_thread`: one worker thread's body — pinning, its runtime, the
 //!   accept loop, the inbox loop, metrics publishing, shutdown drain, and
 //!   the exit when a serving worker dies.
+//! - `sweep`: a worker's timer over handshake deadlines and its browser
+//!   sessions (token expiry, idle timeout, pings, query deadlines).
 //! - `thp`: transparent huge pages off for the process (`prctl`).
 //! - `clock`: [`unix_now`].
 //!
@@ -28,11 +30,13 @@
 //!   [`frame::SharedFrame`] (WebSocket headers built once) and calls
 //!   [`worker::Worker::route`] with the stream's destination-worker mask.
 //! - [`worker`]: `route` hands the frame once to each destination worker
-//!   (inline for its own, through a [`mailbox::Mailbox`] inbox for others,
-//!   its bytes counted by that inbox's [`inbox_bytes::InboxBytes`]);
+//!   (inline for its own, as a [`worker_msg::WorkerMsg`] through a
+//!   [`mailbox::Mailbox`] inbox for others, its bytes counted by that
+//!   inbox's [`inbox_bytes::InboxBytes`]);
 //!   `deliver` pushes the same `Arc<SharedFrame>` into every local
 //!   subscriber's [`conn::Ring`] under the flow/slow-reader policy.
-//! - [`browser`]: a session; its writer task drains the ring with
+//! - [`session`]: a browser session's state, which the worker delivers to.
+//! - [`browser`]: a session's connection; its writer task drains the ring with
 //!   [`conn::write_all`] over a [`writev::WriteBatch`] (vectored,
 //!   partial-write safe) and returns credit.
 //! - [`registry`]: lock-sharded tenant → connectors and stream tables.
@@ -42,12 +46,16 @@
 //! - [`echo`]: test-only conformance echo route.
 //! - [`task`]: how every connection task is spawned: a panic inside one
 //!   ends that connection, never its worker.
+//! - Connection plumbing, lowest first: [`writev`] (the write batch),
+//!   [`transport`] (plain TCP halves), [`tls`] (`wss://`), [`conn`] (kill
+//!   switch, reader, ring, writer).
 //!
 //! Admission (before any of the above, off the hot path):
 //! - [`admission`]: open connections per client IP (checked at accept) and
 //!   browser sessions per tenant (checked when a session is admitted).
-//! - [`revocation`]: the Redis revocation feed thread and the revoked set
-//!   checked at admission and at connector `register`.
+//! - [`revocation`]: the revoked set checked at admission and at connector
+//!   `register`; [`revocation::feed`] is the Redis thread that fills it and
+//!   tells the workers.
 //! - [`control_plane`]: optional HTTP validation of session ids, cached, on
 //!   its own thread pool, with lookups per client limited by [`rate_limit`].
 
@@ -68,15 +76,18 @@ pub mod registry;
 pub mod retained;
 pub mod revocation;
 pub mod runtime;
+pub mod session;
 pub mod task;
 pub mod tls;
 pub mod transport;
 pub mod worker;
+pub mod worker_msg;
 pub mod writev;
 
 mod clock;
 mod gateway;
 mod shared;
+mod sweep;
 mod thp;
 mod worker_thread;
 

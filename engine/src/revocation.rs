@@ -27,10 +27,18 @@
 //!   thread that subscribes, loads, writes and prunes.
 //! - A revocation received on the feed is recorded here, queued for the
 //!   durable record and pushed once into every worker's inbox as
-//!   [`WorkerMsg::Revoke`]; each worker closes its matching browser sessions
-//!   with close code 4000 and the covered tunnels on it. After a load that
-//!   added anything, every worker gets [`WorkerMsg::Recheck`] and closes
-//!   whatever open session or tunnel the set now covers.
+//!   [`WorkerMsg::Revoke`] (all three by [`feed::revoke`]); each worker closes
+//!   its matching browser sessions with close code 4000 and the covered
+//!   tunnels on it. After a load that added anything, every worker gets
+//!   [`WorkerMsg::Recheck`] and closes whatever open session or tunnel the set
+//!   now covers.
+//!
+//! This module is the set and what a revocation names, below the gateway's
+//! shared state (which holds a [`Revocations`]); [`feed`], which needs that
+//! state and the workers' inboxes, sits above it.
+//!
+//! [`WorkerMsg::Revoke`]: crate::worker_msg::WorkerMsg::Revoke
+//! [`WorkerMsg::Recheck`]: crate::worker_msg::WorkerMsg::Recheck
 
 // Peer input (ARCHITECTURE.md invariant 6): no indexing or slicing that a
 // peer-chosen offset could make panic. Use `get`, patterns or iterators.
@@ -41,17 +49,10 @@ pub mod store;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde::Deserialize;
 use volley_protocol::token::SessionClaims;
-
-pub use self::feed::spawn_feed;
-use crate::mailbox::PushError;
-use crate::shared::Shared;
-use crate::worker::WorkerMsg;
 
 /// Most entries the revocation set holds (all kinds together); also the most
 /// the feed loads from Redis at once.
@@ -63,9 +64,6 @@ pub const EVICT_BATCH: usize = REVOCATIONS_MAX / 100;
 /// entry stretched to its token's `exp`); past this the newest are dropped
 /// from the queue (logged; they still apply in this gateway's memory).
 pub const PENDING_WRITES_MAX: usize = 4096;
-/// How long the feed thread retries a full worker inbox before dropping a
-/// message for that worker (the set still refuses new connections).
-pub const INBOX_PUSH_PATIENCE: Duration = Duration::from_secs(1);
 /// Largest revocation message accepted, bytes; also the largest member the
 /// feed loads from a sorted set.
 pub const REVOCATION_MESSAGE_BYTES_MAX: usize = 4096;
@@ -467,43 +465,6 @@ impl Revocations {
     /// configured to fail closed and is not subscribed now.
     pub fn feed_down_and_fail_closed(&self, fail_closed: bool) -> bool {
         fail_closed && self.feed_configured && !self.connected.load(Ordering::Acquire)
-    }
-}
-
-/// Records a revocation received on the feed, queues it for the Redis record
-/// and tells every worker.
-pub fn revoke(shared: &Shared, revocation: Revocation, exp: Option<i64>) {
-    match shared.revocations.insert(&revocation, exp, crate::clock::unix_now()) {
-        Some(expires) => {
-            log::info!("revoked {revocation:?} until {expires}");
-            shared.revocations.queue_write(revocation.clone(), expires);
-        }
-        None => log::info!("revoked {revocation:?} (its exp has passed: open sessions closed, nothing recorded)"),
-    }
-    let revocation = Arc::new(revocation);
-    tell_workers(shared, || WorkerMsg::Revoke(revocation.clone()));
-}
-
-/// Pushes one message into every worker's inbox, waiting at most
-/// [`INBOX_PUSH_PATIENCE`] for a full one.
-pub fn tell_workers(shared: &Shared, message: impl Fn() -> WorkerMsg) {
-    for (index, inbox) in shared.inboxes.iter().enumerate() {
-        let mut item = message();
-        let deadline = std::time::Instant::now() + INBOX_PUSH_PATIENCE;
-        loop {
-            match inbox.push(item) {
-                Ok(()) => break,
-                Err(PushError::Full(back)) if std::time::Instant::now() < deadline => {
-                    item = back;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err(PushError::Full(back)) => {
-                    log::error!("worker {index}'s inbox stayed full: {back:?} not applied to its open sessions");
-                    break;
-                }
-                Err(PushError::Closed(_)) => break,
-            }
-        }
     }
 }
 

@@ -21,7 +21,7 @@ use crate::registry::Registry;
 use crate::revocation::Revocations;
 use crate::runtime::RuntimeKind;
 use crate::tls;
-use crate::worker::WorkerMsg;
+use crate::worker_msg::WorkerMsg;
 
 /// Process-wide state shared by all workers (read-mostly).
 pub struct Shared {

@@ -21,7 +21,6 @@ use volley_protocol::message::{BrowserEvent, ErrorBody, ErrorCode};
 use volley_protocol::ws::close_code;
 use volley_protocol::Codec;
 
-use crate::browser::BrowserSession;
 use crate::config::SlowReaderPolicy;
 use crate::conn::ConnCtl;
 use crate::frame::{Level, SharedFrame};
@@ -30,76 +29,15 @@ use crate::mailbox::PushError;
 use crate::metrics::WorkerMetrics;
 use crate::registry::{ConnectorCmd, ConnectorHandle, Stream};
 use crate::revocation::Revocation;
+use crate::session::BrowserSession;
 use crate::shared::Shared;
+pub use crate::worker_msg::{StreamEvent, WorkerMsg};
 use crate::writev::OutItem;
 
 /// Inbox messages drained per wake.
 pub const INBOX_BATCH_MAX: usize = 256;
 /// How often a worker publishes its metrics.
 pub const METRICS_PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
-
-/// A stream-level event, turned into one browser message per local subscriber.
-#[derive(Debug, Clone)]
-pub enum StreamEvent {
-    /// `get_flight_info` answered.
-    FlightInfo {
-        /// Base64 schema.
-        schema: String,
-        /// Rows, -1 unknown.
-        records: i64,
-    },
-    /// `stream_start`.
-    Start {
-        /// Base64 schema.
-        schema: String,
-    },
-    /// `stream_end`, or the stream failed.
-    End {
-        /// IPC bytes.
-        total_bytes: u64,
-        /// Failure.
-        error: Option<ErrorBody>,
-    },
-}
-
-/// What workers send each other.
-#[derive(Debug, Clone)]
-pub enum WorkerMsg {
-    /// A frame for the local subscribers of its stream.
-    Frame(Arc<SharedFrame>),
-    /// An event for the local subscribers of a stream.
-    Event(u32, StreamEvent),
-    /// A revocation from the Redis feed: close the matching local sessions
-    /// (4000) and the tunnels owned by this worker that it covers (a tenant's,
-    /// or those registered with a revoked connector credential).
-    Revoke(Arc<Revocation>),
-    /// The revocation set gained entries from the Redis record (a start or a
-    /// reconnect): close every local session and tunnel it now covers.
-    Recheck,
-    /// Stop: close every connection with 1001 and exit.
-    Shutdown,
-    /// Test-only fault injection: block this worker's thread for this long,
-    /// as a worker busy with other work would be, so that its inbox backs
-    /// up. Ignored unless `test_fault_routes` is on; only code in the
-    /// gateway's process can send it.
-    #[doc(hidden)]
-    Stall(Duration),
-}
-
-impl WorkerMsg {
-    /// Bytes a connector sent that this message holds while it waits in an
-    /// inbox, counted against `limits.inbox_bytes_max`
-    /// ([`crate::inbox_bytes`]): a frame's payload, an event's schema or
-    /// error text. Commands from the gateway itself count 0.
-    pub fn inbox_bytes(&self) -> usize {
-        match self {
-            WorkerMsg::Frame(frame) => frame.read_len(),
-            WorkerMsg::Event(_, StreamEvent::FlightInfo { schema, .. } | StreamEvent::Start { schema }) => schema.len(),
-            WorkerMsg::Event(_, StreamEvent::End { error, .. }) => error.as_ref().map_or(0, |e| e.message.len()),
-            WorkerMsg::Revoke(_) | WorkerMsg::Recheck | WorkerMsg::Shutdown | WorkerMsg::Stall(_) => 0,
-        }
-    }
-}
 
 /// One browser's view of one stream on this worker.
 pub struct LocalSub {
@@ -139,53 +77,8 @@ pub struct Local {
     pub subs: HashMap<u32, Vec<LocalSub>>,
     /// Connections still in their handshake, oldest first, with their
     /// deadlines (`timeouts.connect_seconds` is the same for all, so this
-    /// is ordered): checked by [`sweep`], no timer per connection.
+    /// is ordered): checked by [`crate::sweep::sweep`], no timer per connection.
     pub handshakes: VecDeque<(Instant, Weak<ConnCtl>)>,
-}
-
-/// How often a worker's [`sweep`] runs: handshake deadlines, token expiry,
-/// idle timeouts and pings of all its sessions. One timer per worker
-/// instead of one per connection; deadlines are honoured to within this.
-pub const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
-
-/// Once per [`SWEEP_INTERVAL`]: cancels connections past their handshake
-/// deadline, and checks every browser session of this worker (token expiry,
-/// idle timeout, heartbeat ping).
-pub async fn sweep(worker: Rc<Worker>) {
-    loop {
-        monoio::time::sleep(SWEEP_INTERVAL).await;
-        let now = Instant::now();
-        let expired: Vec<Rc<ConnCtl>> = {
-            let mut local = worker.local.borrow_mut();
-            let mut expired = Vec::new();
-            while local.handshakes.front().is_some_and(|(deadline, _)| *deadline <= now) {
-                if let Some((_, ctl)) = local.handshakes.pop_front() {
-                    expired.extend(ctl.upgrade().filter(|ctl| !ctl.is_ready()));
-                }
-            }
-            expired
-        };
-        for ctl in expired {
-            ctl.kill();
-        }
-        // `check` only queues frames on sessions' rings; it never touches
-        // the worker's tables, so they are walked in place (no copy of
-        // every session four times a second). Sessions with a query past
-        // its deadline are collected and handled after the walk (ending a
-        // query detaches it from the worker's tables).
-        let now_unix = crate::clock::unix_now();
-        let overdue: Vec<Rc<BrowserSession>> = worker
-            .local
-            .borrow()
-            .sessions
-            .values()
-            .filter(|session| crate::browser::check(&worker, session, now, now_unix))
-            .cloned()
-            .collect();
-        for session in overdue {
-            crate::browser::expire_queries(&worker, &session, now);
-        }
-    }
 }
 
 /// One worker.

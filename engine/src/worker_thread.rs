@@ -17,8 +17,10 @@ use crate::http;
 use crate::registry::ConnectorCmd;
 use crate::runtime::{self, WorkerRuntime};
 use crate::shared::Shared;
+use crate::sweep;
 use crate::task;
-use crate::worker::{self, Worker, WorkerMsg, INBOX_BATCH_MAX, METRICS_PUBLISH_INTERVAL};
+use crate::worker::{Worker, INBOX_BATCH_MAX, METRICS_PUBLISH_INTERVAL};
+use crate::worker_msg::WorkerMsg;
 
 /// How long shutdown lets close frames drain.
 pub const SHUTDOWN_DRAIN: Duration = Duration::from_millis(300);
@@ -70,7 +72,7 @@ pub(crate) fn run_worker(
             #[allow(clippy::disallowed_methods)]
             let metrics_task = monoio::spawn(publish_metrics(worker.clone()));
             #[allow(clippy::disallowed_methods)]
-            let sweep_task = monoio::spawn(worker::sweep(worker.clone()));
+            let sweep_task = monoio::spawn(sweep::sweep(worker.clone()));
             #[allow(clippy::disallowed_methods)]
             let turn_keeper = monoio::spawn(runtime::turn_keeper());
             inbox_loop(&worker).await;

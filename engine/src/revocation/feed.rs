@@ -18,6 +18,10 @@
 //! a bounded exponential backoff, one log line per failed attempt, and
 //! reports itself down meanwhile. Writes that could not be done are kept
 //! (bounded) and retried after the reconnect.
+//!
+//! A message received is applied by [`revoke`]: recorded in the set
+//! ([`super::Revocations`]), queued for the record, and pushed into every
+//! worker's inbox by [`tell_workers`].
 
 // Peer input (ARCHITECTURE.md invariant 6): no indexing or slicing that a
 // peer-chosen offset could make panic. Use `get`, patterns or iterators.
@@ -29,9 +33,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::store::Store;
-use super::{revoke, tell_workers, Revocation};
+use super::Revocation;
+use crate::mailbox::PushError;
 use crate::shared::Shared;
-use crate::worker::WorkerMsg;
+use crate::worker_msg::WorkerMsg;
 
 /// First reconnect delay of the Redis feed; doubles per failed attempt.
 pub const REDIS_BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -45,6 +50,9 @@ pub const REDIS_COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 /// gateway's stop flag and at the queued writes.
 pub const REDIS_POLL_INTERVAL: Duration = Duration::from_millis(200);
 
+/// How long the feed thread retries a full worker inbox before dropping a
+/// message for that worker (the set still refuses new connections).
+pub const INBOX_PUSH_PATIENCE: Duration = Duration::from_secs(1);
 /// Starts the feed thread when `redis.url` is set.
 pub fn spawn_feed(shared: Arc<Shared>) -> std::io::Result<Option<JoinHandle<()>>> {
     let Some(url) = shared.config.redis.url.clone() else { return Ok(None) };
@@ -200,6 +208,43 @@ pub fn redact_url(url: &str) -> String {
     match rest.rsplit_once('@') {
         Some((_credentials, host)) => format!("{scheme}://<redacted>@{host}"),
         None => url.to_owned(),
+    }
+}
+
+/// Records a revocation received on the feed, queues it for the Redis record
+/// and tells every worker.
+pub fn revoke(shared: &Shared, revocation: Revocation, exp: Option<i64>) {
+    match shared.revocations.insert(&revocation, exp, crate::clock::unix_now()) {
+        Some(expires) => {
+            log::info!("revoked {revocation:?} until {expires}");
+            shared.revocations.queue_write(revocation.clone(), expires);
+        }
+        None => log::info!("revoked {revocation:?} (its exp has passed: open sessions closed, nothing recorded)"),
+    }
+    let revocation = Arc::new(revocation);
+    tell_workers(shared, || WorkerMsg::Revoke(revocation.clone()));
+}
+
+/// Pushes one message into every worker's inbox, waiting at most
+/// [`INBOX_PUSH_PATIENCE`] for a full one.
+pub fn tell_workers(shared: &Shared, message: impl Fn() -> WorkerMsg) {
+    for (index, inbox) in shared.inboxes.iter().enumerate() {
+        let mut item = message();
+        let deadline = std::time::Instant::now() + INBOX_PUSH_PATIENCE;
+        loop {
+            match inbox.push(item) {
+                Ok(()) => break,
+                Err(PushError::Full(back)) if std::time::Instant::now() < deadline => {
+                    item = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(PushError::Full(back)) => {
+                    log::error!("worker {index}'s inbox stayed full: {back:?} not applied to its open sessions");
+                    break;
+                }
+                Err(PushError::Closed(_)) => break,
+            }
+        }
     }
 }
 

@@ -1,0 +1,89 @@
+//! A browser session's state ([`BrowserSession`]): what its worker, its
+//! sweep and the revocation checks need to see of it — its ring, its kill
+//! switch, its claims, its open queries. The connection that drives it is
+//! [`crate::browser`].
+
+// Peer input (ARCHITECTURE.md invariant 6): no indexing or slicing that a
+// peer-chosen offset could make panic. Use `get`, patterns or iterators.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use volley_protocol::message::{BrowserEvent, ErrorCode};
+use volley_protocol::token::SessionClaims;
+
+use crate::conn::{ConnCtl, Ring};
+use crate::frame::Level;
+use crate::registry::Stream;
+
+/// One browser connection's state, owned by its worker.
+pub struct BrowserSession {
+    /// Unique id.
+    pub id: u64,
+    /// Protocol level negotiated at the upgrade.
+    pub level: Level,
+    /// Verified token claims.
+    pub claims: SessionClaims,
+    /// Outgoing frames.
+    pub ring: Rc<RefCell<Ring>>,
+    /// Kill switch.
+    pub ctl: Rc<ConnCtl>,
+    /// Open queries and subscriptions, at most
+    /// `limits.pending_requests_max` (16 by default): a short list, one
+    /// vector instead of maps (memory per idle session, issue #3).
+    pub(crate) queries: RefCell<Vec<OpenQuery>>,
+    pub(crate) next_query: Cell<u64>,
+    /// Last time anything was read or written.
+    pub last_activity: Cell<Instant>,
+    /// Last heartbeat ping queued.
+    pub(crate) last_ping: Cell<Instant>,
+}
+
+/// One open query or subscription of a session.
+pub(crate) struct OpenQuery {
+    /// The browser's id for it.
+    pub(crate) id: String,
+    pub(crate) stream: Arc<Stream>,
+    /// Body bytes written to the browser and not yet returned upstream as
+    /// credit (queries only; live streams are not credit-paced).
+    pub(crate) credit_owed: u64,
+    /// When a query ends with `query_timeout` (`timeouts.query_seconds`);
+    /// `None` for a live subscription. Checked by the worker's sweep: no
+    /// timer task holds the session.
+    pub(crate) deadline: Option<Instant>,
+}
+
+impl BrowserSession {
+    /// Forgets a finished query (its stream ended).
+    pub fn forget_query(&self, query_id: &str) {
+        self.take_query(query_id);
+    }
+
+    /// Removes the query `query_id` and returns its stream.
+    pub(crate) fn take_query(&self, query_id: &str) -> Option<Arc<Stream>> {
+        let mut queries = self.queries.borrow_mut();
+        let at = queries.iter().position(|q| q.id == query_id)?;
+        Some(queries.swap_remove(at).stream)
+    }
+
+    /// The stream id of the open query `query_id`.
+    pub(crate) fn query_stream_id(&self, query_id: &str) -> Option<u32> {
+        self.queries.borrow().iter().find(|q| q.id == query_id).map(|q| q.stream.id)
+    }
+
+    /// Sends a close frame, then ends the connection.
+    pub fn close(&self, code: u16, reason: &str) {
+        self.ring.borrow_mut().push_close(code, reason);
+    }
+
+    pub(crate) fn send(&self, event: &BrowserEvent) {
+        self.ring.borrow_mut().push_text(&event.to_json());
+    }
+
+    pub(crate) fn error(&self, code: ErrorCode, message: impl Into<String>, query_id: Option<String>) {
+        self.send(&BrowserEvent::error(code, message, query_id));
+    }
+}

@@ -1,0 +1,59 @@
+//! A worker's sweep: one timer per worker instead of one per connection
+//! for handshake deadlines, token expiry, idle timeouts, heartbeat pings
+//! and query deadlines of its browser sessions.
+
+// Peer input (ARCHITECTURE.md invariant 6): no indexing or slicing that a
+// peer-chosen offset could make panic. Use `get`, patterns or iterators.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crate::conn::ConnCtl;
+use crate::session::BrowserSession;
+use crate::worker::Worker;
+
+/// How often a worker's [`sweep`] runs: handshake deadlines, token expiry,
+/// idle timeouts and pings of all its sessions. One timer per worker
+/// instead of one per connection; deadlines are honoured to within this.
+pub const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Once per [`SWEEP_INTERVAL`]: cancels connections past their handshake
+/// deadline, and checks every browser session of this worker (token expiry,
+/// idle timeout, heartbeat ping).
+pub async fn sweep(worker: Rc<Worker>) {
+    loop {
+        monoio::time::sleep(SWEEP_INTERVAL).await;
+        let now = Instant::now();
+        let expired: Vec<Rc<ConnCtl>> = {
+            let mut local = worker.local.borrow_mut();
+            let mut expired = Vec::new();
+            while local.handshakes.front().is_some_and(|(deadline, _)| *deadline <= now) {
+                if let Some((_, ctl)) = local.handshakes.pop_front() {
+                    expired.extend(ctl.upgrade().filter(|ctl| !ctl.is_ready()));
+                }
+            }
+            expired
+        };
+        for ctl in expired {
+            ctl.kill();
+        }
+        // `check` only queues frames on sessions' rings; it never touches
+        // the worker's tables, so they are walked in place (no copy of
+        // every session four times a second). Sessions with a query past
+        // its deadline are collected and handled after the walk (ending a
+        // query detaches it from the worker's tables).
+        let now_unix = crate::clock::unix_now();
+        let overdue: Vec<Rc<BrowserSession>> = worker
+            .local
+            .borrow()
+            .sessions
+            .values()
+            .filter(|session| crate::browser::check(&worker, session, now, now_unix))
+            .cloned()
+            .collect();
+        for session in overdue {
+            crate::browser::expire_queries(&worker, &session, now);
+        }
+    }
+}
