@@ -22,6 +22,8 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use volley_protocol::message::BrowserEvent;
+
 use crate::hist;
 use crate::wire::{self, Event, Parser, OP_PONG};
 
@@ -129,7 +131,7 @@ fn connect(addr: SocketAddr, token: &str) -> Result<(TcpStream, Parser, Vec<Even
     parser.feed(&rest, |e| pending.push(e));
     stream.set_read_timeout(Some(Duration::from_secs(20))).map_err(|e| e.to_string())?;
     let hello = wire::read_text(&mut stream, &mut parser, &mut pending).map_err(|e| format!("hello: {e}"))?;
-    if !hello.contains("\"hello\"") {
+    if !matches!(BrowserEvent::parse(&hello), Ok(BrowserEvent::Hello { .. })) {
         return Err(format!("expected hello, got {hello}"));
     }
     Ok((stream, parser, pending))
@@ -166,12 +168,14 @@ pub fn run_group(spec: &GroupSpec, ready: &dyn Fn()) -> GroupResult {
         for (stream, parser, pending) in streams.iter_mut() {
             loop {
                 match wire::read_text(stream, parser, pending) {
-                    Ok(text) if text.contains("\"stream_start\"") => break,
-                    Ok(text) if text.contains("\"error\"") => {
-                        result.error(text);
-                        break;
-                    }
-                    Ok(_) => continue,
+                    Ok(text) => match BrowserEvent::parse(&text) {
+                        Ok(BrowserEvent::StreamStart { .. }) => break,
+                        Ok(BrowserEvent::Error { .. }) | Err(_) => {
+                            result.error(text);
+                            break;
+                        }
+                        Ok(_) => continue,
+                    },
                     Err(e) => {
                         result.error(format!("waiting for stream_start: {e}"));
                         break;
