@@ -33,6 +33,8 @@ use crate::writev::OutItem;
 /// longer frame gets a buffer of its exact size for the next read (one more
 /// read per request, for 96 bytes less per idle session than 128).
 pub const BROWSER_READ_CHUNK_BYTES: usize = 32;
+// Browser sessions never align their reads: the small chunk is for idle memory.
+const _: () = assert!(BROWSER_READ_CHUNK_BYTES < crate::conn::READ_ALIGN_MIN_CHUNK_BYTES);
 
 /// Level-2 query credit goes back upstream in steps of at least
 /// `limits.credit_bytes / CREDIT_RETURN_DIVISOR` bytes written to the

@@ -256,6 +256,10 @@ impl<R: ConnRead> WsReader<R> {
 /// matters more than the rare copy) read into their chunk as it comes.
 pub const READ_ALIGN_MIN_CHUNK_BYTES: usize = 4096;
 
+// A batch of whole items fits one writev: an item is at most three iovecs
+// (WebSocket header, level-2 prefix, body: `SharedFrame::parts`).
+const _: () = assert!(3 * BATCH_ITEMS_MAX <= IOVECS_PER_WRITE_MAX);
+
 /// How the next read of a [`WsReader`] is shaped.
 ///
 /// Frames share read buffers, and a frame that straddles a buffer's end is

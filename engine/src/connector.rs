@@ -45,6 +45,9 @@ pub const CONNECTOR_READ_CHUNK_BYTES: usize = 256 * 1024;
 /// size, at most `limits.control_message_bytes_max` (the frame limit until
 /// then). An unauthenticated socket holds no more than that.
 pub const CONNECTOR_REGISTER_CHUNK_BYTES: usize = 2048;
+const _: () = assert!(CONNECTOR_REGISTER_CHUNK_BYTES < CONNECTOR_READ_CHUNK_BYTES);
+// Tunnels align their reads on frames (`conn::ReadShape`).
+const _: () = assert!(CONNECTOR_READ_CHUNK_BYTES >= crate::conn::READ_ALIGN_MIN_CHUNK_BYTES);
 /// Commands drained per wake.
 pub const COMMANDS_BATCH_MAX: usize = 64;
 /// Budget of a tunnel's outgoing ring (control messages only).

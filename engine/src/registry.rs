@@ -27,6 +27,8 @@ use crate::retained::Retained;
 pub const SHARDS: usize = 16;
 /// Most workers a gateway runs (the destination set is a 64-bit mask).
 pub const WORKERS_MAX: usize = 64;
+const _: () = assert!(WORKERS_MAX <= u64::BITS as usize, "one bit per worker in a u64 mask");
+const _: () = assert!(SHARDS.is_power_of_two());
 
 /// A command for a connector tunnel, handled on the tunnel's worker.
 #[derive(Debug)]

@@ -35,6 +35,7 @@ pub const URING_ENTRIES: u32 = 4096;
 /// On epoll, a connection loop yields to the other tasks of its worker after
 /// this many socket operations in a row (see the module documentation).
 pub const FAIR_OPS: u32 = 16;
+const _: () = assert!(FAIR_OPS > 0);
 
 /// What gateway.yaml (`runtime:`) and `--runtime` ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
