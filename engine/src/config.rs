@@ -391,6 +391,8 @@ pub struct GatewayConfig {
     /// Browser `Origin` values allowed; empty allows any (tokens still required).
     pub allowed_origins: Vec<String>,
     /// Directory of static files served at `/` (the dashboard). Default `web/dist`.
+    /// Read once at start into memory (`static_files.rs`): a change to its
+    /// files needs a restart.
     pub static_dir: Option<PathBuf>,
     /// Timeouts.
     pub timeouts: Timeouts,

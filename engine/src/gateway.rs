@@ -22,6 +22,7 @@ use crate::registry::{self, Registry};
 use crate::revocation::{self, Revocations};
 use crate::runtime;
 use crate::shared::Shared;
+use crate::static_files::StaticFiles;
 use crate::thp::disable_transparent_huge_pages;
 use crate::tls;
 use crate::worker_msg::WorkerMsg;
@@ -194,9 +195,12 @@ pub fn start(config: GatewayConfig, options: StartOptions) -> Result<Gateway, St
         _ => None,
     };
     let addr = config.listen_addr()?;
+    // Read here, once, before the port is bound: a worker never touches the
+    // disk to serve them.
+    let static_dir = config.static_dir.clone().unwrap_or_else(|| PathBuf::from("web/dist"));
+    let static_files = StaticFiles::load(&static_dir);
     let listeners = bind_all(addr, workers)?;
     let local_addr = listeners[0].local_addr().map_err(|source| StartError::Bind { addr, source })?;
-    let static_dir = config.static_dir.clone().unwrap_or_else(|| PathBuf::from("web/dist"));
     let leeway = i64::try_from(config.limits.token_leeway_seconds).unwrap_or(0);
     let control_plane = ControlPlane::start(&config.control_plane, leeway)
         .map_err(|source| StartError::Thread { what: "control-plane", source })?;
@@ -211,7 +215,7 @@ pub fn start(config: GatewayConfig, options: StartOptions) -> Result<Gateway, St
         ring_totals: Arc::new(RingTotals::default()),
         connections: AtomicUsize::new(0),
         workers,
-        static_dir,
+        static_files,
         revocations: Revocations::new(config.redis.revocation_ttl_seconds, leeway, config.redis.url.is_some()),
         control_plane,
         ip_connections: Arc::new(Counter::default()),

@@ -15,7 +15,6 @@
 #![deny(clippy::indexing_slicing, clippy::string_slice)]
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Component, Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -55,8 +54,8 @@ async fn accept_upgrade<W: ConnWrite>(write: &mut W, request: &Request, ctl: &Co
 }
 
 /// Writes a whole HTTP response and ends the stream.
-async fn respond<W: ConnWrite>(write: &mut W, response: Vec<u8>, ctl: &ConnCtl) {
-    if let Some(Ok(())) = or_killed!(ctl, Side::Write, write.write_bytes(Bytes::from(response))) {
+async fn respond<W: ConnWrite>(write: &mut W, response: impl Into<Bytes>, ctl: &ConnCtl) {
+    if let Some(Ok(())) = or_killed!(ctl, Side::Write, write.write_bytes(response.into())) {
         let _ = or_killed!(ctl, Side::Write, write.shutdown());
     }
 }
@@ -236,9 +235,11 @@ async fn session_check(worker: &Rc<Worker>, request: &Request, token: &str, clie
     http_response(200, "application/json", body.to_string().as_bytes(), &[])
 }
 
-fn plain_response(worker: &Rc<Worker>, request: &Request, path: &str) -> Vec<u8> {
+/// `/health`, `/metrics`, `/metrics.json` and the static files (from
+/// memory: [`crate::static_files`], read at start).
+fn plain_response(worker: &Rc<Worker>, request: &Request, path: &str) -> Bytes {
     if request.method != "GET" && request.method != "HEAD" {
-        return http_error(405, "bad_request", "only GET is served here");
+        return http_error(405, "bad_request", "only GET is served here").into();
     }
     let shared = &worker.shared;
     match path {
@@ -251,22 +252,24 @@ fn plain_response(worker: &Rc<Worker>, request: &Request, path: &str) -> Vec<u8>
                 "connectors": shared.registry.connectors_online.load(std::sync::atomic::Ordering::Relaxed),
                 "sessions": shared.registry.sessions_online.load(std::sync::atomic::Ordering::Relaxed),
             });
-            http_response(200, "application/json", body.to_string().as_bytes(), &[])
+            http_response(200, "application/json", body.to_string().as_bytes(), &[]).into()
         }
         "/metrics" => http_response(
             200,
             "text/plain; version=0.0.4",
             shared.metrics.to_prometheus(&shared.gauges()).as_bytes(),
             &[],
-        ),
+        )
+        .into(),
         "/metrics.json" => {
             http_response(200, "application/json", shared.metrics.to_json(&shared.gauges()).to_string().as_bytes(), &[])
+                .into()
         }
         _ => {
             if request.wants_upgrade() {
-                return http_error(404, "bad_request", "no WebSocket endpoint at this path");
+                return http_error(404, "bad_request", "no WebSocket endpoint at this path").into();
             }
-            static_file(&shared.static_dir, path)
+            shared.static_files.response(path)
         }
     }
 }
@@ -367,49 +370,4 @@ fn verify_locally(worker: &Worker, token: &str, now: i64) -> Result<SessionClaim
         TokenError::Role(message) => (403, "forbidden", message),
         other => (401, "unauthorized", other.to_string()),
     })
-}
-
-/// Largest static file served, bytes.
-pub const STATIC_FILE_BYTES_MAX: u64 = 16 << 20;
-
-fn static_file(root: &Path, path: &str) -> Vec<u8> {
-    let relative = match path {
-        "/" | "" => "index.html".to_owned(),
-        "/latency" => "latency.html".to_owned(),
-        other => other.trim_start_matches('/').to_owned(),
-    };
-    let candidate = PathBuf::from(&relative);
-    let safe = candidate.components().all(|c| matches!(c, Component::Normal(_))) && !relative.contains('\\');
-    if !safe {
-        return http_error(404, "not_found", "no such file");
-    }
-    let full = root.join(candidate);
-    match std::fs::metadata(&full) {
-        Ok(meta) if meta.is_file() && meta.len() <= STATIC_FILE_BYTES_MAX => {}
-        _ => {
-            if path == "/" {
-                let body = "<!doctype html><title>Volley</title><p>The dashboard is not built. Run <code>npm ci &amp;&amp; npm run build</code> in <code>web/</code>.</p>";
-                return http_response(200, "text/html; charset=utf-8", body.as_bytes(), &[]);
-            }
-            return http_error(404, "not_found", "no such file");
-        }
-    }
-    match std::fs::read(&full) {
-        Ok(body) => http_response(200, content_type(&relative), &body, &[]),
-        Err(_) => http_error(404, "not_found", "no such file"),
-    }
-}
-
-fn content_type(name: &str) -> &'static str {
-    match name.rsplit('.').next().unwrap_or("") {
-        "html" => "text/html; charset=utf-8",
-        "js" | "mjs" => "text/javascript; charset=utf-8",
-        "css" => "text/css; charset=utf-8",
-        "json" => "application/json",
-        "svg" => "image/svg+xml",
-        "png" => "image/png",
-        "map" => "application/json",
-        "wasm" => "application/wasm",
-        _ => "application/octet-stream",
-    }
 }

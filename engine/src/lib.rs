@@ -24,6 +24,8 @@
 //! - [`worker`]: the per-worker state ([`worker::Worker`]): its local
 //!   session tables, routing and delivery; one per thread and core.
 //! - [`http`]: the request head, routing, upgrades, `/health`, `/metrics`, static files.
+//! - `static_files`: the dashboard's files, read once by [`start`] within a
+//!   memory budget and served from memory as ready-made responses.
 //! - [`connector`]: a tunnel. Its reader decodes a binary frame with
 //!   `volley_protocol::ws::FrameDecoder` (payload unmasked in place, frozen
 //!   into `Bytes`), checks the level-2 header, wraps it in a
@@ -87,6 +89,7 @@ pub mod writev;
 mod clock;
 mod gateway;
 mod shared;
+mod static_files;
 mod sweep;
 mod thp;
 mod worker_thread;

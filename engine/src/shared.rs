@@ -3,7 +3,6 @@
 //! [`crate::start`] and held in an `Arc` by each worker.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,6 +19,7 @@ use crate::metrics::{Gauges, MetricsHub};
 use crate::registry::Registry;
 use crate::revocation::Revocations;
 use crate::runtime::RuntimeKind;
+use crate::static_files::StaticFiles;
 use crate::tls;
 use crate::worker_msg::WorkerMsg;
 
@@ -48,8 +48,9 @@ pub struct Shared {
     pub connections: AtomicUsize,
     /// Worker count.
     pub workers: usize,
-    /// Static files root.
-    pub static_dir: PathBuf,
+    /// The dashboard's files, read from `static_dir` at start and served
+    /// from memory.
+    pub(crate) static_files: StaticFiles,
     /// Revoked sessions, users and tenants (fed by Redis).
     pub revocations: Revocations,
     /// The control-plane client, when `control_plane.url` is set.
