@@ -205,7 +205,7 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
 }
 
-/// The soft open-file limit of `pid` (`Max open files` in /proc/<pid>/limits).
+/// The soft open-file limit of `pid` (`Max open files` in `/proc/<pid>/limits`).
 pub fn open_files_limit(pid: u32) -> Option<u64> {
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;

@@ -8,7 +8,7 @@
 //! - [`connector`]: the connector that dials out to a gateway.
 //! - [`token`]: signs browser session tokens and connector credentials.
 //! - [`health`]: probes a gateway's `/health` (the container's HEALTHCHECK).
-//! - [`bench`]: load-test scenarios writing to `perf-results/`.
+//! - [`bench`](mod@bench): load-test scenarios writing to `perf-results/`.
 
 use std::process::ExitCode;
 

@@ -11,7 +11,7 @@
 //!   batches from CSV, NDJSON, Parquet, Arrow IPC, PostgreSQL or ODBC; live
 //!   datasets (file follow, SQL watermark polling) run until their
 //!   [`source::StopFlag`] is set.
-//! - [`slice`]: [`slice::IpcSlicer`] encodes batches into whole IPC messages
+//! - [`slice`](mod@slice): [`slice::IpcSlicer`] encodes batches into whole IPC messages
 //!   of 64 KiB–1 MiB (configurable), each tagged with its
 //!   [`slice::MessageKind`]; [`source::OpenDataset::into_ipc`] wires a
 //!   dataset to it as an iterator of [`slice::EncodedMessage`].

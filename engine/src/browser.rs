@@ -287,7 +287,7 @@ fn written(worker: &Rc<Worker>, session: &BrowserSession, items: &[OutItem], occ
     }
 }
 
-/// One sweep's checks of a session (see [`crate::sweep::sweep`]): token
+/// One sweep's checks of a session (see `sweep::sweep`): token
 /// expiry, idle timeout, heartbeat ping. Returns true when one of its
 /// queries is past its deadline: the sweep then calls [`expire_queries`]
 /// once it no longer walks the worker's tables.

@@ -1,5 +1,5 @@
 //! Connection plumbing shared by tunnels and browser sessions: the kill
-//! switch ([`ConnCtl`], [`or_killed!`]), the reader (one task per connection
+//! switch ([`ConnCtl`], `or_killed!`), the reader (one task per connection
 //! for its whole life — dropping an in-flight io_uring read loses data, so a
 //! read is only ever dropped when its connection is killed for good), the
 //! outgoing [`Ring`] with its byte budget, and the writer task.
@@ -34,7 +34,7 @@ pub const BATCH_BYTES_MAX: usize = 4 << 20;
 
 /// Kill switch of one connection: ends its in-flight read and write.
 ///
-/// Every IO operation of a connection runs under [`or_killed!`], which
+/// Every IO operation of a connection runs under `or_killed!`, which
 /// stops waiting for it once the connection is killed; dropping the
 /// operation makes monoio cancel it in the kernel (feature `async-cancel`)
 /// and keep its buffer until the cancellation completes. A kill is final —

@@ -3,7 +3,7 @@
 //! ([`crate::tls`], `wss://`, which encrypts and therefore copies).
 //!
 //! The operations do not know about cancellation: callers run each one
-//! under [`crate::conn::or_killed!`], which stops waiting once the
+//! under `conn::or_killed!`, which stops waiting once the
 //! connection is killed (a kill is final; see [`crate::conn::ConnCtl`]).
 //! The engine's code is generic over these traits, so the plain path is
 //! compiled on its own and pays nothing for TLS.

@@ -4,7 +4,7 @@
 //! Per-worker state ([`Worker`]) is `Rc`/`RefCell`, never shared across
 //! threads: the browser sessions it owns and, per stream, the local
 //! subscriptions that frames fan out to. Other workers reach it only through
-//! its inbox ([`Mailbox<WorkerMsg>`]), once per frame, not once per session.
+//! its inbox ([`crate::mailbox::Mailbox`] of [`WorkerMsg`]), once per frame, not once per session.
 
 // Peer input (ARCHITECTURE.md invariant 6): no indexing or slicing that a
 // peer-chosen offset could make panic. Use `get`, patterns or iterators.
@@ -77,7 +77,7 @@ pub struct Local {
     pub subs: HashMap<u32, Vec<LocalSub>>,
     /// Connections still in their handshake, oldest first, with their
     /// deadlines (`timeouts.connect_seconds` is the same for all, so this
-    /// is ordered): checked by [`crate::sweep::sweep`], no timer per connection.
+    /// is ordered): checked by `sweep::sweep`, no timer per connection.
     pub handshakes: VecDeque<(Instant, Weak<ConnCtl>)>,
 }
 

@@ -5,12 +5,12 @@
 //!   free port on 127.0.0.1, trust authentication, no fsync), stopped and
 //!   deleted on drop. Used by the connector's and the CLI's PostgreSQL tests
 //!   and by `volley bench source`.
-//! - [`browser`] (feature `browser`): the browser client of the engine's and
+//! - `browser` (feature `browser`): the browser client of the engine's and
 //!   the CLI's tests.
-//! - [`seccomp`] (feature `seccomp`, Linux): io_uring refused by a seccomp
+//! - `seccomp` (feature `seccomp`, Linux): io_uring refused by a seccomp
 //!   filter, for the tests of the epoll fallback, and the `refuse-io-uring`
 //!   binary that runs a command so.
-//! - [`gateway`] (feature `gateway`): a gateway played by the test, for the
+//! - `gateway` (feature `gateway`): a gateway played by the test, for the
 //!   connector's and the CLI's tests.
 //!
 //! It depends on no Volley crate but the protocol crate (and that only with

@@ -6,7 +6,7 @@
 //! reader; its `encoding` is decoded to UTF-8 before ([`TextReader`]); its
 //! `decimal: ","` columns are read as text and converted after
 //! ([`decimal_comma`]). A file read with the wrong dialect is refused with
-//! a hint ([`csv_hint`]): one column found where another delimiter splits
+//! a hint ([`super::csv_hint`]): one column found where another delimiter splits
 //! the lines, rows of unequal length, bytes that are not UTF-8.
 
 use std::fs::File;
