@@ -76,7 +76,7 @@ import sys, json, pyarrow as pa, pyarrow.ipc as ipc, pyarrow.csv as pcsv
 ipc_path, src, opts = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 with open(ipc_path, 'rb') as f:
     t = ipc.open_stream(f).read_all()
-read = pcsv.ReadOptions(encoding=opts.get('encoding', 'utf8'),
+read = pcsv.ReadOptions(encoding=opts.get('encoding', 'utf8'), use_threads=False,
                         autogenerate_column_names=not opts.get('header', True))
 parse = pcsv.ParseOptions(delimiter=opts.get('delimiter', ','), quote_char=opts.get('quote', '"'))
 types = {k: getattr(pa, v)() for k, v in opts.get('column_types', {}).items()}
