@@ -223,7 +223,6 @@ pub fn start(config: GatewayConfig, options: StartOptions) -> Result<Gateway, St
         tls,
         panics: AtomicU64::new(0),
         runtime: decision.kind,
-        worker_runtimes: (0..workers).map(|_| std::sync::OnceLock::new()).collect(),
         started: Instant::now(),
         next_id: AtomicU64::new(1),
         stopping: AtomicBool::new(false),

@@ -248,7 +248,7 @@ fn plain_response(worker: &Rc<Worker>, request: &Request, path: &str) -> Bytes {
                 "status": "ok",
                 "workers": shared.workers,
                 "runtime": shared.runtime.name(),
-                "worker_runtimes": shared.worker_runtimes.iter().map(|kind| kind.get().map(|kind| kind.name())).collect::<Vec<_>>(),
+                "worker_runtimes": vec![shared.runtime.name(); shared.workers],
                 "connectors": shared.registry.connectors_online.load(std::sync::atomic::Ordering::Relaxed),
                 "sessions": shared.registry.sessions_online.load(std::sync::atomic::Ordering::Relaxed),
             });

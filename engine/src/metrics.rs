@@ -165,7 +165,7 @@ impl MetricsHub {
             "control_bytes": gauges.control_bytes,
             "retained_bytes": gauges.retained_bytes,
             "inbox_bytes": gauges.inbox_bytes,
-            "runtimes": gauges.runtimes,
+            "runtimes": vec![gauges.runtime; gauges.workers],
             "counters": {
                 "frames_in": merged.frames_in,
                 "frames_out": merged.frames_out,
@@ -210,10 +210,9 @@ impl MetricsHub {
         );
         out.push_str("# HELP volley_worker_runtime The IO driver a worker runs on (1 for its driver).\n");
         out.push_str("# TYPE volley_worker_runtime gauge\n");
-        for (worker, runtime) in gauges.runtimes.iter().enumerate() {
-            if let Some(runtime) = runtime {
-                out.push_str(&format!("volley_worker_runtime{{worker=\"{worker}\",runtime=\"{runtime}\"}} 1\n"));
-            }
+        for worker in 0..gauges.workers {
+            let runtime = gauges.runtime;
+            out.push_str(&format!("volley_worker_runtime{{worker=\"{worker}\",runtime=\"{runtime}\"}} 1\n"));
         }
         let mut gauge = |name: &str, help: &str, kind: &str, value: u64| {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
@@ -246,7 +245,7 @@ impl MetricsHub {
 }
 
 /// Point-in-time gauges the registry knows.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Gauges {
     /// Since start.
     pub uptime_ms: u64,
@@ -266,9 +265,8 @@ pub struct Gauges {
     pub retained_bytes: usize,
     /// Bytes of frames and events waiting in worker inboxes, all workers.
     pub inbox_bytes: usize,
-    /// The driver each worker runs on (`io_uring` or `epoll`); `None` for a
-    /// worker that is not running yet.
-    pub runtimes: Vec<Option<&'static str>>,
+    /// The driver every worker runs on (`io_uring` or `epoll`).
+    pub runtime: &'static str,
 }
 
 fn summary(h: &Histogram<u64>) -> Value {

@@ -142,9 +142,8 @@ pub fn probe_io_uring() -> io::Result<()> {
     std::thread::Builder::new()
         .name("volley-io-uring-probe".into())
         .spawn(|| {
-            let mut runtime =
-                RuntimeBuilder::<IoUringDriver>::new().with_entries(URING_ENTRIES).enable_timer().build()?;
-            runtime.block_on(async { monoio::time::sleep(std::time::Duration::from_millis(1)).await });
+            WorkerRuntime::build(RuntimeKind::IoUring)?
+                .block_on(async { monoio::time::sleep(std::time::Duration::from_millis(1)).await });
             Ok(())
         })?
         .join()
@@ -189,29 +188,28 @@ impl WorkerRuntime {
     }
 }
 
-/// Call after each socket operation of a connection loop: on epoll, every
-/// [`FAIR_OPS`]th operation of the worker (whichever task does it) gives the
-/// worker's other tasks a turn. The count is the thread's, not the
-/// connection's, so no connection pays memory for it.
+/// Call after each socket operation of a connection loop: on an epoll
+/// worker (one that runs a turn keeper, [`spawn_turn_keeper`]), every [`FAIR_OPS`]th operation
+/// of the worker, whichever task does it, gives the worker's other tasks a
+/// turn. Elsewhere (io_uring, where every operation suspends) it returns at
+/// once. The count is the thread's, not the connection's, so no connection
+/// pays memory for it.
 pub async fn fair_turn() {
     let due = OPS.with(|ops| {
-        let next = ops.get() + 1;
-        if next >= FAIR_OPS {
-            ops.set(0);
-            true
-        } else {
-            ops.set(next);
-            false
-        }
+        let Some(done) = ops.get() else { return false };
+        let next = done + 1;
+        ops.set(Some(if next >= FAIR_OPS { 0 } else { next }));
+        next >= FAIR_OPS
     });
-    if due && monoio::utils::is_legacy() {
+    if due {
         yield_now().await;
     }
 }
 
 thread_local! {
-    /// Socket operations on this thread since the last turn ([`fair_turn`]).
-    static OPS: Cell<u32> = const { Cell::new(0) };
+    /// Socket operations on this thread since the last turn ([`fair_turn`]);
+    /// `None` where no turn keeper runs.
+    static OPS: Cell<Option<u32>> = const { Cell::new(None) };
     /// Tasks that gave up their turn, to be woken by this thread's [`turn_keeper`].
     static GAVE_UP: RefCell<Vec<Waker>> = const { RefCell::new(Vec::new()) };
     /// The waker of this thread's [`turn_keeper`], while it waits.
@@ -224,32 +222,36 @@ thread_local! {
 /// monoio puts a task that wakes itself while it runs at the front of the
 /// queue (so a plain self-wake yields to no one); the wake therefore comes
 /// from the worker's [`turn_keeper`] task, which queues the task at the back.
-/// Without a turn keeper on this thread (a unit test's runtime) it falls
-/// back to the self-wake.
-pub async fn yield_now() {
+/// Only called where a turn keeper runs ([`fair_turn`] checks): the keeper
+/// is either waiting (its waker is taken and woken here) or already queued
+/// by an earlier yield of this round, and wakes every task that gave up.
+async fn yield_now() {
     let mut yielded = false;
     std::future::poll_fn(|cx| {
         if yielded {
             return Poll::Ready(());
         }
         yielded = true;
-        let keeper = KEEPER.with(|keeper| keeper.borrow_mut().take());
-        match keeper {
-            Some(keeper) => {
-                GAVE_UP.with(|gave_up| gave_up.borrow_mut().push(cx.waker().clone()));
-                keeper.wake();
-            }
-            None => cx.waker().wake_by_ref(),
+        GAVE_UP.with(|gave_up| gave_up.borrow_mut().push(cx.waker().clone()));
+        if let Some(keeper) = KEEPER.with(|keeper| keeper.borrow_mut().take()) {
+            keeper.wake();
         }
         Poll::Pending
     })
     .await
 }
 
-/// One per worker, for the life of its runtime: wakes the tasks that gave up
-/// their turn ([`yield_now`]) from outside them, which queues them behind
-/// every task that is ready now.
-pub async fn turn_keeper() {
+/// Starts this thread's turn keeper (an epoll worker's, for the life of its
+/// runtime) and, from now on, [`fair_turn`]'s count. Call inside the runtime.
+#[allow(clippy::disallowed_methods)] // the worker's own task, not a connection's
+pub fn spawn_turn_keeper() -> monoio::task::JoinHandle<()> {
+    OPS.with(|ops| ops.set(Some(0)));
+    monoio::spawn(turn_keeper())
+}
+
+/// Wakes the tasks that gave up their turn ([`yield_now`]) from outside
+/// them, which queues them behind every task that is ready now.
+async fn turn_keeper() {
     loop {
         std::future::poll_fn(|cx| {
             let gave_up = GAVE_UP.with(|gave_up| std::mem::take(&mut *gave_up.borrow_mut()));
@@ -267,12 +269,6 @@ pub async fn turn_keeper() {
     }
 }
 
-/// Runs `future` on a fresh single-thread runtime of `kind` (tests and tools
-/// that need one runtime on the current thread).
-pub fn run_on<F: Future>(kind: RuntimeKind, future: F) -> io::Result<F::Output> {
-    Ok(WorkerRuntime::build(kind)?.block_on(future))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,16 +283,35 @@ mod tests {
     }
 
     #[test]
-    fn epoll_runs_timers_and_yields() {
-        let out = run_on(RuntimeKind::Epoll, async {
+    fn on_epoll_a_busy_task_lets_the_others_run_every_fair_ops_operations() {
+        use std::rc::Rc;
+        let mut runtime = WorkerRuntime::build(RuntimeKind::Epoll).unwrap();
+        let (busy_done_at, other_ran) = runtime.block_on(async {
             assert!(monoio::utils::is_legacy());
             monoio::time::sleep(std::time::Duration::from_millis(2)).await;
+            let keeper = spawn_turn_keeper();
+            let other_ran = Rc::new(Cell::new(0u32));
+            let counter = other_ran.clone();
+            #[allow(clippy::disallowed_methods)]
+            let other = monoio::spawn(async move {
+                loop {
+                    counter.set(counter.get() + 1);
+                    monoio::time::sleep(std::time::Duration::from_millis(0)).await;
+                }
+            });
+            // Never suspends on its own: only its turns let `other` run.
+            let mut seen = Vec::new();
             for _ in 0..(FAIR_OPS * 3) {
                 fair_turn().await;
+                seen.push(other_ran.get());
             }
-            7
-        })
-        .unwrap();
-        assert_eq!(out, 7);
+            drop(other);
+            drop(keeper);
+            (seen, other_ran.get())
+        });
+        assert!(other_ran > 0, "the other task never ran while the busy one gave turns");
+        let first = busy_done_at.first().copied().unwrap_or_default();
+        let last = busy_done_at.last().copied().unwrap_or_default();
+        assert!(last > first, "no turn given in {} operations: {busy_done_at:?}", FAIR_OPS * 3);
     }
 }

@@ -63,10 +63,9 @@ pub struct Shared {
     pub tls: Option<Arc<tls::TlsAcceptor>>,
     /// Connection tasks ended by a panic ([`crate::task::spawn`]), `volley_panics_total`.
     pub panics: AtomicU64,
-    /// The driver start chose for the workers.
+    /// The driver every worker runs on: start chooses it once, and a worker
+    /// that cannot build it fails the start (`/health`, `/metrics`).
     pub runtime: RuntimeKind,
-    /// The driver each worker runs on, once it runs (`/health`, `/metrics`).
-    pub worker_runtimes: Vec<std::sync::OnceLock<RuntimeKind>>,
     pub(crate) started: Instant,
     pub(crate) next_id: AtomicU64,
     pub(crate) stopping: AtomicBool,
@@ -110,7 +109,7 @@ impl Shared {
             panics: self.panics.load(Ordering::Relaxed),
             retained_bytes: self.registry.retained_bytes.load(Ordering::Relaxed),
             inbox_bytes: self.inbox_bytes.iter().map(InboxBytes::held).sum(),
-            runtimes: self.worker_runtimes.iter().map(|kind| kind.get().map(|kind| kind.name())).collect(),
+            runtime: self.runtime.name(),
         }
     }
 }

@@ -15,7 +15,7 @@ use volley_protocol::ws::close_code;
 
 use crate::http;
 use crate::registry::ConnectorCmd;
-use crate::runtime::{self, WorkerRuntime};
+use crate::runtime::{self, RuntimeKind, WorkerRuntime};
 use crate::shared::Shared;
 use crate::sweep;
 use crate::task;
@@ -46,7 +46,6 @@ pub(crate) fn run_worker(
             return;
         }
     };
-    let _ = shared.worker_runtimes[index].set(runtime.kind());
     // Set once the worker serves; from then on its thread ending before
     // shutdown ends the process (see `exit_if_worker_died`).
     let serving = Rc::new(std::cell::Cell::new(false));
@@ -73,8 +72,8 @@ pub(crate) fn run_worker(
             let metrics_task = monoio::spawn(publish_metrics(worker.clone()));
             #[allow(clippy::disallowed_methods)]
             let sweep_task = monoio::spawn(sweep::sweep(worker.clone()));
-            #[allow(clippy::disallowed_methods)]
-            let turn_keeper = monoio::spawn(runtime::turn_keeper());
+            // Only epoll needs turns given out (see `runtime::fair_turn`).
+            let turn_keeper = (kind == RuntimeKind::Epoll).then(runtime::spawn_turn_keeper);
             inbox_loop(&worker).await;
             // Shutdown: stop accepting, close everything with 1001, let it drain.
             drop(accept_canceller.cancel());
