@@ -86,10 +86,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 let case_options = Options { browsers: case.browsers.or(args.browsers), ..options.clone() };
                 let result: ScenarioResult =
                     run_once(args, case.scenario, &case_options, &secret, false, Some(runtime))?;
+                let figures = json!({"figures": result.figures, "headline": result.headline});
                 for (name, unit, pointer) in case.figures {
                     let unit = if unit.is_empty() { result.headline["unit"].as_str().unwrap_or("") } else { unit };
                     units.insert(name, unit.to_owned());
-                    if let Some(value) = result_value(&result, pointer) {
+                    if let Some(value) = figures.pointer(pointer).and_then(Value::as_f64) {
                         values.entry(name).or_default()[index].push(value);
                     }
                 }
@@ -148,14 +149,4 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     println!("\nepoll / io_uring throughput (worse of 64 KiB and 1 MiB): {worst:.2}× (goal ≥ {GOAL_RATIO}×)");
     println!("wrote {}, {}, {}", json_path.display(), svg.display(), readme.display());
     Ok(())
-}
-
-fn result_value(result: &ScenarioResult, pointer: &str) -> Option<f64> {
-    let (root, rest) = pointer.trim_start_matches('/').split_once('/')?;
-    let value = match root {
-        "figures" => &result.figures,
-        "headline" => &result.headline,
-        _ => return None,
-    };
-    value.pointer(&format!("/{rest}"))?.as_f64()
 }

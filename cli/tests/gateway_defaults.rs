@@ -7,7 +7,7 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -29,28 +29,16 @@ fn volley_in(executable: &Path, cwd: &Path, args: &[&str]) -> Command {
 }
 
 /// Waits for the `volley gateway listening on http://ADDR` line; ADDR.
-fn listening_addr(gateway: &VolleyProcess) -> String {
+fn listening_addr(gateway: &VolleyProcess) -> SocketAddr {
     let line = gateway
         .wait_for_line("volley gateway listening on ", Duration::from_secs(20))
         .unwrap_or_else(|| panic!("the gateway did not start:\n{}", gateway.output()));
-    line.rsplit("http://").next().expect("an http:// URL").trim().to_owned()
-}
-
-/// Status and body of `GET path`.
-fn get(addr: &str, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").expect("write");
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body)
+    line.rsplit("http://").next().expect("an http:// URL").trim().parse().expect("an address")
 }
 
 /// The status of a WebSocket upgrade to `/stream/{token}`: 101 when the
 /// gateway accepted the token.
-fn upgrade_status(addr: &str, token: &str) -> u16 {
+fn upgrade_status(addr: SocketAddr, token: &str) -> u16 {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
     write!(
@@ -134,11 +122,11 @@ fn without_a_config_the_gateway_takes_its_secret_from_the_environment_and_serves
         let mut gateway = VolleyProcess::spawn_command(command);
         let addr = listening_addr(&gateway);
 
-        let (status, body) = get(&addr, "/");
+        let (status, body) = http_get(addr, "/");
         assert_eq!(status, 200, "{variable}: {body}\n{}", gateway.output());
         assert!(body.contains(&marker), "{variable}: / is not the dashboard next to the binary: {body}");
-        assert_eq!(upgrade_status(&addr, &session_token_signed_with(&secret)), 101, "{variable}: its secret verifies");
-        assert_eq!(upgrade_status(&addr, &session_token_signed_with("another")), 401, "{variable}: nothing else does");
+        assert_eq!(upgrade_status(addr, &session_token_signed_with(&secret)), 101, "{variable}: its secret verifies");
+        assert_eq!(upgrade_status(addr, &session_token_signed_with("another")), 401, "{variable}: nothing else does");
 
         gateway.signal("-TERM");
         assert_eq!(gateway.wait_exit(Duration::from_secs(10)), Some(0), "{}", gateway.output());

@@ -154,13 +154,8 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 /// `GET /health` over a real socket; the `connectors` count, `None` when
 /// nothing answers.
 pub fn health_connectors(addr: SocketAddr) -> Option<u64> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    stream.write_all(b"GET /health HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").ok()?;
-    let mut text = String::new();
-    let _ = stream.read_to_string(&mut text);
-    let body = text.split_once("\r\n\r\n")?.1;
-    serde_json::from_str::<Value>(body).ok()?["connectors"].as_u64()
+    let (_, body) = http_get(addr, "/health");
+    serde_json::from_str::<Value>(&body).ok()?["connectors"].as_u64()
 }
 
 /// `GET path` over a real socket (`Connection: close`): the status (0 when
