@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::*;
+use volley_engine::Gateway;
 
 fn wait_stream_start(browser: &mut Browser) -> serde_json::Value {
     loop {
@@ -21,13 +22,13 @@ fn wait_stream_start(browser: &mut Browser) -> serde_json::Value {
     }
 }
 
-#[test]
-fn cancel_unsubscribe_and_disconnect_cancel_the_upstream_stream() {
+/// A gateway with one level-2 connector serving `slow` (a query that never
+/// sends), `prim` (the primitive golden file) and `ticker` (live).
+fn gateway_with_slow_prim_and_ticker() -> (Gateway, ConnectorHandle) {
     let gateway = start(config());
-    let addr = gateway.local_addr();
     let source = golden(PRIMITIVE);
     let connector = spawn_connector(
-        addr,
+        gateway.local_addr(),
         ConnectorSpec::level2(vec![
             DatasetSpec::query("slow", ipc_messages(&source)).with(Behaviour::Stall),
             DatasetSpec::query("prim", ipc_messages(&source)),
@@ -35,6 +36,14 @@ fn cancel_unsubscribe_and_disconnect_cancel_the_upstream_stream() {
         ]),
     );
     wait_connectors(&gateway, 1);
+    (gateway, connector)
+}
+
+#[test]
+fn cancel_unsubscribe_and_disconnect_cancel_the_upstream_stream() {
+    let (gateway, connector) = gateway_with_slow_prim_and_ticker();
+    let addr = gateway.local_addr();
+    let source = golden(PRIMITIVE);
     let token = session_token(TENANT, &["*"]);
     let mut browser = Browser::connect(addr, &token, true);
 
@@ -77,17 +86,8 @@ fn cancel_unsubscribe_and_disconnect_cancel_the_upstream_stream() {
 /// `cancelled`), and a query whose id is `"unsubscribe"` is cancelled.
 #[test]
 fn cancel_and_unsubscribe_are_told_apart_by_action_not_by_query_id() {
-    let gateway = start(config());
+    let (gateway, connector) = gateway_with_slow_prim_and_ticker();
     let addr = gateway.local_addr();
-    let source = golden(PRIMITIVE);
-    let connector = spawn_connector(
-        addr,
-        ConnectorSpec::level2(vec![
-            DatasetSpec::query("slow", ipc_messages(&source)).with(Behaviour::Stall),
-            DatasetSpec::live("ticker"),
-        ]),
-    );
-    wait_connectors(&gateway, 1);
     let mut browser = Browser::connect(addr, &session_token(TENANT, &["*"]), true);
 
     // A subscription named "cancel", unsubscribed.
