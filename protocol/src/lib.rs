@@ -18,6 +18,9 @@
 //!   sequence) that lets one frame go unchanged to many browsers.
 //! - [`message`]: the JSON control messages of both sockets and the error codes.
 //! - [`token`]: HS256 session tokens and connector credentials.
+//! - [`tunnel`]: the tunnel conversation's rules, one state machine per end
+//!   (the gateway's streams, request ids, level-1 queue, credit, cancel; the
+//!   connector's stream table) and the framer of a stream's frames.
 //! - [`limits`]: every bound applied to peer input, with defaults and reasons.
 //!
 //! Data path of one IPC message: connector encodes it, prefixes a
@@ -34,6 +37,7 @@ pub mod message;
 pub mod percent;
 pub mod route;
 pub mod token;
+pub mod tunnel;
 pub mod ws;
 
 pub use header::{FrameHeader, FrameKind};

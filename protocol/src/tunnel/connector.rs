@@ -1,0 +1,228 @@
+//! The connector's end of one tunnel connection.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::message::{Codec, ConnectorMessage, ErrorBody, ErrorCode, FlightData, GatewayCommand};
+
+use super::UNCOUNTED_CREDIT;
+
+/// A stream the gateway asked for (`do_get`), accepted: produce it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamOrder {
+    /// The key the stream is tracked by: `do_get`'s `stream_id` at level 2,
+    /// at level 1 (whose `do_get` carries none) a number of the connector's.
+    pub id: u32,
+    /// The `do_get`'s request id, repeated in `stream_start` and `stream_end`.
+    pub request_id: String,
+    /// The dataset (`ticket`).
+    pub dataset: String,
+    /// Level 2: the id to write in frame headers and in `stream_start`/`stream_end`.
+    pub header_stream_id: Option<u32>,
+    /// Follow new data.
+    pub live: bool,
+    /// IPC body compression to apply (one the connector offered).
+    pub compression: Option<Codec>,
+    /// Payload bytes the producer may send before it waits for `credit`
+    /// ([`UNCOUNTED_CREDIT`] where nothing is counted).
+    pub credit_bytes: u64,
+}
+
+/// What the connector must do about a command from the gateway.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ConnectorAction<'a, S> {
+    /// Answer `get_flight_info` with [`ConnectorEnd::described`].
+    Describe {
+        /// The request to answer.
+        request_id: String,
+        /// The dataset it names.
+        dataset: String,
+    },
+    /// Start producing the stream, then record it with [`ConnectorEnd::started`].
+    Start(StreamOrder),
+    /// Let this stream's producer send `bytes` more.
+    Credit {
+        /// The stream's value.
+        stream: &'a S,
+        /// Payload bytes.
+        bytes: u64,
+    },
+    /// Stop this stream's producer: it ends with `stream_end` (`cancelled`).
+    Stop(&'a S),
+    /// Nothing (an answer may be queued: [`ConnectorEnd::poll_transmit`]).
+    Nothing,
+    /// A command this connector does not understand or that names nothing
+    /// open; worth a log line, not an answer.
+    Ignored(String),
+}
+
+/// The connector's end of one tunnel connection (see the module docs).
+#[derive(Debug)]
+pub struct ConnectorEnd<S> {
+    level2: bool,
+    offered: Vec<Codec>,
+    /// By stream id (see [`StreamOrder::id`]): the request id and the value.
+    by_id: HashMap<u32, (String, S)>,
+    /// `request_id` → stream id.
+    ids: HashMap<String, u32>,
+    /// Where the search for the next level-1 stream's number starts.
+    next_local_id: u32,
+    transmit: VecDeque<ConnectorMessage>,
+}
+
+impl<S> ConnectorEnd<S> {
+    /// A registered connection at level 2 or 1, which offered `offered` codecs in `register`.
+    pub fn new(level2: bool, offered: Vec<Codec>) -> ConnectorEnd<S> {
+        ConnectorEnd {
+            level2,
+            offered,
+            by_id: HashMap::new(),
+            ids: HashMap::new(),
+            next_local_id: 1,
+            transmit: VecDeque::new(),
+        }
+    }
+
+    /// The next message to send, if any.
+    pub fn poll_transmit(&mut self) -> Option<ConnectorMessage> {
+        self.transmit.pop_front()
+    }
+
+    /// A text message from the gateway.
+    pub fn handle_text(&mut self, text: &str) -> ConnectorAction<'_, S> {
+        match GatewayCommand::parse(text) {
+            Ok(command) => self.handle_command(command),
+            Err(e) => ConnectorAction::Ignored(format!("a command the connector does not understand: {e}")),
+        }
+    }
+
+    /// A parsed command from the gateway.
+    pub fn handle_command(&mut self, command: GatewayCommand) -> ConnectorAction<'_, S> {
+        match command {
+            GatewayCommand::Ping => {
+                self.transmit.push_back(ConnectorMessage::Pong);
+                ConnectorAction::Nothing
+            }
+            GatewayCommand::GetFlightInfo { request_id, descriptor } => {
+                let dataset = GatewayCommand::descriptor_dataset(&descriptor).unwrap_or_default().to_owned();
+                ConnectorAction::Describe { request_id, dataset }
+            }
+            GatewayCommand::DoGet { request_id, ticket, stream_id, credit_bytes, live, compression } => {
+                // Only a codec offered in `register` may be asked for: anything
+                // else is a gateway bug, answered, not ignored (an uncompressed
+                // stream announced as compressed would mislead).
+                let compression = match compression.as_deref() {
+                    None => None,
+                    Some(name) => match Codec::from_name(name).filter(|codec| self.offered.contains(codec)) {
+                        Some(codec) => Some(codec),
+                        None => {
+                            let message = format!(
+                                "compression {name:?} was not offered in register (offered: {:?})",
+                                self.offered
+                            );
+                            return self.refuse(request_id, message);
+                        }
+                    },
+                };
+                // Level 2 writes the stream id in every frame header and credit
+                // names the stream by it: a do_get without one cannot be served.
+                let (id, header_stream_id) = match (self.level2, stream_id) {
+                    (true, Some(id)) => (id, Some(id)),
+                    (true, None) => {
+                        return self.refuse(request_id, "do_get at protocol level 2 needs a stream_id (PROTOCOL.md §4.2)")
+                    }
+                    (false, _) => (self.local_id(), None),
+                };
+                let credit_bytes = match (self.level2, credit_bytes) {
+                    (true, Some(bytes)) if !live => bytes,
+                    _ => UNCOUNTED_CREDIT,
+                };
+                ConnectorAction::Start(StreamOrder {
+                    id,
+                    request_id,
+                    dataset: ticket,
+                    header_stream_id,
+                    live,
+                    compression,
+                    credit_bytes,
+                })
+            }
+            // Level 1 has no credit (and its stream ids are the connector's own).
+            GatewayCommand::Credit { stream_id, .. } if !self.level2 => {
+                ConnectorAction::Ignored(format!("credit for stream {stream_id}: a level-1 tunnel has no credit"))
+            }
+            GatewayCommand::Credit { stream_id, bytes } => match self.by_id.get(&stream_id) {
+                Some((_, stream)) => ConnectorAction::Credit { stream, bytes },
+                // A stream that just ended, or a gateway bug: nothing to credit.
+                None => ConnectorAction::Ignored(format!("credit of {bytes} bytes for stream {stream_id}, which is not open")),
+            },
+            GatewayCommand::Cancel { request_id } => {
+                match self.ids.get(&request_id).and_then(|id| self.by_id.get(id)) {
+                    Some((_, stream)) => ConnectorAction::Stop(stream),
+                    None => ConnectorAction::Ignored(format!("cancel {request_id}, which is not open")),
+                }
+            }
+        }
+    }
+
+    /// The answer to a [`ConnectorAction::Describe`]: the dataset's schema
+    /// and rows, or why not.
+    pub fn described(&mut self, request_id: String, answer: Result<FlightData, ErrorBody>) {
+        self.transmit.push_back(match answer {
+            Ok(data) => ConnectorMessage::FlightInfo { request_id, data },
+            Err(error) => ConnectorMessage::Error { request_id: Some(request_id), error },
+        });
+    }
+
+    /// Records the stream of `order` with its producer's value. Streams it
+    /// displaces — one still open under the same stream id or request id —
+    /// are handed back to be stopped: the gateway reuses an id only after
+    /// that stream's `stream_end`, so it is ending anyway, or the gateway
+    /// lost track of it.
+    pub fn started(&mut self, order: &StreamOrder, value: S) -> Vec<(String, S)> {
+        let same_request = self.ids.get(&order.request_id).copied();
+        let displaced = [Some(order.id), same_request].into_iter().flatten().filter_map(|id| self.remove(id)).collect();
+        self.ids.insert(order.request_id.clone(), order.id);
+        self.by_id.insert(order.id, (order.request_id.clone(), value));
+        displaced
+    }
+
+    /// Forgets the streams whose producer is done.
+    pub fn reap(&mut self, mut done: impl FnMut(&S) -> bool) {
+        self.by_id.retain(|_, (_, value)| !done(value));
+        let by_id = &self.by_id;
+        self.ids.retain(|_, id| by_id.contains_key(id));
+    }
+
+    /// The open streams' values.
+    pub fn streams(&self) -> impl Iterator<Item = &S> {
+        self.by_id.values().map(|(_, value)| value)
+    }
+
+    /// The connection ended: every stream's value.
+    pub fn drain(&mut self) -> Vec<S> {
+        self.ids.clear();
+        self.by_id.drain().map(|(_, (_, value))| value).collect()
+    }
+
+    fn refuse(&mut self, request_id: String, message: impl Into<String>) -> ConnectorAction<'_, S> {
+        let error = ErrorBody::new(ErrorCode::BadRequest, message);
+        self.transmit.push_back(ConnectorMessage::Error { request_id: Some(request_id), error });
+        ConnectorAction::Nothing
+    }
+
+    /// A stream id no open stream has, for a level-1 stream.
+    fn local_id(&mut self) -> u32 {
+        while self.by_id.contains_key(&self.next_local_id) {
+            self.next_local_id = self.next_local_id.wrapping_add(1);
+        }
+        let id = self.next_local_id;
+        self.next_local_id = id.wrapping_add(1);
+        id
+    }
+
+    fn remove(&mut self, id: u32) -> Option<(String, S)> {
+        let (request_id, value) = self.by_id.remove(&id)?;
+        self.ids.remove(&request_id);
+        Some((request_id, value))
+    }
+}
