@@ -17,9 +17,13 @@
 //!   dataset to it as an iterator of [`slice::EncodedMessage`].
 //!
 //! - [`tunnel`]: `parallel_connections` reverse WebSocket connections to the
-//!   gateway; each `do_get` runs a producer thread that sends every encoded
-//!   message as one binary frame (level 2: behind the 16-byte header, within
-//!   the gateway's credit); reconnects forever with backoff and jitter.
+//!   gateway (opened by its `dial` submodule: TCP, TLS, WebSocket upgrade);
+//!   what each command asks for is decided by the protocol's
+//!   `tunnel::ConnectorEnd`, which the connection drives; reconnects forever
+//!   with backoff and jitter.
+//! - `producer`: the thread each `do_get` runs, which sends every encoded
+//!   message as one binary frame (the protocol's `tunnel::Framer`; level 2:
+//!   behind the 16-byte header, within the gateway's credit).
 //!   A source failure reaches the gateway as [`public_error`] says: a
 //!   `source_error` naming the dataset and an error id, the cause logged.
 //! - [`service`]: `volley connector` and `volley connector --test`.
@@ -43,6 +47,8 @@ pub mod slice;
 pub mod source;
 pub mod system_service;
 pub mod tunnel;
+
+mod producer;
 
 pub use config::{Config, ConfigError};
 pub use slice::{EncodedMessage, IpcSlicer, MessageKind, SliceError, SliceOptions};
