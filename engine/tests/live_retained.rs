@@ -140,7 +140,9 @@ fn a_live_stream_whose_dictionaries_pass_the_limit_ends_with_retained_limit_and_
     assert!(message.contains("limits.live_retained_bytes_max"), "{message}");
     assert!(received < 1 + DICTIONARIES, "the stream ended before all its dictionaries: got {received}");
     let cancel = connector.wait_command("cancel", Duration::from_secs(5)).expect("the connector is told to cancel");
-    assert_eq!(cancel["request_id"], format!("r{}", end["stream_id"]));
+    let do_get = connector.commands("do_get").into_iter().find(|c| c["stream_id"] == end["stream_id"]);
+    let do_get = do_get.expect("the stream's do_get");
+    assert_eq!(cancel["request_id"], do_get["request_id"], "cancel names the stream's do_get");
     assert!(all_read, "the gateway read every frame the connector sent");
     assert!(held <= HELD_AFTER_MAX, "the gateway still holds {held} bytes after the stream ended");
     assert_eq!(kept_after, Some(0), "nothing kept once the stream ended");

@@ -113,7 +113,10 @@ fn the_connector_follows_the_spec_pairing_of_request_r3_with_stream_9() {
     let wrong = r#"{"action": "credit", "stream_id": 3, "bytes": 1}"#;
     assert!(matches!(connector.handle_text(wrong), ConnectorAction::Ignored(_)));
     assert!(matches!(connector.handle_text(r#"{"action": "cancel", "request_id": "r3"}"#), ConnectorAction::Stop(1)));
-    assert!(matches!(connector.handle_text(r#"{"action": "cancel", "request_id": "r9"}"#), ConnectorAction::Ignored(_)));
+    assert!(matches!(
+        connector.handle_text(r#"{"action": "cancel", "request_id": "r9"}"#),
+        ConnectorAction::Ignored(_)
+    ));
 }
 
 #[test]
@@ -139,7 +142,8 @@ fn the_connector_answers_a_do_get_it_cannot_serve_and_ignores_what_names_nothing
     };
     assert_eq!((first.header_stream_id, first.credit_bytes), (None, UNCOUNTED_CREDIT));
     level1.started(&first, 1);
-    let ConnectorAction::Start(second) = level1.handle_text(r#"{"action": "do_get", "request_id": "y", "ticket": "t"}"#)
+    let ConnectorAction::Start(second) =
+        level1.handle_text(r#"{"action": "do_get", "request_id": "y", "ticket": "t"}"#)
     else {
         panic!("level 1 not started")
     };
@@ -180,7 +184,8 @@ fn level1_serves_one_stream_at_a_time_in_order_and_cancel_of_a_waiting_one_sends
             Ok(Binary::Frame { stream_id: 1, sequence: s, header: None, stream: &"one" }) if s == sequence
         ));
     }
-    let end = ConnectorMessage::StreamEnd { request_id: order.request_id, total_bytes: 0, stream_id: None, error: None };
+    let end =
+        ConnectorMessage::StreamEnd { request_id: order.request_id, total_bytes: 0, stream_id: None, error: None };
     match gateway.handle_text(&end.to_json()) {
         Some(TunnelEvent::Ended { stream_id: 1, value: "one", total_bytes, error: None }) => {
             assert_eq!(total_bytes, 18, "counted when the connector says 0")
@@ -191,7 +196,10 @@ fn level1_serves_one_stream_at_a_time_in_order_and_cancel_of_a_waiting_one_sends
     let second = start(&mut gateway, &mut connector, 20);
     // A level-1 stream being sent stays current after cancel: its frames are dropped until it ends.
     assert!(gateway.cancel(2).is_none());
-    assert_eq!(commands(&to_connector(&mut gateway)), vec![GatewayCommand::Cancel { request_id: second.request_id.clone() }]);
+    assert_eq!(
+        commands(&to_connector(&mut gateway)),
+        vec![GatewayCommand::Cancel { request_id: second.request_id.clone() }]
+    );
     assert!(matches!(gateway.handle_binary(b"late"), Ok(Binary::Dropped)));
     let error = ConnectorMessage::Error {
         request_id: Some(second.request_id),

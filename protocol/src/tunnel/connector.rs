@@ -128,7 +128,8 @@ impl<S> ConnectorEnd<S> {
                 let (id, header_stream_id) = match (self.level2, stream_id) {
                     (true, Some(id)) => (id, Some(id)),
                     (true, None) => {
-                        return self.refuse(request_id, "do_get at protocol level 2 needs a stream_id (PROTOCOL.md §4.2)")
+                        return self
+                            .refuse(request_id, "do_get at protocol level 2 needs a stream_id (PROTOCOL.md §4.2)")
                     }
                     (false, _) => (self.local_id(), None),
                 };
@@ -153,7 +154,9 @@ impl<S> ConnectorEnd<S> {
             GatewayCommand::Credit { stream_id, bytes } => match self.by_id.get(&stream_id) {
                 Some((_, stream)) => ConnectorAction::Credit { stream, bytes },
                 // A stream that just ended, or a gateway bug: nothing to credit.
-                None => ConnectorAction::Ignored(format!("credit of {bytes} bytes for stream {stream_id}, which is not open")),
+                None => ConnectorAction::Ignored(format!(
+                    "credit of {bytes} bytes for stream {stream_id}, which is not open"
+                )),
             },
             GatewayCommand::Cancel { request_id } => {
                 match self.ids.get(&request_id).and_then(|id| self.by_id.get(id)) {

@@ -328,7 +328,12 @@ impl<S> GatewayEnd<S> {
                 }
             }
             let sequence = header.sequence;
-            return Ok(Binary::Frame { stream_id: header.stream_id, sequence, header: Some(header), stream: &entry.value });
+            return Ok(Binary::Frame {
+                stream_id: header.stream_id,
+                sequence,
+                header: Some(header),
+                stream: &entry.value,
+            });
         }
         let outside = || Violation {
             close_code: close_code::PROTOCOL_ERROR,

@@ -1,0 +1,106 @@
+//! A tunnel's binary frames, to the streams' subscribers: the hot path
+//! (read → [`SharedFrame`] → [`Worker::route`]).
+
+// Peer input (ARCHITECTURE.md invariant 6): no indexing or slicing that a
+// peer-chosen offset could make panic. Use `get`, patterns or iterators.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Instant;
+
+use bytes::Bytes;
+use volley_protocol::header::FrameKind;
+use volley_protocol::message::{ErrorBody, ErrorCode};
+use volley_protocol::tunnel::{Binary, Violation};
+
+use super::{end_stream, Tunnel};
+use crate::frame::SharedFrame;
+use crate::registry::Stream;
+use crate::retained::{RetainLimits, RetainRefused};
+use crate::worker::{Worker, WorkerMsg};
+
+/// Routes one binary frame; a violation closes the tunnel.
+pub async fn on_binary(
+    worker: &Rc<Worker>,
+    tunnel: &Rc<Tunnel>,
+    payload: Bytes,
+    read_at: Instant,
+) -> Result<(), Violation> {
+    worker.metrics.borrow_mut().frames_in += 1;
+    let (stream, stream_id, sequence, header) = match tunnel.conversation.borrow_mut().handle_binary(&payload)? {
+        // A cancelled stream's frames may still be in flight: dropped.
+        Binary::Dropped => return Ok(()),
+        Binary::Frame { stream_id, sequence, header, stream } => (stream.clone(), stream_id, sequence, header),
+    };
+    let Some(header) = header else {
+        // Level 1: one stream at a time, whose reader paces the socket.
+        let len = i64::try_from(payload.len()).unwrap_or(i64::MAX);
+        let frame = SharedFrame::from_level1(payload, stream_id, sequence, read_at);
+        worker.route(stream.destinations(), WorkerMsg::Frame(frame)).await;
+        wait_for_readers(&stream, len).await;
+        return Ok(());
+    };
+    let mut mask = stream.destinations();
+    let frame = SharedFrame::from_level2(payload, header, read_at);
+    if stream.live && matches!(header.kind, FrameKind::Schema | FrameKind::Dictionary) {
+        let limits = RetainLimits {
+            stream_bytes_max: worker.shared.config.live_retained_bytes_max(),
+            total_bytes_max: worker.shared.config.rings.total_bytes_max,
+        };
+        let queued = worker.shared.ring_totals.data.load(Ordering::Relaxed);
+        let kept = {
+            let mut state = stream.state.lock();
+            // Read under the lock late joiners take: a joiner either finds
+            // this frame in its snapshot or is in the mask (never neither;
+            // both is deduplicated by `LocalSub::snapshot_through`).
+            mask = stream.destinations();
+            if state.ended {
+                Ok(())
+            } else {
+                state.retained.keep(&frame, limits, queued)
+            }
+        };
+        if let Err(refused) = kept {
+            retained_limit(worker, tunnel, &stream, refused).await;
+            return Ok(());
+        }
+    }
+    worker.route(mask, WorkerMsg::Frame(frame)).await;
+    Ok(())
+}
+
+/// Level-1 flow control (the protocol has none at level 1): the socket is
+/// not read again until the stream's browsers drained what they were sent,
+/// or none is left.
+async fn wait_for_readers(stream: &Stream, len: i64) {
+    let left = stream.credit_available.fetch_sub(len, Ordering::AcqRel) - len;
+    if left > 0 {
+        return;
+    }
+    poll_fn(|cx| {
+        stream.credit_waker.register(cx.waker());
+        if stream.credit_available.load(Ordering::Acquire) > 0 || stream.destinations() == 0 {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+}
+
+/// A live stream's schema and dictionaries passed what the gateway keeps
+/// (PROTOCOL.md §5.2): the stream ends for its subscribers with
+/// `retained_limit` and is cancelled upstream; the tunnel's other streams go on.
+async fn retained_limit(worker: &Rc<Worker>, tunnel: &Rc<Tunnel>, stream: &Arc<Stream>, refused: RetainRefused) {
+    log::warn!("connector c-{}: live stream {} of {:?} ended: {refused}", tunnel.handle.id, stream.id, stream.dataset);
+    let total = tunnel.converse(|conversation| conversation.cancel(stream.id)).map(|(_, bytes)| bytes).unwrap_or(0);
+    let error = ErrorBody::new(
+        ErrorCode::RetainedLimit,
+        format!("{refused}: the live stream was ended and cancelled upstream; {}", refused.advice()),
+    );
+    end_stream(worker, stream, total, Some(error)).await;
+}
