@@ -1,0 +1,18 @@
+//! Connection plumbing shared by tunnels, browser sessions and the echo
+//! route, one concern per file:
+//! - [`ctl`]: the kill switch ([`ConnCtl`], `or_killed!`) and [`KillOnDrop`];
+//! - [`reader`]: [`WsReader`], one task per connection for its whole life,
+//!   its reads shaped by [`ReadShape`];
+//! - [`ring`]: the outgoing [`Ring`] with its byte budget;
+//! - [`writer`]: the writer task ([`run_writer`]) and [`write_all`].
+
+mod ctl;
+mod reader;
+mod ring;
+mod writer;
+
+pub(crate) use ctl::or_killed;
+pub use ctl::{killed_error, ConnCtl, KillOnDrop, Side};
+pub use reader::{ReadError, ReadShape, WsReader, READ_ALIGN_MIN_CHUNK_BYTES};
+pub use ring::{Ring, RingTotals, BATCH_BYTES_MAX, BATCH_ITEMS_MAX, CLOSE_GRACE, CONTROL_OVERFLOW_REASON};
+pub use writer::{close_frame, run_writer, write_all};
