@@ -17,14 +17,14 @@ use volley_protocol::message::{BrowserEvent, BrowserRequest, DatasetInfo, ErrorC
 use volley_protocol::token::SessionClaims;
 use volley_protocol::ws::{close_code, encode_frame, FrameDecoder, Message, MessageAssembler, OpCode, Role};
 
+use crate::conn::transport::{ConnRead, ConnWrite};
+use crate::conn::writev::OutItem;
 use crate::conn::{run_writer, ConnCtl, KillOnDrop, ReadError, Ring, WsReader, CLOSE_GRACE};
 use crate::frame::Level;
 use crate::metrics::WorkerMetrics;
 use crate::registry::{ConnectorCmd, OpenError, Stream, Subscriber};
 use crate::session::{BrowserSession, OpenQuery};
-use crate::transport::{ConnRead, ConnWrite};
 use crate::worker::{LocalSub, Worker};
-use crate::writev::OutItem;
 
 /// Read buffer of a browser socket. An idle session pins this buffer under
 /// its pending read, so it counts in the memory per idle session (issue #3),

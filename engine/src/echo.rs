@@ -12,10 +12,10 @@ use std::rc::Rc;
 use bytes::BytesMut;
 use volley_protocol::ws::{close_code, encode_frame, FrameDecoder, Message, MessageAssembler, OpCode, Role};
 
+use crate::conn::transport::{ConnRead, ConnWrite};
+use crate::conn::writev::OutItem;
 use crate::conn::{run_writer, ConnCtl, KillOnDrop, ReadError, Ring, WsReader};
-use crate::transport::{ConnRead, ConnWrite};
 use crate::worker::Worker;
-use crate::writev::OutItem;
 
 /// Echo read buffer.
 pub const ECHO_READ_CHUNK_BYTES: usize = 64 * 1024;

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use crate::admission::Counter;
 use crate::config::{self, GatewayConfig};
+use crate::conn::tls;
 use crate::conn::RingTotals;
 use crate::control_plane::ControlPlane;
 use crate::inbox_bytes::InboxBytes;
@@ -24,7 +25,6 @@ use crate::runtime;
 use crate::shared::Shared;
 use crate::static_files::StaticFiles;
 use crate::thp::disable_transparent_huge_pages;
-use crate::tls;
 use crate::worker_msg::WorkerMsg;
 use crate::worker_thread::run_worker;
 

@@ -32,10 +32,10 @@ use volley_protocol::token::{verify_session, SessionClaims, TokenError, Validati
 use crate::control_plane::{Refusal, Verdict};
 
 use crate::admission::CounterGuard;
+use crate::conn::transport::{ConnRead, ConnWrite};
 use crate::conn::{or_killed, ConnCtl, Side};
 use crate::frame::Level;
 use crate::shared::Shared;
-use crate::transport::{ConnRead, ConnWrite};
 use crate::worker::Worker;
 
 /// Validates a WebSocket upgrade and answers it: `101` and the upgrade on

@@ -39,7 +39,7 @@
 //!   subscriber's [`conn::Ring`] under the flow/slow-reader policy.
 //! - [`session`]: a browser session's state, which the worker delivers to.
 //! - [`browser`]: a session's connection; its writer task drains the ring with
-//!   [`conn::write_all`] over a [`writev::WriteBatch`] (vectored,
+//!   [`conn::write_all`] over a [`conn::writev::WriteBatch`] (vectored,
 //!   partial-write safe) and returns credit.
 //! - [`registry`]: lock-sharded tenant → connectors and stream tables.
 //! - [`retained`]: the schema and dictionary frames a live stream keeps for
@@ -48,9 +48,8 @@
 //! - [`echo`]: test-only conformance echo route.
 //! - [`task`]: how every connection task is spawned: a panic inside one
 //!   ends that connection, never its worker.
-//! - Connection plumbing, lowest first: [`writev`] (the write batch),
-//!   [`transport`] (plain TCP halves), [`tls`] (`wss://`), [`conn`] (kill
-//!   switch, reader, ring, writer).
+//! - [`conn`]: connection plumbing — the write batch, plain TCP halves,
+//!   `wss://`, the kill switch, reader, ring and writer.
 //!
 //! Admission (before any of the above, off the hot path):
 //! - [`admission`]: open connections per client IP (checked at accept) and
@@ -80,11 +79,8 @@ pub mod revocation;
 pub mod runtime;
 pub mod session;
 pub mod task;
-pub mod tls;
-pub mod transport;
 pub mod worker;
 pub mod worker_msg;
-pub mod writev;
 
 mod clock;
 mod gateway;

@@ -11,6 +11,7 @@ use volley_protocol::Limits;
 
 use crate::admission::Counter;
 use crate::config::GatewayConfig;
+use crate::conn::tls;
 use crate::conn::RingTotals;
 use crate::control_plane::ControlPlane;
 use crate::inbox_bytes::InboxBytes;
@@ -20,7 +21,6 @@ use crate::registry::Registry;
 use crate::revocation::Revocations;
 use crate::runtime::RuntimeKind;
 use crate::static_files::StaticFiles;
-use crate::tls;
 use crate::worker_msg::WorkerMsg;
 
 /// Process-wide state shared by all workers (read-mostly).

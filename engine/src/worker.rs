@@ -22,6 +22,7 @@ use volley_protocol::ws::close_code;
 use volley_protocol::Codec;
 
 use crate::config::SlowReaderPolicy;
+use crate::conn::writev::OutItem;
 use crate::conn::ConnCtl;
 use crate::frame::{Level, SharedFrame};
 use crate::inbox_bytes::InboxBytes;
@@ -32,7 +33,6 @@ use crate::revocation::Revocation;
 use crate::session::BrowserSession;
 use crate::shared::Shared;
 pub use crate::worker_msg::{StreamEvent, WorkerMsg};
-use crate::writev::OutItem;
 
 /// Inbox messages drained per wake.
 pub const INBOX_BATCH_MAX: usize = 256;

@@ -1,4 +1,4 @@
-//! The connector reader aligns its reads on frames (engine/src/conn.rs,
+//! The connector reader aligns its reads on frames (engine/src/conn/reader.rs,
 //! `ReadShape`): a steady stream of equal frames is read without copying a
 //! byte from one read buffer into the next. Without the alignment, 64 KiB
 //! frames in 256 KiB chunks straddled every fourth buffer end and 1 MiB

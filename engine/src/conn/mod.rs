@@ -1,10 +1,17 @@
 //! Connection plumbing shared by tunnels, browser sessions and the echo
 //! route, one concern per file:
-//! - [`ctl`]: the kill switch ([`ConnCtl`], `or_killed!`) and [`KillOnDrop`];
-//! - [`reader`]: [`WsReader`], one task per connection for its whole life,
+//! - `ctl`: the kill switch ([`ConnCtl`], `or_killed!`) and [`KillOnDrop`];
+//! - `reader`: [`WsReader`], one task per connection for its whole life,
 //!   its reads shaped by [`ReadShape`];
-//! - [`ring`]: the outgoing [`Ring`] with its byte budget;
-//! - [`writer`]: the writer task ([`run_writer`]) and [`write_all`].
+//! - `ring`: the outgoing [`Ring`] with its byte budget;
+//! - `writer`: the writer task ([`run_writer`]) and [`write_all`];
+//! - lowest, used by the above: [`writev`] (the write batch, vectored),
+//!   [`transport`] (plain TCP halves and the read/write traits), [`tls`]
+//!   (`wss://` on the same traits).
+
+pub mod tls;
+pub mod transport;
+pub mod writev;
 
 mod ctl;
 mod reader;

@@ -15,8 +15,8 @@ use volley_protocol::limits::WS_HEADER_BYTES_MAX;
 use volley_protocol::ws::{FrameDecoder, Message, MessageAssembler, OpCode, WsError};
 
 use super::ctl::{killed_error, or_killed, ConnCtl, Side};
+use crate::conn::transport::ConnRead;
 use crate::runtime::fair_turn;
-use crate::transport::ConnRead;
 
 /// Why reading stopped.
 #[derive(Debug, thiserror::Error)]

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use volley_protocol::ws::{close_payload, encode_frame, OpCode};
 
-use crate::writev::{OutItem, WriteBatch, IOVECS_PER_WRITE_MAX};
+use crate::conn::writev::{OutItem, WriteBatch, IOVECS_PER_WRITE_MAX};
 
 /// Items one writer batch takes at most.
 pub const BATCH_ITEMS_MAX: usize = 256;

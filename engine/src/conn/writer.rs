@@ -14,9 +14,9 @@ use std::task::Poll;
 use bytes::Bytes;
 use volley_protocol::ws::{close_payload, encode_frame, OpCode};
 
+use crate::conn::transport::ConnWrite;
+use crate::conn::writev::{OutItem, WriteBatch};
 use crate::runtime::fair_turn;
-use crate::transport::ConnWrite;
-use crate::writev::{OutItem, WriteBatch};
 
 use super::ctl::{killed_error, or_killed, ConnCtl, Side};
 use super::ring::Ring;
@@ -135,8 +135,8 @@ mod write_all_tests {
 
     use super::*;
     use crate::frame::{Level, SharedFrame};
-    use std::sync::Arc;
     use std::io::Read;
+    use std::sync::Arc;
     use std::time::Instant;
     use volley_protocol::header::{FrameHeader, FrameKind};
 

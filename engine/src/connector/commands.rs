@@ -9,10 +9,10 @@ use volley_protocol::tunnel::{OpenStream, TunnelEvent, UNCOUNTED_CREDIT};
 use volley_protocol::ws::{close_code, encode_frame, OpCode};
 
 use super::{end_stream, Tunnel, COMMANDS_BATCH_MAX};
+use crate::conn::writev::OutItem;
 use crate::conn::{ConnCtl, KillOnDrop};
 use crate::registry::ConnectorCmd;
 use crate::worker::{StreamEvent, Worker, WorkerMsg};
-use crate::writev::OutItem;
 
 /// One text message from the connector.
 pub async fn on_text(worker: &Rc<Worker>, tunnel: &Rc<Tunnel>, text: &str) {

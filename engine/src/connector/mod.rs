@@ -2,12 +2,12 @@
 //!
 //! The conversation's rules — streams by id, request ids, the level-1
 //! queue, credit, cancel, end — are the protocol crate's
-//! [`GatewayEnd`](volley_protocol::tunnel::GatewayEnd); this module is its IO:
+//! [`GatewayEnd`]; this module is its IO:
 //! - `mod.rs`: the tunnel's task — `register`, then the read loop, teardown;
-//! - [`register`]: the first message and the credential it carries;
-//! - [`frames`]: binary frames to the streams' subscribers (the hot path:
+//! - `register`: the first message and the credential it carries;
+//! - `frames`: binary frames to the streams' subscribers (the hot path:
 //!   read → [`SharedFrame`](crate::frame::SharedFrame) → [`Worker::route`]);
-//! - [`commands`]: what the connector's text messages mean for the streams,
+//! - `commands`: what the connector's text messages mean for the streams,
 //!   registry commands (`Open`, `Cancel`, `Credit`, `Close`) turned into
 //!   messages to the connector, and the heartbeat.
 
@@ -30,13 +30,13 @@ use volley_protocol::tunnel::GatewayEnd;
 use volley_protocol::ws::{close_code, encode_frame, FrameDecoder, Message, MessageAssembler, OpCode, Role};
 use volley_protocol::Codec;
 
+use crate::conn::transport::{ConnRead, ConnWrite};
+use crate::conn::writev::OutItem;
 use crate::conn::{run_writer, ConnCtl, KillOnDrop, ReadError, Ring, WsReader};
 use crate::frame::Level;
 use crate::mailbox::Mailbox;
 use crate::registry::{ConnectorCmd, ConnectorHandle, Stream};
-use crate::transport::{ConnRead, ConnWrite};
 use crate::worker::{StreamEvent, Worker, WorkerMsg};
-use crate::writev::OutItem;
 
 /// Read buffer size for tunnels: many small frames per read; frames larger
 /// than this get a buffer of their own size.

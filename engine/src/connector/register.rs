@@ -7,8 +7,8 @@ use volley_protocol::message::{ConnectorMessage, ErrorBody, ErrorCode, Register,
 use volley_protocol::token::{verify_connector, Validation};
 use volley_protocol::ws::{close_code, Message};
 
+use crate::conn::transport::ConnRead;
 use crate::conn::{ReadError, Ring, WsReader};
-use crate::transport::ConnRead;
 use crate::worker::Worker;
 
 /// A credential's `jti` and `exp` (none for a seed-style connector).

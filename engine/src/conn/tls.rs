@@ -33,8 +33,8 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, ServerConnection};
 
-use crate::transport::{write_all_plain, ConnRead, ConnWrite};
-use crate::writev::WriteBatch;
+use crate::conn::transport::{write_all_plain, ConnRead, ConnWrite};
+use crate::conn::writev::WriteBatch;
 
 /// Ciphertext read buffer of one TLS session: one whole record (16 KiB of
 /// plaintext plus the record overhead) per read.

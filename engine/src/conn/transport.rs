@@ -1,6 +1,6 @@
 //! What the connection code reads from and writes to: the two halves of a
 //! plain TCP connection (`ws://`, zero-copy) or of a TLS session
-//! ([`crate::tls`], `wss://`, which encrypts and therefore copies).
+//! ([`crate::conn::tls`], `wss://`, which encrypts and therefore copies).
 //!
 //! The operations do not know about cancellation: callers run each one
 //! under `conn::or_killed!`, which stops waiting once the
@@ -21,7 +21,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, OwnedReadHalf, OwnedWriteHalf};
 use monoio::net::TcpStream;
 use monoio::BufResult;
 
-use crate::writev::WriteBatch;
+use crate::conn::writev::WriteBatch;
 
 /// The read side of a connection.
 #[allow(async_fn_in_trait)] // single-threaded runtime: futures are never sent
