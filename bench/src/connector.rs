@@ -2,11 +2,13 @@
 //! `do_get`, and streams pre-built binary frames (16-byte header + payload)
 //! within credit (queries) or on a schedule/at full speed (live).
 //!
-//! Two threads per connector: a reader that parses the gateway's commands
-//! and a writer that owns every write (frames, replies, pongs). Frames are
-//! built once per stream as a batch buffer (several frames per `write` for
-//! small frames); before each write only the sequence, the flags and the
-//! timestamps are patched in place.
+//! Two threads per connector: a reader that parses the gateway's WebSocket
+//! frames and a writer that owns every write (frames, replies, pongs). The
+//! writer hands each command to the protocol's `ConnectorEnd`, as the real
+//! connector does, and does what it says. A stream's first frame is made by
+//! the protocol's `Framer` and copied into a batch buffer once per stream
+//! (several frames per `write` for small frames); before each write only the
+//! sequence, the flags and the timestamps are patched in place.
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -17,9 +19,14 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use bytes::Bytes;
+use volley_protocol::header::FrameKind;
+use volley_protocol::message::{
+    ConnectorMessage, ErrorBody, ErrorCode, FlightData, GatewayCommand, Register, RegisterReply,
+};
+use volley_protocol::tunnel::{ConnectorAction, ConnectorEnd, Framer, StreamOrder};
 
-use crate::wire::{self, Event, Parser, HEADER_BYTES, OP_BINARY, OP_PONG};
+use crate::wire::{self, Event, Parser, HEADER_BYTES, OP_BINARY, OP_PONG, OP_TEXT};
 
 /// Binary bytes one write aims for when frames are small.
 const BATCH_BYTES: usize = 64 * 1024;
@@ -29,6 +36,8 @@ const BATCH_FRAMES_MAX: usize = 256;
 const END_MARKER_INTERVAL: Duration = Duration::from_millis(50);
 /// Schema string handed out (the gateway treats it as opaque).
 const SCHEMA_B64: &str = "/////w==";
+/// The payload of a live stream's end marker: an IPC end-of-stream message.
+const END_MARKER: [u8; 8] = [0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0];
 
 /// One dataset the simulated connector serves.
 #[derive(Debug, Clone)]
@@ -91,20 +100,27 @@ impl Connector {
     /// Connects, registers and starts serving. Live streams wait for [`Connector::go`].
     pub fn start(spec: ConnectorSpec) -> Result<Connector, String> {
         let (mut stream, rest) = wire::handshake(spec.addr, "/ws/connect", None).map_err(|e| e.to_string())?;
-        let live: Vec<&str> = spec.datasets.iter().filter(|d| d.live).map(|d| d.name.as_str()).collect();
-        let register = json!({
-            "action": "register", "tenant_id": spec.tenant, "version": "bench",
-            "datasets": spec.datasets.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
-            "live": live, "protocol": 2, "token": spec.token,
+        let register = ConnectorMessage::Register(Register {
+            tenant_id: spec.tenant.clone(),
+            version: Some("bench".into()),
+            datasets: spec.datasets.iter().map(|d| d.name.clone()).collect(),
+            live: spec.datasets.iter().filter(|d| d.live).map(|d| d.name.clone()).collect(),
+            protocol: Some(2),
+            token: Some(spec.token.clone()),
+            compression: Vec::new(),
         });
-        stream.write_all(&wire::text_frame(&register)).map_err(|e| e.to_string())?;
+        stream.write_all(&text_frame(&register)).map_err(|e| e.to_string())?;
         let mut parser = Parser::default();
         let mut pending = Vec::new();
         parser.feed(&rest, |e| pending.push(e));
         let reply = wire::read_text(&mut stream, &mut parser, &mut pending).map_err(|e| e.to_string())?;
-        let reply: Value = serde_json::from_str(&reply).map_err(|e| e.to_string())?;
-        if reply["status"] != "ok" {
-            return Err(format!("register refused: {reply}"));
+        match RegisterReply::parse(&reply) {
+            // The frames are built for level 2 (a 16-byte header in front of each).
+            Ok(RegisterReply::Ok(ok)) if ok.protocol.unwrap_or(1) < 2 => {
+                return Err(format!("the gateway did not agree to protocol level 2: {reply}"))
+            }
+            Ok(RegisterReply::Ok(_)) => {}
+            Ok(RegisterReply::Refused(_)) | Err(_) => return Err(format!("register refused: {reply}")),
         }
         let (tx, rx) = channel();
         let read_socket = stream.try_clone().map_err(|e| e.to_string())?;
@@ -123,7 +139,10 @@ impl Connector {
             let (stats, go, stop) = (stats.clone(), go.clone(), stop.clone());
             std::thread::Builder::new()
                 .name("bench-conn-write".into())
-                .spawn(move || Writer { stream, spec, stats, go, stop, active: VecDeque::new() }.run(rx))
+                .spawn(move || {
+                    let end = ConnectorEnd::new(true, Vec::new());
+                    Writer { stream, spec, stats, go, stop, end, active: VecDeque::new() }.run(rx)
+                })
                 .map_err(|e| e.to_string())?
         };
         Ok(Connector { stats, go, stop, writer: Some(writer), socket })
@@ -189,6 +208,8 @@ struct Active {
     /// Live: end markers sent after the last data frame, and when the last one went.
     markers: u64,
     marker_at: u64,
+    /// Live: the end marker's WebSocket frame (its sequence patched before each write).
+    end_marker: Vec<u8>,
 }
 
 struct Writer {
@@ -197,6 +218,8 @@ struct Writer {
     stats: Arc<ConnectorStats>,
     go: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
+    /// The tunnel's conversation; a stream's value is its stream id, the key of [`Writer::active`].
+    end: ConnectorEnd<u32>,
     active: VecDeque<Active>,
 }
 
@@ -228,8 +251,8 @@ impl Writer {
         self.stream.write_all(bytes).map_err(|e| format!("connector write: {e}"))
     }
 
-    fn reply(&mut self, value: Value) -> Result<(), String> {
-        self.write(&wire::text_frame(&value))
+    fn send(&mut self, message: &ConnectorMessage) -> Result<(), String> {
+        self.write(&text_frame(message))
     }
 
     fn handle(&mut self, event: Event) -> Result<(), String> {
@@ -244,74 +267,100 @@ impl Writer {
             }
             Event::Binary { .. } => return Ok(()),
         };
-        let Ok(msg) = serde_json::from_str::<Value>(&text) else { return Ok(()) };
-        let request_id = msg["request_id"].as_str().unwrap_or_default().to_owned();
-        match msg["action"].as_str() {
-            Some("get_flight_info") => {
-                self.reply(json!({"request_id": request_id, "data": {"schema": SCHEMA_B64, "records": -1}}))
+        let command = match GatewayCommand::parse(&text) {
+            Ok(command) => command,
+            Err(e) => {
+                log::debug!("bench connector: ignoring a command it does not understand: {e}");
+                return Ok(());
             }
-            Some("do_get") => {
-                let ticket = msg["ticket"].as_str().unwrap_or_default();
-                let Some(dataset) = self.spec.datasets.iter().position(|d| d.name == ticket) else {
-                    return self.reply(json!({"type": "error", "request_id": request_id,
-                        "code": "dataset_not_found", "message": "no such dataset"}));
-                };
-                let stream_id = msg["stream_id"].as_u64().and_then(|id| u32::try_from(id).ok()).unwrap_or(0);
-                let credit = msg["credit_bytes"].as_i64().unwrap_or(i64::MAX / 2);
-                let spec = &self.spec.datasets[dataset];
-                let frame_len = wire::client_frame_header(OP_BINARY, HEADER_BYTES + spec.frame_bytes).len()
-                    + HEADER_BYTES
-                    + spec.frame_bytes;
-                let frames_per_batch = (BATCH_BYTES / frame_len).clamp(1, BATCH_FRAMES_MAX);
-                let mut one = wire::client_frame_header(OP_BINARY, HEADER_BYTES + spec.frame_bytes);
-                let header = volley_protocol::header::FrameHeader {
-                    kind: volley_protocol::header::FrameKind::RecordBatch,
-                    flags: 0,
-                    stream_id,
-                    sequence: 0,
-                };
-                one.extend_from_slice(&header.encode());
-                one.extend((0..spec.frame_bytes).map(|i| (i % 251).to_le_bytes()[0]));
-                let batch = one.repeat(frames_per_batch);
-                self.stats.streams_opened.fetch_add(1, Ordering::Relaxed);
-                self.active.push_back(Active {
-                    request_id: request_id.clone(),
-                    stream_id,
-                    dataset,
-                    live: spec.live || msg["live"] == true,
-                    next: 0,
-                    credit,
-                    batch,
-                    frame_len,
-                    frames_per_batch,
-                    t0: None,
-                    markers: 0,
-                    marker_at: 0,
-                });
-                self.reply(json!({"request_id": request_id, "type": "stream_start", "schema": SCHEMA_B64,
-                    "stream_id": stream_id}))
-            }
-            Some("credit") => {
-                self.stats.credit_messages.fetch_add(1, Ordering::Relaxed);
-                let id = msg["stream_id"].as_u64();
-                let bytes = msg["bytes"].as_i64().unwrap_or(0);
-                if let Some(a) = self.active.iter_mut().find(|a| Some(u64::from(a.stream_id)) == id) {
-                    a.credit = a.credit.saturating_add(bytes);
-                }
-                Ok(())
-            }
-            Some("cancel") => {
-                if let Some(pos) = self.active.iter().position(|a| a.request_id == request_id) {
-                    let a = self.active.remove(pos).ok_or("active stream vanished")?;
-                    let bytes = a.next * self.spec.datasets[a.dataset].frame_bytes as u64;
-                    self.reply(json!({"request_id": request_id, "type": "stream_end", "total_bytes": bytes,
-                        "stream_id": a.stream_id, "error": {"code": "cancelled", "message": "cancelled"}}))?;
-                }
-                Ok(())
-            }
-            Some("ping") => self.reply(json!({"type": "pong"})),
-            _ => Ok(()),
+        };
+        if matches!(command, GatewayCommand::Credit { .. }) {
+            self.stats.credit_messages.fetch_add(1, Ordering::Relaxed);
         }
+        match self.end.handle_command(command) {
+            ConnectorAction::Describe { request_id, .. } => {
+                self.end.described(request_id, Ok(FlightData { schema: SCHEMA_B64.into(), records: -1 }))
+            }
+            ConnectorAction::Start(order) => self.open(order)?,
+            ConnectorAction::Credit { stream, bytes } => {
+                let stream = *stream;
+                if let Some(a) = self.active.iter_mut().find(|a| a.stream_id == stream) {
+                    a.credit = a.credit.saturating_add(i64::try_from(bytes).unwrap_or(i64::MAX));
+                }
+            }
+            ConnectorAction::Stop(stream) => {
+                let stream = *stream;
+                self.cancel(stream)?;
+            }
+            ConnectorAction::Ignored(reason) => log::debug!("bench connector: {reason}"),
+            ConnectorAction::Nothing => {}
+        }
+        while let Some(message) = self.end.poll_transmit() {
+            self.send(&message)?;
+        }
+        Ok(())
+    }
+
+    /// Starts streaming `order`: its frames are built here, once.
+    fn open(&mut self, order: StreamOrder) -> Result<(), String> {
+        let Some(dataset) = self.spec.datasets.iter().position(|d| d.name == order.dataset) else {
+            let error = ErrorBody::new(ErrorCode::DatasetNotFound, "no such dataset");
+            return self.send(&ConnectorMessage::Error { request_id: Some(order.request_id), error });
+        };
+        let spec = &self.spec.datasets[dataset];
+        let mut framer = Framer::new(order.header_stream_id);
+        let payload: Bytes = (0..spec.frame_bytes).map(|i| (i % 251).to_le_bytes()[0]).collect();
+        let frame = framer.frame(FrameKind::RecordBatch, &payload);
+        let mut one = wire::client_frame_header(OP_BINARY, frame.len());
+        one.extend_from_slice(&frame);
+        let frame_len = one.len();
+        let frames_per_batch = (BATCH_BYTES / frame_len).clamp(1, BATCH_FRAMES_MAX);
+        let batch = one.repeat(frames_per_batch);
+        let end_marker =
+            wire::client_frame(OP_BINARY, &framer.frame(FrameKind::EndOfStream, &Bytes::from_static(&END_MARKER)));
+        let live = spec.live || order.live;
+        // A stream still open under either id is forgotten: the gateway reuses
+        // an id only after that stream's stream_end.
+        for (_, displaced) in self.end.started(&order, order.id) {
+            self.active.retain(|a| a.stream_id != displaced);
+        }
+        self.stats.streams_opened.fetch_add(1, Ordering::Relaxed);
+        self.active.push_back(Active {
+            request_id: order.request_id.clone(),
+            stream_id: order.id,
+            dataset,
+            live,
+            next: 0,
+            credit: i64::try_from(order.credit_bytes).unwrap_or(i64::MAX / 2),
+            batch,
+            frame_len,
+            frames_per_batch,
+            t0: None,
+            markers: 0,
+            marker_at: 0,
+            end_marker,
+        });
+        self.send(&ConnectorMessage::StreamStart {
+            request_id: order.request_id,
+            schema: SCHEMA_B64.into(),
+            stream_id: order.header_stream_id,
+        })
+    }
+
+    /// Ends the stream `stream_id` with `cancelled`.
+    fn cancel(&mut self, stream_id: u32) -> Result<(), String> {
+        if let Some(pos) = self.active.iter().position(|a| a.stream_id == stream_id) {
+            let a = self.active.remove(pos).ok_or("active stream vanished")?;
+            self.end.reap(|id| *id == stream_id);
+            let total_bytes = a.next * self.spec.datasets[a.dataset].frame_bytes as u64;
+            self.send(&ConnectorMessage::StreamEnd {
+                request_id: a.request_id,
+                total_bytes,
+                stream_id: Some(a.stream_id),
+                error: Some(ErrorBody::new(ErrorCode::Cancelled, "cancelled")),
+            })?;
+        }
+        Ok(())
     }
 
     /// Sends one batch per sendable stream; returns how long to wait for
@@ -391,15 +440,9 @@ impl Writer {
                         self.stats.live_finished_nanos.compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire);
                 }
                 if now.saturating_sub(a.marker_at) >= crate::sat_u64(END_MARKER_INTERVAL.as_nanos()) {
-                    let header = volley_protocol::header::FrameHeader {
-                        kind: volley_protocol::header::FrameKind::EndOfStream,
-                        flags: volley_protocol::header::FLAG_LAST,
-                        stream_id: a.stream_id,
-                        sequence: a.next + a.markers,
-                    };
-                    let mut payload = header.encode().to_vec();
-                    payload.extend_from_slice(&[0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0]);
-                    self.write(&wire::client_frame(OP_BINARY, &payload))?;
+                    let at = a.end_marker.len() - END_MARKER.len() - HEADER_BYTES;
+                    a.end_marker[at + 8..at + 16].copy_from_slice(&(a.next + a.markers).to_le_bytes());
+                    self.write(&a.end_marker)?;
                     a.markers += 1;
                     a.marker_at = now;
                 }
@@ -409,9 +452,14 @@ impl Writer {
                 continue;
             }
             if a.next >= spec.frames {
-                let total = a.next * spec.frame_bytes as u64;
-                self.reply(json!({"request_id": a.request_id, "type": "stream_end", "total_bytes": total,
-                    "stream_id": a.stream_id}))?;
+                self.end.reap(|id| *id == a.stream_id);
+                let total_bytes = a.next * spec.frame_bytes as u64;
+                self.send(&ConnectorMessage::StreamEnd {
+                    request_id: a.request_id,
+                    total_bytes,
+                    stream_id: Some(a.stream_id),
+                    error: None,
+                })?;
                 self.stats.streams_done.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
@@ -420,4 +468,9 @@ impl Writer {
         }
         Ok(if sent_any { None } else { Some(wait) })
     }
+}
+
+/// A text message as the client frame that carries it.
+fn text_frame(message: &ConnectorMessage) -> Vec<u8> {
+    wire::client_frame(OP_TEXT, message.to_json().as_bytes())
 }
