@@ -15,11 +15,12 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use volley_protocol::message::{BrowserEvent, BrowserRequest, DatasetInfo, ErrorCode};
 use volley_protocol::token::SessionClaims;
-use volley_protocol::ws::{close_code, encode_frame, FrameDecoder, Message, MessageAssembler, OpCode, Role};
+use volley_protocol::ws::{close_code, encode_frame, FrameDecoder, MessageAssembler, OpCode, Role};
 
 use crate::conn::transport::{ConnRead, ConnWrite};
 use crate::conn::writev::OutItem;
-use crate::conn::{run_writer, ConnCtl, KillOnDrop, ReadError, Ring, WsReader, CLOSE_GRACE};
+use crate::conn::{ConnCtl, Ring, WsReader, CLOSE_GRACE};
+use crate::connection::{answer, spawn_writer, Read};
 use crate::frame::Level;
 use crate::metrics::WorkerMetrics;
 use crate::registry::{ConnectorCmd, OpenError, Stream, Subscriber};
@@ -103,21 +104,9 @@ pub fn run<R: ConnRead, W: ConnWrite + 'static, G>(
     }
 
     let writer = {
-        let session = session.clone();
-        let worker = worker.clone();
-        crate::task::spawn(&worker.clone(), "browser writer", async move {
-            // The writer is done (closed, failed, killed or dropped after a
-            // panic): stop the reader too.
-            let _kill = KillOnDrop::new(session.ctl.clone());
-            let ctl = session.ctl.clone();
-            let result = run_writer(ring, write, ctl, |items, occupancy| {
-                written(&worker, &session, items, occupancy);
-            })
-            .await;
-            if let Err(e) = result {
-                log::debug!("session {}: write ended: {e}", session.id);
-            }
-        })
+        let (writer_worker, session) = (worker.clone(), session.clone());
+        let on_written = move |items: &[OutItem], occupancy| written(&writer_worker, &session, items, occupancy);
+        spawn_writer(&worker, "browser writer", ring, write, ctl.clone(), on_written)
     };
 
     let decoder = FrameDecoder::new(Role::Server, limits.browser_frame_bytes_max);
@@ -158,62 +147,36 @@ fn read_loop<'a, R: ConnRead>(
             if session.ring.borrow().is_closing() {
                 break;
             }
-            let message = match reader.next().await {
-                Ok(Some(message)) => message,
-                Ok(None) => break,
-                Err(ReadError::Ws(e)) => {
-                    session.close(e.close_code(), &e.to_string());
-                    break;
-                }
-                Err(ReadError::Io(_)) => break,
+            let read = reader.next().await;
+            if matches!(read, Ok(Some(_))) {
+                session.last_activity.set(Instant::now());
+            }
+            let message = match answer(read, &session.ring) {
+                Read::Data(message) => message,
+                Read::Control => continue,
+                Read::End => break,
             };
-            session.last_activity.set(Instant::now());
-            match message {
-                Message::Text(_) => {
-                    let text = message.as_text().unwrap_or_default();
-                    handle_request(worker, session, text);
-                    // A reply past the control cap closed the session:
-                    // nothing more it sends is read.
-                    if session.ring.borrow().is_closing() {
-                        break;
-                    }
-                }
-                Message::Binary(_) => {
-                    session.close(close_code::UNSUPPORTED_DATA, "browsers send text control messages only");
-                    break;
-                }
-                Message::Ping(payload) => {
-                    let mut ring = session.ring.borrow_mut();
-                    ring.push(OutItem::Encoded(encode_frame(OpCode::Pong, &payload)));
-                    if ring.is_closing() {
-                        break;
-                    }
-                }
-                Message::Pong(_) => {}
-                Message::Close(close) => {
-                    let code = close.map(|(code, _)| code).unwrap_or(close_code::NORMAL);
-                    session.close(code, "");
-                    break;
-                }
+            if message.as_text().is_none() {
+                session.close(close_code::UNSUPPORTED_DATA, "browsers send text control messages only");
+                break;
+            }
+            let text = message.as_text().unwrap_or_default();
+            handle_request(worker, session, text);
+            // A reply past the control cap closed the session: nothing
+            // more it sends is read.
+            if session.ring.borrow().is_closing() {
+                break;
             }
         }
     }
 }
 
-/// Lets a queued close frame go out, then stops the writer; dropping the
+/// Ends the connection ([`crate::connection::finish`]); dropping the
 /// [`Teardown`] afterwards detaches the session from everything.
 async fn finish(teardown: &Teardown, carried_bytes: u64, writer: monoio::task::JoinHandle<()>) {
     let session = &teardown.session;
     teardown.worker.metrics.borrow_mut().read_carry_bytes += carried_bytes;
-    let drain_deadline = Instant::now() + Duration::from_secs(1);
-    while !session.ctl.killed() && session.ring.borrow().bytes() > 0 && Instant::now() < drain_deadline {
-        monoio::time::sleep(Duration::from_millis(5)).await;
-    }
-    session.close(close_code::NORMAL, "");
-    monoio::time::sleep(Duration::from_millis(1)).await;
-    session.ctl.kill();
-    session.ring.borrow_mut().wake();
-    let _ = writer.await;
+    crate::connection::finish(&session.ctl, &session.ring, writer).await;
 }
 
 /// A session's detachment from its worker: when dropped, the connection is

@@ -48,6 +48,9 @@
 //! - [`echo`]: test-only conformance echo route.
 //! - [`task`]: how every connection task is spawned: a panic inside one
 //!   ends that connection, never its worker.
+//! - [`connection`]: the life every connection shares (writer task, control
+//!   frames answered, a bounded end without polling), used by [`connector`],
+//!   [`browser`] and [`echo`].
 //! - [`conn`]: connection plumbing — the write batch, plain TCP halves,
 //!   `wss://`, the kill switch, reader, ring and writer.
 //!
@@ -64,6 +67,7 @@ pub mod admission;
 pub mod browser;
 pub mod config;
 pub mod conn;
+pub mod connection;
 pub mod connector;
 pub mod control_plane;
 pub mod echo;

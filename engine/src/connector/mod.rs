@@ -22,17 +22,17 @@ mod register;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::BytesMut;
 use volley_protocol::message::{ErrorBody, ErrorCode, RegisterOk, RegisterReply};
 use volley_protocol::tunnel::GatewayEnd;
-use volley_protocol::ws::{close_code, encode_frame, FrameDecoder, Message, MessageAssembler, OpCode, Role};
+use volley_protocol::ws::{FrameDecoder, Message, MessageAssembler, Role};
 use volley_protocol::Codec;
 
 use crate::conn::transport::{ConnRead, ConnWrite};
-use crate::conn::writev::OutItem;
-use crate::conn::{run_writer, ConnCtl, KillOnDrop, ReadError, Ring, WsReader};
+use crate::conn::{ConnCtl, Ring, WsReader};
+use crate::connection::{answer, finish, spawn_writer, Read};
 use crate::frame::Level;
 use crate::mailbox::Mailbox;
 use crate::registry::{ConnectorCmd, ConnectorHandle, Stream};
@@ -94,14 +94,7 @@ pub async fn run<R: ConnRead, W: ConnWrite + 'static>(
     // A tunnel's ring carries control messages only: its cap is its budget.
     let ring =
         Rc::new(RefCell::new(Ring::new(TUNNEL_RING_BYTES_MAX, TUNNEL_RING_BYTES_MAX, shared.ring_totals.clone())));
-    let writer = {
-        let ctl = ctl.clone();
-        let ring = ring.clone();
-        crate::task::spawn(&worker, "tunnel writer", async move {
-            let _kill = KillOnDrop::new(ctl.clone());
-            let _ = run_writer(ring, write, ctl, |_, _| {}).await;
-        })
-    };
+    let writer = spawn_writer(&worker, "tunnel writer", ring.clone(), write, ctl.clone(), |_, _| {});
     // Until `register` succeeds the peer is unauthenticated: it may send
     // nothing larger than a control message (a larger frame is refused with
     // 1009 on its header, before anything is allocated for it), into a small
@@ -112,7 +105,7 @@ pub async fn run<R: ConnRead, W: ConnWrite + 'static>(
     let mut reader = WsReader::new(read, leftover, decoder, assembler, CONNECTOR_REGISTER_CHUNK_BYTES, ctl.clone());
 
     let Some((register, credential)) = register::accept(&worker, &mut reader, &ring).await else {
-        finish(ctl, ring, writer).await;
+        finish(&ctl, &ring, writer).await;
         return;
     };
     reader.set_limits(limits.connector_frame_bytes_max, limits.message_bytes_max, CONNECTOR_READ_CHUNK_BYTES);
@@ -168,16 +161,17 @@ pub async fn run<R: ConnRead, W: ConnWrite + 'static>(
     );
 
     loop {
-        let message = match reader.next().await {
-            Ok(Some(message)) => message,
-            Ok(None) | Err(ReadError::Io(_)) => break,
-            Err(ReadError::Ws(e)) => {
-                ring.borrow_mut().push_close(e.close_code(), &e.to_string());
-                break;
-            }
-        };
+        let read = reader.next().await;
         let read_at = Instant::now();
-        tunnel.last_seen.set(read_at);
+        // Any frame, control frames included, is a sign of life.
+        if matches!(read, Ok(Some(_))) {
+            tunnel.last_seen.set(read_at);
+        }
+        let message = match answer(read, &ring) {
+            Read::Data(message) => message,
+            Read::Control => continue,
+            Read::End => break,
+        };
         match message {
             Message::Binary(payload) => {
                 if let Err(violation) = frames::on_binary(&worker, &tunnel, payload, read_at).await {
@@ -190,13 +184,7 @@ pub async fn run<R: ConnRead, W: ConnWrite + 'static>(
                 let text = std::str::from_utf8(&text).unwrap_or_default();
                 commands::on_text(&worker, &tunnel, text).await;
             }
-            Message::Ping(payload) => ring.borrow_mut().push(OutItem::Encoded(encode_frame(OpCode::Pong, &payload))),
-            Message::Pong(_) => {}
-            Message::Close(close) => {
-                let code = close.map(|(code, _)| code).unwrap_or(close_code::NORMAL);
-                ring.borrow_mut().push_close(code, "");
-                break;
-            }
+            _ => {}
         }
         // Closing (its replies passed the ring's cap, or a command closed
         // it): nothing more the connector sends is read.
@@ -210,7 +198,7 @@ pub async fn run<R: ConnRead, W: ConnWrite + 'static>(
     handle.mailbox.close();
     end_orphans(&worker, &tunnel).await;
     registered.done = true;
-    finish(ctl.clone(), ring, writer).await;
+    finish(&ctl, &ring, writer).await;
     let _ = commands.await;
     let _ = heartbeat.await;
 }
@@ -263,16 +251,6 @@ impl Drop for Registered {
         let (worker, tunnel) = (self.worker.clone(), self.tunnel.clone());
         crate::task::spawn(&self.worker, "tunnel teardown", async move { end_orphans(&worker, &tunnel).await });
     }
-}
-
-async fn finish(ctl: Rc<ConnCtl>, ring: Rc<RefCell<Ring>>, writer: monoio::task::JoinHandle<()>) {
-    let deadline = Instant::now() + Duration::from_secs(1);
-    while !ctl.killed() && ring.borrow().bytes() > 0 && Instant::now() < deadline {
-        monoio::time::sleep(Duration::from_millis(5)).await;
-    }
-    ctl.kill();
-    ring.borrow_mut().wake();
-    let _ = writer.await;
 }
 
 /// Ends a stream for its subscribers and in the registry.
