@@ -11,7 +11,7 @@
 #   web       npm ci + npm run build in web/, and the web tests (web-test)
 #   fmt       cargo fmt --all --check
 #   clippy    cargo clippy --workspace --all-targets -- -D warnings
-#   doc       cargo doc --no-deps --workspace with rustdoc warnings denied
+#   doc       cargo doc --no-deps --workspace --document-private-items, rustdoc warnings denied
 #             (broken intra-doc links after a module moves)
 #   build     cargo build --workspace
 #   test      cargo nextest run --workspace + cargo test --workspace --doc
@@ -251,8 +251,8 @@ fi
 run_step fmt "cargo fmt --all --check" cargo fmt --all --check
 run_step clippy "cargo clippy --workspace --all-targets -- -D warnings" \
   cargo clippy --workspace --all-targets -- -D warnings
-run_step doc "cargo doc --no-deps --workspace (warnings denied)" \
-  env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace
+run_step doc "cargo doc --no-deps --workspace --document-private-items (warnings denied)" \
+  env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --document-private-items
 run_step build "cargo build --workspace" cargo build --workspace
 run_step test "cargo tests (workspace)" cargo_test
 run_step odbc "connector with --features odbc (clippy, tests)" odbc_test

@@ -138,7 +138,7 @@ impl Drop for Target {
 /// `limits.connections_per_ip_max` of the bench's child gateway.
 pub const BENCH_CONNECTIONS_PER_IP_MAX: usize = 200_000;
 /// `limits.sessions_per_tenant_max` of the bench's child gateway: every
-/// bench browser is in one tenant, and `idle --browsers 100000` (issue #3)
+/// bench browser is in one tenant, and `idle --browsers 100000` (the idle-memory record)
 /// must not stop at the default cap of 50 000.
 pub const BENCH_SESSIONS_PER_TENANT_MAX: usize = 200_000;
 
@@ -164,7 +164,7 @@ fn start_gateway(
             },
             runtime: match runtime {
                 Some(name) => name.parse().map_err(anyhow::Error::msg)?,
-                None => volley_engine::runtime::RuntimeChoice::Auto,
+                None => volley_engine::RuntimeChoice::Auto,
             },
             ..volley_engine::GatewayConfig::default()
         };

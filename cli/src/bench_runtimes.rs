@@ -18,7 +18,7 @@ const RUNTIMES: [&str; 2] = ["io_uring", "epoll"];
 const ROUNDS: usize = 2;
 /// Browsers of the fan-out case.
 const FANOUT_BROWSERS: usize = 100;
-/// The goal for epoll against io_uring at 64 KiB and 1 MiB (issue #13).
+/// The goal for epoll against io_uring at 64 KiB and 1 MiB.
 const GOAL_RATIO: f64 = 0.8;
 
 /// One measured case: a scenario with its options, and the figures taken from its result.

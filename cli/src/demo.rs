@@ -35,7 +35,7 @@ pub struct DemoArgs {
     /// IO driver of the gateway's workers: auto (io_uring where it is
     /// allowed, else epoll with a warning), io_uring or epoll.
     #[arg(long, value_name = "auto|io_uring|epoll", default_value = "auto")]
-    pub runtime: volley_engine::runtime::RuntimeChoice,
+    pub runtime: volley_engine::RuntimeChoice,
 }
 
 fn parse_codec(text: &str) -> Result<Codec, String> {

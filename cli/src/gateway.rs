@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use anyhow::bail;
 use clap::Args;
 use volley_engine::config::Secrets;
-use volley_engine::runtime::RuntimeChoice;
+use volley_engine::RuntimeChoice;
 use volley_engine::{GatewayConfig, StartError, StartOptions};
 
 use crate::fdlimit::Plan;

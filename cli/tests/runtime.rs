@@ -147,7 +147,7 @@ fn runtime_epoll_in_the_config_file_runs_epoll_without_a_warning() {
 
 #[test]
 fn auto_runs_io_uring_where_the_kernel_allows_it() {
-    if let Err(e) = volley_engine::runtime::probe_io_uring() {
+    if let Err(e) = volley_engine::probe_io_uring() {
         eprintln!("io_uring is refused on this machine ({e}): the fallback tests above cover it");
         return;
     }

@@ -28,7 +28,7 @@ use crate::session::{BrowserSession, OpenQuery};
 use crate::worker::{LocalSub, Worker};
 
 /// Read buffer of a browser socket. An idle session pins this buffer under
-/// its pending read, so it counts in the memory per idle session (issue #3),
+/// its pending read, so it counts in the memory per idle session (ARCHITECTURE.md, "Memory per idle session"),
 /// and browsers send few, small control messages: a read of this size holds
 /// any frame header (at most 14 bytes) and a ping or a short request; a
 /// longer frame gets a buffer of its exact size for the next read (one more
@@ -55,7 +55,7 @@ pub const CREDIT_RETURN_DIVISOR: u64 = 4;
 /// The session is set up here, synchronously, so the returned future keeps
 /// only what an idle session needs across its pending read: the claims and
 /// the upgrade's leftovers live in the session or the reader, and the
-/// teardown (with its timers) is boxed (memory per idle session, issue #3).
+/// teardown (with its timers) is boxed (memory per idle session: ARCHITECTURE.md, "Memory per idle session").
 #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
 pub fn run<R: ConnRead, W: ConnWrite + 'static, G>(
     worker: Rc<Worker>,

@@ -93,8 +93,9 @@ impl PerClientRate {
         Ok(())
     }
 
-    /// Clients in the table now (tests).
-    pub fn tracked(&self) -> usize {
+    /// Clients in the table now.
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
         self.table.lock().empty_at.len()
     }
 }

@@ -171,14 +171,6 @@ impl WorkerRuntime {
         })
     }
 
-    /// The driver.
-    pub fn kind(&self) -> RuntimeKind {
-        match self {
-            WorkerRuntime::IoUring(_) => RuntimeKind::IoUring,
-            WorkerRuntime::Epoll(_) => RuntimeKind::Epoll,
-        }
-    }
-
     /// Runs `future` to completion on this thread.
     pub fn block_on<F: Future>(&mut self, future: F) -> F::Output {
         match self {

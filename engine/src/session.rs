@@ -33,7 +33,7 @@ pub struct BrowserSession {
     pub ctl: Rc<ConnCtl>,
     /// Open queries and subscriptions, at most
     /// `limits.pending_requests_max` (16 by default): a short list, one
-    /// vector instead of maps (memory per idle session, issue #3).
+    /// vector instead of maps (memory per idle session: ARCHITECTURE.md, "Memory per idle session").
     pub(crate) queries: RefCell<Vec<OpenQuery>>,
     pub(crate) next_query: Cell<u64>,
     /// Last time anything was read or written.

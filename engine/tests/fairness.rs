@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use support::*;
 use tungstenite::client::IntoClientRequest;
 use tungstenite::Message as WsMessage;
-use volley_engine::runtime::RuntimeChoice;
+use volley_engine::RuntimeChoice;
 use volley_protocol::header::{FrameHeader, FrameKind};
 
 /// How long the flood may last: the health request must be answered before
@@ -162,7 +162,7 @@ fn a_connector_that_never_pauses_does_not_starve_its_worker_on_epoll() {
 
 #[test]
 fn a_connector_that_never_pauses_does_not_starve_its_worker_on_io_uring() {
-    if volley_engine::runtime::probe_io_uring().is_err() {
+    if volley_engine::probe_io_uring().is_err() {
         eprintln!("io_uring is refused here: the io_uring case is covered by the run where it is allowed");
         return;
     }

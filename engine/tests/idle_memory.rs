@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use support::*;
-use volley_engine::runtime::RuntimeKind;
+use volley_engine::RuntimeKind;
 
 /// Heap bytes one idle level-2 session may hold in the gateway on io_uring
 /// (its tasks, session state, claims, ring, read buffer, runtime

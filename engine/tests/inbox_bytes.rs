@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::*;
-use volley_engine::worker::WorkerMsg;
+use volley_engine::WorkerMsg;
 use volley_protocol::header::FrameHeader;
 use volley_protocol::limits::FRAME_HEADER_BYTES;
 

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use support::*;
-use volley_engine::connector::CONNECTOR_READ_CHUNK_BYTES;
-use volley_engine::worker::METRICS_PUBLISH_INTERVAL;
+use volley_engine::CONNECTOR_READ_CHUNK_BYTES;
+use volley_engine::METRICS_PUBLISH_INTERVAL;
 use volley_protocol::limits::FRAME_HEADER_BYTES;
 
 /// Sends a schema frame and `frames - 1` record-batch frames of `body`

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use support::*;
-use volley_engine::frame::SHARED_FRAMES_BUILT;
+use volley_engine::SHARED_FRAMES_BUILT;
 
 #[test]
 fn one_shared_frame_per_connector_frame_reaches_sessions_on_both_workers_at_both_levels() {

@@ -2,9 +2,9 @@
 //! route, one concern per file:
 //! - `ctl`: the kill switch ([`ConnCtl`], `or_killed!`) and [`KillOnDrop`];
 //! - `reader`: [`WsReader`], one task per connection for its whole life,
-//!   its reads shaped by [`ReadShape`];
+//!   its reads shaped by [`reader::ReadShape`];
 //! - `ring`: the outgoing [`Ring`] with its byte budget;
-//! - `writer`: the writer task ([`run_writer`]) and [`write_all`];
+//! - `writer`: the writer task ([`run_writer`]) and [`writer::write_all`];
 //! - lowest, used by the above: [`writev`] (the write batch, vectored),
 //!   [`transport`] (plain TCP halves and the read/write traits), [`tls`]
 //!   (`wss://` on the same traits).
@@ -19,7 +19,7 @@ mod ring;
 mod writer;
 
 pub(crate) use ctl::or_killed;
-pub use ctl::{killed_error, ConnCtl, KillOnDrop, Side};
-pub use reader::{ReadError, ReadShape, WsReader, READ_ALIGN_MIN_CHUNK_BYTES};
-pub use ring::{Ring, RingTotals, BATCH_BYTES_MAX, BATCH_ITEMS_MAX, CLOSE_GRACE, CONTROL_OVERFLOW_REASON};
-pub use writer::{close_frame, run_writer, write_all};
+pub use ctl::{ConnCtl, KillOnDrop, Side};
+pub use reader::{ReadError, WsReader, READ_ALIGN_MIN_CHUNK_BYTES};
+pub use ring::{Ring, RingTotals, CLOSE_GRACE};
+pub use writer::run_writer;

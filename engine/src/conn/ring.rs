@@ -102,11 +102,6 @@ impl Ring {
         self.bytes
     }
 
-    /// Control bytes queued.
-    pub fn control_bytes(&self) -> usize {
-        self.control_bytes
-    }
-
     /// The budget.
     pub fn budget(&self) -> usize {
         self.budget

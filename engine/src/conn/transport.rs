@@ -30,7 +30,7 @@ pub trait ConnRead {
     /// where the read may end (`buf.slice_mut(buf.len()..end)`), appending
     /// to the buffer; `Ok(0)` at end of stream. The plain socket returns
     /// monoio's read future itself: no wrapper future, which would hold the
-    /// buffer twice for as long as an idle session's read is pending (issue #3).
+    /// buffer twice for as long as an idle session's read is pending (ARCHITECTURE.md, "Memory per idle session").
     fn read_into(&mut self, slice: SliceMut<BytesMut>) -> impl Future<Output = BufResult<usize, SliceMut<BytesMut>>>;
 }
 

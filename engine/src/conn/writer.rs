@@ -11,9 +11,6 @@ use std::io;
 use std::rc::Rc;
 use std::task::Poll;
 
-use bytes::Bytes;
-use volley_protocol::ws::{close_payload, encode_frame, OpCode};
-
 use crate::conn::transport::ConnWrite;
 use crate::conn::writev::{OutItem, WriteBatch};
 use crate::runtime::fair_turn;
@@ -28,7 +25,7 @@ use super::ring::Ring;
 /// An idle writer (empty ring) is small: the state of writing — the batch and
 /// the `writev` in flight, some 700 bytes of future — lives in a boxed future
 /// that exists only while the ring has something to write (memory per idle
-/// session, issue #3); so does the shutdown. A plain fn returning an async
+/// session; ARCHITECTURE.md, "Memory per idle session"); so does the shutdown. A plain fn returning an async
 /// block: an async fn would keep its arguments twice in the task.
 #[allow(clippy::manual_async_fn)] // deliberate, see above
 pub fn run_writer<W, F>(
@@ -123,11 +120,6 @@ pub async fn write_all<W: ConnWrite>(
     (Ok(()), batch)
 }
 
-/// Encodes a close frame's payload into a whole frame.
-pub fn close_frame(code: u16, reason: &str) -> Bytes {
-    encode_frame(OpCode::Close, &close_payload(code, reason))
-}
-
 #[cfg(test)]
 mod write_all_tests {
     // Tests index fixtures they built themselves; a panic there fails the test.
@@ -135,6 +127,7 @@ mod write_all_tests {
 
     use super::*;
     use crate::frame::{Level, SharedFrame};
+    use bytes::Bytes;
     use std::io::Read;
     use std::sync::Arc;
     use std::time::Instant;
@@ -179,7 +172,7 @@ mod write_all_tests {
         let mut runtime = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().build().expect("runtime");
         runtime.block_on(async move {
             let mut stream = monoio::net::TcpStream::connect(addr).await.expect("connect");
-            let mut batch = WriteBatch::new();
+            let mut batch = WriteBatch::default();
             for frame in &frames {
                 batch.push(OutItem::Frame(frame.clone(), Level::Two));
             }

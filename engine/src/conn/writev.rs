@@ -3,7 +3,7 @@
 //! monoio 0.2.4's `write_vectored_all` corrupts data when `writev` writes
 //! part of the vector (docs/decisions/2026-11-28-monoio-thread-per-core.md): its bookkeeping drops the advanced
 //! pointer. [`WriteBatch`] owns the items being written and an iovec array
-//! pointing into them; the writer's [`crate::conn::write_all`] loops, advancing
+//! pointing into them; the writer's [`crate::conn::writer::write_all`] loops, advancing
 //! the iovecs through `WriteBatch::advance`.
 
 // Peer input (ARCHITECTURE.md invariant 6): no indexing or slicing that a
@@ -60,11 +60,6 @@ pub struct WriteBatch {
 }
 
 impl WriteBatch {
-    /// An empty batch.
-    pub fn new() -> WriteBatch {
-        WriteBatch::default()
-    }
-
     /// Number of iovecs the batch holds.
     pub fn iovec_count(&self) -> usize {
         self.iovecs.len()
