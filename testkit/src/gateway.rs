@@ -2,9 +2,9 @@
 //! tests: the connector's socket, accepted from a listener and upgraded,
 //! spoken to in the JSON of PROTOCOL.md §4 on a real socket.
 //!
-//! The engine names its requests `r{stream_id}` and grants credit its own
-//! way; a scripted gateway sends what the protocol allows and the engine
-//! never does (a `do_get` whose `request_id` is unrelated to its
+//! The engine names its requests from a counter of its own and grants
+//! credit its own way; a scripted gateway sends what the protocol allows and
+//! the engine never does (a `do_get` whose `request_id` is unrelated to its
 //! `stream_id`, small credit granted only once spent, a `cancel` at a chosen
 //! moment) and checks every message the connector answers with.
 //! [`ScriptedGateway::serve`] plays the level-2 stream side: it files every
