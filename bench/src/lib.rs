@@ -22,6 +22,10 @@
 //!   module that links the connector (`volley-connector`), never the engine.
 //! - [`hist`]: HDR helpers; [`record`]: JSON + SVG records and the report.
 
+// Production code: a panic here is a bug, so errors are returned or handled
+// with a reason. Unit tests may unwrap (clippy.toml).
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod browsers;
 pub mod connector;
 pub mod hist;

@@ -10,6 +10,10 @@
 //! - [`health`]: probes a gateway's `/health` (the container's HEALTHCHECK).
 //! - [`bench`](mod@bench): load-test scenarios writing to `perf-results/`.
 
+// Production code: a panic here is a bug, so errors are returned or handled
+// with a reason. Unit tests may unwrap (clippy.toml).
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};

@@ -39,6 +39,10 @@
 //!                                                                             RecordBatch*, EndOfStream)
 //! ```
 
+// Production code: a panic here is a bug, so errors are returned or handled
+// with a reason. Unit tests may unwrap (clippy.toml).
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod ca;
 pub mod config;
 pub mod public_error;

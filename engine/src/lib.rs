@@ -68,6 +68,9 @@
 //! links point at private modules; `cargo doc --document-private-items`
 //! renders them (CI's `doc` step does, and checks every link).
 #![allow(rustdoc::private_intra_doc_links)]
+// Production code: a panic here is a bug, so errors are returned or handled
+// with a reason. Unit tests may unwrap (clippy.toml).
+#![deny(clippy::unwrap_used, clippy::expect_used)]
 
 mod admission;
 mod browser;

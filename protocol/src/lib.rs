@@ -30,6 +30,10 @@
 //! the same `Bytes` to every subscribed browser → the browser strips the
 //! header and feeds the payload to its Arrow IPC reader.
 
+// Production code: a panic here is a bug, so errors are returned or handled
+// with a reason. Unit tests may unwrap (clippy.toml).
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod handshake;
 pub mod header;
 pub mod limits;

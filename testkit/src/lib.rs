@@ -16,10 +16,6 @@
 //! It depends on no Volley crate but the protocol crate (and that only with
 //! `browser` or `gateway`), so every other crate may use it.
 
-// Code for tests: a helper that cannot go on panics, which fails the test
-// that called it with the helper's message — what a test should do.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 #[cfg(feature = "browser")]
 pub mod browser;
 #[cfg(feature = "gateway")]
