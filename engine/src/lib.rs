@@ -59,6 +59,8 @@
 //!   tells the workers.
 //! - [`control_plane`]: optional HTTP validation of session ids, cached, on
 //!   its own thread pool, with lookups per client limited by [`rate_limit`].
+//! - [`refusal`]: every refusal of a request, a session or a `register`,
+//!   each kind with its error code and its HTTP status or close code.
 
 pub mod admission;
 pub mod browser;
@@ -73,6 +75,7 @@ pub mod inbox_bytes;
 pub mod mailbox;
 pub mod metrics;
 pub mod rate_limit;
+pub mod refusal;
 pub mod registry;
 pub mod retained;
 pub mod revocation;
