@@ -112,7 +112,7 @@ async fn serve_http<R: ConnRead + 'static, W: ConnWrite + 'static>(
     ctl: Rc<ConnCtl>,
     slot: ConnSlot,
 ) {
-    let limits = worker.shared.limits.clone();
+    let limits = worker.shared.config.limits.protocol.clone();
     let mut buf = BytesMut::with_capacity(1024);
     let (request, used) = loop {
         match parse_request(&buf, &limits) {
@@ -300,8 +300,9 @@ pub async fn authorize_browser(
     if token.is_empty() {
         return Err(RefusalKind::Unauthorized.with("the session token is missing"));
     }
-    if token.len() > shared.limits.token_bytes_max {
-        let message = format!("the session token is over {} bytes", shared.limits.token_bytes_max);
+    let token_bytes_max = shared.config.limits.protocol.token_bytes_max;
+    if token.len() > token_bytes_max {
+        let message = format!("the session token is over {token_bytes_max} bytes");
         return Err(RefusalKind::Unauthorized.with(message));
     }
     if shared.revocations.feed_down_and_fail_closed(shared.config.redis.fail_closed) {
@@ -360,8 +361,8 @@ fn verify_locally(worker: &Worker, token: &str, now: i64) -> Result<SessionClaim
     let validation = Validation {
         secrets: &secrets,
         now,
-        leeway_seconds: i64::try_from(shared.limits.token_leeway_seconds).unwrap_or(0),
-        token_bytes_max: shared.limits.token_bytes_max,
+        leeway_seconds: i64::try_from(shared.config.limits.protocol.token_leeway_seconds).unwrap_or(0),
+        token_bytes_max: shared.config.limits.protocol.token_bytes_max,
     };
     verify_session(token, &validation).map_err(|e| match e {
         TokenError::Expired => RefusalKind::TokenExpired.with("the session token has expired"),

@@ -22,7 +22,7 @@ pub async fn accept<R: ConnRead>(
     reader: &mut WsReader<R>,
     ring: &Rc<RefCell<Ring>>,
 ) -> Option<(Register, Credential)> {
-    let limits = &worker.shared.limits;
+    let limits = &worker.shared.config.limits.protocol;
     let register = match reader.next().await {
         Ok(Some(Message::Text(text))) => {
             let text = std::str::from_utf8(&text).unwrap_or_default();
@@ -102,8 +102,8 @@ fn authenticate_token(worker: &Worker, register: &Register) -> Result<Credential
             let validation = Validation {
                 secrets: &secrets,
                 now: crate::clock::unix_now(),
-                leeway_seconds: i64::try_from(shared.limits.token_leeway_seconds).unwrap_or(0),
-                token_bytes_max: shared.limits.token_bytes_max,
+                leeway_seconds: i64::try_from(shared.config.limits.protocol.token_leeway_seconds).unwrap_or(0),
+                token_bytes_max: shared.config.limits.protocol.token_bytes_max,
             };
             let claims = verify_connector(token, &validation)
                 .map_err(|e| RefusalKind::at_register(e.code()).with(format!("connector token: {e}")))?;
