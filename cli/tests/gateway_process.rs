@@ -1,5 +1,5 @@
 //! `volley gateway` as a process: settings that act on the process itself,
-//! and what it says at start about its secrets.
+//! and what it says at start about its secrets and its config file.
 
 mod support;
 
@@ -169,4 +169,23 @@ fn connector_credentials_get_a_secret_of_their_own() {
     assert_eq!(gateway.wait_exit(Duration::from_secs(10)), Some(0));
     let output = gateway.output();
     assert!(!output.contains(WARNING), "a warning although the secrets differ:\n{output}");
+}
+
+/// `limits:` holds the protocol's limits and the engine's in one section
+/// (serde cannot deny unknown keys there by itself): a misspelt key of
+/// either kind stops the start, naming the key and the file.
+#[test]
+fn a_misspelt_limit_in_gateway_yaml_is_refused_naming_it() {
+    let dir = TempDir::new("gateway-limit-typo");
+    for typo in ["handshake_byte_max", "conections_max"] {
+        let yaml = format!("listen: 127.0.0.1:0\ntableros_secret_key: {SECRET}\nlimits:\n  {typo}: 4096\n");
+        let config = write_file(&dir, "gateway.yaml", yaml.as_bytes());
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_volley"))
+            .args(["gateway", "--config", config.to_str().expect("utf-8")])
+            .output()
+            .expect("volley runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{typo}: {stderr}");
+        assert!(stderr.contains("gateway.yaml") && stderr.contains(&format!("unknown field `{typo}`")), "{stderr}");
+    }
 }

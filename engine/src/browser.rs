@@ -68,7 +68,7 @@ pub fn run<R: ConnRead, W: ConnWrite + 'static, G>(
     guards: G,
 ) -> impl std::future::Future<Output = ()> {
     let shared = worker.shared.clone();
-    let limits = &shared.limits;
+    let limits = &shared.config.limits.protocol;
     let id = shared.next_id();
     let rings = &shared.config.rings;
     let ring = Rc::new(RefCell::new(Ring::new(
@@ -270,7 +270,7 @@ pub fn check(worker: &Worker, session: &BrowserSession, now: Instant, now_unix: 
         return false;
     }
     let overdue = session.queries.borrow().iter().any(|q| q.deadline.is_some_and(|deadline| deadline <= now));
-    let leeway = i64::try_from(config.limits.token_leeway_seconds).unwrap_or(0);
+    let leeway = i64::try_from(config.limits.protocol.token_leeway_seconds).unwrap_or(0);
     if session.claims.exp.saturating_add(leeway) < now_unix {
         session.close(close_code::TOKEN_EXPIRED, "session token expired");
         return false;
@@ -326,7 +326,7 @@ pub fn expire_queries(worker: &Worker, session: &BrowserSession, now: Instant) {
 
 fn handle_request(worker: &Rc<Worker>, session: &Rc<BrowserSession>, text: &str) {
     let shared = &worker.shared;
-    let request = match BrowserRequest::parse(text, shared.limits.id_bytes_max) {
+    let request = match BrowserRequest::parse(text, shared.config.limits.protocol.id_bytes_max) {
         Ok(request) => request,
         Err(e) => {
             session.error(e.code, e.message, None);

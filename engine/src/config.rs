@@ -7,9 +7,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use volley_protocol::{Codec, Limits};
+use volley_protocol::Codec;
 
 use crate::runtime::RuntimeChoice;
+
+mod limits;
+
+pub use limits::LimitsConfig;
 
 /// What a live stream does with a subscriber whose ring is full (PROTOCOL.md §5.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -63,116 +67,6 @@ impl Default for Rings {
             total_bytes_max: 1 << 30,
             slow_reader_policy: SlowReaderPolicy::Skip,
             session_control_bytes_max: 1 << 20,
-        }
-    }
-}
-
-/// Limits beyond the protocol's (PROTOCOL.md §7). Every field optional in YAML.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LimitsConfig {
-    /// See [`Limits::handshake_bytes_max`].
-    pub handshake_bytes_max: usize,
-    /// See [`Limits::handshake_headers_max`].
-    pub handshake_headers_max: usize,
-    /// See [`Limits::control_message_bytes_max`].
-    pub control_message_bytes_max: usize,
-    /// See [`Limits::browser_frame_bytes_max`].
-    pub browser_frame_bytes_max: usize,
-    /// See [`Limits::connector_frame_bytes_max`].
-    pub connector_frame_bytes_max: usize,
-    /// See [`Limits::message_bytes_max`].
-    pub message_bytes_max: usize,
-    /// See [`Limits::fragments_max`].
-    pub fragments_max: usize,
-    /// See [`Limits::token_bytes_max`].
-    pub token_bytes_max: usize,
-    /// See [`Limits::id_bytes_max`].
-    pub id_bytes_max: usize,
-    /// See [`Limits::token_leeway_seconds`].
-    pub token_leeway_seconds: u64,
-    /// Open queries and subscriptions per browser session. Default 16.
-    pub pending_requests_max: usize,
-    /// Concurrent streams per connector tunnel. Default 256.
-    pub streams_per_connector_max: usize,
-    /// Initial per-stream credit granted to a connector, bytes. Default 4 MiB.
-    pub credit_bytes: u64,
-    /// Heartbeat interval, seconds. Default 15.
-    pub heartbeat_seconds: u64,
-    /// Missed heartbeats before close 4003. Default 3.
-    pub heartbeat_misses_max: u32,
-    /// Open connections per gateway (all kinds). Default 200 000.
-    pub connections_max: usize,
-    /// Open connections per client IP address (all kinds). Default 20 000.
-    pub connections_per_ip_max: usize,
-    /// Open browser sessions per tenant (`cuenta_id`). Default 50 000.
-    pub sessions_per_tenant_max: usize,
-    /// Queued commands per connector tunnel. Default 4096.
-    pub connector_queue_max: usize,
-    /// Messages per worker inbox. Default 65 536.
-    pub inbox_max: usize,
-    /// Bytes of connector frames (and of the schema and error text of stream
-    /// events) waiting in one worker's inbox for its sessions. Default
-    /// 64 MiB. A connector's reader that would pass it waits until the
-    /// destination worker has delivered enough (the connector's socket is not
-    /// read meanwhile). At least `message_bytes_max` (itself at least
-    /// `connector_frame_bytes_max`), so that one frame, or one message a
-    /// connector sent in fragments, always fits.
-    pub inbox_bytes_max: usize,
-    /// Bytes a live stream keeps for late joiners: its schema frame and the
-    /// dictionary frames since, each counted with its bookkeeping (some 120
-    /// bytes). Default 4 MiB: dictionaries are small, and a late joiner's
-    /// snapshot must fit its ring with room left for the frames that follow.
-    /// A value over `rings.session_bytes_max` acts as that (see
-    /// [`GatewayConfig::live_retained_bytes_max`]). A live stream that would
-    /// keep more ends with `retained_limit` (PROTOCOL.md §5.2).
-    pub live_retained_bytes_max: usize,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        let l = Limits::DEFAULT;
-        LimitsConfig {
-            handshake_bytes_max: l.handshake_bytes_max,
-            handshake_headers_max: l.handshake_headers_max,
-            control_message_bytes_max: l.control_message_bytes_max,
-            browser_frame_bytes_max: l.browser_frame_bytes_max,
-            connector_frame_bytes_max: l.connector_frame_bytes_max,
-            message_bytes_max: l.message_bytes_max,
-            fragments_max: l.fragments_max,
-            token_bytes_max: l.token_bytes_max,
-            id_bytes_max: l.id_bytes_max,
-            token_leeway_seconds: l.token_leeway_seconds,
-            pending_requests_max: 16,
-            streams_per_connector_max: 256,
-            credit_bytes: 4 << 20,
-            heartbeat_seconds: 15,
-            heartbeat_misses_max: 3,
-            connections_max: 200_000,
-            connections_per_ip_max: 20_000,
-            sessions_per_tenant_max: 50_000,
-            connector_queue_max: 4096,
-            inbox_max: 65_536,
-            inbox_bytes_max: 64 << 20,
-            live_retained_bytes_max: 4 << 20,
-        }
-    }
-}
-
-impl LimitsConfig {
-    /// The protocol-level subset.
-    pub fn protocol(&self) -> Limits {
-        Limits {
-            handshake_bytes_max: self.handshake_bytes_max,
-            handshake_headers_max: self.handshake_headers_max,
-            control_message_bytes_max: self.control_message_bytes_max,
-            browser_frame_bytes_max: self.browser_frame_bytes_max,
-            connector_frame_bytes_max: self.connector_frame_bytes_max,
-            message_bytes_max: self.message_bytes_max,
-            fragments_max: self.fragments_max,
-            token_bytes_max: self.token_bytes_max,
-            id_bytes_max: self.id_bytes_max,
-            token_leeway_seconds: self.token_leeway_seconds,
         }
     }
 }
@@ -396,7 +290,7 @@ pub struct GatewayConfig {
     pub static_dir: Option<PathBuf>,
     /// Timeouts.
     pub timeouts: Timeouts,
-    /// Limits.
+    /// Limits, the protocol's and the engine's (`config/limits.rs`).
     pub limits: LimitsConfig,
     /// Ring budgets and slow-reader policy.
     pub rings: Rings,
@@ -514,13 +408,14 @@ impl GatewayConfig {
             return invalid("timeouts", "query_seconds and connect_seconds must be at least 1");
         }
         let l = &self.limits;
-        if l.control_message_bytes_max > l.browser_frame_bytes_max {
+        let p = &l.protocol;
+        if p.control_message_bytes_max > p.browser_frame_bytes_max {
             return invalid("limits.control_message_bytes_max", "must not exceed limits.browser_frame_bytes_max");
         }
-        if l.connector_frame_bytes_max > l.message_bytes_max {
+        if p.connector_frame_bytes_max > p.message_bytes_max {
             return invalid("limits.connector_frame_bytes_max", "must not exceed limits.message_bytes_max");
         }
-        if l.browser_frame_bytes_max < 125 || l.connector_frame_bytes_max < 1024 {
+        if p.browser_frame_bytes_max < 125 || p.connector_frame_bytes_max < 1024 {
             return invalid("limits", "frame limits are too small to carry control messages");
         }
         if l.credit_bytes == 0 || l.heartbeat_seconds == 0 || l.pending_requests_max == 0 {
@@ -529,20 +424,20 @@ impl GatewayConfig {
         if l.inbox_max < 16 || l.connector_queue_max < 16 {
             return invalid("limits", "inbox_max and connector_queue_max must be at least 16");
         }
-        if l.inbox_bytes_max < l.message_bytes_max {
+        if l.inbox_bytes_max < p.message_bytes_max {
             return invalid(
                 "limits.inbox_bytes_max",
                 "must be at least limits.message_bytes_max (and so limits.connector_frame_bytes_max), so that one \
                  connector frame or message always fits",
             );
         }
-        if self.rings.session_bytes_max < l.connector_frame_bytes_max.min(1 << 20) {
+        if self.rings.session_bytes_max < p.connector_frame_bytes_max.min(1 << 20) {
             return invalid("rings.session_bytes_max", "must hold at least one frame (1 MiB or the frame limit)");
         }
         if self.rings.total_bytes_max < self.rings.session_bytes_max {
             return invalid("rings.total_bytes_max", "must be at least rings.session_bytes_max");
         }
-        if self.rings.session_control_bytes_max < l.control_message_bytes_max
+        if self.rings.session_control_bytes_max < p.control_message_bytes_max
             || self.rings.session_control_bytes_max > self.rings.session_bytes_max
         {
             return invalid(

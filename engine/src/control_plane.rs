@@ -40,6 +40,7 @@ use volley_protocol::token::SessionClaims;
 
 use crate::config::ControlPlaneConfig;
 use crate::rate_limit::{Limited, PerClientRate};
+use crate::refusal::{Refusal, RefusalKind};
 
 /// Most answers cached.
 pub const CONTROL_PLANE_CACHE_MAX: usize = 10_000;
@@ -57,9 +58,6 @@ pub const CONTROL_PLANE_BODY_BYTES_MAX: u64 = 64 * 1024;
 /// Clients whose lookups are counted at once (for
 /// `control_plane.lookups_per_ip_per_minute`); about 64 bytes each.
 pub const CONTROL_PLANE_CLIENTS_MAX: usize = 65_536;
-
-/// A refusal: HTTP status, error code, message for people.
-pub type Refusal = (u16, &'static str, String);
 
 /// What the control plane said about a session.
 #[derive(Debug, Clone)]
@@ -248,7 +246,7 @@ impl ControlPlane {
             ),
             Limited::Table => "too many clients are looking up sessions at once; retry in a few seconds".to_owned(),
         };
-        (429, "too_many_requests", message)
+        RefusalKind::LookupsOverLimit.with(message)
     }
 }
 
@@ -267,8 +265,8 @@ fn ask(agent: &ureq::Agent, url: &str, session_id: &str, leeway_seconds: i64) ->
         return Verdict::Unavailable(format!("control plane answered {status}"));
     }
     if status != 200 {
-        let (http, code) = if status == 403 { (403, "forbidden") } else { (401, "unauthorized") };
-        return Verdict::Refuse((http, code, format!("the control plane refused the session ({status})")));
+        let kind = if status == 403 { RefusalKind::Forbidden } else { RefusalKind::Unauthorized };
+        return Verdict::Refuse(kind.with(format!("the control plane refused the session ({status})")));
     }
     let mut response = response;
     let body = match response.body_mut().with_config().limit(CONTROL_PLANE_BODY_BYTES_MAX).read_to_string() {
@@ -277,14 +275,18 @@ fn ask(agent: &ureq::Agent, url: &str, session_id: &str, leeway_seconds: i64) ->
     };
     let answer: Answer = match serde_json::from_str(&body) {
         Ok(answer) => answer,
-        Err(e) => return Verdict::Refuse((401, "unauthorized", format!("control plane answer is not a session: {e}"))),
+        Err(e) => {
+            return Verdict::Refuse(
+                RefusalKind::Unauthorized.with(format!("control plane answer is not a session: {e}")),
+            )
+        }
     };
     if answer.user_id.is_empty() || answer.cuenta_id.is_empty() {
-        return Verdict::Refuse((401, "unauthorized", "the control plane's answer names no user or tenant".into()));
+        return Verdict::Refuse(RefusalKind::Unauthorized.with("the control plane's answer names no user or tenant"));
     }
     let now = crate::clock::unix_now();
     if answer.exp.saturating_add(leeway_seconds) < now {
-        return Verdict::Refuse((401, "token_expired", "the session has expired".into()));
+        return Verdict::Refuse(RefusalKind::TokenExpired.with("the session has expired"));
     }
     Verdict::Admit(SessionClaims {
         sub: answer.user_id,

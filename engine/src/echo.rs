@@ -29,7 +29,7 @@ pub async fn run<R: ConnRead, W: ConnWrite + 'static>(
     leftover: BytesMut,
     ctl: Rc<ConnCtl>,
 ) {
-    let limits = worker.shared.limits.clone();
+    let limits = worker.shared.config.limits.protocol.clone();
     // Everything echoed is control output here: the cap is the budget.
     let budget = limits.message_bytes_max * 2;
     let ring = Rc::new(RefCell::new(Ring::new(budget, budget, worker.shared.ring_totals.clone())));

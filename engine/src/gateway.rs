@@ -201,11 +201,10 @@ pub fn start(config: GatewayConfig, options: StartOptions) -> Result<Gateway, St
     let static_files = StaticFiles::load(&static_dir);
     let listeners = bind_all(addr, workers)?;
     let local_addr = listeners[0].local_addr().map_err(|source| StartError::Bind { addr, source })?;
-    let leeway = i64::try_from(config.limits.token_leeway_seconds).unwrap_or(0);
+    let leeway = i64::try_from(config.limits.protocol.token_leeway_seconds).unwrap_or(0);
     let control_plane = ControlPlane::start(&config.control_plane, leeway)
         .map_err(|source| StartError::Thread { what: "control-plane", source })?;
     let shared = Arc::new(Shared {
-        limits: config.limits.protocol(),
         inboxes: (0..workers).map(|_| Arc::new(Mailbox::new(config.limits.inbox_max))).collect(),
         inbox_bytes: (0..workers).map(|_| InboxBytes::new(config.limits.inbox_bytes_max)).collect(),
         metrics: MetricsHub::new(workers, !options.metrics_disabled),

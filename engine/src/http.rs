@@ -23,18 +23,16 @@ use bytes::{Bytes, BytesMut};
 use monoio::buf::IoBufMut;
 use monoio::io::Splitable;
 use monoio::net::TcpStream;
-use volley_protocol::handshake::{
-    http_error, http_response, parse_request, upgrade_response, validate_upgrade, Request, Upgrade,
-};
+use volley_protocol::handshake::{http_response, parse_request, upgrade_response, validate_upgrade, Request, Upgrade};
 use volley_protocol::route::{redact_path, route, Route};
 use volley_protocol::token::{verify_session, SessionClaims, TokenError, Validation};
-
-use crate::control_plane::{Refusal, Verdict};
 
 use crate::admission::CounterGuard;
 use crate::conn::transport::{ConnRead, ConnWrite};
 use crate::conn::{or_killed, ConnCtl, Side};
+use crate::control_plane::Verdict;
 use crate::frame::Level;
+use crate::refusal::{Refusal, RefusalKind};
 use crate::shared::Shared;
 use crate::worker::Worker;
 
@@ -45,7 +43,7 @@ async fn accept_upgrade<W: ConnWrite>(write: &mut W, request: &Request, ctl: &Co
     let upgrade = match validate_upgrade(request) {
         Ok(upgrade) => upgrade,
         Err(e) => {
-            respond(write, http_error(e.status, "bad_request", &e.reason), ctl).await;
+            respond(write, Refusal::from_handshake(e).http_response(), ctl).await;
             return None;
         }
     };
@@ -114,14 +112,14 @@ async fn serve_http<R: ConnRead + 'static, W: ConnWrite + 'static>(
     ctl: Rc<ConnCtl>,
     slot: ConnSlot,
 ) {
-    let limits = worker.shared.limits.clone();
+    let limits = worker.shared.config.limits.protocol.clone();
     let mut buf = BytesMut::with_capacity(1024);
     let (request, used) = loop {
         match parse_request(&buf, &limits) {
             Ok(Some(parsed)) => break parsed,
             Ok(None) => {}
             Err(e) => {
-                respond(&mut write, http_error(e.status, "bad_request", &e.reason), &ctl).await;
+                respond(&mut write, Refusal::from_handshake(e).http_response(), &ctl).await;
                 return;
             }
         }
@@ -144,7 +142,7 @@ async fn serve_http<R: ConnRead + 'static, W: ConnWrite + 'static>(
         Ok(route) => route,
         Err(e) => {
             log::debug!("{peer}: refused: {}", e.reason);
-            respond(&mut write, http_error(e.status, "bad_request", &e.reason), &ctl).await;
+            respond(&mut write, Refusal::from_handshake(e).http_response(), &ctl).await;
             return;
         }
     };
@@ -159,9 +157,9 @@ async fn serve_http<R: ConnRead + 'static, W: ConnWrite + 'static>(
         Route::Stream { session } => {
             let claims = match authorize_browser(&worker, &request, &session, peer.ip()).await {
                 Ok(claims) => claims,
-                Err((status, code, message)) => {
-                    log::info!("{peer}: browser refused ({code}): {message}");
-                    respond(&mut write, http_error(status, code, &message), &ctl).await;
+                Err(refusal) => {
+                    log::info!("{peer}: browser refused ({}): {}", refusal.code().as_str(), refusal.message);
+                    respond(&mut write, refusal.http_response(), &ctl).await;
                     return;
                 }
             };
@@ -169,7 +167,7 @@ async fn serve_http<R: ConnRead + 'static, W: ConnWrite + 'static>(
             let Some(tenant_slot) = worker.shared.tenant_sessions.guard(claims.cuenta_id.clone(), tenant_max) else {
                 log::info!("{peer}: browser refused: tenant {:?} has {tenant_max} open sessions", claims.cuenta_id);
                 let message = format!("tenant {:?} is at its limit of {tenant_max} open sessions", claims.cuenta_id);
-                respond(&mut write, http_error(503, "too_many_requests", &message), &ctl).await;
+                respond(&mut write, RefusalKind::AtLimit.with(message).http_response(), &ctl).await;
                 return;
             };
             let Some(upgrade) = accept_upgrade(&mut write, &request, &ctl).await else { return };
@@ -230,7 +228,7 @@ async fn session_check(worker: &Rc<Worker>, request: &Request, token: &str, clie
         Ok(claims) => {
             serde_json::json!({"ok": true, "tenant": claims.cuenta_id, "user": claims.sub, "expires_at": claims.exp})
         }
-        Err((_, code, message)) => serde_json::json!({"ok": false, "code": code, "message": message}),
+        Err(refusal) => serde_json::json!({"ok": false, "code": refusal.code().as_str(), "message": refusal.message}),
     };
     http_response(200, "application/json", body.to_string().as_bytes(), &[])
 }
@@ -239,7 +237,7 @@ async fn session_check(worker: &Rc<Worker>, request: &Request, token: &str, clie
 /// memory: [`crate::static_files`], read at start).
 fn plain_response(worker: &Rc<Worker>, request: &Request, path: &str) -> Bytes {
     if request.method != "GET" && request.method != "HEAD" {
-        return http_error(405, "bad_request", "only GET is served here").into();
+        return RefusalKind::NotGet.with("only GET is served here").http_response().into();
     }
     let shared = &worker.shared;
     match path {
@@ -267,12 +265,15 @@ fn plain_response(worker: &Rc<Worker>, request: &Request, path: &str) -> Bytes {
         }
         _ => {
             if request.wants_upgrade() {
-                return http_error(404, "bad_request", "no WebSocket endpoint at this path").into();
+                return RefusalKind::NoEndpoint.with("no WebSocket endpoint at this path").http_response().into();
             }
             shared.static_files.response(path)
         }
     }
 }
+
+/// The message of a session refused because the control plane did not answer.
+const CONTROL_PLANE_UNREACHABLE: &str = "the control plane is unreachable; retry later";
 
 /// True when `id` has the shape of a JWT (three dot-separated parts).
 fn looks_like_jwt(id: &str) -> bool {
@@ -293,21 +294,19 @@ pub async fn authorize_browser(
     let shared = &worker.shared;
     if let (Some(origin), false) = (&request.origin, shared.config.allowed_origins.is_empty()) {
         if !shared.config.allowed_origins.iter().any(|o| o == origin) {
-            return Err((403, "forbidden", format!("origin {origin} is not allowed")));
+            return Err(RefusalKind::Forbidden.with(format!("origin {origin} is not allowed")));
         }
     }
     if token.is_empty() {
-        return Err((401, "unauthorized", "the session token is missing".into()));
+        return Err(RefusalKind::Unauthorized.with("the session token is missing"));
     }
-    if token.len() > shared.limits.token_bytes_max {
-        return Err((
-            401,
-            "unauthorized",
-            format!("the session token is over {} bytes", shared.limits.token_bytes_max),
-        ));
+    let token_bytes_max = shared.config.limits.protocol.token_bytes_max;
+    if token.len() > token_bytes_max {
+        let message = format!("the session token is over {token_bytes_max} bytes");
+        return Err(RefusalKind::Unauthorized.with(message));
     }
     if shared.revocations.feed_down_and_fail_closed(shared.config.redis.fail_closed) {
-        return Err((503, "unavailable", "the revocation feed is unreachable; new sessions are refused".into()));
+        return Err(RefusalKind::Unavailable.with("the revocation feed is unreachable; new sessions are refused"));
     }
     let now = crate::clock::unix_now();
     let claims = match (&shared.control_plane, looks_like_jwt(token)) {
@@ -316,7 +315,7 @@ pub async fn authorize_browser(
             Verdict::Refuse(refusal) => return Err(refusal),
             Verdict::Unavailable(why) => {
                 log::warn!("control plane: {why}");
-                return Err((503, "unavailable", "the control plane is unreachable; retry later".into()));
+                return Err(RefusalKind::Unavailable.with(CONTROL_PLANE_UNREACHABLE));
             }
         },
         (Some(control_plane), true) if control_plane.validate_all => {
@@ -324,7 +323,7 @@ pub async fn authorize_browser(
             match control_plane.validate(&claims.jti, client).await {
                 Verdict::Admit(answer) if answer.cuenta_id == claims.cuenta_id => claims,
                 Verdict::Admit(_) => {
-                    return Err((403, "forbidden", "the control plane places this session in another tenant".into()))
+                    return Err(RefusalKind::Forbidden.with("the control plane places this session in another tenant"))
                 }
                 Verdict::Refuse(refusal) => return Err(refusal),
                 Verdict::Unavailable(why) if control_plane.fail_open => {
@@ -333,7 +332,7 @@ pub async fn authorize_browser(
                 }
                 Verdict::Unavailable(why) => {
                     log::warn!("control plane: {why}");
-                    return Err((503, "unavailable", "the control plane is unreachable; retry later".into()));
+                    return Err(RefusalKind::Unavailable.with(CONTROL_PLANE_UNREACHABLE));
                 }
             }
         }
@@ -343,7 +342,7 @@ pub async fn authorize_browser(
         shared.config.edge_id.as_deref().filter(|edge| !claims.edge_id.is_empty() && claims.edge_id != *edge)
     {
         let message = format!("this session was issued for edge {:?}; this gateway is edge {edge:?}", claims.edge_id);
-        return Err((403, "forbidden", message));
+        return Err(RefusalKind::Forbidden.with(message));
     }
     if let Some(revocation) = shared.revocations.check_session(&claims, now) {
         let what = match revocation {
@@ -351,7 +350,7 @@ pub async fn authorize_browser(
             crate::revocation::Revocation::User(_) => "this user",
             crate::revocation::Revocation::Tenant(_) => "this tenant",
         };
-        return Err((403, "revoked", format!("{what} was revoked")));
+        return Err(RefusalKind::Revoked.with(format!("{what} was revoked")));
     }
     Ok(claims)
 }
@@ -362,12 +361,12 @@ fn verify_locally(worker: &Worker, token: &str, now: i64) -> Result<SessionClaim
     let validation = Validation {
         secrets: &secrets,
         now,
-        leeway_seconds: i64::try_from(shared.limits.token_leeway_seconds).unwrap_or(0),
-        token_bytes_max: shared.limits.token_bytes_max,
+        leeway_seconds: i64::try_from(shared.config.limits.protocol.token_leeway_seconds).unwrap_or(0),
+        token_bytes_max: shared.config.limits.protocol.token_bytes_max,
     };
     verify_session(token, &validation).map_err(|e| match e {
-        TokenError::Expired => (401, "token_expired", "the session token has expired".into()),
-        TokenError::Role(message) => (403, "forbidden", message),
-        other => (401, "unauthorized", other.to_string()),
+        TokenError::Expired => RefusalKind::TokenExpired.with("the session token has expired"),
+        TokenError::Role(message) => RefusalKind::Forbidden.with(message),
+        other => RefusalKind::Unauthorized.with(other.to_string()),
     })
 }

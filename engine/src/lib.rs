@@ -62,6 +62,8 @@
 //!   tells the workers.
 //! - [`control_plane`]: optional HTTP validation of session ids, cached, on
 //!   its own thread pool, with lookups per client limited by [`rate_limit`].
+//! - [`refusal`]: every refusal of a request, a session or a `register`,
+//!   each kind with its error code and its HTTP status or close code.
 //!
 //! The modules are private: outside the crate only the names re-exported
 //! below exist. The map above is for people working on the engine, so its
@@ -86,6 +88,7 @@ mod inbox_bytes;
 mod mailbox;
 mod metrics;
 mod rate_limit;
+mod refusal;
 mod registry;
 mod retained;
 mod revocation;
@@ -110,6 +113,7 @@ pub use runtime::{probe_io_uring, RuntimeChoice, RuntimeKind, URING_ENTRIES};
 // For the engine's own tests, which watch these from outside.
 pub use connector::CONNECTOR_READ_CHUNK_BYTES;
 pub use frame::SHARED_FRAMES_BUILT;
+pub use refusal::{Answer, RefusalKind};
 pub use shared::Shared;
 pub use worker::METRICS_PUBLISH_INTERVAL;
 pub use worker_msg::WorkerMsg;

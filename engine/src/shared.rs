@@ -7,8 +7,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use volley_protocol::Limits;
-
 use crate::admission::Counter;
 use crate::config::GatewayConfig;
 use crate::conn::tls;
@@ -27,8 +25,6 @@ use crate::worker_msg::WorkerMsg;
 pub struct Shared {
     /// Configuration.
     pub config: GatewayConfig,
-    /// Protocol limits derived from it.
-    pub limits: Limits,
     /// Browser session secrets, current first.
     pub secrets: Vec<Vec<u8>>,
     /// Connector credential secrets, current first: `connector_secret_key`,

@@ -161,7 +161,7 @@ async fn accept_loop(worker: Rc<Worker>, listener: monoio::net::TcpListener, can
                 };
                 let mut stream = stream;
                 use monoio::io::AsyncWriteRentExt;
-                let body = volley_protocol::handshake::http_error(503, "too_many_requests", &message);
+                let body = crate::refusal::RefusalKind::AtLimit.with(message).http_response();
                 let _ = stream.write_all(body).await;
                 drop(slot);
             }

@@ -66,8 +66,8 @@ fn subscriber_on_other_worker(
 #[test]
 fn a_backed_up_inbox_holds_at_most_inbox_bytes_max_and_the_reader_loses_no_frame() {
     let mut config = config();
-    config.limits.connector_frame_bytes_max = 1 << 20;
-    config.limits.message_bytes_max = 1 << 20;
+    config.limits.protocol.connector_frame_bytes_max = 1 << 20;
+    config.limits.protocol.message_bytes_max = 1 << 20;
     config.limits.inbox_bytes_max = INBOX_BYTES_MAX;
     // Room for every frame in the subscriber's ring: nothing may be skipped.
     config.rings.session_bytes_max = 64 << 20;

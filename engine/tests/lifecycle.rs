@@ -118,7 +118,7 @@ fn cancel_and_unsubscribe_are_told_apart_by_action_not_by_query_id() {
 #[test]
 fn a_token_that_expires_while_connected_closes_the_session_with_4001() {
     let mut config = config();
-    config.limits.token_leeway_seconds = 0;
+    config.limits.protocol.token_leeway_seconds = 0;
     let gateway = start(config);
     let addr = gateway.local_addr();
     let token = session_token_with(TENANT, &["*"], volley_engine::unix_now() + 1, SECRET);

@@ -1,8 +1,9 @@
 //! Protocol limits: every bound a peer's input is checked against.
 //!
 //! Each field carries its unit in its name and its default and reason in its
-//! doc comment; `PROTOCOL.md` §7 is the same table. The engine and the
-//! connector map their configuration files onto [`Limits`].
+//! doc comment; `PROTOCOL.md` §7 is the same table. [`Limits`] deserializes
+//! from a map of those keys, every one optional (its default in
+//! [`Limits::DEFAULT`]); the engine's `limits:` section embeds it.
 
 // Peer input (ARCHITECTURE.md invariant 6): no indexing or slicing that a
 // peer-chosen offset could make panic. Use `get`, patterns or iterators.
@@ -18,7 +19,12 @@ pub const FRAME_HEADER_BYTES: usize = 16;
 pub const WS_HEADER_BYTES_MAX: usize = 14;
 
 /// Bounds applied to everything a peer sends.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// (De)serializes as a map with these field names as keys; a key left out
+/// keeps its default. Unknown keys are ignored here (the engine embeds this
+/// struct with `#[serde(flatten)]`, which needs that, and refuses them itself).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(default)]
 pub struct Limits {
     /// Bytes of an HTTP upgrade request (request line + headers). Default 8 KiB:
     /// a request line and a dozen headers; larger is an attack.

@@ -90,7 +90,7 @@ pub async fn run<R: ConnRead, W: ConnWrite + 'static>(
     ctl: Rc<ConnCtl>,
 ) {
     let shared = worker.shared.clone();
-    let limits = shared.limits.clone();
+    let limits = shared.config.limits.protocol.clone();
     // A tunnel's ring carries control messages only: its cap is its budget.
     let ring =
         Rc::new(RefCell::new(Ring::new(TUNNEL_RING_BYTES_MAX, TUNNEL_RING_BYTES_MAX, shared.ring_totals.clone())));
