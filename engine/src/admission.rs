@@ -60,7 +60,9 @@ impl<K: Hash + Eq + Clone> Counter<K> {
     /// Gives back one counted by [`Counter::try_acquire`].
     pub fn release(&self, key: &K) {
         let mut shard = self.shard(key).lock();
+        debug_assert!(shard.contains_key(key), "released a count never acquired");
         if let Some(count) = shard.get_mut(key) {
+            debug_assert!(*count > 0, "a zero count is removed, never kept");
             *count = count.saturating_sub(1);
             if *count == 0 {
                 shard.remove(key);

@@ -100,7 +100,8 @@ impl InboxBytes {
 
     /// Uncounts `bytes` and wakes the producers waiting for room.
     pub fn release(&self, bytes: usize) {
-        self.held.fetch_sub(bytes, Ordering::SeqCst);
+        let held = self.held.fetch_sub(bytes, Ordering::SeqCst);
+        debug_assert!(held >= bytes, "inbox bytes released ({bytes}) beyond those counted ({held})");
         if self.waiting.load(Ordering::SeqCst) {
             let waiters = {
                 let mut waiters = self.waiters.lock();

@@ -239,8 +239,16 @@ impl Ring {
     }
 
     pub(super) fn release(&mut self, taken: Taken) {
+        // A batch takes only what was queued here, so the clamps below never
+        // engage; they keep a release build's counters sane if that breaks.
+        debug_assert!(taken.control_bytes <= taken.bytes, "a batch took more control bytes than bytes");
+        debug_assert!(taken.control_bytes <= self.control_bytes, "a batch took control bytes never queued");
+        debug_assert!(
+            taken.bytes - taken.control_bytes <= self.bytes - self.control_bytes,
+            "a batch took data bytes never queued"
+        );
         let control = taken.control_bytes.min(self.control_bytes);
-        let data = (taken.bytes - taken.control_bytes).min(self.bytes - self.control_bytes);
+        let data = taken.bytes.saturating_sub(taken.control_bytes).min(self.bytes - self.control_bytes);
         self.control_bytes -= control;
         self.bytes -= control + data;
         self.totals.control.fetch_sub(control, Ordering::Relaxed);
