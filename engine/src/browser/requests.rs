@@ -1,0 +1,227 @@
+//! A session's requests: `list`, `query`, `subscribe`, `unsubscribe`,
+//! `cancel`, `ping` — parsed, answered, and turned into subscriptions
+//! through the registry.
+
+// Peer input (ARCHITECTURE.md invariant 6): no indexing or slicing that a
+// peer-chosen offset could make panic. Use `get`, patterns or iterators.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use volley_protocol::message::{BrowserEvent, BrowserRequest, DatasetInfo, ErrorCode};
+
+use crate::conn::writev::OutItem;
+use crate::frame::Level;
+use crate::registry::{ConnectorCmd, OpenError, Subscriber};
+use crate::session::{BrowserSession, OpenQuery};
+use crate::worker::{LocalSub, Worker};
+
+pub(super) fn handle_request(worker: &Rc<Worker>, session: &Rc<BrowserSession>, text: &str) {
+    let shared = &worker.shared;
+    let request = match BrowserRequest::parse(text, shared.config.limits.protocol.id_bytes_max) {
+        Ok(request) => request,
+        Err(e) => {
+            session.error(e.code, e.message, None);
+            return;
+        }
+    };
+    match request {
+        BrowserRequest::Ping => session.send(&BrowserEvent::Pong),
+        BrowserRequest::List => {
+            let datasets = shared
+                .registry
+                .datasets(&session.claims.cuenta_id)
+                .into_iter()
+                .filter(|(name, _)| session.claims.allows(name))
+                .map(|(name, live)| DatasetInfo { name, live })
+                .collect();
+            session.send(&BrowserEvent::Datasets { datasets });
+        }
+        BrowserRequest::Query { dataset, query_id, compression } => {
+            open(worker, session, dataset, query_id, compression.as_deref(), false)
+        }
+        BrowserRequest::Subscribe { dataset, query_id, compression } => {
+            open(worker, session, dataset, query_id, compression.as_deref(), true)
+        }
+        BrowserRequest::Unsubscribe { query_id } => close_query(worker, session, query_id, false),
+        BrowserRequest::Cancel { query_id } => close_query(worker, session, query_id, true),
+    }
+}
+
+/// `unsubscribe` or `cancel` (`is_cancel`) of one of the session's queries
+/// or subscriptions: detaches it (which cancels the upstream stream when no
+/// one else reads it) and answers `unsubscribed`, or, for a `cancel` of a
+/// query, its `stream_end` with error `cancelled`.
+fn close_query(worker: &Rc<Worker>, session: &Rc<BrowserSession>, query_id: String, is_cancel: bool) {
+    let Some(stream) = session.take_query(&query_id) else {
+        session.error(ErrorCode::UnknownQuery, format!("no open query {query_id:?}"), Some(query_id));
+        return;
+    };
+    worker.detach(&stream, session.id, &query_id);
+    if is_cancel && !stream.live {
+        session.send(&BrowserEvent::StreamEnd {
+            query_id: query_id.clone(),
+            request_id: query_id,
+            stream_id: (session.level == Level::Two).then_some(stream.id),
+            total_bytes: 0,
+            error: Some(volley_protocol::ErrorBody::new(ErrorCode::Cancelled, "cancelled by the client")),
+        });
+    } else {
+        session.send(&BrowserEvent::Unsubscribed { query_id });
+    }
+}
+
+/// Opens a query or subscription; `compression` is the codecs the client
+/// said it decodes (`None`: it said nothing).
+fn open(
+    worker: &Rc<Worker>,
+    session: &Rc<BrowserSession>,
+    dataset: String,
+    query_id: Option<String>,
+    compression: Option<&[String]>,
+    live: bool,
+) {
+    let shared = &worker.shared;
+    let config = &shared.config;
+    let query_id = query_id.unwrap_or_else(|| {
+        let n = session.next_query.get();
+        session.next_query.set(n + 1);
+        format!("q{n}")
+    });
+    if session.query_stream_id(&query_id).is_some() {
+        session.error(ErrorCode::BadRequest, format!("query id {query_id:?} is already open"), Some(query_id));
+        return;
+    }
+    if session.level == Level::One && !session.queries.borrow().is_empty() {
+        session.error(ErrorCode::Busy, "a level-1 socket runs one query at a time", Some(query_id));
+        return;
+    }
+    if session.queries.borrow().len() >= config.limits.pending_requests_max {
+        session.error(
+            ErrorCode::TooManyRequests,
+            format!("at most {} open queries per session", config.limits.pending_requests_max),
+            Some(query_id),
+        );
+        return;
+    }
+    if !session.claims.allows(&dataset) {
+        session.error(ErrorCode::DatasetForbidden, format!("your session may not read {dataset:?}"), Some(query_id));
+        return;
+    }
+    let tenant = session.claims.cuenta_id.clone();
+    let subscriber = Subscriber { worker: worker.index, session: session.id, query_id: query_id.clone() };
+    let codecs = config.compression.preference(compression);
+    let opened = if live {
+        shared.registry.open_live(&tenant, &dataset, subscriber, config.limits.streams_per_connector_max, &codecs)
+    } else {
+        shared
+            .registry
+            .open_query(
+                &tenant,
+                &dataset,
+                subscriber,
+                config.limits.credit_bytes,
+                config.limits.streams_per_connector_max,
+                &codecs,
+            )
+            .map(|stream| (stream, true))
+    };
+    let (stream, is_new) = match opened {
+        Ok(opened) => opened,
+        Err(e) => {
+            let (code, message) = match e {
+                OpenError::Offline => {
+                    (ErrorCode::ConnectorOffline, format!("no connector of tenant {tenant:?} is online"))
+                }
+                OpenError::NotFound => (ErrorCode::DatasetNotFound, format!("no online connector serves {dataset:?}")),
+                OpenError::NotLive => (ErrorCode::NotLive, format!("{dataset:?} is not a live dataset")),
+                OpenError::Busy => {
+                    (ErrorCode::TooManyRequests, "every connector of the tenant is at its stream limit".to_owned())
+                }
+                // Unreachable: `preference` always ends with `None`, which every tunnel offers.
+                OpenError::NoCodec => {
+                    (ErrorCode::Internal, format!("no connector serving {dataset:?} offers an acceptable compression"))
+                }
+            };
+            session.error(code, message, Some(query_id));
+            return;
+        }
+    };
+    let mut sub = LocalSub {
+        session: session.clone(),
+        query_id: query_id.clone(),
+        dataset: dataset.clone(),
+        live,
+        compression: stream.compression,
+        started: false,
+        skipping: false,
+        skipped: 0,
+        opened_at: Instant::now(),
+        first_frame_seen: false,
+        snapshot_through: None,
+    };
+    if !is_new {
+        // Late joiner of a live stream: schema and dictionaries first, then the next batch.
+        let state = stream.state.lock();
+        let snapshot_bytes: usize = state.retained.frames().map(|frame| frame.wire_len(session.level)).sum();
+        let (queued, budget) = {
+            let ring = session.ring.borrow();
+            (ring.bytes(), ring.budget())
+        };
+        // The snapshot counts in this session's ring and in the gateway's
+        // budget like any frame; without room for it the subscriber could
+        // not decode what follows, so it is refused instead.
+        if state.started
+            && (queued.saturating_add(snapshot_bytes) > budget
+                || shared.held_bytes().saturating_add(snapshot_bytes) > config.rings.total_bytes_max)
+        {
+            drop(state);
+            worker.detach(&stream, session.id, &query_id);
+            session.error(
+                ErrorCode::RetainedLimit,
+                format!(
+                    "the live stream's schema and dictionaries ({snapshot_bytes} bytes) do not fit this session's \
+                     queue ({queued} of {budget} bytes taken) or the gateway's budget: read what is queued, then \
+                     subscribe again"
+                ),
+                Some(query_id),
+            );
+            return;
+        }
+        if state.started {
+            sub.started = true;
+            let event = BrowserEvent::StreamStart {
+                query_id: query_id.clone(),
+                request_id: query_id.clone(),
+                dataset: dataset.clone(),
+                schema: state.schema_b64.clone().unwrap_or_default(),
+                stream_id: (session.level == Level::Two).then_some(stream.id),
+                live: true,
+                compression: stream.compression.map(|codec| codec.as_str().to_owned()),
+            };
+            let mut ring = session.ring.borrow_mut();
+            ring.push_text(&event.to_json());
+            for frame in state.retained.frames() {
+                ring.push(OutItem::Frame(frame.clone(), session.level));
+                sub.snapshot_through = sub.snapshot_through.max(Some(frame.sequence));
+            }
+        }
+    }
+    worker.add_sub(stream.id, sub);
+    let deadline = (!live).then(|| Instant::now() + Duration::from_secs(config.timeouts.query_seconds));
+    session.queries.borrow_mut().push(OpenQuery {
+        id: query_id.clone(),
+        stream: stream.clone(),
+        credit_owed: 0,
+        deadline,
+    });
+    if is_new {
+        if let Err(e) = stream.connector.mailbox.push(ConnectorCmd::Open(stream.clone())) {
+            drop(e);
+            session.take_query(&query_id);
+            worker.detach(&stream, session.id, &query_id);
+            session.error(ErrorCode::TooManyRequests, "the connector's queue is full", Some(query_id));
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! What the registry holds: a connector's handle and the commands for it,
+//! and a stream with its subscribers.
+
+// Peer input (ARCHITECTURE.md invariant 6): no indexing or slicing that a
+// peer-chosen offset could make panic. Use `get`, patterns or iterators.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use atomic_waker::AtomicWaker;
+use parking_lot::Mutex;
+use volley_protocol::Codec;
+
+use crate::frame::Level;
+use crate::mailbox::Mailbox;
+use crate::retained::Retained;
+
+/// A command for a connector tunnel, handled on the tunnel's worker.
+#[derive(Debug)]
+pub enum ConnectorCmd {
+    /// Start serving this stream (`get_flight_info`, then `do_get`).
+    Open(Arc<Stream>),
+    /// Stop a stream: its last reader left, it was cancelled or timed out.
+    Cancel(u32),
+    /// The browsers drained this many bytes of the stream.
+    Credit {
+        /// Stream.
+        stream_id: u32,
+        /// Bytes drained.
+        bytes: u64,
+    },
+    /// Close the tunnel (revocation, shutdown).
+    Close {
+        /// Close code.
+        code: u16,
+        /// Reason.
+        reason: String,
+    },
+}
+
+/// A registered connector tunnel.
+#[derive(Debug)]
+pub struct ConnectorHandle {
+    /// Unique id (also the `session_id` of its register reply).
+    pub id: u64,
+    /// Tenant it serves.
+    pub tenant: String,
+    /// Worker that owns its socket.
+    pub worker: usize,
+    /// Protocol level agreed at register.
+    pub level: Level,
+    /// Datasets it serves.
+    pub datasets: Vec<String>,
+    /// The live subset.
+    pub live: Vec<String>,
+    /// IPC body compression codecs it offered in `register` (known ones only).
+    /// It is never asked for any other.
+    pub compression: Vec<Codec>,
+    /// Commands for it.
+    pub mailbox: Mailbox<ConnectorCmd>,
+    /// Streams open on it now.
+    pub active_streams: AtomicUsize,
+    /// `jti` of the credential it registered with (none for a seed-style
+    /// connector): revoking it closes this tunnel.
+    pub credential_jti: Option<String>,
+    /// `exp` of that credential: a revocation of it lasts at least until then.
+    pub credential_exp: Option<i64>,
+}
+
+impl ConnectorHandle {
+    /// Its credential's `jti` and `exp` (none for a seed-style connector).
+    pub fn credential(&self) -> Option<(&str, i64)> {
+        self.credential_jti.as_deref().zip(self.credential_exp)
+    }
+
+    /// True when it serves `dataset`.
+    pub fn serves(&self, dataset: &str) -> bool {
+        self.datasets.iter().any(|d| d == dataset)
+    }
+
+    /// True when `dataset` is live on it.
+    pub fn is_live(&self, dataset: &str) -> bool {
+        self.live.iter().any(|d| d == dataset)
+    }
+
+    /// True when it can produce streams compressed with `codec` (`None`: uncompressed, always).
+    pub fn offers(&self, codec: Option<Codec>) -> bool {
+        codec.is_none_or(|codec| self.compression.contains(&codec))
+    }
+}
+
+/// One reader of a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscriber {
+    /// Worker that owns the browser session.
+    pub worker: usize,
+    /// Session id.
+    pub session: u64,
+    /// The browser's id for the query or subscription.
+    pub query_id: String,
+}
+
+/// Mutable stream state, behind the stream's lock (never held across IO).
+#[derive(Debug)]
+pub struct StreamState {
+    /// Readers.
+    pub subscribers: Vec<Subscriber>,
+    /// Base64 schema from `stream_start`, once known.
+    pub schema_b64: Option<String>,
+    /// Live streams: the schema frame and the dictionary frames since, which
+    /// late joiners get first (bounded; see [`Retained`]).
+    pub retained: Retained,
+    /// `stream_start` arrived.
+    pub started: bool,
+    /// The stream is over; nobody may attach.
+    pub ended: bool,
+}
+
+impl StreamState {
+    /// A fresh stream's state; its kept frames count in `retained_total`.
+    pub fn new(retained_total: Arc<AtomicUsize>) -> StreamState {
+        StreamState {
+            subscribers: Vec::new(),
+            schema_b64: None,
+            retained: Retained::new(retained_total),
+            started: false,
+            ended: false,
+        }
+    }
+}
+
+/// An upstream stream: one `do_get` on one connector, read by one or more browsers.
+#[derive(Debug)]
+pub struct Stream {
+    /// Gateway-wide id, written in level-2 frame headers.
+    pub id: u32,
+    /// Tenant.
+    pub tenant: String,
+    /// Dataset.
+    pub dataset: String,
+    /// A live subscription stream (shared, lossy for slow readers) rather than a query.
+    pub live: bool,
+    /// IPC body compression the connector applies (`do_get`'s `compression`).
+    /// Part of what makes a live stream shareable: a subscriber is attached
+    /// only to a stream whose codec it accepted.
+    pub compression: Option<Codec>,
+    /// The tunnel serving it.
+    pub connector: Arc<ConnectorHandle>,
+    /// Bit `w` set: worker `w` has subscribers. Read per frame without locking.
+    pub dest_workers: AtomicU64,
+    /// Level-1 flow control: bytes the connector may still send before the
+    /// gateway stops reading its socket.
+    pub credit_available: AtomicI64,
+    /// Woken when credit returns.
+    pub credit_waker: AtomicWaker,
+    /// Subscribers and late-joiner state.
+    pub state: Mutex<StreamState>,
+}
+
+impl Stream {
+    /// Adds a subscriber and marks its worker as a destination.
+    pub fn attach(&self, subscriber: Subscriber) {
+        let mut state = self.state.lock();
+        self.dest_workers.fetch_or(1 << subscriber.worker, Ordering::AcqRel);
+        state.subscribers.push(subscriber);
+    }
+
+    /// Removes a session's subscription; returns how many subscribers remain.
+    pub fn detach(&self, worker: usize, session: u64, query_id: &str) -> usize {
+        let mut state = self.state.lock();
+        state.subscribers.retain(|s| !(s.session == session && s.query_id == query_id));
+        if !state.subscribers.iter().any(|s| s.worker == worker) {
+            self.dest_workers.fetch_and(!(1 << worker), Ordering::AcqRel);
+        }
+        state.subscribers.len()
+    }
+
+    /// The worker bitmask.
+    pub fn destinations(&self) -> u64 {
+        self.dest_workers.load(Ordering::Acquire)
+    }
+
+    /// Returns credit (level-1 flow control) and wakes the connector reader.
+    pub fn return_credit(&self, bytes: u64) {
+        self.credit_available.fetch_add(i64::try_from(bytes).unwrap_or(i64::MAX), Ordering::AcqRel);
+        self.credit_waker.wake();
+    }
+}
