@@ -1,4 +1,4 @@
-//! `runtime: auto | io_uring | epoll` (issue #13): where io_uring is refused
+//! `runtime: auto | io_uring | epoll`: where io_uring is refused
 //! — here by a seccomp filter on the gateway process, as Docker's (25 and
 //! later) and containerd 2's default profiles refuse it — `auto` starts on
 //! epoll with one warning naming the reason, serves, and says so on

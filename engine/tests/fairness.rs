@@ -1,5 +1,5 @@
 //! A connector that never pauses does not take its worker from everyone else
-//! (issue #13, the epoll fallback).
+//! (the epoll fallback).
 //!
 //! On epoll a read of a socket that always has data completes without
 //! suspending; a tunnel whose frames go to a subscriber that is skipped

@@ -1,5 +1,5 @@
-//! Heap held per idle browser session (issue #3: ≤ 2 KiB of gateway memory
-//! per idle session). A counting global allocator sees every allocation of
+//! Heap held per idle browser session (ARCHITECTURE.md, "Memory per idle
+//! session": at most 2 KiB of gateway memory per idle session). A counting global allocator sees every allocation of
 //! this process; the clients are plain std sockets that allocate nothing per
 //! session, so the growth of live heap while sessions open is the gateway's.
 //! The test prints the allocation sizes that grew by about one per session —

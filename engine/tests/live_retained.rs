@@ -1,5 +1,5 @@
-//! What a live stream keeps for late joiners is bounded (issue #12, item 4;
-//! PROTOCOL.md §5.2, §7 `live_retained_bytes_max`, §8 `retained_limit`): a
+//! What a live stream keeps for late joiners is bounded (ARCHITECTURE.md's
+//! worst-case memory, item 4; PROTOCOL.md §5.2, §7 `live_retained_bytes_max`, §8 `retained_limit`): a
 //! stream whose schema and dictionary frames pass the limit ends with
 //! `retained_limit` and is cancelled upstream, the kept bytes show in
 //! `/metrics` and count in the gateway-wide budget, and a late joiner's

@@ -1,4 +1,4 @@
-//! No import circle inside a crate (issue 14): the modules of `engine`,
+//! No import circle inside a crate: the modules of `engine`,
 //! `connector` and `protocol` depend on each other in one direction only.
 //!
 //! The graph is read from the sources, one node per module (file): an edge

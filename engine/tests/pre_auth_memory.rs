@@ -1,5 +1,5 @@
-//! Memory an unauthenticated tunnel can make the gateway hold (issue #12,
-//! item 3). Until `register` succeeds, `/ws/connect` accepts nothing larger
+//! Memory an unauthenticated tunnel can make the gateway hold (ARCHITECTURE.md's
+//! worst-case memory, item 3). Until `register` succeeds, `/ws/connect` accepts nothing larger
 //! than a control message: a frame header announcing more is refused with
 //! 1009 on the header, before anything is allocated for the frame, and the
 //! socket reads into a small buffer. Once registered, the connector frame

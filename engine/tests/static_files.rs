@@ -1,5 +1,5 @@
 //! The dashboard's static files are read once at start and served from
-//! memory (issue 14, item 7): a worker never reads the disk for them, so a
+//! memory: a worker never reads the disk for them, so a
 //! slow or vanished `static_dir` cannot stall its connections, and nothing
 //! outside `static_dir` is ever served.
 
