@@ -1,4 +1,7 @@
-//! The gateway's end of one registered tunnel.
+//! The gateway's end of one registered tunnel: the values it takes and
+//! returns, then the state machine. One file, past 400 lines, because the
+//! machine and its vocabulary are read together; the connector's end is the
+//! sibling `connector.rs`.
 
 use std::collections::{HashMap, VecDeque};
 
