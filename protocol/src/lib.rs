@@ -16,7 +16,11 @@
 //!   header the engine writes once per outgoing frame.
 //! - [`header`]: the 16-byte level-2 binary frame header (stream id, kind,
 //!   sequence) that lets one frame go unchanged to many browsers.
-//! - [`message`]: the JSON control messages of both sockets and the error codes.
+//! - [`message`]: the JSON control messages of both sockets and the error
+//!   codes, a file each: `browser` (requests, events), `tunnel` (connector
+//!   messages, register reply, gateway commands), `error` (codes, bodies,
+//!   parse errors), `codec` (compression names) and `json` (the parsing
+//!   helpers they share).
 //! - [`token`]: HS256 session tokens and connector credentials.
 //! - [`tunnel`]: the tunnel conversation's rules, one state machine per end
 //!   (the gateway's streams, request ids, level-1 queue, credit, cancel; the
