@@ -13,7 +13,8 @@
 //!   place and hands them out as `Bytes` views of the read buffer (the
 //!   zero-copy start of the data path); [`ws::MessageAssembler`] handles
 //!   fragmentation, control frames and UTF-8; [`ws::encode_header`] builds the
-//!   header the engine writes once per outgoing frame.
+//!   header the engine writes once per outgoing frame. A file per step:
+//!   `decode`, `assemble`, `encode`, `close` (close codes and payloads).
 //! - [`header`]: the 16-byte level-2 binary frame header (stream id, kind,
 //!   sequence) that lets one frame go unchanged to many browsers.
 //! - [`message`]: the JSON control messages of both sockets and the error

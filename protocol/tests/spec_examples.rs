@@ -261,13 +261,13 @@ const CLOSE_CODES: &[(&str, u16)] = &[
 fn close_code_table_matches_close_code_module() {
     // `CLOSE_CODES` names real constants (it compiles); make sure it names all
     // of them by reading the module's source.
-    let source = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/ws.rs"))
-        .unwrap_or_else(|e| panic!("reading src/ws.rs: {e}"));
+    let source = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/ws/close.rs"))
+        .unwrap_or_else(|e| panic!("reading src/ws/close.rs: {e}"));
     let module = source
         .split("pub mod close_code {")
         .nth(1)
         .and_then(|rest| rest.split("\n}").next())
-        .unwrap_or_else(|| panic!("src/ws.rs has no `pub mod close_code`"));
+        .unwrap_or_else(|| panic!("src/ws/close.rs has no `pub mod close_code`"));
     let declared: BTreeSet<&str> = module
         .lines()
         .filter_map(|line| line.trim().strip_prefix("pub const "))

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Autobahn WebSocket conformance of the engine's own WebSocket layer
-# (protocol/src/ws.rs + engine/src/conn/, through engine/src/echo.rs).
+# (protocol/src/ws/ + engine/src/conn/, through engine/src/echo.rs).
 #
 # Starts `volley gateway` with `test_echo_route: true` on a free port and runs
 # the Autobahn case set with kosoku (PyPI) against ws://127.0.0.1:PORT/echo
