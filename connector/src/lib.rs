@@ -4,7 +4,9 @@
 //! Modules and the data path through them:
 //!
 //! - [`config`]: the YAML file (gateway, tenant, performance limits,
-//!   logging, `datasets:`), validated up front into [`config::Config`].
+//!   logging, `datasets:`), validated up front into [`config::Config`]; a
+//!   file each for its limits, sections, dataset specs, errors, raw layout,
+//!   validation and loading.
 //! - [`source`]: [`source::Catalog::open`] turns a requested dataset *name*
 //!   (the only thing a request can name) into an [`source::OpenDataset`]:
 //!   schema, optional cheap row count, and a streaming iterator of record
