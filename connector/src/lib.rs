@@ -31,8 +31,9 @@
 //! - [`service`]: `volley connector` and `volley connector --test`.
 //! - [`system_service`]: the Windows service (`volley connector
 //!   install|start|stop|uninstall`, and `run-service`, which the service
-//!   manager starts) around the same run loop, and the size-capped log file
-//!   a service writes. On Linux the connector runs under systemd instead
+//!   manager starts) around the same run loop (the SCM side in its
+//!   `windows` file), and the size-capped log file a service writes (its
+//!   `log_file`). On Linux the connector runs under systemd instead
 //!   (`packaging/volley-connector.service`).
 //!
 //! ```text

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Type-checks the connector's Windows service for Windows: the cfg(windows)
-# code in connector/src/system_service.rs (install/start/stop/uninstall and
+# code in connector/src/system_service/ (install/start/stop/uninstall and
 # the service entry point, on the `windows-service` crate) and the `volley`
 # binary that wires it are compiled by `cargo clippy -D warnings` for
 # x86_64-pc-windows-gnu. Nothing is linked or run: this proves they
