@@ -2,10 +2,13 @@
 //! tungstenite WebSocket to `/stream/{token}`, level 1 (no subprotocol) or
 //! level 2 (`volley.v2`, which starts with a `hello`), over plain TCP or
 //! rustls. One client for the engine's and the CLI's tests, so both read
-//! the gateway the same way.
+//! the gateway the same way; and crowds of them: stalled browsers that
+//! leave what they are sent in the gateway, live subscribers on threads.
 
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -13,8 +16,11 @@ use serde_json::{json, Value};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
-use volley_protocol::header::FrameHeader;
+use volley_protocol::header::{FrameHeader, FrameKind};
 use volley_protocol::limits::FRAME_HEADER_BYTES;
+
+use crate::tokens::{session_token, TENANT};
+use crate::wait_until;
 
 /// The level-2 subprotocol a browser offers.
 pub const LEVEL2_SUBPROTOCOL: &str = "volley.v2";
@@ -264,4 +270,111 @@ impl Browser {
             }
         }
     }
+}
+
+/// A level-2 browser whose socket has a tiny receive buffer, so that what
+/// it does not read stays in its ring in the gateway.
+pub fn stalled_browser(addr: SocketAddr, token: &str) -> Browser {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    socket.connect(&addr.into()).expect("connect");
+    let stream: TcpStream = socket.into();
+    Browser::connect_on(stream, addr, token, true).expect("stalled browser connects")
+}
+
+/// Asserts a fresh level-2 browser can still run `dataset` to completion with `expected` bytes.
+pub fn assert_healthy(addr: SocketAddr, dataset: &str, expected: &[u8]) {
+    let mut browser = Browser::connect(addr, &session_token(TENANT, &["*"]), true);
+    let result = browser.query(dataset, "health-check");
+    assert_eq!(result.error_code(), None, "healthy query failed: {:?}", result.end);
+    assert!(result.bytes() == expected, "healthy query returned different bytes");
+}
+
+/// Many live subscribers, a few threads each holding a group of browsers.
+pub struct LiveClients {
+    threads: Vec<JoinHandle<usize>>,
+    ready: Arc<AtomicUsize>,
+    /// Browsers in all groups.
+    pub total: usize,
+}
+
+impl LiveClients {
+    /// Waits until every browser has its `stream_start`.
+    pub fn wait_ready(&self, timeout: Duration) {
+        assert!(
+            wait_until(timeout, || self.ready.load(Ordering::Acquire) == self.total),
+            "only {} of {} subscribers started",
+            self.ready.load(Ordering::Acquire),
+            self.total
+        );
+    }
+
+    /// Joins the threads; returns how many browsers received every expected frame.
+    pub fn join(self) -> usize {
+        self.threads.into_iter().map(|t| t.join().expect("client thread")).sum()
+    }
+}
+
+/// Starts `groups` of (browsers, level2) subscribing to live `dataset`; each
+/// browser must receive exactly `expected`, in order, byte-identical.
+pub fn spawn_live_clients(
+    addr: SocketAddr,
+    dataset: &str,
+    groups: Vec<(usize, bool)>,
+    expected: Arc<Vec<(FrameKind, Bytes)>>,
+) -> LiveClients {
+    let ready = Arc::new(AtomicUsize::new(0));
+    let total = groups.iter().map(|(n, _)| n).sum();
+    let threads = groups
+        .into_iter()
+        .map(|(n, level2)| {
+            let ready = ready.clone();
+            let expected = expected.clone();
+            let dataset = dataset.to_owned();
+            std::thread::spawn(move || {
+                let token = session_token(TENANT, &[&dataset]);
+                let mut browsers: Vec<Browser> = (0..n).map(|_| Browser::connect(addr, &token, level2)).collect();
+                for b in browsers.iter_mut() {
+                    b.send(json!({"action": "subscribe", "dataset": dataset, "query_id": "s1"}));
+                }
+                let mut stream_ids = Vec::with_capacity(n);
+                for b in browsers.iter_mut() {
+                    let mut start = b.next_json(Duration::from_secs(20));
+                    if start["type"] == "flight_info" {
+                        // Subscribers present when the connector answers get_flight_info get it first.
+                        start = b.next_json(Duration::from_secs(20));
+                    }
+                    assert_eq!(start["type"], "stream_start", "{start}");
+                    assert_eq!(start["live"], true);
+                    stream_ids.push(start["stream_id"].as_u64());
+                    ready.fetch_add(1, Ordering::AcqRel);
+                }
+                let mut complete = 0;
+                for (b, stream_id) in browsers.iter_mut().zip(stream_ids) {
+                    let mut got = 0;
+                    while got < expected.len() {
+                        match b.next(Duration::from_secs(30)) {
+                            Some(Received::Binary(data)) => {
+                                let payload = if level2 {
+                                    let h = FrameHeader::decode(&data).expect("header");
+                                    assert_eq!(Some(u64::from(h.stream_id)), stream_id);
+                                    assert_eq!(h.sequence, got as u64, "frames in order, none missing");
+                                    assert_eq!(h.kind, expected[got].0);
+                                    data.slice(FRAME_HEADER_BYTES..)
+                                } else {
+                                    data
+                                };
+                                assert!(payload == expected[got].1, "frame {got} differs");
+                                got += 1;
+                            }
+                            other => panic!("subscriber got {other:?} after {got} frames"),
+                        }
+                    }
+                    complete += 1;
+                }
+                complete
+            })
+        })
+        .collect();
+    LiveClients { threads, ready, total }
 }

@@ -1,27 +1,90 @@
-//! volley-testkit: real services for Volley's tests and benchmarks, so that
-//! neither needs mocks where the real thing is cheap.
+//! volley-testkit: real services and clients for Volley's tests and
+//! benchmarks, so that neither needs mocks where the real thing is cheap,
+//! and one copy of each test helper instead of one per crate.
 //!
+//! With no feature (standard library and `tempfile` only):
 //! - [`PgServer`]: a throwaway PostgreSQL server (`initdb` in a temp dir, a
 //!   free port on 127.0.0.1, trust authentication, no fsync), stopped and
 //!   deleted on drop. Used by the connector's and the CLI's PostgreSQL tests
 //!   and by `volley bench source`.
-//! - `browser` (feature `browser`): the browser client of the engine's and
-//!   the CLI's tests.
-//! - `seccomp` (feature `seccomp`, Linux): io_uring refused by a seccomp
-//!   filter, for the tests of the epoll fallback, and the `refuse-io-uring`
-//!   binary that runs a command so.
-//! - `gateway` (feature `gateway`): a gateway played by the test, for the
-//!   connector's and the CLI's tests.
+//! - [`wait_until`], [`free_port`].
+//! - [`files`]: the shared test data (`$VOLLEY_TESTDATA`), temp dirs, the
+//!   generated large Parquet file.
+//! - [`ipc`]: an Arrow IPC stream split into its messages, golden IPC files.
+//! - [`process`]: the `volley` binary as a child process, its output captured.
 //!
-//! It depends on no Volley crate but the protocol crate (and that only with
-//! `browser` or `gateway`), so every other crate may use it.
+//! Behind features (each pulls only what it needs):
+//! - `tokens`: session tokens and connector credentials.
+//! - `ipc`: IPC messages as protocol frame kinds, synthetic frames.
+//! - `http`: raw HTTP and WebSocket requests, `/health`, `/metrics.json`.
+//! - `pyarrow`: pyarrow as the independent reader of IPC streams.
+//! - `arrow`: batch comparison for tests that decode with arrow-rs.
+//! - `browser`: the browser client of the engine's and the CLI's tests.
+//! - `gateway`: a gateway played by the test, for the connector's and the
+//!   CLI's tests.
+//! - `engine`: a gateway in the test's process.
+//! - `connector`: the real connector in the test's process.
+//! - `postgres`: a `postgres` client for a [`PgServer`].
+//! - `seccomp` (Linux): io_uring refused by a seccomp filter, for the tests
+//!   of the epoll fallback, and the `refuse-io-uring` binary that runs a
+//!   command so.
+//!
+//! Without features it depends on no Volley crate; `engine` and `connector`
+//! bring the engine and the connector, which is why the engine's and the
+//! connector's own tests may use the kit (a dev-dependency cycle cargo
+//! allows) but their libraries never do.
 
+#[cfg(feature = "arrow")]
+pub mod arrow;
 #[cfg(feature = "browser")]
 pub mod browser;
+#[cfg(feature = "connector")]
+pub mod connector;
+#[cfg(feature = "engine")]
+pub mod engine;
+pub mod files;
 #[cfg(feature = "gateway")]
 pub mod gateway;
+#[cfg(feature = "http")]
+pub mod http;
+pub mod ipc;
+mod pg;
+pub mod process;
+#[cfg(feature = "pyarrow")]
+pub mod pyarrow;
 #[cfg(all(feature = "seccomp", target_os = "linux"))]
 pub mod seccomp;
+#[cfg(feature = "tokens")]
+pub mod tokens;
+
+pub use pg::{
+    odbc_postgres_driver_registered, PgError, PgServer, PG_BIN_ENV, PG_START_TIMEOUT_SECONDS, PG_VERSIONS_DIR,
+};
+
+use std::time::{Duration, Instant};
+
+/// Polls `cond` every 5 ms until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound, read and released).
+pub fn free_port() -> u16 {
+    try_free_port().expect("a free port on 127.0.0.1")
+}
+
+fn try_free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
 
 /// True for a read that timed out (the socket's read timeout).
 #[cfg(any(feature = "browser", feature = "gateway"))]
@@ -30,219 +93,21 @@ pub fn is_timeout(e: &tungstenite::Error) -> bool {
     matches!(e, tungstenite::Error::Io(io) if matches!(io.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut))
 }
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-/// Where Debian and Ubuntu install PostgreSQL's server binaries, one folder
-/// per major version (`/usr/lib/postgresql/15/bin`); the newest is used.
-pub const PG_VERSIONS_DIR: &str = "/usr/lib/postgresql";
-/// Environment variable naming the folder of `initdb` and `pg_ctl`
-/// explicitly (takes precedence over [`PG_VERSIONS_DIR`]).
-pub const PG_BIN_ENV: &str = "VOLLEY_PG_BIN";
-/// Seconds `pg_ctl start` waits for the server to accept connections (its
-/// own default is 60; a loaded 2-core CI machine needs more than a laptop).
-pub const PG_START_TIMEOUT_SECONDS: u32 = 120;
-
-/// Why a server could not be started.
-#[derive(Debug, thiserror::Error)]
-pub enum PgError {
-    /// PostgreSQL's server binaries are not installed: callers skip.
-    #[error("PostgreSQL server binaries not found ({0}); install the `postgresql` package or set {PG_BIN_ENV}")]
-    NotInstalled(String),
-    /// Installed, but a step failed.
-    #[error("{step}: {detail}")]
-    Failed { step: &'static str, detail: String },
-}
-
-fn failed(step: &'static str) -> impl Fn(std::io::Error) -> PgError {
-    move |e| PgError::Failed { step, detail: e.to_string() }
-}
-
-/// A PostgreSQL server in a temp dir on a free port, stopped on drop.
-///
-/// `initdb` refuses to run as root, so as root the temp dir
-/// is handed to the `postgres` system user and every server command runs
-/// through `runuser -u postgres --`.
-#[derive(Debug)]
-pub struct PgServer {
-    dir: tempfile::TempDir,
-    bin: PathBuf,
-    port: u16,
-    as_postgres_user: bool,
-}
-
-impl PgServer {
-    /// Creates a cluster and starts it. `settings` are extra `-c name=value`
-    /// server settings (e.g. `("wal_level", "minimal")`).
-    pub fn start_with(settings: &[(&str, &str)]) -> Result<PgServer, PgError> {
-        let bin = bin_dir()?;
-        let is_root = Command::new("id")
-            .arg("-u")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-            .unwrap_or(false);
-        let dir = tempfile::Builder::new().prefix("volley-pg-").tempdir().map_err(failed("temp dir"))?;
-        if is_root {
-            let out = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir.path())
-                .output()
-                .map_err(failed("chown"))?;
-            check("chown of the temp dir to postgres", &out)?;
-        }
-        let port = free_port()?;
-        let server = PgServer { dir, bin, port, as_postgres_user: is_root };
-        let out = server
-            .command("initdb")
-            .arg("-D")
-            .arg(server.data_dir())
-            .args(["-A", "trust", "-U", "postgres", "--no-sync"])
-            .output()
-            .map_err(failed("initdb"))?;
-        check("initdb", &out)?;
-        let mut options =
-            format!("-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", server.dir.path().display());
-        for (name, value) in settings {
-            options.push_str(&format!(" -c {name}={value}"));
-        }
-        let out = server
-            .command("pg_ctl")
-            .arg("-D")
-            .arg(server.data_dir())
-            .arg("-o")
-            .arg(options)
-            .arg("-l")
-            .arg(server.log_path())
-            .args(["-t", &PG_START_TIMEOUT_SECONDS.to_string(), "-w", "start"])
-            .output()
-            .map_err(failed("pg_ctl start"))?;
-        if !out.status.success() {
-            return Err(PgError::Failed {
-                step: "pg_ctl start",
-                detail: format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&out.stdout),
-                    std::fs::read_to_string(server.log_path()).unwrap_or_default()
-                ),
-            });
-        }
-        Ok(server)
-    }
-
-    /// Creates a cluster with default settings and starts it.
-    pub fn start() -> Result<PgServer, PgError> {
-        PgServer::start_with(&[])
-    }
-
-    /// The TCP port on 127.0.0.1.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// `postgres://postgres@127.0.0.1:PORT/postgres` (trust authentication).
-    pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-
-    /// The server's own folder of binaries (for `psql` and friends).
-    pub fn bin_dir(&self) -> &Path {
-        &self.bin
-    }
-
-    fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.dir.path().join("log")
-    }
-
-    fn command(&self, program: &str) -> Command {
-        let binary = self.bin.join(program);
-        if self.as_postgres_user {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(binary);
-            c
-        } else {
-            Command::new(binary)
-        }
-    }
-}
-
-impl Drop for PgServer {
-    fn drop(&mut self) {
-        let _ = self.command("pg_ctl").arg("-D").arg(self.data_dir()).args(["-m", "immediate", "-w", "stop"]).output();
-    }
-}
-
-fn check(step: &'static str, out: &Output) -> Result<(), PgError> {
-    if out.status.success() {
-        return Ok(());
-    }
-    Err(PgError::Failed {
-        step,
-        detail: format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
-    })
-}
-
-/// `$VOLLEY_PG_BIN`, else the newest `/usr/lib/postgresql/<major>/bin` with an `initdb`.
-fn bin_dir() -> Result<PathBuf, PgError> {
-    if let Some(dir) = std::env::var_os(PG_BIN_ENV) {
-        let dir = PathBuf::from(dir);
-        return if dir.join("initdb").exists() {
-            Ok(dir)
-        } else {
-            Err(PgError::NotInstalled(format!("no initdb in {PG_BIN_ENV}={}", dir.display())))
-        };
-    }
-    let not_found = || PgError::NotInstalled(format!("no {PG_VERSIONS_DIR}/<version>/bin/initdb"));
-    let entries = std::fs::read_dir(PG_VERSIONS_DIR).map_err(|_| not_found())?;
-    entries
-        .flatten()
-        .filter_map(|entry| {
-            let major = entry.file_name().to_str()?.parse::<u32>().ok()?;
-            let bin = entry.path().join("bin");
-            bin.join("initdb").exists().then_some((major, bin))
-        })
-        .max_by_key(|(major, _)| *major)
-        .map(|(_, bin)| bin)
-        .ok_or_else(not_found)
-}
-
-fn free_port() -> Result<u16, PgError> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(failed("bind port 0"))?;
-    Ok(listener.local_addr().map_err(failed("local address"))?.port())
-}
-
-/// True when unixODBC lists the PostgreSQL Unicode driver (`odbcinst -q -d`),
-/// which the ODBC tests connect through to a [`PgServer`].
-pub fn odbc_postgres_driver_registered() -> bool {
-    std::process::Command::new("odbcinst")
-        .args(["-q", "-d"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains("[PostgreSQL Unicode]"))
-        .unwrap_or(false)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The server accepts TCP connections on its port, and is gone after drop.
     #[test]
-    fn server_listens_until_dropped() {
-        let server = match PgServer::start() {
-            Ok(server) => server,
-            Err(PgError::NotInstalled(why)) => {
-                eprintln!("SKIP: {why}");
-                return;
-            }
-            Err(e) => panic!("{e}"),
-        };
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], server.port()));
-        assert!(std::net::TcpStream::connect(addr).is_ok(), "listening on {addr}");
-        assert!(server.url().ends_with(&format!(":{}/postgres", server.port())));
-        drop(server);
-        assert!(std::net::TcpStream::connect(addr).is_err(), "stopped after drop");
+    fn wait_until_returns_as_soon_as_the_condition_holds_and_false_at_the_deadline() {
+        let started = Instant::now();
+        let mut calls = 0;
+        assert!(wait_until(Duration::from_secs(5), || {
+            calls += 1;
+            calls == 3
+        }));
+        assert_eq!(calls, 3);
+        assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+        assert!(!wait_until(Duration::from_millis(30), || false));
+        assert!(started.elapsed() >= Duration::from_millis(30));
     }
 }
