@@ -22,6 +22,8 @@
 //! - `browser`: the browser client of the engine's and the CLI's tests.
 //! - `gateway`: a gateway played by the test, for the connector's and the
 //!   CLI's tests.
+//! - `fake-connector`: a connector played by the test, for the engine's
+//!   tests, which can be told to misbehave.
 //! - `engine`: a gateway in the test's process.
 //! - `connector`: the real connector in the test's process.
 //! - `postgres`: a `postgres` client for a [`PgServer`].
@@ -42,6 +44,8 @@ pub mod browser;
 pub mod connector;
 #[cfg(feature = "engine")]
 pub mod engine;
+#[cfg(feature = "fake-connector")]
+pub mod fake_connector;
 pub mod files;
 #[cfg(feature = "gateway")]
 pub mod gateway;
@@ -87,7 +91,7 @@ fn try_free_port() -> std::io::Result<u16> {
 }
 
 /// True for a read that timed out (the socket's read timeout).
-#[cfg(any(feature = "browser", feature = "gateway"))]
+#[cfg(any(feature = "browser", feature = "gateway", feature = "fake-connector"))]
 pub fn is_timeout(e: &tungstenite::Error) -> bool {
     use std::io::ErrorKind;
     matches!(e, tungstenite::Error::Io(io) if matches!(io.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut))
