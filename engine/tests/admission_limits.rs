@@ -3,13 +3,15 @@
 //! tenant (`limits.sessions_per_tenant_max`, at admission). Over a limit:
 //! HTTP 503 `too_many_requests`, and the slot comes back when a connection ends.
 
-mod support;
-
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::*;
+use volley_testkit::browser::Browser;
+use volley_testkit::engine::{config, start};
+use volley_testkit::http::{http_body, http_get, http_raw, upgrade_request};
+use volley_testkit::tokens::{session_token, TENANT};
+use volley_testkit::wait_until;
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 

@@ -2,15 +2,25 @@
 //! sessions on the gateway keep working (each test ends with a healthy query,
 //! and the malformed-frame test keeps a browser open across all the abuse).
 
-mod support;
-
 use std::io::{BufRead, Read, Write};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::*;
 use volley_protocol::ws::{encode_frame, encode_masked_frame, OpCode};
+use volley_testkit::browser::{assert_healthy, Browser, Received};
+use volley_testkit::engine::{config, start, wait_connectors};
+use volley_testkit::fake_connector::{
+    register_refused, spawn_connector, Behaviour, ConnectorHandle, ConnectorSpec, DatasetSpec,
+};
+use volley_testkit::http::{
+    http_body, http_get, http_raw, raw_close_code, raw_upgrade, session_verdict, upgrade_request,
+};
+use volley_testkit::ipc::{chunks, golden, ipc_messages, synthetic_frames, PRIMITIVE};
+use volley_testkit::tokens::{
+    connector_token, connector_token_with, session_token, session_token_with, SECRET, TENANT,
+};
+use volley_testkit::wait_until;
 
 const MASK: [u8; 4] = [0x11, 0x22, 0x33, 0x44];
 

@@ -4,8 +4,6 @@
 //! session over its budget is not read until it drains, and a closed
 //! session's ring and state are freed at once — no timer holds them.
 
-mod support;
-
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,9 +11,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::*;
 use volley_engine::config::SlowReaderPolicy;
 use volley_protocol::ws::{encode_masked_frame, OpCode};
+use volley_testkit::browser::{spawn_live_clients, Browser};
+use volley_testkit::engine::{config, max_sampler, start, wait_connectors};
+use volley_testkit::fake_connector::{spawn_connector, ConnectorSpec, DatasetSpec};
+use volley_testkit::http::raw_upgrade;
+use volley_testkit::ipc::{golden, ipc_messages, synthetic_frames, PRIMITIVE};
+use volley_testkit::tokens::{session_token, TENANT};
+use volley_testkit::wait_until;
 
 const MASK: [u8; 4] = [0x5a, 0x11, 0xc3, 0x7e];
 /// The tenant whose sessions misbehave.

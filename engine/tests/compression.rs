@@ -7,16 +7,19 @@
 //! they are: whether bytes really are compressed is the real connector's
 //! test, `cli/tests/compression.rs`).
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::*;
 use volley_engine::{Gateway, GatewayConfig};
 use volley_protocol::header::FrameKind;
 use volley_protocol::Codec;
+use volley_testkit::browser::{Browser, QueryResult, Received};
+use volley_testkit::engine::{config, start, wait_connectors};
+use volley_testkit::fake_connector::{spawn_connector, Behaviour, ConnectorHandle, ConnectorSpec, DatasetSpec};
+use volley_testkit::ipc::{golden, ipc_messages, PRIMITIVE};
+use volley_testkit::tokens::{session_token, TENANT};
+use volley_testkit::wait_until;
 
 /// A gateway that may use `codecs`, most preferred first.
 fn compressing(codecs: &[Codec]) -> GatewayConfig {

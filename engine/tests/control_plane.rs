@@ -4,8 +4,6 @@
 //! can be made slow (to prove the timeouts, the fail-closed policy, and that
 //! the request runs off the io_uring worker).
 
-mod support;
-
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -15,8 +13,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::*;
 use volley_engine::GatewayConfig;
+use volley_testkit::browser::Browser;
+use volley_testkit::engine::{config, start};
+use volley_testkit::http::{http_body, http_get, http_raw, upgrade_request};
+use volley_testkit::tokens::{session_token, session_token_of, session_token_with, SECRET, TENANT};
 
 /// A fake control plane on a real socket.
 struct ControlPlane {

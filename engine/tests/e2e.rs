@@ -1,14 +1,19 @@
 //! End-to-end: real sockets, the gateway in-process, a fake connector and
 //! browsers as independent clients. Level 1, level 2, mixed levels, routes.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::json;
-use support::*;
 use volley_protocol::header::{FrameKind, FLAG_LAST};
+use volley_testkit::browser::{Browser, Received};
+use volley_testkit::engine::{config, start, wait_connectors};
+use volley_testkit::fake_connector::{spawn_connector, ConnectorSpec, DatasetSpec, SCHEMA_B64};
+use volley_testkit::http::{http_body, http_get, metrics_json};
+use volley_testkit::ipc::{chunks, golden, golden_path, ipc_messages, synthetic_frames, LARGE_OFFSETS, PRIMITIVE};
+use volley_testkit::pyarrow::pyarrow_summary;
+use volley_testkit::tokens::{session_token, TENANT};
+use volley_testkit::wait_until;
 
 /// PROTOCOL.md §2 level 1: a seed connector's chunks, concatenated by a seed
 /// browser between stream_start and stream_end, are the source IPC stream

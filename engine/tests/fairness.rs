@@ -12,8 +12,6 @@
 //! still runs. On io_uring every read suspends, so the test runs on both
 //! drivers.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,11 +19,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::*;
 use tungstenite::client::IntoClientRequest;
 use tungstenite::Message as WsMessage;
 use volley_engine::RuntimeChoice;
 use volley_protocol::header::{FrameHeader, FrameKind};
+use volley_testkit::browser::stalled_browser;
+use volley_testkit::engine::{config, start};
+use volley_testkit::fake_connector::SCHEMA_B64;
+use volley_testkit::tokens::{session_token, TENANT};
+use volley_testkit::wait_until;
 
 /// How long the flood may last: the health request must be answered before
 /// it ends by itself.

@@ -1,13 +1,15 @@
 //! DESIGN "Cross-worker delivery" / PROTOCOL.md §5.2: one live stream fanned
 //! out to 500 level-2 browsers spread over both workers.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::*;
 use volley_protocol::header::FrameKind;
+use volley_testkit::browser::spawn_live_clients;
+use volley_testkit::engine::{config, frames_out_per_worker, start, wait_connectors};
+use volley_testkit::fake_connector::{spawn_connector, ConnectorSpec, DatasetSpec};
+use volley_testkit::http::{http_body, http_get};
+use volley_testkit::ipc::{golden, ipc_messages, synthetic_frames, PRIMITIVE};
 
 #[test]
 fn live_stream_fans_out_every_frame_in_order_to_500_browsers_on_both_workers() {

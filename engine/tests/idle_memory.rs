@@ -5,15 +5,17 @@
 //! The test prints the allocation sizes that grew by about one per session —
 //! the breakdown to look at when this budget is exceeded.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use support::*;
 use volley_engine::RuntimeKind;
+use volley_testkit::engine::{config, start};
+use volley_testkit::heap;
+use volley_testkit::http::upgrade_request;
+use volley_testkit::tokens::{session_token, TENANT};
+use volley_testkit::wait_until;
 
 /// Heap bytes one idle level-2 session may hold in the gateway on io_uring
 /// (its tasks, session state, claims, ring, read buffer, runtime

@@ -9,17 +9,20 @@
 //! thread (`WorkerMsg::Stall`, honoured only with `test_fault_routes`) and
 //! sends the frames while it is stalled.
 
-mod support;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::*;
 use volley_engine::WorkerMsg;
 use volley_protocol::header::FrameHeader;
 use volley_protocol::limits::FRAME_HEADER_BYTES;
+use volley_testkit::browser::{Browser, Received};
+use volley_testkit::engine::{config, start, wait_connectors};
+use volley_testkit::fake_connector::{spawn_connector, ConnectorSpec, DatasetSpec};
+use volley_testkit::http::{http_body, http_get, metrics_json};
+use volley_testkit::ipc::synthetic_frames;
+use volley_testkit::tokens::{session_token, TENANT};
 
 /// IPC bytes of each live frame.
 const FRAME_BYTES: usize = 256 << 10;

@@ -2,16 +2,20 @@
 //! slows only its own stream; memory stays within the configured ring
 //! budgets; a slow live subscriber is skipped (with a `gap`) or closed (4002).
 
-mod support;
-
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::*;
 use volley_engine::config::SlowReaderPolicy;
 use volley_protocol::header::{FrameHeader, FrameKind};
+use volley_testkit::browser::{stalled_browser, Browser, Received};
+use volley_testkit::engine::{config, max_sampler, start, wait_connectors};
+use volley_testkit::fake_connector::{spawn_connector, Behaviour, ConnectorHandle, ConnectorSpec, DatasetSpec};
+use volley_testkit::http::metrics_json;
+use volley_testkit::ipc::{golden, ipc_messages, synthetic_frames, PRIMITIVE};
+use volley_testkit::tokens::{session_token, TENANT};
+use volley_testkit::wait_until;
 
 /// Samples `ring_bytes` every millisecond until stopped; returns the maximum.
 fn ring_sampler(gateway: &volley_engine::Gateway) -> (Arc<AtomicBool>, std::thread::JoinHandle<usize>) {

@@ -3,16 +3,18 @@
 //! frames with strictly increasing sequences — even while the connector keeps
 //! sending schema/dictionary frames and joiners land on either worker.
 
-mod support;
-
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::json;
-use support::*;
 use volley_protocol::header::{FrameHeader, FrameKind};
+use volley_testkit::browser::{Browser, Received};
+use volley_testkit::engine::{config, start, wait_connectors};
+use volley_testkit::fake_connector::{spawn_connector, ConnectorSpec, DatasetSpec};
+use volley_testkit::ipc::{golden, ipc_messages, PRIMITIVE};
+use volley_testkit::tokens::{session_token, TENANT};
 
 /// How far (in 256-byte frames, about 1 MiB) the producer may run ahead of the anchor.
 const ANCHOR_WINDOW_FRAMES: u64 = 4096;

@@ -2,15 +2,19 @@
 //! tokens expiring while connected (4001), idle sessions (4008), and the
 //! subprotocol negotiation that picks the level (§2).
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::*;
 use volley_engine::Gateway;
+use volley_testkit::browser::Browser;
+use volley_testkit::engine::{config, start, wait_connectors};
+use volley_testkit::fake_connector::{spawn_connector, Behaviour, ConnectorHandle, ConnectorSpec, DatasetSpec};
+use volley_testkit::http::{read_raw_frame, upgrade_request};
+use volley_testkit::ipc::{golden, ipc_messages, PRIMITIVE};
+use volley_testkit::tokens::{session_token, session_token_with, SECRET, TENANT};
+use volley_testkit::wait_until;
 
 fn wait_stream_start(browser: &mut Browser) -> serde_json::Value {
     loop {

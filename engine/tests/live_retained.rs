@@ -7,15 +7,20 @@
 //! subscriber's ring. The gateway runs in this process, so a counting
 //! allocator sees what it holds.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::{json, Value};
-use support::*;
 use volley_protocol::header::FrameKind;
+use volley_testkit::browser::{assert_healthy, stalled_browser, Browser, Received};
+use volley_testkit::engine::{config, start, wait_connectors};
+use volley_testkit::fake_connector::{spawn_connector, Behaviour, ConnectorSpec, DatasetSpec};
+use volley_testkit::heap;
+use volley_testkit::http::{http_body, http_get, metrics_json};
+use volley_testkit::ipc::{golden, ipc_messages, PRIMITIVE};
+use volley_testkit::tokens::{session_token, TENANT};
+use volley_testkit::wait_until;
 
 #[global_allocator]
 static ALLOCATOR: heap::Counting = heap::Counting;

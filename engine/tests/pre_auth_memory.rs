@@ -6,17 +6,20 @@
 //! limit applies. The gateway runs in this process, so a counting allocator
 //! sees what it allocates.
 
-mod support;
-
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::json;
-use support::*;
 use volley_protocol::header::FrameKind;
 use volley_protocol::ws::{encode_masked_frame, OpCode};
+use volley_testkit::browser::spawn_live_clients;
+use volley_testkit::engine::{config, start, wait_connectors};
+use volley_testkit::fake_connector::{spawn_connector, ConnectorSpec, DatasetSpec};
+use volley_testkit::heap;
+use volley_testkit::http::{raw_close_code, raw_upgrade};
+use volley_testkit::tokens::TENANT;
 
 #[global_allocator]
 static ALLOCATOR: heap::Counting = heap::Counting;

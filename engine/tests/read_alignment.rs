@@ -6,15 +6,17 @@
 //! the payload was copied (`read_carry_bytes`: 1,243,888 of 4,130,658 bytes
 //! here before the change).
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::*;
 use volley_engine::CONNECTOR_READ_CHUNK_BYTES;
 use volley_engine::METRICS_PUBLISH_INTERVAL;
 use volley_protocol::limits::FRAME_HEADER_BYTES;
+use volley_testkit::browser::spawn_live_clients;
+use volley_testkit::engine::{config, start, wait_connectors};
+use volley_testkit::fake_connector::{spawn_connector, ConnectorSpec, DatasetSpec};
+use volley_testkit::http::metrics_json;
+use volley_testkit::ipc::{golden, ipc_messages, synthetic_frames, PRIMITIVE};
 
 /// Sends a schema frame and `frames - 1` record-batch frames of `body`
 /// bytes on a live stream to one level-2 subscriber, checks it got them all,

@@ -11,8 +11,6 @@
 //! `redis-server` must be installed (scripts/test.sh installs it); without
 //! it these tests fail under CI=true and are skipped (loudly) elsewhere.
 
-mod support;
-
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -20,8 +18,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::*;
 use volley_engine::GatewayConfig;
+use volley_testkit::browser::Browser;
+use volley_testkit::engine::{config, start, wait_connectors};
+use volley_testkit::fake_connector::{register_refused, spawn_connector, ConnectorSpec, DatasetSpec};
+use volley_testkit::http::{http_body, http_get, http_raw, upgrade_request};
+use volley_testkit::tokens::{connector_token, connector_token_jti, session_token_of, SECRET, TENANT};
+use volley_testkit::wait_until;
 
 const REDIS_SERVER: &str = "/usr/bin/redis-server";
 const CHANNEL: &str = "volley:revocations";

@@ -3,12 +3,14 @@
 //! connector credentials apart from browser sessions (PROTOCOL.md §6).
 //! Real gateways on real sockets.
 
-mod support;
-
-use support::*;
 use volley_engine::{GatewayConfig, StartOptions};
 use volley_protocol::header::FrameKind;
 use volley_protocol::token::{sign, SessionClaims};
+use volley_testkit::browser::Browser;
+use volley_testkit::engine::{config, start, wait_connectors};
+use volley_testkit::fake_connector::{spawn_connector, ConnectorSpec, DatasetSpec};
+use volley_testkit::http::session_verdict;
+use volley_testkit::tokens::{connector_token_with, SECRET, TENANT};
 
 /// The secret connector credentials are signed with when it is set apart.
 const CONNECTOR_SECRET: &str = "volley-e2e-connector-only-secret";

@@ -5,15 +5,19 @@
 //! sockets; the other threats are in bad_input.rs, revocation.rs,
 //! control_plane.rs, admission_limits.rs and cli/tests/tls.rs.
 
-mod support;
-
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{json, Value};
-use support::*;
 use volley_engine::GatewayConfig;
 use volley_protocol::header::FrameKind;
+use volley_testkit::browser::{Browser, Received};
+use volley_testkit::engine::{config, start, wait_connectors};
+use volley_testkit::fake_connector::{register_refused, spawn_connector, ConnectorSpec, DatasetSpec};
+use volley_testkit::http::{http_body, http_get, session_verdict, upgrade_head};
+use volley_testkit::tokens::{
+    connector_token, connector_token_with, session_token, session_token_on_edge, SECRET, TENANT,
+};
 
 const ALLOWED: &str = "https://dash.volley.example";
 

@@ -3,11 +3,10 @@
 //! slow or vanished `static_dir` cannot stall its connections, and nothing
 //! outside `static_dir` is ever served.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 
-use support::*;
+use volley_testkit::engine::{config, start};
+use volley_testkit::http::{http_body, http_get};
 
 /// A fresh directory for one test.
 fn scratch(name: &str) -> PathBuf {

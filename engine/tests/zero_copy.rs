@@ -5,14 +5,15 @@
 //! Alone in its test binary (its own process) because it reads the
 //! process-wide `SHARED_FRAMES_BUILT` counter.
 
-mod support;
-
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::*;
 use volley_engine::SHARED_FRAMES_BUILT;
+use volley_testkit::browser::spawn_live_clients;
+use volley_testkit::engine::{config, frames_out_per_worker, start, wait_connectors};
+use volley_testkit::fake_connector::{spawn_connector, ConnectorSpec, DatasetSpec};
+use volley_testkit::ipc::{golden, ipc_messages, synthetic_frames, PRIMITIVE};
 
 #[test]
 fn one_shared_frame_per_connector_frame_reaches_sessions_on_both_workers_at_both_levels() {

@@ -27,6 +27,7 @@
 //! - `engine`: a gateway in the test's process.
 //! - `connector`: the real connector in the test's process.
 //! - `postgres`: a `postgres` client for a [`PgServer`].
+//! - `heap`: a counting global allocator for memory tests.
 //! - `seccomp` (Linux): io_uring refused by a seccomp filter, for the tests
 //!   of the epoll fallback, and the `refuse-io-uring` binary that runs a
 //!   command so.
@@ -49,6 +50,8 @@ pub mod fake_connector;
 pub mod files;
 #[cfg(feature = "gateway")]
 pub mod gateway;
+#[cfg(feature = "heap")]
+pub mod heap;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod ipc;

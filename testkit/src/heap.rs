@@ -2,6 +2,7 @@
 //! mimalloc (the allocator the `volley` binary uses) and counts live bytes,
 //! the peak, and live allocations by size. The gateway runs in the test's
 //! process, so its allocations are counted too. A test binary opts in with
+//! `use volley_testkit::heap;` and
 //! `#[global_allocator] static ALLOCATOR: heap::Counting = heap::Counting;`.
 
 use std::alloc::{GlobalAlloc, Layout};
