@@ -9,11 +9,6 @@
 //! `measure_wire_bytes_and_throughput` (ignored) prints bytes on the wire
 //! and time per codec for `perf-results/extra/compression/`.
 
-mod support;
-// The connector's test helpers (row comparison across batch boundaries).
-#[path = "../../connector/tests/support/mod.rs"]
-mod connector_support;
-
 use std::fs::File;
 use std::io::Cursor;
 use std::net::SocketAddr;
@@ -26,11 +21,19 @@ use arrow_ipc::{CompressionType, MessageHeader};
 use arrow_schema::SchemaRef;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::{json, Value};
-use support::*;
 use tungstenite::Bytes;
 use volley_engine::Gateway;
 use volley_protocol::header::FrameKind;
 use volley_protocol::Codec;
+use volley_testkit::arrow::assert_same_rows;
+use volley_testkit::browser::{Browser, QueryResult, Received};
+use volley_testkit::connector::{connector_yaml, InProcessConnector};
+use volley_testkit::engine::{connectors_online, gateway_config, start};
+use volley_testkit::files::{alltypes_parquet, big_parquet, write_file, TempDir, BIG_ROWS};
+use volley_testkit::gateway::ScriptedGateway;
+use volley_testkit::pyarrow::{pyarrow_compare, pyarrow_read};
+use volley_testkit::tokens::{connector_token, session_token};
+use volley_testkit::wait_until;
 
 const TENANT: &str = "squeeze";
 
@@ -38,7 +41,7 @@ const TENANT: &str = "squeeze";
 fn gateway_with(codecs: &[Codec]) -> Gateway {
     let mut config = gateway_config(SocketAddr::from(([127, 0, 0, 1], 0)));
     config.compression.codecs = codecs.to_vec();
-    start_gateway(config)
+    start(config)
 }
 
 /// The real connector for [`TENANT`] on `gateway`, registered.
@@ -134,7 +137,7 @@ fn assert_same_table(result: &QueryResult, source: &Path, dir: &TempDir, name: &
     let (schema, batches) = read_ipc(&bytes);
     let (want_schema, want) = read_parquet(source);
     assert_eq!(schema, want_schema, "{name}: schema");
-    connector_support::assert_same_rows(&want, &batches, name);
+    assert_same_rows(&want, &batches, name);
     let path = write_file(dir, &format!("{name}.arrows"), &bytes);
     let check = pyarrow_compare(&path, "parquet", source, "id");
     assert_eq!(check.rows, check.source_rows, "{name}: pyarrow rows");
@@ -249,7 +252,7 @@ fn a_client_without_codecs_reads_the_same_live_dataset_uncompressed_next_to_a_zs
     let tail: Vec<&str> =
         tables[0].0.iter().rev().take(appended.len()).rev().map(|v| v.as_str().unwrap_or("")).collect();
     assert_eq!(tail, appended.iter().map(String::as_str).collect::<Vec<_>>());
-    connector_support::assert_same_rows(&tables[0].1, &tables[1].1, "zstd vs plain subscriber (arrow-rs)");
+    assert_same_rows(&tables[0].1, &tables[1].1, "zstd vs plain subscriber (arrow-rs)");
 }
 
 // ----------------------------- (c) the connector's offer bounds the choice

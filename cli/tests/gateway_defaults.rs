@@ -4,16 +4,16 @@
 //! the binary is started from a directory other than the checkout.
 #![cfg(target_os = "linux")]
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::*;
 use volley_protocol::token::{sign, SessionClaims};
+use volley_testkit::files::{write_file, TempDir};
+use volley_testkit::http::{http_body, http_get};
+use volley_testkit::process::VolleyProcess;
 
 const SECRET_VARIABLES: [&str; 2] = ["VOLLEY_SECRET", "TABLEROS_SECRET_KEY"];
 
@@ -122,7 +122,8 @@ fn without_a_config_the_gateway_takes_its_secret_from_the_environment_and_serves
         let mut gateway = VolleyProcess::spawn_command(command);
         let addr = listening_addr(&gateway);
 
-        let (status, body) = http_get(addr, "/");
+        let (status, text) = http_get(addr, "/");
+        let body = http_body(&text);
         assert_eq!(status, 200, "{variable}: {body}\n{}", gateway.output());
         assert!(body.contains(&marker), "{variable}: / is not the dashboard next to the binary: {body}");
         assert_eq!(upgrade_status(addr, &session_token_signed_with(&secret)), 101, "{variable}: its secret verifies");

@@ -1,12 +1,17 @@
 //! `volley gateway` as a process: settings that act on the process itself,
 //! and what it says at start about its secrets and its config file.
 
-mod support;
-
 use std::time::Duration;
 
 use serde_json::json;
-use support::*;
+use volley_testkit::connector::connector_yaml;
+use volley_testkit::files::{aggregate_csv, write_file, TempDir};
+use volley_testkit::process::VolleyProcess;
+use volley_testkit::tokens::SECRET;
+use volley_testkit::wait_until;
+
+/// The binary under test.
+const VOLLEY: &str = env!("CARGO_BIN_EXE_volley");
 
 /// The `THP_enabled` line of /proc/<pid>/status: 0 once the process turned
 /// transparent huge pages off for itself (PR_SET_THP_DISABLE).
@@ -24,14 +29,14 @@ fn transparent_huge_pages_are_off_unless_configured_on() {
     let dir = TempDir::new("gateway-thp");
     let base = json!({"listen": "127.0.0.1:0", "workers": 1, "tableros_secret_key": SECRET});
 
-    let (mut default, _) = VolleyProcess::gateway(&dir, &base.to_string(), "info");
+    let (mut default, _) = VolleyProcess::gateway(VOLLEY, &dir, &base.to_string(), "info");
     assert_eq!(thp_enabled(default.child.id()), "0", "the default config turns THP off");
     default.signal("-TERM");
     assert_eq!(default.wait_exit(Duration::from_secs(10)), Some(0), "{}", default.output());
 
     let mut on = base.clone();
     on["transparent_huge_pages"] = json!(true);
-    let (mut opted_in, _) = VolleyProcess::gateway(&dir, &on.to_string(), "info");
+    let (mut opted_in, _) = VolleyProcess::gateway(VOLLEY, &dir, &on.to_string(), "info");
     assert_eq!(thp_enabled(opted_in.child.id()), "1", "transparent_huge_pages: true leaves THP to the kernel");
     opted_in.signal("-TERM");
     assert_eq!(opted_in.wait_exit(Duration::from_secs(10)), Some(0), "{}", opted_in.output());
@@ -67,7 +72,7 @@ fn fault_gateway(dir: &TempDir, workers: u32) -> (VolleyProcess, String) {
     let config = json!({
         "listen": "127.0.0.1:0", "workers": workers, "tableros_secret_key": SECRET, "test_fault_routes": true,
     });
-    let (process, url) = VolleyProcess::gateway(dir, &config.to_string(), "info");
+    let (process, url) = VolleyProcess::gateway(VOLLEY, dir, &config.to_string(), "info");
     (process, url.trim_start_matches("http://").trim_end_matches('/').to_owned())
 }
 
@@ -105,7 +110,7 @@ fn a_worker_that_dies_ends_the_process_with_status_70() {
 
 /// `volley token` as the operator runs it; its stdout, trimmed.
 fn volley_token(args: &[&str]) -> String {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_volley"))
+    let output = std::process::Command::new(VOLLEY)
         .arg("token")
         .args(args)
         .env_remove("VOLLEY_SECRET")
@@ -125,7 +130,7 @@ fn connector_self_test(dir: &TempDir, addr: std::net::SocketAddr, token: &str) -
         json!({"aggregate": {"type": "csv", "path": aggregate_csv()}}),
     );
     let path = write_file(dir, "connector.yaml", yaml.as_bytes());
-    let mut process = VolleyProcess::spawn(&["connector", "--config", path.to_str().expect("utf-8"), "--test"]);
+    let mut process = VolleyProcess::spawn(VOLLEY, &["connector", "--config", path.to_str().expect("utf-8"), "--test"]);
     let code = process.wait_exit(Duration::from_secs(20));
     (code, process.output())
 }
@@ -142,7 +147,7 @@ fn connector_credentials_get_a_secret_of_their_own() {
     const WARNING: &str = "verified with the same secret";
     let dir = TempDir::new("gateway-secrets");
     let shared = json!({"listen": "127.0.0.1:0", "workers": 1, "tableros_secret_key": SECRET});
-    let (mut same, _) = VolleyProcess::gateway(&dir, &shared.to_string(), "info");
+    let (mut same, _) = VolleyProcess::gateway(VOLLEY, &dir, &shared.to_string(), "info");
     assert!(
         wait_until(Duration::from_secs(5), || same.output().contains(WARNING)),
         "no warning while one secret signs both:\n{}",
@@ -153,7 +158,7 @@ fn connector_credentials_get_a_secret_of_their_own() {
 
     let mut apart = shared.clone();
     apart["connector_secret_key"] = json!(CONNECTOR_SECRET);
-    let (mut gateway, url) = VolleyProcess::gateway(&dir, &apart.to_string(), "info");
+    let (mut gateway, url) = VolleyProcess::gateway(VOLLEY, &dir, &apart.to_string(), "info");
     let addr: std::net::SocketAddr = url.strip_prefix("http://").expect("http URL").parse().expect("address");
 
     let token = volley_token(&["--connector", "--tenant", "acme", "--secret", CONNECTOR_SECRET]);
@@ -180,7 +185,7 @@ fn a_misspelt_limit_in_gateway_yaml_is_refused_naming_it() {
     for typo in ["handshake_byte_max", "conections_max"] {
         let yaml = format!("listen: 127.0.0.1:0\ntableros_secret_key: {SECRET}\nlimits:\n  {typo}: 4096\n");
         let config = write_file(&dir, "gateway.yaml", yaml.as_bytes());
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_volley"))
+        let output = std::process::Command::new(VOLLEY)
             .args(["gateway", "--config", config.to_str().expect("utf-8")])
             .output()
             .expect("volley runs");

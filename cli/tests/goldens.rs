@@ -12,11 +12,6 @@
 //!
 //! No mocks: real sockets, the real gateway and connector, real files.
 
-mod support;
-// The connector's test helpers (row comparison across batch boundaries).
-#[path = "../../connector/tests/support/mod.rs"]
-mod connector_support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -28,7 +23,13 @@ use arrow_ipc::reader::StreamReader;
 use arrow_schema::SchemaRef;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::{json, Value};
-use support::*;
+use volley_testkit::arrow::assert_same_rows;
+use volley_testkit::browser::{Browser, QueryResult};
+use volley_testkit::connector::{connector_yaml, InProcessConnector};
+use volley_testkit::engine::{connectors_online, start_default_gateway};
+use volley_testkit::files::{testdata, write_file, TempDir};
+use volley_testkit::tokens::{connector_token, session_token};
+use volley_testkit::wait_until;
 
 const TENANT: &str = "goldens";
 
@@ -202,7 +203,7 @@ fn assert_equal(label: &str, want: &(SchemaRef, Vec<RecordBatch>), got: &(Schema
                 want_concat.err(),
                 got_concat.err()
             );
-            connector_support::assert_same_rows(&want.1, &got.1, label);
+            assert_same_rows(&want.1, &got.1, label);
         }
     }
 }

@@ -3,18 +3,21 @@
 //! happened otherwise, within its timeout, whatever the other end does.
 #![cfg(target_os = "linux")]
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use support::*;
+use volley_testkit::files::TempDir;
+use volley_testkit::process::VolleyProcess;
+use volley_testkit::tokens::SECRET;
+
+/// The binary under test.
+const VOLLEY: &str = env!("CARGO_BIN_EXE_volley");
 
 fn health(args: &[&str]) -> (Output, Duration) {
     let started = Instant::now();
-    let output = Command::new(env!("CARGO_BIN_EXE_volley")).arg("health").args(args).output().expect("volley runs");
+    let output = Command::new(VOLLEY).arg("health").args(args).output().expect("volley runs");
     (output, started.elapsed())
 }
 
@@ -38,7 +41,7 @@ fn server(answer: fn(std::net::TcpStream)) -> String {
 fn a_running_gateway_is_healthy_and_a_missing_page_or_stopped_gateway_is_not() {
     let dir = TempDir::new("health");
     let config = serde_json::json!({"listen": "127.0.0.1:0", "workers": 1, "tableros_secret_key": SECRET});
-    let (mut gateway, url) = VolleyProcess::gateway(&dir, &config.to_string(), "info");
+    let (mut gateway, url) = VolleyProcess::gateway(VOLLEY, &dir, &config.to_string(), "info");
     let url = url.trim_end_matches('/');
 
     let (ok, _) = health(&[&format!("{url}/health")]);

@@ -3,8 +3,6 @@
 //! `volley` binary (and, where a gateway is needed, a real in-process one on
 //! loopback) and reads the message it prints.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
@@ -12,11 +10,19 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::json;
-use support::*;
+use volley_testkit::connector::connector_config;
+use volley_testkit::engine::start_default_gateway;
+use volley_testkit::files::{write_file, TempDir};
+use volley_testkit::process::VolleyProcess;
+use volley_testkit::tokens::{connector_token, session_token, SECRET};
+use volley_testkit::{free_port, wait_until};
+
+/// The binary under test.
+const VOLLEY: &str = env!("CARGO_BIN_EXE_volley");
 
 /// Runs `volley args…` in `dir` to completion (stdin closed, `RUST_LOG=info`).
 fn volley_in(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_volley"))
+    Command::new(VOLLEY)
         .args(args)
         .current_dir(dir)
         .env("RUST_LOG", "info")
@@ -98,7 +104,7 @@ fn unreachable_gateway_is_named_with_the_error_and_the_next_retry() {
     let path = write_file(&dir, "connector.yaml", config.to_string().as_bytes());
     let path = path.to_str().expect("utf-8");
 
-    let connector = VolleyProcess::spawn(&["connector", "--config", path]);
+    let connector = VolleyProcess::spawn(VOLLEY, &["connector", "--config", path]);
     assert!(
         wait_until(Duration::from_secs(10), || connector
             .output()
@@ -183,7 +189,8 @@ fn seed_connector_without_token_is_told_both_fixes() {
 /// `nofile`, once listening; its address.
 fn gateway_with_nofile(dir: &TempDir, nofile: u64, config: serde_json::Value) -> (VolleyProcess, String) {
     let path = write_file(dir, "gateway.yaml", config.to_string().as_bytes());
-    let process = VolleyProcess::spawn_with_nofile(nofile, &["gateway", "--config", path.to_str().expect("utf-8")]);
+    let process =
+        VolleyProcess::spawn_with_nofile(VOLLEY, nofile, &["gateway", "--config", path.to_str().expect("utf-8")]);
     let (process, url) = process.listening();
     (process, url.trim_start_matches("http://").to_owned())
 }

@@ -5,11 +5,13 @@
 //! every request for that dataset.
 #![cfg(not(feature = "odbc"))]
 
-mod support;
-
 use std::time::Duration;
 
-use support::*;
+use volley_testkit::files::{write_file, TempDir};
+use volley_testkit::process::VolleyProcess;
+
+/// The binary under test.
+const VOLLEY: &str = env!("CARGO_BIN_EXE_volley");
 
 /// What the message must name: the package that provides the driver
 /// manager's headers and library, and the build command.
@@ -29,7 +31,7 @@ fn a_connector_with_an_odbc_dataset_on_a_build_without_odbc_exits_saying_what_to
     let dir = TempDir::new("odbc-not-built");
     let config = config_with_an_odbc_dataset(&dir);
 
-    let mut run = VolleyProcess::spawn_without_rust_log(&["connector", "--config", &config]);
+    let mut run = VolleyProcess::spawn_without_rust_log(VOLLEY, &["connector", "--config", &config]);
     assert_eq!(run.wait_exit(Duration::from_secs(10)), Some(1), "{}", run.output());
     let output = run.output();
     let message =
@@ -39,7 +41,7 @@ fn a_connector_with_an_odbc_dataset_on_a_build_without_odbc_exits_saying_what_to
         assert!(message.contains(needle), "{needle:?} missing from: {message}");
     }
 
-    let mut test = VolleyProcess::spawn_without_rust_log(&["connector", "--config", &config, "--test"]);
+    let mut test = VolleyProcess::spawn_without_rust_log(VOLLEY, &["connector", "--config", &config, "--test"]);
     assert_eq!(test.wait_exit(Duration::from_secs(10)), Some(1), "{}", test.output());
     let output = test.output();
     let line = output.lines().find(|l| l.starts_with("FAIL config: ")).unwrap_or_else(|| panic!("{output}"));

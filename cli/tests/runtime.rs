@@ -6,22 +6,27 @@
 //! that says what to do; `epoll` runs epoll anywhere, without a warning.
 #![cfg(target_os = "linux")]
 
-mod support;
-
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::*;
 use volley_testkit::browser::Browser;
+use volley_testkit::connector::{connector_yaml, InProcessConnector};
+use volley_testkit::files::{aggregate_csv, write_file, TempDir};
+use volley_testkit::http::{http_body, http_get, wait_health_connectors};
+use volley_testkit::process::VolleyProcess;
+use volley_testkit::tokens::{connector_token, session_token, SECRET};
+
+/// The binary under test.
+const VOLLEY: &str = env!("CARGO_BIN_EXE_volley");
 
 const TENANT: &str = "rt";
 
 /// `volley gateway --listen 127.0.0.1:0 --workers 2 [extra…]` with the
 /// secret in the environment.
 fn gateway_command(extra: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_volley"));
+    let mut command = Command::new(VOLLEY);
     command
         .args(["gateway", "--listen", "127.0.0.1:0", "--workers", "2"])
         .args(extra)
@@ -36,16 +41,16 @@ fn addr_of(url: &str) -> SocketAddr {
 
 /// `/health` as JSON.
 fn health(addr: SocketAddr) -> Value {
-    let (status, body) = http_get(addr, "/health");
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str(&body).expect("health JSON")
+    let (status, text) = http_get(addr, "/health");
+    assert_eq!(status, 200, "{text}");
+    serde_json::from_str(http_body(&text)).expect("health JSON")
 }
 
 /// The `volley_worker_runtime` lines of `/metrics`.
 fn runtime_metrics(addr: SocketAddr) -> Vec<String> {
-    let (status, body) = http_get(addr, "/metrics");
-    assert_eq!(status, 200, "{body}");
-    body.lines().filter(|l| l.starts_with("volley_worker_runtime{")).map(str::to_owned).collect()
+    let (status, text) = http_get(addr, "/metrics");
+    assert_eq!(status, 200, "{text}");
+    http_body(&text).lines().filter(|l| l.starts_with("volley_worker_runtime{")).map(str::to_owned).collect()
 }
 
 /// Lines that mention the fallback warning.
@@ -137,7 +142,7 @@ fn io_uring_asked_for_where_it_is_refused_is_one_clear_error() {
 fn runtime_epoll_in_the_config_file_runs_epoll_without_a_warning() {
     let dir = TempDir::new("runtime-epoll");
     let config = json!({"listen": "127.0.0.1:0", "workers": 2, "tableros_secret_key": SECRET, "runtime": "epoll"});
-    let (process, url) = VolleyProcess::gateway(&dir, &config.to_string(), "info");
+    let (process, url) = VolleyProcess::gateway(VOLLEY, &dir, &config.to_string(), "info");
     let addr = addr_of(&url);
     assert_eq!(health(addr)["worker_runtimes"], json!(["epoll", "epoll"]));
     assert!(process.wait_for_line("epoll workers", Duration::from_secs(10)).is_some(), "{}", process.output());
@@ -165,7 +170,7 @@ fn an_unknown_runtime_is_refused_naming_the_choices() {
     let dir = TempDir::new("runtime-bad");
     let config =
         write_file(&dir, "gateway.yaml", format!("tableros_secret_key: {SECRET}\nruntime: kqueue\n").as_bytes());
-    let out = Command::new(env!("CARGO_BIN_EXE_volley"))
+    let out = Command::new(VOLLEY)
         .args(["gateway", "--config", config.to_str().expect("utf-8")])
         .output()
         .expect("volley runs");
@@ -173,7 +178,7 @@ fn an_unknown_runtime_is_refused_naming_the_choices() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("runtime") && stderr.contains("auto") && stderr.contains("epoll"), "{stderr}");
 
-    let out = Command::new(env!("CARGO_BIN_EXE_volley"))
+    let out = Command::new(VOLLEY)
         .args(["gateway", "--runtime", "kqueue"])
         .env("VOLLEY_SECRET", SECRET)
         .output()

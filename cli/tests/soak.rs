@@ -17,8 +17,6 @@
 //! and these connection counts. `VOLLEY_SOAK_SECONDS` shortens or lengthens
 //! the run (default 60).
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,12 +25,20 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::*;
 use tungstenite::client::IntoClientRequest;
 use tungstenite::Message;
 use volley_protocol::header::{FrameHeader, FrameKind};
 use volley_protocol::ws::{encode_masked_frame, OpCode};
 use volley_testkit::browser::{Browser, Received};
+use volley_testkit::connector::{connector_yaml, InProcessConnector};
+use volley_testkit::files::{aggregate_csv, big_parquet, TempDir};
+use volley_testkit::http::wait_health_connectors;
+use volley_testkit::process::VolleyProcess;
+use volley_testkit::tokens::{connector_token, session_token, SECRET};
+use volley_testkit::wait_until;
+
+/// The binary under test.
+const VOLLEY: &str = env!("CARGO_BIN_EXE_volley");
 
 const SUBSCRIBERS: usize = 50;
 const TENANT: &str = "acme";
@@ -429,7 +435,7 @@ fn subscriber(addr: SocketAddr, ready: Arc<AtomicU64>, stop: Arc<AtomicBool>) ->
 #[test]
 fn a_gateway_under_every_attack_at_once_keeps_serving_live_subscribers_within_its_memory_bound() {
     let dir = TempDir::new("soak");
-    let (mut gateway, url) = VolleyProcess::gateway(&dir, &gateway_yaml(), "warn");
+    let (mut gateway, url) = VolleyProcess::gateway(VOLLEY, &dir, &gateway_yaml(), "warn");
     let addr: SocketAddr = url.trim_start_matches("http://").trim_end_matches('/').parse().expect("address");
     let pid = gateway.child.id();
 

@@ -6,15 +6,20 @@
 //! on real sockets; a throwaway PostgreSQL (and its ODBC driver) for the
 //! SQL sources.
 
-#[path = "../../connector/tests/support/pg.rs"]
-mod pg;
-mod support;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::*;
+use volley_testkit::browser::Browser;
+use volley_testkit::connector::connector_config;
+use volley_testkit::engine::{connectors_online, start_default_gateway};
+use volley_testkit::files::{write_file, TempDir};
+use volley_testkit::process::VolleyProcess;
+use volley_testkit::tokens::{connector_token, session_token};
+use volley_testkit::{wait_until, PgServer};
+
+/// The binary under test.
+const VOLLEY: &str = env!("CARGO_BIN_EXE_volley");
 
 const TENANT: &str = "leaky";
 
@@ -34,7 +39,7 @@ fn binary_connector(
         datasets,
     );
     let path = write_file(dir, "connector.yaml", config.to_string().as_bytes());
-    let connector = VolleyProcess::spawn(&["connector", "--config", path.to_str().expect("utf-8")]);
+    let connector = VolleyProcess::spawn(VOLLEY, &["connector", "--config", path.to_str().expect("utf-8")]);
     assert!(
         wait_until(Duration::from_secs(10), || connectors_online(gateway) >= 1),
         "the connector did not register:\n{}",
@@ -121,7 +126,7 @@ fn file_source_errors_reach_browsers_without_paths_or_parser_details() {
 
 #[test]
 fn sql_source_errors_reach_browsers_without_sql_or_database_messages() {
-    let Some(server) = pg::PgServer::start() else { return };
+    let Some(server) = PgServer::start_or_skip() else { return };
     server.client().batch_execute("CREATE TABLE ok (n int8); INSERT INTO ok VALUES (1), (2);").expect("create table");
     let dir = TempDir::new("leak-sql");
     let gateway = start_default_gateway();

@@ -6,13 +6,12 @@
 //! `RUST_LOG` in the unit would override it for every installation.
 #![cfg(target_os = "linux")]
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use support::*;
+use volley_testkit::files::{write_file, TempDir};
+use volley_testkit::process::VolleyProcess;
 
 const UNIT: &str = include_str!("../../packaging/volley-connector.service");
 /// Where scripts/install-connector-service.sh puts the binary and the config.

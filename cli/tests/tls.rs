@@ -4,8 +4,6 @@
 //! rustls, a certificate swapped by SIGHUP while sessions stay open, and
 //! tokens kept out of the gateway's logs.
 
-mod support;
-
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,7 +12,17 @@ use std::time::{Duration, Instant};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use rustls::pki_types::CertificateDer;
 use serde_json::json;
-use support::*;
+use volley_testkit::browser::Browser;
+use volley_testkit::connector::InProcessConnector;
+use volley_testkit::engine::{connectors_online, gateway_config, start};
+use volley_testkit::files::{aggregate_csv, write_file, TempDir};
+use volley_testkit::process::VolleyProcess;
+use volley_testkit::pyarrow::pyarrow_compare;
+use volley_testkit::tokens::{connector_token, session_token, SECRET};
+use volley_testkit::wait_until;
+
+/// The binary under test.
+const VOLLEY: &str = env!("CARGO_BIN_EXE_volley");
 
 const TENANT: &str = "acme";
 
@@ -104,7 +112,7 @@ fn tls_gateway(cert: &Path, key: &Path) -> volley_engine::Gateway {
     config.tls.cert = Some(cert.to_owned());
     config.tls.key = Some(key.to_owned());
     config.timeouts.connect_seconds = 2;
-    start_gateway(config)
+    start(config)
 }
 
 #[test]
@@ -198,7 +206,8 @@ fn a_connector_that_does_not_trust_the_gateway_says_why() {
     })
     .to_string();
     let config = write_file(&dir, "connector.yml", yaml.as_bytes());
-    let mut process = VolleyProcess::spawn(&["connector", "--config", config.to_str().expect("utf-8"), "--test"]);
+    let mut process =
+        VolleyProcess::spawn(VOLLEY, &["connector", "--config", config.to_str().expect("utf-8"), "--test"]);
     let code = process.wait_exit(Duration::from_secs(30));
     let output = process.output();
     assert_eq!(code, Some(1), "{output}");
@@ -229,7 +238,7 @@ fn sighup_swaps_the_certificate_and_open_sessions_survive() {
         "tls": {"cert": cert, "key": key},
     })
     .to_string();
-    let (gateway, url) = VolleyProcess::gateway(&dir, &yaml, "debug");
+    let (gateway, url) = VolleyProcess::gateway(VOLLEY, &dir, &yaml, "debug");
     let addr: SocketAddr = url.strip_prefix("https://").expect("an https listener").parse().expect("address");
     let second = new_pki("second");
     let tls = trusting(&[&first.ca_der, &second.ca_der]);

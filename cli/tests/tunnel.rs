@@ -3,16 +3,27 @@
 //! `service::run_config`, or the `volley` binary), real files, and browsers
 //! speaking level 1 and level 2. Arrow output is checked with pyarrow.
 
-mod support;
-
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::*;
 use volley_connector::tunnel::SHUTDOWN_GRACE;
 use volley_protocol::header::{FrameKind, FLAG_LAST};
+use volley_testkit::browser::{Browser, QueryResult, Received};
+use volley_testkit::connector::{connector_config, connector_yaml, InProcessConnector};
+use volley_testkit::engine::{connectors_online, gateway_config, start, start_default_gateway};
+use volley_testkit::files::{aggregate_csv, alltypes_parquet, big_parquet, write_file, TempDir};
+use volley_testkit::gateway::ScriptedGateway;
+use volley_testkit::http::wait_health_connectors;
+use volley_testkit::ipc::{frame_kind, split};
+use volley_testkit::process::VolleyProcess;
+use volley_testkit::pyarrow::{pyarrow_compare, pyarrow_read};
+use volley_testkit::tokens::{connector_token, connector_token_with, session_token};
+use volley_testkit::{free_port, wait_until};
+
+/// The binary under test.
+const VOLLEY: &str = env!("CARGO_BIN_EXE_volley");
 
 const TENANT: &str = "acme";
 
@@ -166,9 +177,11 @@ fn large_dataset_arrives_pre_sliced_in_whole_messages() {
         .collect();
     assert!(batches.len() > 20, "200k rows in {} record-batch frames", batches.len());
     for (i, (header, payload)) in result.headers.iter().zip(&result.payloads).enumerate() {
-        let messages = ipc_messages(payload);
+        let messages = split(payload);
         assert_eq!(messages.len(), 1, "frame {i} ({:?}) holds {} IPC messages", header.kind, messages.len());
-        assert_eq!(messages[0], (header.kind, payload.len()), "frame {i}: one whole message of the announced kind");
+        let message = (frame_kind(messages[0].header), messages[0].range.len());
+        assert_eq!(message, (header.kind, payload.len()), "frame {i}: one whole message of the announced kind");
+        assert!(messages[0].continuation, "frame {i}: the message starts with the continuation marker");
         assert!(payload.len() <= MAX, "frame {i} ({:?}) payload {} > max_chunk_size {MAX}", header.kind, payload.len());
     }
     for (i, len) in batches[..batches.len() - 1].iter().enumerate() {
@@ -263,7 +276,7 @@ fn binary_connector_retries_with_backoff_and_registers_with_each_new_gateway() {
     let port = free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let config = aggregate_connector_file(&dir, addr, 1, None);
-    let mut connector = VolleyProcess::spawn(&["connector", "--config", config.to_str().expect("utf8")]);
+    let mut connector = VolleyProcess::spawn(VOLLEY, &["connector", "--config", config.to_str().expect("utf8")]);
 
     // No gateway yet: every attempt fails and is logged, with growing delays.
     assert!(
@@ -277,7 +290,7 @@ fn binary_connector_retries_with_backoff_and_registers_with_each_new_gateway() {
     assert!(third_gap > first_gap, "backoff grows: {first_gap:?} then {third_gap:?}\n{}", connector.output());
 
     let started = Instant::now();
-    let gateway = start_gateway(gateway_config(addr));
+    let gateway = start(gateway_config(addr));
     assert!(
         wait_health_connectors(addr, 1, Duration::from_secs(5)),
         "no registration after the gateway came up:\n{}",
@@ -289,7 +302,7 @@ fn binary_connector_retries_with_backoff_and_registers_with_each_new_gateway() {
     drop(browser);
 
     gateway.shutdown();
-    let gateway = start_gateway(gateway_config(addr));
+    let gateway = start(gateway_config(addr));
     let started = Instant::now();
     assert!(
         wait_health_connectors(addr, 1, Duration::from_secs(5)),
@@ -318,7 +331,7 @@ fn gateway_lost_mid_stream_ends_the_streams_and_the_connector_serves_the_next_ga
         config.limits.credit_bytes = 64 * 1024;
         config
     };
-    let gateway = start_gateway(gateway_cfg());
+    let gateway = start(gateway_cfg());
     let performance = json!({"parallel_connections": 1, "reconnect_delay": 0.1, "max_chunk_size": 32 * 1024});
     let yaml = connector_yaml(
         addr,
@@ -361,7 +374,7 @@ fn gateway_lost_mid_stream_ends_the_streams_and_the_connector_serves_the_next_ga
 
     // The connector's stream thread must end for it to reconnect; a hung
     // producer would hold it for at least SHUTDOWN_GRACE.
-    let gateway = start_gateway(gateway_cfg());
+    let gateway = start(gateway_cfg());
     let started = Instant::now();
     assert!(
         wait_until(SHUTDOWN_GRACE - Duration::from_secs(1), || connectors_online(&gateway) == 1),
@@ -410,7 +423,7 @@ fn binary_connector_exits_zero_on_sigterm() {
     let dir = TempDir::new("sigterm");
     let gateway = start_default_gateway();
     let config = aggregate_connector_file(&dir, gateway.local_addr(), 2, None);
-    let mut connector = VolleyProcess::spawn(&["connector", "--config", config.to_str().expect("utf8")]);
+    let mut connector = VolleyProcess::spawn(VOLLEY, &["connector", "--config", config.to_str().expect("utf8")]);
     assert!(
         wait_until(Duration::from_secs(10), || connectors_online(&gateway) == 2),
         "the binary did not register:\n{}",
@@ -431,7 +444,7 @@ fn connector_log_at(level: &str) -> String {
     let gateway = start_default_gateway();
     let config = aggregate_connector_file(&dir, gateway.local_addr(), 1, Some(json!({"level": level})));
     let mut connector =
-        VolleyProcess::spawn_without_rust_log(&["connector", "--config", config.to_str().expect("utf8")]);
+        VolleyProcess::spawn_without_rust_log(VOLLEY, &["connector", "--config", config.to_str().expect("utf8")]);
     assert!(
         wait_until(Duration::from_secs(10), || connectors_online(&gateway) == 1),
         "the binary did not register:\n{}",
@@ -466,7 +479,7 @@ fn self_test(config: &str, dir: &TempDir, budget: Duration) -> (Option<i32>, Str
     let path = dir.join("connector.yaml");
     std::fs::write(&path, config).expect("write config");
     let started = Instant::now();
-    let mut process = VolleyProcess::spawn(&["connector", "--config", path.to_str().expect("utf8"), "--test"]);
+    let mut process = VolleyProcess::spawn(VOLLEY, &["connector", "--config", path.to_str().expect("utf8"), "--test"]);
     let code = process.wait_exit(budget);
     (code, process.output(), started.elapsed())
 }

@@ -2,8 +2,8 @@
 
 Columns: an int64 id, a float64 value, a dictionary-encoded category and a
 plain string name; row groups of 50 000 rows. Used by the CLI tests
-(cli/tests/support) and web/scripts/measure-compression.mjs, so both read
-the same shape of data.
+(volley_testkit::files::big_parquet) and web/scripts/measure-compression.mjs,
+so both read the same shape of data.
 """
 import sys
 

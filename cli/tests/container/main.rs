@@ -20,9 +20,6 @@
 //!   Dockerfile and the gateway's own config parser.
 #![cfg(target_os = "linux")]
 
-#[path = "../support/mod.rs"]
-mod support;
-
 mod dockerfile;
 
 use std::collections::BTreeMap;
@@ -35,6 +32,9 @@ use std::time::{Duration, Instant};
 use dockerfile::{exec_form, healthcheck, Dockerfile, Stage};
 use serde_json::Value;
 use volley_engine::GatewayConfig;
+use volley_testkit::files::TempDir;
+use volley_testkit::tokens::{session_token, SECRET};
+use volley_testkit::{free_port, wait_until};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -188,12 +188,12 @@ fn assert_dashboard_in_image(runtime: &Stage, config: &GatewayConfig, which: &st
 /// The final stage's filesystem under a temporary directory: what each COPY
 /// puts in the image, taken from where this checkout has it.
 struct StagedImage {
-    dir: support::TempDir,
+    dir: TempDir,
 }
 
 impl StagedImage {
     fn new(runtime: &Stage) -> StagedImage {
-        let dir = support::TempDir::new("container-image");
+        let dir = TempDir::new("container-image");
         for copy in runtime.copies() {
             let [source] = copy.sources.as_slice() else { panic!("COPY with several sources: {copy:?}") };
             let local = match (copy.from.as_deref(), source.as_str()) {
@@ -326,7 +326,7 @@ impl Running {
     }
 
     fn wait_for(&self, needle: &str, timeout: Duration) -> bool {
-        support::wait_until(timeout, || self.output().contains(needle))
+        wait_until(timeout, || self.output().contains(needle))
     }
 
     fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
@@ -402,7 +402,7 @@ const CONNECTOR_SECRET: &str = "container-test-connector-secret";
 fn secret_config_filled(files: &BTreeMap<String, Value>) -> String {
     let text = manifest(files, "Secret")["stringData"]["gateway.yaml"].as_str().expect("stringData.gateway.yaml");
     assert!(text.contains(SESSION_PLACEHOLDER) && text.contains(CONNECTOR_PLACEHOLDER), "placeholders:\n{text}");
-    text.replace(SESSION_PLACEHOLDER, &format!("tableros_secret_key: \"{}\"", support::SECRET))
+    text.replace(SESSION_PLACEHOLDER, &format!("tableros_secret_key: \"{}\"", SECRET))
         .replace(CONNECTOR_PLACEHOLDER, &format!("connector_secret_key: \"{CONNECTOR_SECRET}\""))
 }
 
@@ -515,7 +515,7 @@ fn the_image_entry_command_serves_as_its_user_and_stops_cleanly_on_sigterm() {
     let image = StagedImage::new(runtime);
     let mut argv = exec_form(runtime.one("ENTRYPOINT"));
     argv.extend(exec_form(runtime.one("CMD")));
-    let port = support::free_port();
+    let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let extra = ["--listen", listen.as_str()];
 
@@ -565,7 +565,7 @@ fn the_image_entry_command_serves_as_its_user_and_stops_cleanly_on_sigterm() {
 
     // A session token signed with the Secret's tableros_secret_key is
     // accepted (101), so the mounted file is the one in force.
-    let token = support::session_token("t1", &["*"]);
+    let token = session_token("t1", &["*"]);
     let (_socket, response) = tungstenite::connect(format!("ws://{listen}/stream/{token}")).expect("the session opens");
     assert_eq!(response.status().as_u16(), 101);
 
