@@ -7,8 +7,6 @@
 //! column_types)`). Column names (where there is a header), types and every
 //! value must agree.
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 

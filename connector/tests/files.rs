@@ -2,8 +2,6 @@
 //! NDJSON, Parquet (row groups, projection, corrupt files), Arrow IPC file and
 //! stream, and CSV/NDJSON follow mode with appended and partial lines.
 
-mod support;
-
 use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -13,6 +11,8 @@ use arrow_array::types::Int64Type;
 use arrow_array::RecordBatch;
 use arrow_schema::DataType;
 use volley_connector::{Catalog, Config, MessageKind, SliceOptions, SourceError};
+use volley_testkit::arrow::assert_same_rows;
+use volley_testkit::files::testdata;
 
 fn catalog(yaml_datasets: &str, dir: &std::path::Path) -> Catalog {
     let text = format!(
@@ -32,7 +32,7 @@ fn rows(batches: &[RecordBatch]) -> usize {
 
 #[test]
 fn csv_with_inferred_schema_streams_in_batches() {
-    let data = support::testdata().join("csv");
+    let data = testdata().join("csv");
     let c = catalog("  agg: { type: csv, path: aggregate_test_100.csv, batch_rows: 16 }\n", &data);
     let opened = c.open("agg").unwrap();
     assert_eq!(opened.schema().fields().len(), 13);
@@ -88,7 +88,7 @@ fn ndjson_with_inferred_schema() {
 
 #[test]
 fn parquet_files_with_metadata_row_counts_and_projection() {
-    let data = support::testdata().join("parquet");
+    let data = testdata().join("parquet");
     let c = catalog(
         "  plain: { type: parquet, path: alltypes_plain.parquet }\n\
          \x20 projected: { type: parquet, path: alltypes_plain.parquet, columns: [id, bool_col] }\n\
@@ -124,7 +124,7 @@ fn parquet_files_with_metadata_row_counts_and_projection() {
 
 #[test]
 fn corrupt_parquet_files_error_cleanly() {
-    let bad = support::testdata().join("parquet/bad_data");
+    let bad = testdata().join("parquet/bad_data");
     for entry in std::fs::read_dir(&bad).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().to_string();
@@ -138,7 +138,7 @@ fn corrupt_parquet_files_error_cleanly() {
 
 #[test]
 fn arrow_file_and_stream() {
-    let data = support::testdata().join("arrow-ipc/cpp-21.0.0");
+    let data = testdata().join("arrow-ipc/cpp-21.0.0");
     let c = catalog(
         "  file: { type: arrow, path: generated_primitive.arrow_file }\n\
          \x20 dict: { type: arrow, path: generated_dictionary.arrow_file }\n\
@@ -151,7 +151,7 @@ fn arrow_file_and_stream() {
     let stream = c.open("stream").unwrap();
     assert_eq!(stream.row_count(), None);
     let from_stream: Vec<RecordBatch> = stream.into_batches().collect::<Result<_, _>>().unwrap();
-    support::assert_same_rows(&from_stream, &from_file, "file vs stream");
+    assert_same_rows(&from_stream, &from_file, "file vs stream");
     let dict = c.open("dict").unwrap();
     assert_eq!(dict.row_count(), Some(17));
 
@@ -164,7 +164,7 @@ fn arrow_file_and_stream() {
 
 #[test]
 fn big_endian_stream_is_refused_at_open() {
-    let dir = support::testdata().join("arrow-ipc/1.0.0-bigendian");
+    let dir = testdata().join("arrow-ipc/1.0.0-bigendian");
     let c = catalog("  be: { type: arrow, path: generated_primitive.stream }\n", &dir);
     let error = c.open("be").unwrap_err();
     assert!(matches!(error, SourceError::Unsupported { .. }), "{error}");

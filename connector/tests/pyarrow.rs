@@ -2,8 +2,6 @@
 //! (plain, LZ4 and ZSTD, with dictionaries) is read by pyarrow, which must
 //! see the same rows, sum and dictionary values.
 
-mod support;
-
 use std::process::Command;
 use std::sync::Arc;
 

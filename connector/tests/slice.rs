@@ -2,8 +2,6 @@
 //! batch, coalescing of small batches, frame-by-frame decoding, and refusal
 //! (never a panic) of big-endian and fuzz-malformed inputs.
 
-mod support;
-
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
@@ -14,9 +12,11 @@ use arrow_ipc::reader::{StreamDecoder, StreamReader};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use volley_connector::config::Compression;
 use volley_connector::slice::{encode_all, EncodedMessage, MessageKind, SliceOptions};
+use volley_testkit::arrow::assert_same_rows;
+use volley_testkit::files::testdata;
 
 fn golden_streams() -> Vec<PathBuf> {
-    let root = support::testdata().join("arrow-ipc");
+    let root = testdata().join("arrow-ipc");
     let mut files = Vec::new();
     for dir in ["cpp-21.0.0", "1.0.0-littleendian", "0.14.1", "2.0.0-compression", "4.0.0-shareddict"] {
         for entry in std::fs::read_dir(root.join(dir)).expect("golden dir") {
@@ -106,7 +106,7 @@ fn golden_streams_round_trip_through_slicing() {
         check_shape(&messages, &options, rows);
         let (schema_again, batches_again) = decode_bytes(&concat_bytes(&messages));
         assert_eq!(schema.fields(), schema_again.fields(), "{}", path.display());
-        support::assert_same_rows(&batches, &batches_again, &path.display().to_string());
+        assert_same_rows(&batches, &batches_again, &path.display().to_string());
     }
 }
 
@@ -119,7 +119,7 @@ fn golden_streams_round_trip_with_lz4_and_zstd() {
             let messages = encode_all(Arc::clone(&schema), batches.clone(), options)
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             let (_, batches_again) = decode_bytes(&concat_bytes(&messages));
-            support::assert_same_rows(&batches, &batches_again, &path.display().to_string());
+            assert_same_rows(&batches, &batches_again, &path.display().to_string());
         }
     }
 }
@@ -152,7 +152,7 @@ fn million_row_batch_is_cut_into_messages_within_bounds() {
         );
     }
     let (_, decoded) = decode_bytes(&concat_bytes(&messages));
-    support::assert_same_rows(&[batch], &decoded, "1M rows");
+    assert_same_rows(&[batch], &decoded, "1M rows");
 }
 
 #[test]
@@ -173,7 +173,7 @@ fn small_batches_are_coalesced_up_to_the_minimum() {
         );
     }
     let (_, decoded) = decode_bytes(&concat_bytes(&messages));
-    support::assert_same_rows(&batches, &decoded, "coalesced");
+    assert_same_rows(&batches, &decoded, "coalesced");
 }
 
 #[test]
@@ -187,7 +187,7 @@ fn single_row_larger_than_the_maximum_is_sent_alone() {
     let messages = encode_all(schema, vec![batch.clone()], options).unwrap();
     check_shape(&messages, &options, 3);
     let (_, decoded) = decode_bytes(&concat_bytes(&messages));
-    support::assert_same_rows(&[batch], &decoded, "oversized rows");
+    assert_same_rows(&[batch], &decoded, "oversized rows");
 }
 
 #[test]
@@ -209,7 +209,7 @@ fn mismatched_batch_schema_is_an_error() {
 
 #[test]
 fn big_endian_and_malformed_golden_inputs_error_without_panicking() {
-    let root = support::testdata().join("arrow-ipc");
+    let root = testdata().join("arrow-ipc");
     let mut files = vec![root.join("1.0.0-bigendian/generated_primitive.stream")];
     for entry in std::fs::read_dir(root.join("fuzz-malformed")).unwrap() {
         files.push(entry.unwrap().path());

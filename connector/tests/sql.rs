@@ -4,8 +4,6 @@
 //! watermarks), and the same table through ODBC (`PostgreSQL Unicode`; builds
 //! with the `odbc` feature).
 
-mod support;
-
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -15,8 +13,8 @@ use arrow_array::types::{
 };
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::{DataType, TimeUnit};
-use support::pg::PgServer;
 use volley_connector::{Catalog, Config, MessageKind, SliceOptions, SourceError};
+use volley_testkit::PgServer;
 
 const ROWS: i64 = 50_000;
 /// 2024-01-01T00:00:00Z in microseconds since the Unix epoch.
@@ -95,7 +93,7 @@ fn check_mixed_rows(batches: &[RecordBatch]) {
 
 #[test]
 fn postgres_streams_mixed_types_in_batches() {
-    let Some(server) = PgServer::start() else { return };
+    let Some(server) = PgServer::start_or_skip() else { return };
     create_mixed_table(&server);
     let c = catalog(&format!(
         "  mixed: {{ type: postgres, url: \"{}\", query: \"SELECT * FROM mixed ORDER BY id\", batch_rows: 4096 }}\n\
@@ -146,7 +144,7 @@ fn next_batch(batches: &mut volley_connector::source::BatchIter) -> RecordBatch 
 
 #[test]
 fn postgres_watermark_polling_returns_only_new_rows() {
-    let Some(server) = PgServer::start() else { return };
+    let Some(server) = PgServer::start_or_skip() else { return };
     let mut client = server.client();
     client
         .batch_execute(
@@ -203,7 +201,7 @@ fn odbc_reads_the_same_table_through_the_postgresql_driver() {
         eprintln!("SKIP: ODBC driver `PostgreSQL Unicode` not registered (apt install odbc-postgresql unixodbc)");
         return;
     }
-    let Some(server) = PgServer::start() else { return };
+    let Some(server) = PgServer::start_or_skip() else { return };
     create_mixed_table(&server);
     let c = catalog(&format!(
         "  legado: {{ type: odbc, connection_string: \"Driver={{PostgreSQL Unicode}};Server=127.0.0.1;Port={};Database=postgres;Uid=postgres;Pwd=;\", query: \"SELECT id, name, f8, flag FROM mixed ORDER BY id\", batch_rows: 10000 }}\n\

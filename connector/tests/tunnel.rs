@@ -5,8 +5,6 @@
 //! `9`), and credit is small and granted only once spent, so a `credit`
 //! that does not reach its stream stalls the stream.
 
-mod support;
-
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -17,6 +15,8 @@ use arrow_array::RecordBatch;
 use arrow_ipc::reader::StreamReader;
 use serde_json::json;
 use volley_connector::{Catalog, Config};
+use volley_testkit::arrow::assert_same_rows;
+use volley_testkit::files::testdata;
 use volley_testkit::gateway::{CreditedStream, ScriptedGateway};
 
 /// Credit per grant: a few of the connector's frames (at most
@@ -27,14 +27,14 @@ const WINDOW: u64 = 4096;
 /// 100-row CSV in batches of 10 rows.
 fn config(listener: &TcpListener) -> Config {
     let addr = listener.local_addr().expect("addr");
-    let csv = support::testdata().join("csv").join("aggregate_test_100.csv");
+    let csv = testdata().join("csv").join("aggregate_test_100.csv");
     let yaml = json!({
         "gateway": {"uri": format!("ws://{addr}/ws/connect")},
         "tenant": {"id": "t1"},
         "performance": {"parallel_connections": 1, "reconnect_delay": 0.1, "max_chunk_size": 4096, "min_chunk_size": 1024},
         "datasets": {"agg": {"type": "csv", "path": csv, "batch_rows": 10}},
     });
-    Config::from_yaml(&yaml.to_string(), &support::testdata()).unwrap_or_else(|e| panic!("{e}"))
+    Config::from_yaml(&yaml.to_string(), &testdata()).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The real tunnel client on a thread, stopped (within a bound) on drop.
@@ -99,7 +99,7 @@ fn assert_whole_dataset(stream: &CreditedStream, config: &Config) {
         .into_batches()
         .collect::<Result<_, _>>()
         .expect("read the source");
-    support::assert_same_rows(&expected, &received, &format!("stream {}", stream.stream_id));
+    assert_same_rows(&expected, &received, &format!("stream {}", stream.stream_id));
 }
 
 /// PROTOCOL.md §4.2: `do_get` request `r3` on stream `9`, then `credit`
