@@ -23,18 +23,18 @@
 mod dockerfile;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use dockerfile::{exec_form, healthcheck, Dockerfile, Stage};
 use serde_json::Value;
 use volley_engine::GatewayConfig;
 use volley_testkit::files::TempDir;
+use volley_testkit::free_port;
+use volley_testkit::process::VolleyProcess;
 use volley_testkit::tokens::{session_token, SECRET};
-use volley_testkit::{free_port, wait_until};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -296,66 +296,6 @@ fn running_as_root() -> bool {
     uid_of("self") == 0
 }
 
-/// A started process with its stdout and stderr collected.
-struct Running {
-    child: Child,
-    output: Arc<Mutex<String>>,
-}
-
-impl Running {
-    fn start(mut command: Command) -> Running {
-        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start");
-        let output = Arc::new(Mutex::new(String::new()));
-        let pipes: [Box<dyn Read + Send>; 2] =
-            [Box::new(child.stdout.take().expect("stdout")), Box::new(child.stderr.take().expect("stderr"))];
-        for pipe in pipes {
-            let output = output.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    let mut all = output.lock().expect("lock");
-                    all.push_str(&line);
-                    all.push('\n');
-                }
-            });
-        }
-        Running { child, output }
-    }
-
-    fn output(&self) -> String {
-        self.output.lock().expect("lock").clone()
-    }
-
-    fn wait_for(&self, needle: &str, timeout: Duration) -> bool {
-        wait_until(timeout, || self.output().contains(needle))
-    }
-
-    fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                // Let the reader threads take the last lines.
-                std::thread::sleep(Duration::from_millis(50));
-                return status.code();
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!("it did not exit within {timeout:?}:\n{}", self.output());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 fn http_get(port: u16, path: &str) -> (u16, Vec<u8>) {
     use std::io::Write;
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
@@ -521,7 +461,7 @@ fn the_image_entry_command_serves_as_its_user_and_stops_cleanly_on_sigterm() {
 
     // As built: the image's own config has no secret, so it refuses to
     // start and says what is missing.
-    let mut bare = Running::start(image.command(runtime, &argv, &extra));
+    let mut bare = VolleyProcess::spawn_command(image.command(runtime, &argv, &extra));
     assert_eq!(bare.wait_exit(Duration::from_secs(20)), Some(1), "{}", bare.output());
     assert!(bare.output().contains("tableros_secret_key"), "{}", bare.output());
 
@@ -542,9 +482,9 @@ fn the_image_entry_command_serves_as_its_user_and_stops_cleanly_on_sigterm() {
         eprintln!("not root: the entry command runs as this user, not the image's USER");
     }
 
-    let mut gateway = Running::start(image.command(runtime, &argv, &extra));
+    let mut gateway = VolleyProcess::spawn_command(image.command(runtime, &argv, &extra));
     assert!(
-        gateway.wait_for("volley gateway listening on http://", Duration::from_secs(20)),
+        gateway.wait_for_line("volley gateway listening on http://", Duration::from_secs(20)).is_some(),
         "the gateway did not start:\n{}",
         gateway.output()
     );
