@@ -16,7 +16,9 @@
 //! - [`relay`]: the baseline: memcpy, loopback TCP, a plain TCP relay, and
 //!   the harness's own capacity.
 //! - [`scenarios`]: throughput, fanout, latency, small-frames, idle,
-//!   query-storm, baseline → a [`ScenarioResult`].
+//!   query-storm, baseline → a [`ScenarioResult`]; a file per scenario,
+//!   plus the browser groups' planning and merging (`fleet`) and the
+//!   progress line.
 //! - [`source`]: not the gateway: the connector's source → IPC path (CSV,
 //!   Parquet, PostgreSQL) against pyarrow doing the same job; the one
 //!   module that links the connector (`volley-connector`), never the engine.
