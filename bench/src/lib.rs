@@ -22,6 +22,8 @@
 //! - [`source`]: not the gateway: the connector's source → IPC path (CSV,
 //!   Parquet, PostgreSQL) against pyarrow doing the same job; the one
 //!   module that links the connector (`volley-connector`), never the engine.
+//!   Its files: the run, the generated data, the timed passes, the pyarrow
+//!   side and the record of each source.
 //! - [`hist`]: HDR helpers; [`record`]: JSON + SVG records and the report.
 
 // Production code: a panic here is a bug, so errors are returned or handled
