@@ -12,7 +12,8 @@
 //! - [`connector`]: simulated level-2 connectors: register, answer
 //!   `do_get`, stream stamped frames within credit or on an open-loop schedule.
 //! - [`browsers`]: simulated browsers, many sockets per epoll thread, in
-//!   threads or child processes (`bench-worker`), plus idle sessions.
+//!   threads or child processes (`bench-worker`), plus idle sessions; a file
+//!   each for the group, the fleet and the idle sessions.
 //! - [`relay`]: the baseline: memcpy, loopback TCP, a plain TCP relay, and
 //!   the harness's own capacity.
 //! - [`scenarios`]: throughput, fanout, latency, small-frames, idle,
