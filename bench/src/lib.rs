@@ -10,7 +10,8 @@
 //! - [`wire`]: the bench's fast WebSocket client side (zero-key masked
 //!   frames built once, a streaming parser that never copies payloads).
 //! - [`connector`]: simulated level-2 connectors: register, answer
-//!   `do_get`, stream stamped frames within credit or on an open-loop schedule.
+//!   `do_get`, stream stamped frames within credit or on an open-loop schedule
+//!   (the writer thread in its own file).
 //! - [`browsers`]: simulated browsers, many sockets per epoll thread, in
 //!   threads or child processes (`bench-worker`), plus idle sessions; a file
 //!   each for the group, the fleet and the idle sessions.
