@@ -16,7 +16,8 @@
 //!   threads or child processes (`bench-worker`), plus idle sessions; a file
 //!   each for the group, the fleet and the idle sessions.
 //! - [`relay`]: the baseline: memcpy, loopback TCP, a plain TCP relay, and
-//!   the harness's own capacity.
+//!   the harness's own capacity (the relay's latency and the harness each in
+//!   a file of their own).
 //! - [`scenarios`]: throughput, fanout, latency, small-frames, idle,
 //!   query-storm, baseline → a [`ScenarioResult`]; a file per scenario,
 //!   plus the browser groups' planning and merging (`fleet`) and the
