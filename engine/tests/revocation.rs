@@ -6,7 +6,9 @@
 //! revocations that last (PROTOCOL.md §6.2): kept in Redis sorted sets, so a
 //! gateway restart or a gap in the subscription does not forget them; a
 //! connector credential stays refused until its own `exp`; a user revocation
-//! may be scoped to one tenant; expired entries are pruned.
+//! may be scoped to one tenant; expired entries are pruned; a revocation
+//! applied just before the gateway stops still reaches the record, and the
+//! stop waits on Redis for a bounded time only.
 //!
 //! `redis-server` must be installed (scripts/test.sh installs it); without
 //! it these tests fail under CI=true and are skipped (loudly) elsewhere.
