@@ -113,7 +113,9 @@ impl Gateway {
         }
     }
 
-    /// Closes every connection with 1001 and joins the workers.
+    /// Closes every connection with 1001, joins the workers and the
+    /// revocation feed, then writes the revocations still queued for the Redis
+    /// record (at most [`revocation::feed::STOP_FLUSH_TIMEOUT`]).
     pub fn shutdown(mut self) {
         self.stop();
     }
@@ -131,6 +133,8 @@ impl Gateway {
         if let Some(feed) = self.feed.take() {
             let _ = feed.join();
         }
+        // Last: nothing queues a revocation write any more (bounded; Redis may be down).
+        revocation::feed::flush_on_stop(&self.shared);
     }
 
     /// Blocks until the workers exit (they exit on shutdown).

@@ -434,6 +434,11 @@ impl Revocations {
         writes.push_back((revocation, expires));
     }
 
+    /// Writes queued for the Redis record now.
+    pub fn pending_writes(&self) -> usize {
+        self.writes.lock().len()
+    }
+
     /// Takes the queued writes (the feed thread's job).
     pub fn take_writes(&self) -> Vec<(Revocation, i64)> {
         self.writes.lock().drain(..).collect()

@@ -6,7 +6,9 @@
 //! revocations that last (PROTOCOL.md §6.2): kept in Redis sorted sets, so a
 //! gateway restart or a gap in the subscription does not forget them; a
 //! connector credential stays refused until its own `exp`; a user revocation
-//! may be scoped to one tenant; expired entries are pruned.
+//! may be scoped to one tenant; expired entries are pruned; a revocation
+//! applied just before the gateway stops still reaches the record, and the
+//! stop waits on Redis for a bounded time only.
 //!
 //! `redis-server` must be installed (scripts/test.sh installs it); without
 //! it these tests fail under CI=true and are skipped (loudly) elsewhere.
@@ -108,6 +110,35 @@ impl RedisServer {
         redis::cmd("PUBLISH").arg(CHANNEL).arg(message.to_string()).query(&mut c).expect("PUBLISH")
     }
 
+    /// Publishes `message` and, in the same transaction, makes Redis hold
+    /// every write command (`CLIENT PAUSE … WRITE`, the feed's `ZADD`
+    /// included) for up to 10 s; returns how many subscribers got it.
+    fn publish_then_hold_writes(&self, message: &Value) -> i64 {
+        let mut c = self.connection().expect("connect to redis");
+        let (receivers, _paused): (i64, redis::Value) = redis::pipe()
+            .atomic()
+            .cmd("PUBLISH")
+            .arg(CHANNEL)
+            .arg(message.to_string())
+            .cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(10_000)
+            .arg("WRITE")
+            .query(&mut c)
+            .expect("MULTI PUBLISH CLIENT PAUSE EXEC");
+        receivers
+    }
+
+    /// True when a client's `cmd` is held by `CLIENT PAUSE` (the feed's record write).
+    fn write_held(&self, cmd: &str) -> bool {
+        let clients: String = self.command(&["CLIENT", "LIST"]);
+        clients.lines().any(|line| line.contains(&format!("cmd={cmd} ")) && line.contains("flags=b"))
+    }
+
+    fn release_writes(&self) {
+        let _: redis::Value = self.command(&["CLIENT", "UNPAUSE"]);
+    }
+
     fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -157,6 +188,19 @@ fn wait_ready(gateway: &volley_engine::Gateway) {
         wait_until(Duration::from_secs(10), || shared.revocations.connected.load(Ordering::Acquire)),
         "the revocation feed did not come up"
     );
+}
+
+/// Drops `gateway` on another thread and returns once it has begun to stop
+/// (its feed thread sees the stop flag); join the handle for the stop's end.
+fn stop_in_background(gateway: volley_engine::Gateway) -> std::thread::JoinHandle<Duration> {
+    let shared = gateway.shared().clone();
+    let t0 = Instant::now();
+    let stopping = std::thread::spawn(move || {
+        drop(gateway);
+        t0.elapsed()
+    });
+    assert!(wait_until(Duration::from_secs(5), || shared.is_stopping()), "the gateway began to stop");
+    stopping
 }
 
 fn redis_config(url: &str) -> GatewayConfig {
@@ -536,6 +580,102 @@ fn a_user_revocation_naming_a_tenant_covers_that_tenant_only() {
     let other = Browser::try_connect(addr, &session_token_of("admin", "globex", "ga3"), true);
     assert!(other.is_ok(), "globex's admin is admitted after the restart: {:?}", other.err());
     assert_eq!(refused(addr, &session_token_of("root", "globex", "gr2")), (403, "revoked".to_owned()));
+}
+
+/// A revocation the gateway applied (its session closed with 4000) whose
+/// write to the Redis record had not gone through when the gateway stopped
+/// is written on the way out: the next gateway on the same Redis refuses it.
+/// Here Redis holds the feed's `ZADD` (`CLIENT PAUSE WRITE`, in the same
+/// transaction as the `PUBLISH`) and the record connection drops once the
+/// gateway is stopping, so the write fails and is queued again just as the
+/// feed thread ends — as a write queued a moment before the stop is.
+#[test]
+fn a_revocation_applied_just_before_the_gateway_stops_is_refused_by_the_next_gateway() {
+    let Some(redis) = RedisServer::start(free_port()) else { return };
+    let config = redis_config(&redis.url());
+    let gateway = start(config.clone());
+    redis.wait_subscribed();
+    wait_ready(&gateway);
+    let mut victim = Browser::connect(gateway.local_addr(), &session_token_of("admin", "acme", "aa1"), true);
+
+    assert_eq!(redis.publish_then_hold_writes(&json!({"user_id": "admin", "cuenta_id": "acme"})), 1);
+    assert_eq!(victim.expect_close(Duration::from_secs(2)), Some(4000), "the revocation was applied");
+    assert!(wait_until(Duration::from_secs(5), || redis.write_held("zadd")), "the feed's record write waits");
+    let stopping = stop_in_background(gateway);
+    let killed: i64 = redis.command(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
+    assert!(killed >= 1, "the feed's record connection was dropped");
+    redis.release_writes();
+    let took = stopping.join().expect("the gateway stopped");
+    eprintln!("gateway stopped in {took:?} with a revocation's record write pending");
+    assert!(
+        redis.score("tenant_users", r#"["acme","admin"]"#).is_some(),
+        "the revocation applied before the stop is in the Redis record"
+    );
+
+    let gateway = start(config);
+    wait_ready(&gateway);
+    let after = refused(gateway.local_addr(), &session_token_of("admin", "acme", "aa2"));
+    assert_eq!(after, (403, "revoked".to_owned()), "acme's admin is admitted again by the next gateway");
+}
+
+/// A record write queued a moment before the gateway stops and not yet
+/// attempted is written on the way out. Here a worker stretches a revoked
+/// credential's entry to the credential's `exp` (it tried to register) while
+/// the feed thread waits on an earlier write that Redis holds; the gateway
+/// stops, Redis lets the earlier write through, and the feed thread ends.
+#[test]
+fn a_record_write_queued_just_before_the_gateway_stops_is_written() {
+    let Some(redis) = RedisServer::start(free_port()) else { return };
+    let mut config = redis_config(&redis.url());
+    config.redis.revocation_ttl_seconds = 3;
+    let gateway = start(config);
+    let addr = gateway.local_addr();
+    redis.wait_subscribed();
+    wait_ready(&gateway);
+    let credential_exp = now() + 3600;
+    assert_eq!(redis.publish(&json!({"session_id": "cred-late"})), 1);
+    assert!(
+        wait_until(Duration::from_secs(2), || redis.score("sessions", "cred-late").is_some()),
+        "the gateway recorded the revocation"
+    );
+
+    assert_eq!(redis.publish_then_hold_writes(&json!({"session_id": "other"})), 1);
+    assert!(wait_until(Duration::from_secs(5), || redis.write_held("zadd")), "the feed's record write waits");
+    let (reply, code) = register_refused(
+        addr,
+        json!({"action": "register", "tenant_id": TENANT, "version": "0", "datasets": ["x"],
+               "protocol": 2, "token": connector_token_jti(TENANT, SECRET, "cred-late")}),
+    );
+    assert_eq!((reply["code"].as_str(), code), (Some("revoked"), Some(1008)), "{reply}");
+    let stopping = stop_in_background(gateway);
+    redis.release_writes();
+    let took = stopping.join().expect("the gateway stopped");
+    eprintln!("gateway stopped in {took:?} with a stretched entry queued");
+    let score = redis.score("sessions", "cred-late").unwrap_or(0);
+    assert!(
+        score >= credential_exp,
+        "the entry stretched just before the stop lasts until the credential's exp: {score} < {credential_exp}"
+    );
+}
+
+/// Stopping does not wait on Redis for long: with writes queued and Redis
+/// holding every write, the gateway stops within the command timeout of the
+/// write in flight plus the bounded final flush.
+#[test]
+fn the_gateway_stops_in_bounded_time_when_redis_holds_its_writes() {
+    use volley_engine::revocation::feed::{REDIS_COMMAND_TIMEOUT, STOP_FLUSH_TIMEOUT};
+    let Some(redis) = RedisServer::start(free_port()) else { return };
+    let gateway = start(redis_config(&redis.url()));
+    redis.wait_subscribed();
+    wait_ready(&gateway);
+
+    assert_eq!(redis.publish_then_hold_writes(&json!({"user_id": "held"})), 1);
+    assert!(wait_until(Duration::from_secs(5), || redis.write_held("zadd")), "the feed's record write waits");
+    let took = stop_in_background(gateway).join().expect("the gateway stopped");
+    eprintln!("gateway stopped in {took:?} while Redis held its writes");
+    let bound = REDIS_COMMAND_TIMEOUT + STOP_FLUSH_TIMEOUT + Duration::from_secs(2);
+    assert!(took < bound, "stopping took {took:?}, over {bound:?}");
+    redis.release_writes();
 }
 
 /// With `revocation_ttl_seconds: 3`, a connector credential that lives an

@@ -19,6 +19,15 @@
 //! reports itself down meanwhile. Writes that could not be done are kept
 //! (bounded) and retried after the reconnect.
 //!
+//! When the gateway stops, the thread ends at its next look at the stop flag
+//! (it does not write then). Writes may still be queued: a revocation applied
+//! a moment before the stop (its sessions already closed), one whose write
+//! failed and waits for a reconnect, an entry a worker stretched while
+//! draining. The gateway's stop, once the workers and this thread have ended,
+//! writes them over a fresh connection with [`flush_on_stop`], within
+//! [`STOP_FLUSH_TIMEOUT`] (Redis may be down), so the next gateway on the same
+//! Redis loads them; what is left is logged.
+//!
 //! A message received is applied by [`revoke`]: recorded in the set
 //! ([`super::Revocations`]), queued for the record, and pushed into every
 //! worker's inbox by [`tell_workers`].
@@ -50,6 +59,12 @@ pub const REDIS_COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 /// gateway's stop flag and at the queued writes.
 pub const REDIS_POLL_INTERVAL: Duration = Duration::from_millis(200);
 
+/// Longest the gateway's stop spends writing the entries still queued for
+/// the Redis record ([`flush_on_stop`]), connecting included.
+pub const STOP_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+/// Entries named in the log line of [`flush_on_stop`] when some were not written.
+const LOST_SHOWN: usize = 10;
+
 /// How long the feed thread retries a full worker inbox before dropping a
 /// message for that worker (the set still refuses new connections).
 pub const INBOX_PUSH_PATIENCE: Duration = Duration::from_secs(1);
@@ -67,6 +82,14 @@ fn feed(shared: &Shared, url: &str) {
         attempt += 1;
         match subscribe(shared, url, &channel, &mut backoff, &mut attempt) {
             Ok(()) => break,
+            Err(e) if shared.is_stopping() => {
+                log::info!(
+                    "revocation feed {} channel {channel}: {e} while the gateway stops; not reconnecting (queued \
+                     writes are written on the way out)",
+                    redact_url(url)
+                );
+                break;
+            }
             Err(e) => {
                 shared.revocations.connected.store(false, Ordering::Release);
                 let policy = if shared.config.redis.fail_closed {
@@ -132,7 +155,7 @@ fn subscribe(
         if shared.is_stopping() {
             return Ok(());
         }
-        flush_writes(shared, &store, &mut record)?;
+        flush_writes(shared, &store, &mut record, None)?;
         if last_pruned.elapsed() >= prune_every {
             let now = crate::clock::unix_now();
             let pruned = store.prune(&mut record, now)?;
@@ -170,7 +193,14 @@ fn subscribe(
 /// Writes the queued entries to the Redis record; on a lost connection puts
 /// the unwritten ones back and returns the error ([`Store::write`] logs and
 /// drops an entry Redis refused, so only a lost connection comes back here).
-fn flush_writes(shared: &Shared, store: &Store, record: &mut redis::Connection) -> redis::RedisResult<()> {
+/// With a `deadline`, each write gets only the time left and none starts
+/// after it (the unwritten ones are put back and a timeout returned).
+fn flush_writes(
+    shared: &Shared,
+    store: &Store,
+    record: &mut redis::Connection,
+    deadline: Option<Instant>,
+) -> redis::RedisResult<()> {
     let writes = shared.revocations.take_writes();
     if writes.is_empty() {
         return Ok(());
@@ -181,7 +211,11 @@ fn flush_writes(shared: &Shared, store: &Store, record: &mut redis::Connection) 
         if expires <= now {
             continue;
         }
-        if let Err(e) = store.write(record, &revocation, expires) {
+        let written = match deadline {
+            Some(deadline) => limit_to(record, deadline).and_then(|()| store.write(record, &revocation, expires)),
+            None => store.write(record, &revocation, expires),
+        };
+        if let Err(e) = written {
             let mut unwritten = vec![(revocation, expires)];
             unwritten.extend(pending);
             shared.revocations.requeue_writes(unwritten);
@@ -189,6 +223,55 @@ fn flush_writes(shared: &Shared, store: &Store, record: &mut redis::Connection) 
         }
     }
     Ok(())
+}
+
+/// Gives the next command on `record` only the time left until `deadline`.
+fn limit_to(record: &mut redis::Connection, deadline: Instant) -> redis::RedisResult<()> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "out of time").into());
+    }
+    record.set_read_timeout(Some(left))?;
+    record.set_write_timeout(Some(left))
+}
+
+/// The gateway is stopping and the feed thread has ended: writes the entries
+/// still queued for the Redis record over a fresh connection, within
+/// [`STOP_FLUSH_TIMEOUT`], so a gateway started later on the same Redis
+/// refuses them too. What cannot be written in time is logged.
+pub fn flush_on_stop(shared: &Shared) {
+    let Some(url) = shared.config.redis.url.as_deref() else { return };
+    let queued = shared.revocations.pending_writes();
+    if queued == 0 {
+        return;
+    }
+    let deadline = Instant::now() + STOP_FLUSH_TIMEOUT;
+    let channel = shared.config.redis.channel();
+    let store = Store::new(channel);
+    let flushed = redis::Client::open(url)
+        .and_then(|client| client.get_connection_with_timeout(STOP_FLUSH_TIMEOUT))
+        .and_then(|mut record| flush_writes(shared, &store, &mut record, Some(deadline)));
+    let lost = shared.revocations.take_writes();
+    match flushed {
+        Ok(()) => log::info!(
+            "revocation record: wrote the {queued} entr{} still queued at stop to {}",
+            if queued == 1 { "y" } else { "ies" },
+            redact_url(url)
+        ),
+        Err(e) => {
+            let shown: Vec<_> = lost.iter().take(LOST_SHOWN).map(|(revocation, _)| revocation).collect();
+            log::error!(
+                "revocation record: {} entr{} still queued at stop could not be written to {} within {} s ({e}); \
+                 they applied in this gateway only and a gateway started later admits them again: publish them \
+                 again (or ZADD them to {channel}:<kind>, PROTOCOL.md §6.2) once Redis answers. First ones: \
+                 {shown:?}",
+                lost.len(),
+                if lost.len() == 1 { "y" } else { "ies" },
+                redact_url(url),
+                STOP_FLUSH_TIMEOUT.as_secs()
+            );
+        }
+    }
 }
 
 fn sleep_unless_stopping(shared: &Shared, total: Duration) {
