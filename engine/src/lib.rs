@@ -114,6 +114,7 @@ pub use runtime::{probe_io_uring, RuntimeChoice, RuntimeKind, URING_ENTRIES};
 pub use connector::CONNECTOR_READ_CHUNK_BYTES;
 pub use frame::SHARED_FRAMES_BUILT;
 pub use refusal::{Answer, RefusalKind};
+pub use revocation::feed::{REDIS_COMMAND_TIMEOUT, STOP_FLUSH_TIMEOUT};
 pub use shared::Shared;
 pub use worker::METRICS_PUBLISH_INTERVAL;
 pub use worker_msg::WorkerMsg;

@@ -663,7 +663,7 @@ fn a_record_write_queued_just_before_the_gateway_stops_is_written() {
 /// write in flight plus the bounded final flush.
 #[test]
 fn the_gateway_stops_in_bounded_time_when_redis_holds_its_writes() {
-    use volley_engine::revocation::feed::{REDIS_COMMAND_TIMEOUT, STOP_FLUSH_TIMEOUT};
+    use volley_engine::{REDIS_COMMAND_TIMEOUT, STOP_FLUSH_TIMEOUT};
     let Some(redis) = RedisServer::start(free_port()) else { return };
     let gateway = start(redis_config(&redis.url()));
     redis.wait_subscribed();
