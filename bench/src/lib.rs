@@ -28,6 +28,11 @@
 //!   Its files: the run, the generated data, the timed passes, the pyarrow
 //!   side and the record of each source.
 //! - [`hist`]: HDR helpers; [`record`]: JSON + SVG records and the report.
+//! - Leaves every module above may use: [`scenario`] (what a scenario is
+//!   given and gives back), [`procfs`] (a process's memory, open files and
+//!   CPU time), [`units`] (saturating conversions). `lib.rs` itself only
+//!   runs a scenario, measures the baseline and prints the summary, so no
+//!   module depends on it.
 
 // Production code: a panic here is a bug, so errors are returned or handled
 // with a reason. Unit tests may unwrap (clippy.toml).
@@ -36,101 +41,21 @@
 pub mod browsers;
 pub mod connector;
 pub mod hist;
+pub mod procfs;
 pub mod record;
 pub mod relay;
+pub mod scenario;
 pub mod scenarios;
 pub mod source;
+pub mod units;
 pub mod wire;
 
-use std::collections::BTreeMap;
+pub use procfs::{cpu_seconds, open_files_limit, rss_bytes};
+pub use scenario::{Options, Scenario, ScenarioResult, READY_TIMEOUT, WORKER_SUBCOMMAND};
+
 use std::time::Duration;
 
 use serde_json::Value;
-
-/// The hidden subcommand a browser child process runs.
-pub const WORKER_SUBCOMMAND: &str = "bench-worker";
-
-/// Scenarios (the CLI maps its own enum onto this).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scenario {
-    /// One connector → one browser, bulk bytes.
-    Throughput,
-    /// One live stream → K browsers.
-    Fanout,
-    /// Fixed-rate stamped frames → 100 browsers, HDR latency.
-    Latency,
-    /// 1 KiB frames, one stream, frames/s.
-    SmallFrames,
-    /// K idle sessions, gateway RSS per session.
-    Idle,
-    /// B browsers × Q queries against M connectors.
-    QueryStorm,
-    /// The machine's limits only.
-    Baseline,
-}
-
-impl Scenario {
-    /// Name used in file names.
-    pub fn name(self) -> &'static str {
-        match self {
-            Scenario::Throughput => "throughput",
-            Scenario::Fanout => "fanout",
-            Scenario::Latency => "latency",
-            Scenario::SmallFrames => "small-frames",
-            Scenario::Idle => "idle",
-            Scenario::QueryStorm => "query-storm",
-            Scenario::Baseline => "baseline",
-        }
-    }
-}
-
-/// Knobs from the command line; `None` means the scenario's default.
-#[derive(Debug, Clone, Default)]
-pub struct Options {
-    /// Seconds (scales the amount of data, see each scenario).
-    pub duration_seconds: Option<u64>,
-    /// Simulated connectors.
-    pub connectors: Option<usize>,
-    /// Simulated browsers.
-    pub browsers: Option<usize>,
-    /// Payload bytes per frame.
-    pub frame_bytes: Option<usize>,
-    /// Frames per second.
-    pub rate_per_second: Option<u64>,
-    /// The gateway's pid when known (RSS and CPU time are read from /proc).
-    pub gateway_pid: Option<u32>,
-    /// Baseline figures already measured in this invocation (else measured now).
-    pub baseline: Option<Value>,
-    /// Print a progress line on stderr.
-    pub progress: bool,
-}
-
-/// What a scenario produced (written by [`record::write`]).
-#[derive(Debug, Clone, Default)]
-pub struct ScenarioResult {
-    /// Scenario name.
-    pub scenario: String,
-    /// `{name, value, unit, goal}`.
-    pub headline: Value,
-    /// Every other figure.
-    pub figures: Value,
-    /// Histograms by name, each from [`hist::record_json`].
-    pub histograms: BTreeMap<String, Value>,
-    /// Baseline figures of this invocation.
-    pub baseline: Value,
-    /// Headline relative to the baseline (see `baseline_ratio_meaning`).
-    pub baseline_ratio: Option<f64>,
-    /// How the ratio is computed.
-    pub baseline_ratio_meaning: String,
-    /// The same scenario with the gateway's metrics disabled (headline + figures).
-    pub metrics_off: Option<Value>,
-    /// How the gateway was run.
-    pub gateway: Value,
-    /// Errors seen (a run with errors still records what it measured).
-    pub errors: Vec<String>,
-    /// Notes for the reader.
-    pub notes: Vec<String>,
-}
 
 /// Runs `scenario` against the gateway at `gateway_url` (`ws://host:port`),
 /// minting tokens with `secret`.
@@ -207,38 +132,4 @@ pub fn print_summary(results: &[ScenarioResult]) {
             println!("    error: {e}");
         }
     }
-}
-
-/// Reads `VmRSS` of `pid`, bytes.
-pub fn rss_bytes(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
-}
-
-/// The soft open-file limit of `pid` (`Max open files` in `/proc/<pid>/limits`).
-pub fn open_files_limit(pid: u32) -> Option<u64> {
-    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
-}
-
-/// User + system CPU time of `pid` (all threads), seconds.
-pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / 100.0)
-}
-
-/// How long to wait for things that should be quick.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// A u128 (nanoseconds, products of rates) as u64, saturating: the bench's
-/// schedule values never approach 2^64, and saturating is the honest
-/// answer if they did.
-pub(crate) fn sat_u64(value: u128) -> u64 {
-    u64::try_from(value).unwrap_or(u64::MAX)
 }

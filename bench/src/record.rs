@@ -9,7 +9,7 @@ use plotters::prelude::*;
 use serde_json::{json, Value};
 
 use crate::hist;
-use crate::ScenarioResult;
+use crate::scenario::ScenarioResult;
 
 /// Today's date, UTC, `YYYY-MM-DD`.
 pub fn today() -> String {

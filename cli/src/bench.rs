@@ -308,9 +308,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.scenario == Scenario::Source {
         return run_source(&args);
     }
-    if args.scenario == Scenario::Runtimes {
-        return crate::bench_runtimes::run(&args);
-    }
     let Some(scenario) = args.scenario.harness() else {
         let path = volley_bench::record::report(&args.out_dir).map_err(anyhow::Error::msg)?;
         println!("wrote {}", path.display());

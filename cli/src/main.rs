@@ -114,6 +114,10 @@ fn main() -> ExitCode {
         Command::Gateway(args) => gateway::run(args).map(|()| ExitCode::SUCCESS),
         Command::Connector(args) => connector::run(args),
         Command::Token(args) => token::run(args).map(|()| ExitCode::SUCCESS),
+        // `runtimes` runs the other scenarios twice, once per driver.
+        Command::Bench(args) if args.scenario == bench::Scenario::Runtimes => {
+            bench_runtimes::run(&args).map(|()| ExitCode::SUCCESS)
+        }
         Command::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
         Command::Health(args) => health::run(args).map(|()| ExitCode::SUCCESS),
         Command::BenchWorker { spec } => {

@@ -1,5 +1,6 @@
-//! No import circle inside a crate: the modules of `engine`,
-//! `connector` and `protocol` depend on each other in one direction only.
+//! No import circle inside a crate: the modules of every crate (`engine`,
+//! `connector`, `protocol`, `bench`, `cli`, `testkit`) depend on each other
+//! in one direction only.
 //!
 //! The graph is read from the sources, one node per module (file): an edge
 //! `a → b` for every path in `a` that names something in module `b` —
@@ -411,6 +412,21 @@ fn connector_modules_have_no_import_circle() {
 #[test]
 fn protocol_modules_have_no_import_circle() {
     check("protocol");
+}
+
+#[test]
+fn bench_modules_have_no_import_circle() {
+    check("bench");
+}
+
+#[test]
+fn cli_modules_have_no_import_circle() {
+    check("cli");
+}
+
+#[test]
+fn testkit_modules_have_no_import_circle() {
+    check("testkit");
 }
 
 /// The checker itself finds a circle, through `super`, grouped uses and the root.

@@ -56,6 +56,7 @@ pub mod heap;
 pub mod http;
 pub mod ipc;
 mod pg;
+mod ports;
 pub mod process;
 #[cfg(feature = "pyarrow")]
 pub mod pyarrow;
@@ -67,6 +68,7 @@ pub mod tokens;
 pub use pg::{
     odbc_postgres_driver_registered, PgError, PgServer, PG_BIN_ENV, PG_START_TIMEOUT_SECONDS, PG_VERSIONS_DIR,
 };
+pub use ports::free_port;
 
 use std::time::{Duration, Instant};
 
@@ -82,15 +84,6 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-}
-
-/// A free TCP port on 127.0.0.1 (bound, read and released).
-pub fn free_port() -> u16 {
-    try_free_port().expect("a free port on 127.0.0.1")
-}
-
-fn try_free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// True for a read that timed out (the socket's read timeout).

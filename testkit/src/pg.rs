@@ -200,7 +200,7 @@ fn bin_dir() -> Result<PathBuf, PgError> {
 }
 
 fn free_port() -> Result<u16, PgError> {
-    crate::try_free_port().map_err(failed("free port"))
+    crate::ports::try_free_port().map_err(failed("free port"))
 }
 
 /// True when unixODBC lists the PostgreSQL Unicode driver (`odbcinst -q -d`),

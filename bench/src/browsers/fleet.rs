@@ -34,7 +34,7 @@ impl Fleet {
                 let exe = std::env::current_exe().map_err(|e| e.to_string())?;
                 let spec_json = serde_json::to_string(&spec).map_err(|e| e.to_string())?;
                 let mut child = Command::new(exe)
-                    .arg(crate::WORKER_SUBCOMMAND)
+                    .arg(crate::scenario::WORKER_SUBCOMMAND)
                     .arg(spec_json)
                     .env("RUST_LOG", "warn")
                     .stdin(Stdio::null())

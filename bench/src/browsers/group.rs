@@ -247,7 +247,7 @@ fn handle_event(
             if !session.first_frame {
                 session.first_frame = true;
                 if let Some(sent) = session.query_sent {
-                    hist::record(ttfb, crate::sat_u64(sent.elapsed().as_micros()));
+                    hist::record(ttfb, crate::units::sat_u64(sent.elapsed().as_micros()));
                 }
             }
             matches!(spec.action, Action::Subscribe { .. }) && len >= 4 && prefix[3] & 1 == 1
@@ -265,7 +265,7 @@ fn handle_event(
                         result.error(text.chars().take(300).collect());
                     }
                     if let Some(sent) = session.query_sent.take() {
-                        hist::record(query, crate::sat_u64(sent.elapsed().as_micros()));
+                        hist::record(query, crate::units::sat_u64(sent.elapsed().as_micros()));
                     }
                     if session.queries_left == 0 {
                         return true;

@@ -219,11 +219,11 @@ impl Writer {
                 // waits for the harness
             } else if let Some(rate) = spec.rate_per_second.filter(|r| *r > 0) {
                 let t0 = *a.t0.get_or_insert(now);
-                let due = crate::sat_u64(u128::from(now - t0) * u128::from(rate) / 1_000_000_000) + 1;
+                let due = crate::units::sat_u64(u128::from(now - t0) * u128::from(rate) / 1_000_000_000) + 1;
                 let due = due.min(spec.frames);
                 count = usize::try_from(due.saturating_sub(a.next)).unwrap_or(usize::MAX).min(a.frames_per_batch);
                 if count == 0 {
-                    let next_at = t0 + crate::sat_u64(u128::from(a.next) * 1_000_000_000 / u128::from(rate));
+                    let next_at = t0 + crate::units::sat_u64(u128::from(a.next) * 1_000_000_000 / u128::from(rate));
                     wait = wait.min(Duration::from_nanos(next_at.saturating_sub(now)));
                 }
             } else if a.live || a.credit > 0 {
@@ -250,7 +250,7 @@ impl Writer {
                     frame[8..16].copy_from_slice(&seq.to_le_bytes());
                     if spec.frame_bytes >= 16 {
                         let scheduled = rate
-                            .map(|r| t0 + crate::sat_u64(u128::from(seq) * 1_000_000_000 / u128::from(r)))
+                            .map(|r| t0 + crate::units::sat_u64(u128::from(seq) * 1_000_000_000 / u128::from(r)))
                             .unwrap_or(now);
                         frame[16..24].copy_from_slice(&scheduled.to_le_bytes());
                         frame[24..32].copy_from_slice(&now.to_le_bytes());
@@ -279,7 +279,7 @@ impl Writer {
                     let _ =
                         self.stats.live_finished_nanos.compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire);
                 }
-                if now.saturating_sub(a.marker_at) >= crate::sat_u64(END_MARKER_INTERVAL.as_nanos()) {
+                if now.saturating_sub(a.marker_at) >= crate::units::sat_u64(END_MARKER_INTERVAL.as_nanos()) {
                     let at = a.end_marker.len() - END_MARKER.len() - HEADER_BYTES;
                     a.end_marker[at + 8..at + 16].copy_from_slice(&(a.next + a.markers).to_le_bytes());
                     self.write(&a.end_marker)?;

@@ -14,7 +14,7 @@ use super::{copy_to_all, pair, Relay, RELAY_BUFFER_BYTES};
 
 /// Records sent in `duration` at `rate` per second.
 fn record_count(rate: u64, duration: Duration) -> u64 {
-    crate::sat_u64(u128::from(rate) * duration.as_nanos() / 1_000_000_000)
+    crate::units::sat_u64(u128::from(rate) * duration.as_nanos() / 1_000_000_000)
 }
 
 /// Writes `total` records of `size` (≥ 8) bytes at `rate` per second, open
@@ -27,15 +27,15 @@ fn send_paced(socket: &mut TcpStream, rate: u64, size: usize, total: u64) -> std
     let mut next = 0u64;
     while next < total {
         let now = wire::now_nanos();
-        let due = (crate::sat_u64(u128::from(now - t0) * u128::from(rate) / 1_000_000_000) + 1).min(total);
+        let due = (crate::units::sat_u64(u128::from(now - t0) * u128::from(rate) / 1_000_000_000) + 1).min(total);
         if due <= next {
-            let at = t0 + crate::sat_u64(u128::from(next) * 1_000_000_000 / u128::from(rate));
+            let at = t0 + crate::units::sat_u64(u128::from(next) * 1_000_000_000 / u128::from(rate));
             std::thread::sleep(Duration::from_nanos(at.saturating_sub(now)));
             continue;
         }
         let mut out = Vec::with_capacity(size * usize::try_from(due - next).unwrap_or(1));
         for seq in next..due {
-            let scheduled = t0 + crate::sat_u64(u128::from(seq) * 1_000_000_000 / u128::from(rate));
+            let scheduled = t0 + crate::units::sat_u64(u128::from(seq) * 1_000_000_000 / u128::from(rate));
             record[..8].copy_from_slice(&scheduled.to_le_bytes());
             out.extend_from_slice(&record);
         }

@@ -6,7 +6,8 @@ use serde_json::{json, Value};
 
 use crate::browsers::{Action, Fleet};
 use crate::connector::DatasetSpec;
-use crate::{hist, ScenarioResult, READY_TIMEOUT};
+use crate::hist;
+use crate::scenario::{ScenarioResult, READY_TIMEOUT};
 
 use super::fleet::{merge, plan_groups};
 use super::{gib, Context, MIB};

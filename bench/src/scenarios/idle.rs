@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::{browsers, ScenarioResult};
+use crate::browsers;
+use crate::scenario::ScenarioResult;
 
 use super::Context;
 
@@ -27,7 +28,7 @@ pub fn idle(ctx: &Context) -> Result<ScenarioResult, String> {
     // Each session is a socket here and one in the gateway: without the
     // descriptors the run would only measure accept errors and timeouts.
     for (who, id) in [("this process", std::process::id()), ("the gateway", pid)] {
-        if let Some(limit) = crate::open_files_limit(id) {
+        if let Some(limit) = crate::procfs::open_files_limit(id) {
             if limit < (count + IDLE_WARM_UP_SESSIONS) as u64 + IDLE_FD_MARGIN {
                 return Err(format!(
                     "{who} may open {limit} files, fewer than {count} sessions and {IDLE_WARM_UP_SESSIONS} warm-up \
@@ -46,7 +47,7 @@ pub fn idle(ctx: &Context) -> Result<ScenarioResult, String> {
         return Err(format!("warm-up sessions: {e}"));
     }
     std::thread::sleep(IDLE_SETTLE);
-    let before = crate::rss_bytes(pid).ok_or("cannot read the gateway's VmRSS")?;
+    let before = crate::procfs::rss_bytes(pid).ok_or("cannot read the gateway's VmRSS")?;
     let opened = Arc::new(AtomicU64::new(0));
     let shown = opened.clone();
     let progress = ctx.progress("idle", move || format!("{} of {count} sessions open", shown.load(Ordering::Relaxed)));
@@ -56,7 +57,7 @@ pub fn idle(ctx: &Context) -> Result<ScenarioResult, String> {
     let open_seconds = started.elapsed().as_secs_f64();
     drop(progress);
     std::thread::sleep(IDLE_SETTLE);
-    let after = crate::rss_bytes(pid).ok_or("cannot read the gateway's VmRSS")?;
+    let after = crate::procfs::rss_bytes(pid).ok_or("cannot read the gateway's VmRSS")?;
     let per_session = after.saturating_sub(before) as f64 / sockets.len().max(1) as f64;
     let open = sockets.len();
     drop(sockets);

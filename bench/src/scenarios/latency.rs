@@ -8,7 +8,8 @@ use serde_json::json;
 
 use crate::browsers::{Action, Fleet};
 use crate::connector::DatasetSpec;
-use crate::{hist, relay, ScenarioResult, READY_TIMEOUT};
+use crate::scenario::{ScenarioResult, READY_TIMEOUT};
+use crate::{hist, relay};
 
 use super::fleet::{group_count, merge, plan_groups};
 use super::{latency_record_bytes, Context, LATENCY_FRAME_BYTES_DEFAULT, LATENCY_RATE_DEFAULT};

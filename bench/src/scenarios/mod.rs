@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 use volley_protocol::token::{sign, ConnectorClaims, SessionClaims, ROLE_CONNECTOR};
 
 use crate::connector::{Connector, ConnectorSpec, DatasetSpec};
-use crate::ScenarioResult;
+use crate::scenario::ScenarioResult;
 
 pub use fanout::fanout;
 pub use idle::{idle, IDLE_FD_MARGIN, IDLE_SETTLE, IDLE_WARM_UP_SESSIONS};
@@ -57,7 +57,7 @@ pub struct Context {
     /// Token secret.
     pub secret: String,
     /// Options.
-    pub options: crate::Options,
+    pub options: crate::scenario::Options,
     /// Baseline figures of this invocation.
     pub baseline: Value,
 }
@@ -98,7 +98,7 @@ impl Context {
     }
 
     fn gateway_cpu(&self) -> Option<f64> {
-        self.options.gateway_pid.and_then(crate::cpu_seconds)
+        self.options.gateway_pid.and_then(crate::procfs::cpu_seconds)
     }
 
     fn baseline_f64(&self, key: &str) -> Option<f64> {

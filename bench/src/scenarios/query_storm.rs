@@ -7,7 +7,8 @@ use serde_json::json;
 
 use crate::browsers::{Action, Fleet};
 use crate::connector::DatasetSpec;
-use crate::{hist, ScenarioResult};
+use crate::hist;
+use crate::scenario::ScenarioResult;
 
 use super::fleet::{merge, plan_groups};
 use super::{Context, MIB};

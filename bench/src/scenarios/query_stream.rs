@@ -7,8 +7,9 @@ use serde_json::{json, Value};
 
 use crate::browsers::{Action, Fleet};
 use crate::connector::DatasetSpec;
+use crate::relay;
+use crate::scenario::ScenarioResult;
 use crate::source::median;
-use crate::{relay, ScenarioResult};
 
 use super::fleet::{merge, plan_groups};
 use super::{gib, Context, MIB};

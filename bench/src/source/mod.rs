@@ -39,7 +39,7 @@ use std::path::Path;
 use serde_json::{json, Value};
 use volley_connector::{Catalog, Config};
 
-use crate::ScenarioResult;
+use crate::scenario::ScenarioResult;
 
 pub use data::schema;
 pub(crate) use passes::median;

@@ -26,7 +26,7 @@ pub(super) struct Pass {
 
 /// The connector's path: open the dataset by name, slice to IPC, drop each message.
 pub(super) fn volley_pass(catalog: &Catalog, name: &str) -> Result<Pass, String> {
-    let cpu_before = crate::cpu_seconds(std::process::id());
+    let cpu_before = crate::procfs::cpu_seconds(std::process::id());
     let started = Instant::now();
     let stream =
         catalog.open(name).map_err(|e| e.to_string())?.into_ipc(SliceOptions::default()).map_err(|e| e.to_string())?;
@@ -50,7 +50,8 @@ pub(super) fn volley_pass(catalog: &Catalog, name: &str) -> Result<Pass, String>
         }
     }
     pass.seconds = started.elapsed().as_secs_f64();
-    pass.cpu_seconds = crate::cpu_seconds(std::process::id()).zip(cpu_before).map(|(after, before)| after - before);
+    pass.cpu_seconds =
+        crate::procfs::cpu_seconds(std::process::id()).zip(cpu_before).map(|(after, before)| after - before);
     Ok(pass)
 }
 

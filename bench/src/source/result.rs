@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::ScenarioResult;
+use crate::scenario::ScenarioResult;
 
 use super::passes::{summary, Pass};
 use super::{Kind, SourceOptions, REPEATS};
