@@ -8,25 +8,11 @@
 use std::collections::BTreeSet;
 
 use volley_engine::{Answer, RefusalKind};
+use volley_testkit::markdown::table_after;
 
 fn protocol_md() -> String {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../protocol/PROTOCOL.md");
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
-}
-
-/// The rows of the first markdown table after the heading that starts with
-/// `heading_prefix`, header and separator rows excluded, each split into
-/// trimmed cells.
-fn table_after(markdown: &str, heading_prefix: &str) -> Vec<Vec<String>> {
-    let mut lines = markdown.lines().skip_while(|line| !line.starts_with(heading_prefix));
-    assert!(lines.next().is_some(), "PROTOCOL.md has no heading {heading_prefix:?}");
-    let rows: Vec<Vec<String>> = lines
-        .skip_while(|line| !line.starts_with('|'))
-        .take_while(|line| line.starts_with('|'))
-        .map(|line| line.trim().trim_matches('|').split('|').map(|cell| cell.trim().to_owned()).collect())
-        .collect();
-    assert!(rows.len() > 2, "the table under {heading_prefix:?} is empty");
-    rows.into_iter().skip(2).collect()
 }
 
 /// The (answer, code) pairs of a table whose first two columns are a number

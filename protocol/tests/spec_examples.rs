@@ -11,6 +11,7 @@ use volley_protocol::ws::{self, close_code};
 use volley_protocol::{
     BrowserEvent, BrowserRequest, ConnectorMessage, ErrorCode, GatewayCommand, Limits, ParseError, RegisterReply,
 };
+use volley_testkit::markdown::table_after;
 
 /// Deleting examples from the page should be a deliberate act, not an accident.
 const JSON_EXAMPLES_MIN: usize = 36;
@@ -61,20 +62,6 @@ impl CodeBlock {
     fn empty() -> CodeBlock {
         CodeBlock { tag: String::new(), heading: String::new(), line: 0, body: String::new() }
     }
-}
-
-/// The rows of the first markdown table after the heading that starts with `heading_prefix`,
-/// header and separator rows excluded, each split into trimmed cells.
-fn table_after(markdown: &str, heading_prefix: &str) -> Vec<Vec<String>> {
-    let mut lines = markdown.lines().skip_while(|line| !line.starts_with(heading_prefix));
-    assert!(lines.next().is_some(), "PROTOCOL.md has no heading {heading_prefix:?}");
-    let rows: Vec<Vec<String>> = lines
-        .skip_while(|line| !line.starts_with('|'))
-        .take_while(|line| line.starts_with('|'))
-        .map(|line| line.trim().trim_matches('|').split('|').map(|cell| cell.trim().to_owned()).collect())
-        .collect();
-    assert!(rows.len() > 2, "the table under {heading_prefix:?} is empty");
-    rows.into_iter().skip(2).collect()
 }
 
 /// `Some(Ok)` when `text` parses and round-trips, `Some(Err)` when it parses but

@@ -12,6 +12,7 @@
 //!   generated large Parquet file.
 //! - [`ipc`]: an Arrow IPC stream split into its messages, golden IPC files.
 //! - [`process`]: the `volley` binary as a child process, its output captured.
+//! - [`markdown`]: PROTOCOL.md's tables, for the tests that check code against them.
 //!
 //! Behind features (each pulls only what it needs):
 //! - `tokens`: session tokens and connector credentials.
@@ -55,6 +56,7 @@ pub mod heap;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod ipc;
+pub mod markdown;
 mod pg;
 mod ports;
 pub mod process;
