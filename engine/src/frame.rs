@@ -48,6 +48,10 @@ pub struct SharedFrame {
     pub sequence: u64,
     /// When the gateway finished reading it (relay latency starts here).
     pub read_at: Instant,
+    /// A copy kept for late joiners ([`SharedFrame::retained_copy`]): what it
+    /// carries was read long before a joiner gets it, so it is not timed as
+    /// relay latency.
+    pub replayed: bool,
     /// The level-2 header the gateway built, when the connector speaks level 1.
     prefix: Option<Bytes>,
     /// The connector's payload; starts with the level-2 header when `prefix` is `None`.
@@ -66,6 +70,7 @@ impl SharedFrame {
             kind: header.kind,
             sequence: header.sequence,
             read_at,
+            replayed: false,
             prefix: None,
             ws_header_level2: encode_header(true, OpCode::Binary, body.len(), None),
             ws_header_level1: encode_header(true, OpCode::Binary, ipc_len, None),
@@ -82,6 +87,7 @@ impl SharedFrame {
             kind: FrameKind::Chunk,
             sequence,
             read_at,
+            replayed: false,
             prefix: Some(Bytes::copy_from_slice(&header.encode())),
             ws_header_level2: encode_header(true, OpCode::Binary, FRAME_HEADER_BYTES + body.len(), None),
             ws_header_level1: encode_header(true, OpCode::Binary, body.len(), None),
@@ -99,6 +105,7 @@ impl SharedFrame {
             kind: self.kind,
             sequence: self.sequence,
             read_at: self.read_at,
+            replayed: true,
             prefix: self.prefix.clone(),
             body: Bytes::copy_from_slice(&self.body),
             ws_header_level2: self.ws_header_level2,

@@ -229,7 +229,12 @@ impl MetricsHub {
             gauges.panics,
         );
         for (name, help, h, scale) in [
-            ("volley_relay_latency_seconds", "Frame read to write completion.", &merged.relay_latency_us, 1e-6),
+            (
+                "volley_relay_latency_seconds",
+                "Frame read to write completion (replays to late joiners excluded).",
+                &merged.relay_latency_us,
+                1e-6,
+            ),
             ("volley_ttfb_seconds", "Query to first frame delivered.", &merged.ttfb_us, 1e-6),
             ("volley_stream_duration_seconds", "Query to stream end.", &merged.stream_duration_ms, 1e-3),
         ] {

@@ -139,3 +139,60 @@ fn late_joiners_get_the_schema_once_and_never_a_repeated_sequence() {
     eprintln!("{joins} late joins, {} problems", problems.len());
     assert!(problems.is_empty(), "{} of {joins} late joins broke the stream:\n{}", problems.len(), problems.join("\n"));
 }
+
+/// The gateway's relay latency is the time from reading a frame to writing
+/// it to a session. A late joiner's replayed schema was read when the stream
+/// began: counted from then, one browser joining 10 s late made the relay
+/// look 10 s slow (p99 and max of the latency page), which an operator would
+/// read as a slow gateway. Replays do not count.
+#[test]
+fn a_late_joiners_replayed_schema_does_not_count_as_relay_latency() {
+    const JOIN_LATE: Duration = Duration::from_secs(10);
+    let gateway = start(config());
+    let addr = gateway.local_addr();
+    let connector = spawn_connector(addr, ConnectorSpec::level2(vec![DatasetSpec::live("ticker")]));
+    wait_connectors(&gateway, 1);
+    let token = session_token(TENANT, &["ticker"]);
+    let mut first = Browser::connect(addr, &token, true);
+    first.send(json!({"action": "subscribe", "dataset": "ticker", "query_id": "first"}));
+    let schema = ipc_messages(&golden(PRIMITIVE))[0].1.clone();
+    connector.live_frame("ticker", FrameKind::Schema, schema);
+    let binary = |browser: &mut Browser| loop {
+        match browser.next(Duration::from_secs(10)) {
+            Some(Received::Binary(_)) => return,
+            Some(Received::Json(_)) => {}
+            other => panic!("expected a frame, got {other:?}"),
+        }
+    };
+    binary(&mut first);
+    std::thread::sleep(JOIN_LATE);
+
+    let mut late = Browser::connect(addr, &token, true);
+    late.send(json!({"action": "subscribe", "dataset": "ticker", "query_id": "late"}));
+    binary(&mut late); // the replayed schema
+    let batch = Bytes::from(vec![0u8; 256]);
+    connector.live_frame("ticker", FrameKind::RecordBatch, batch);
+    binary(&mut first);
+    binary(&mut late);
+
+    // Written frames: the first schema, the replay, the batch twice.
+    let shared = gateway.shared().clone();
+    assert!(
+        volley_testkit::wait_until(Duration::from_secs(5), || shared.metrics.merged().frames_out >= 4),
+        "the gateway's metrics never counted the four frames written"
+    );
+    let merged = shared.metrics.merged();
+    let (p50, p99, max) = (
+        merged.relay_latency_us.value_at_quantile(0.5),
+        merged.relay_latency_us.value_at_quantile(0.99),
+        merged.relay_latency_us.max(),
+    );
+    eprintln!(
+        "relay latency after a browser joined {JOIN_LATE:?} late: p50 {p50} µs, p99 {p99} µs, max {max} µs over {} frames",
+        merged.relay_latency_us.len()
+    );
+    assert!(
+        Duration::from_micros(max) < JOIN_LATE / 10,
+        "relay latency max {max} µs: the late joiner's replayed schema was timed from when it was first read"
+    );
+}

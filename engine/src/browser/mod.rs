@@ -224,7 +224,8 @@ fn written(worker: &Rc<Worker>, session: &BrowserSession, items: &[OutItem], occ
         let OutItem::Frame(frame, level) = item else { continue };
         metrics.frames_out += 1;
         metrics.bytes_out += frame.wire_len(*level) as u64;
-        if worker.shared.metrics.enabled {
+        // A late joiner's replay was read when its stream began: not relay time.
+        if worker.shared.metrics.enabled && !frame.replayed {
             WorkerMetrics::record_us(&mut metrics.relay_latency_us, now.duration_since(frame.read_at));
         }
         let body = frame.body().len() as u64;
