@@ -643,19 +643,50 @@ async function connectSession(session) {
   openDataset(datasets[0]);
 }
 
+/**
+ * The session token stays out of the address bar (where history, screenshots
+ * and shared links would keep it): a `?session=` link is read once and taken
+ * out of the URL, and the token is kept for this tab only (sessionStorage),
+ * so a reload reconnects.
+ */
+const SESSION_KEY = 'volley.session';
+
+/** @param {string} session */
+function rememberSession(session) {
+  try {
+    if (session) sessionStorage.setItem(SESSION_KEY, session);
+    else sessionStorage.removeItem(SESSION_KEY);
+  } catch {
+    // Storage refused (private mode, policy): a reload then asks again.
+  }
+}
+
+function initialSessionFromPage() {
+  const url = new URL(location.href);
+  const fromLink = url.searchParams.get('session');
+  if (fromLink !== null) {
+    url.searchParams.delete('session');
+    history.replaceState(null, '', url);
+    rememberSession(fromLink);
+    return fromLink;
+  }
+  try {
+    return sessionStorage.getItem(SESSION_KEY) ?? '';
+  } catch {
+    return '';
+  }
+}
+
 el.form.addEventListener('submit', (event) => {
   event.preventDefault();
   const session = el.sessionInput.value.trim();
-  const url = new URL(location.href);
-  if (session) url.searchParams.set('session', session);
-  else url.searchParams.delete('session');
-  history.replaceState(null, '', url);
+  rememberSession(session);
   connectSession(session);
 });
 el.xSelect.addEventListener('change', () => view && redraw(view));
 el.ySelect.addEventListener('change', () => view && redraw(view));
 window.addEventListener('beforeunload', () => client?.close());
 
-const initialSession = new URL(location.href).searchParams.get('session') ?? '';
+const initialSession = initialSessionFromPage();
 el.sessionInput.value = initialSession;
 connectSession(initialSession);

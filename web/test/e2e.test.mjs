@@ -112,6 +112,24 @@ describe('dashboard against the real volley demo', { skip: skip ?? false }, () =
     }
   });
 
+  it('keeps the session token out of the address bar and masked, and a reload reconnects', async () => {
+    const page = await open(demo.url);
+    try {
+      await page.waitForSelector('[data-testid=dataset]', { timeout: 15_000 });
+      assert.ok(new URL(demo.url).searchParams.has('session'), `the demo link carries the token: ${demo.url}`);
+      const shown = new URL(page.url());
+      assert.equal(shown.searchParams.has('session'), false, `the token is still in the address bar: ${page.url()}`);
+      assert.equal(await page.getAttribute('#session-input', 'type'), 'password', 'the token is masked in the header');
+      await page.reload();
+      await page.waitForSelector('[data-testid=dataset]', { timeout: 15_000 });
+      assert.equal(new URL(page.url()).searchParams.has('session'), false, 'a reload does not put it back');
+    } catch (e) {
+      throw new Error(`${e}${context_()}`);
+    } finally {
+      await page.close();
+    }
+  });
+
   it('ventas: renders a chart and the exact row count', async () => {
     const page = await open(demo.url);
     try {
