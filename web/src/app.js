@@ -17,6 +17,11 @@ import {
 import { connect, VolleyError } from './client.js';
 
 Chart.register(LineController, LineElement, PointElement, LinearScale, Tooltip, Legend, Filler);
+// Colours follow the page's theme (style.css: light, or dark under
+// prefers-color-scheme: dark).
+const themeCss = getComputedStyle(document.documentElement);
+Chart.defaults.color = themeCss.getPropertyValue('--muted').trim() || Chart.defaults.color;
+const GRID_COLOR = themeCss.getPropertyValue('--grid').trim() || '#eef1f5';
 
 /** Rows shown in the table. */
 const TABLE_ROWS_MAX = 20;
@@ -389,9 +394,9 @@ function resetChart(v) {
           type: 'linear',
           title: { display: true, text: xCol ? xCol.name : 'row' },
           ticks: { maxTicksLimit: 8, maxRotation: 0 },
-          grid: { color: '#eef1f5' },
+          grid: { color: GRID_COLOR },
         },
-        y: { type: 'linear', title: { display: true, text: '' }, grid: { color: '#eef1f5' } },
+        y: { type: 'linear', title: { display: true, text: '' }, grid: { color: GRID_COLOR } },
       },
     },
   });

@@ -7,6 +7,11 @@
 import { Chart, LineController, LineElement, PointElement, LinearScale, LogarithmicScale, Tooltip, Legend } from 'chart.js';
 
 Chart.register(LineController, LineElement, PointElement, LinearScale, LogarithmicScale, Tooltip, Legend);
+// Colours follow the page's theme (style.css: light, or dark under
+// prefers-color-scheme: dark).
+const themeCss = getComputedStyle(document.documentElement);
+Chart.defaults.color = themeCss.getPropertyValue('--muted').trim() || Chart.defaults.color;
+const GRID_COLOR = themeCss.getPropertyValue('--grid').trim() || '#eef1f5';
 
 /** Poll interval. */
 const POLL_MS = 1000;
@@ -108,7 +113,7 @@ const distChart = new Chart(/** @type {HTMLCanvasElement} */ ($('dist-canvas')),
           axis.ticks = PERCENTILE_TICKS.map((p) => ({ value: ninesX(p) }));
         },
         ticks: { callback: (value) => ninesLabel(Number(value)), autoSkip: false, maxRotation: 0 },
-        grid: { color: '#eef1f5' },
+        grid: { color: GRID_COLOR },
       },
       // Log scale: relay latency (µs) and TTFB (ms) differ by orders of magnitude.
       y: {
@@ -116,7 +121,7 @@ const distChart = new Chart(/** @type {HTMLCanvasElement} */ ($('dist-canvas')),
         title: { display: true, text: 'µs (log scale)' },
         // Label powers of ten only; the others crowd the axis.
         ticks: { callback: (value) => (Number.isInteger(Math.log10(Number(value))) ? Number(value).toLocaleString() : '') },
-        grid: { color: '#eef1f5' },
+        grid: { color: GRID_COLOR },
       },
     },
   },
@@ -149,9 +154,9 @@ const seriesChart = new Chart(/** @type {HTMLCanvasElement} */ ($('series-canvas
         type: 'linear',
         title: { display: true, text: 'time' },
         ticks: { callback: (value) => new Date(Number(value)).toISOString().slice(11, 19), maxTicksLimit: 8, maxRotation: 0 },
-        grid: { color: '#eef1f5' },
+        grid: { color: GRID_COLOR },
       },
-      y: { type: 'linear', beginAtZero: true, title: { display: true, text: 'µs' }, grid: { color: '#eef1f5' } },
+      y: { type: 'linear', beginAtZero: true, title: { display: true, text: 'µs' }, grid: { color: GRID_COLOR } },
     },
   },
 });

@@ -130,6 +130,44 @@ describe('dashboard against the real volley demo', { skip: skip ?? false }, () =
     }
   });
 
+  it('fits a 390 px phone without horizontal scrolling, and follows a dark colour scheme', async () => {
+    /** @param {import('playwright-core').Page} page */
+    const pageBackground = (page) => page.evaluate(() => {
+      const [r, g, b] = getComputedStyle(document.documentElement).backgroundColor.match(/\d+/g).map(Number);
+      // Relative luminance, roughly: 0 black, 255 white.
+      return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+    });
+    for (const scheme of ['light', 'dark']) {
+      for (const [name, width] of [['desktop', 1280], ['phone', 390]]) {
+        const page = await context.newPage();
+        page.on('pageerror', (e) => pageLog.push(`pageerror: ${e.message}`));
+        try {
+          await page.emulateMedia({ colorScheme: /** @type {'light'|'dark'} */ (scheme) });
+          await page.setViewportSize({ width, height: 850 });
+          await page.goto(demo.url);
+          await page.waitForSelector('[data-testid=dataset]', { timeout: 15_000 });
+          await waitFor(async () => (await rowCount(page)) > 0, { what: `${scheme} ${name}: first dataset shows rows` });
+          const scrollWidth = await page.evaluate(() => document.documentElement.scrollWidth);
+          assert.ok(scrollWidth <= width, `${scheme} ${name}: the page is ${scrollWidth} px wide in a ${width} px window`);
+          const luminance = await pageBackground(page);
+          if (scheme === 'dark') assert.ok(luminance < 60, `dark scheme, ${name}: page background luminance ${luminance}`);
+          else assert.ok(luminance > 200, `light scheme, ${name}: page background luminance ${luminance}`);
+          await page.screenshot({ path: path.join(artifacts, `dashboard-${scheme}-${name}.png`), fullPage: true });
+          await page.goto(new URL('latency', demo.url).href);
+          await page.waitForSelector('[data-testid=latency-chart] canvas', { timeout: 15_000 });
+          const latencyWidth = await page.evaluate(() => document.documentElement.scrollWidth);
+          assert.ok(latencyWidth <= width, `${scheme} ${name}: the latency page is ${latencyWidth} px wide in a ${width} px window`);
+          await page.screenshot({ path: path.join(artifacts, `latency-${scheme}-${name}.png`), fullPage: true });
+        } catch (e) {
+          await page.screenshot({ path: path.join(artifacts, `layout-${scheme}-${name}-failed.png`), fullPage: true });
+          throw new Error(`${e}${context_()}`);
+        } finally {
+          await page.close();
+        }
+      }
+    }
+  });
+
   it('ventas: renders a chart and the exact row count', async () => {
     const page = await open(demo.url);
     try {
