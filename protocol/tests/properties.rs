@@ -865,3 +865,15 @@ proptest! {
         }
     }
 }
+
+/// A number in a message's free-form JSON (`hello`'s `limits`) survives
+/// parse → to_json → parse unchanged. The fuzzer found a long decimal that
+/// serde_json's fast float parser read one unit in the last place off, so
+/// the re-parsed message differed; the exact parser (`float_roundtrip`)
+/// fixes it.
+#[test]
+fn a_long_decimal_in_hello_limits_round_trips() {
+    let text = r#"{"type": "hello", "protocol": 2, "user": "ana", "tenant": "abct-123", "expires_at": 1795000000, "limits": {"x": 222222222222222222222222222222222222222222222222222222222222222222222222222223.66666666666666666666666666665536, "pending_requests_max": 16}}"#;
+    let event = volley_protocol::BrowserEvent::parse(text).expect("a hello");
+    assert_eq!(volley_protocol::BrowserEvent::parse(&event.to_json()), Ok(event));
+}
