@@ -40,6 +40,9 @@ pub struct BrowserSession {
     pub last_activity: Cell<Instant>,
     /// Last heartbeat ping queued.
     pub(crate) last_ping: Cell<Instant>,
+    /// A digest of the dataset list this session was last sent (`list` or
+    /// `datasets_changed`), so an unchanged list is not sent again; 0: none.
+    pub(crate) datasets_sent: Cell<u64>,
 }
 
 /// One open query or subscription of a session.

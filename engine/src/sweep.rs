@@ -55,5 +55,15 @@ pub async fn sweep(worker: Rc<Worker>) {
         for session in overdue {
             crate::browser::expire_queries(&worker, &session, now);
         }
+        // Connectors came or went since the last sweep: sessions whose
+        // readable datasets changed hear the new list, at most once a sweep
+        // however often a connector comes and goes.
+        let generation = worker.shared.registry.datasets_generation.load(std::sync::atomic::Ordering::Acquire);
+        if generation != worker.datasets_generation_seen.get() {
+            worker.datasets_generation_seen.set(generation);
+            for session in worker.local.borrow().sessions.values() {
+                crate::browser::datasets_changed(&worker, session);
+            }
+        }
     }
 }

@@ -201,7 +201,46 @@ fn list_shows_only_allowed_online_datasets() {
     assert_eq!(browser.next_json(Duration::from_secs(5))["type"], "pong");
 }
 
-/// §10 and DESIGN "Observability": /health JSON fields, /metrics in the
+/// PROTOCOL.md §4.4 `datasets_changed`: a level-2 session hears, unasked,
+/// that a connector came or went when that changes the datasets it may read —
+/// and only then: a session that may not read the new dataset hears nothing.
+#[test]
+fn sessions_hear_their_datasets_change_as_connectors_come_and_go() {
+    let gateway = start(config());
+    let addr = gateway.local_addr();
+    let _first =
+        spawn_connector(addr, ConnectorSpec::level2(vec![DatasetSpec::query("ventas", synthetic_frames(1, 64))]));
+    wait_connectors(&gateway, 1);
+    let mut both = Browser::connect(addr, &session_token(TENANT, &["ventas", "nomina"]), true);
+    let mut ventas_only = Browser::connect(addr, &session_token(TENANT, &["ventas"]), true);
+    for browser in [&mut both, &mut ventas_only] {
+        browser.send(json!({"action": "list"}));
+        assert_eq!(browser.next_json(Duration::from_secs(5))["datasets"], json!([{"name": "ventas", "live": false}]));
+    }
+
+    let second =
+        spawn_connector(addr, ConnectorSpec::level2(vec![DatasetSpec::query("nomina", synthetic_frames(1, 64))]));
+    wait_connectors(&gateway, 2);
+    let pushed = both.next_json(Duration::from_secs(5));
+    assert_eq!(pushed["type"], "datasets_changed", "{pushed}");
+    assert_eq!(
+        pushed["datasets"],
+        json!([{"name": "nomina", "live": false}, {"name": "ventas", "live": false}]),
+        "the whole list, filtered by permisos"
+    );
+    // Nothing this session may read changed: it hears nothing (its next
+    // message is the answer to its ping).
+    std::thread::sleep(Duration::from_millis(600));
+    ventas_only.send(json!({"action": "ping"}));
+    assert_eq!(ventas_only.next_json(Duration::from_secs(5))["type"], "pong");
+
+    second.vanish();
+    let pushed = both.next_json(Duration::from_secs(10));
+    assert_eq!(pushed["type"], "datasets_changed", "{pushed}");
+    assert_eq!(pushed["datasets"], json!([{"name": "ventas", "live": false}]), "nomina went with its connector");
+}
+
+/// The observability endpoints: /health JSON fields, /metrics in the
 /// Prometheus text format, /metrics.json with merged histograms that count
 /// the traffic that just went through.
 #[test]

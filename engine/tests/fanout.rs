@@ -1,4 +1,4 @@
-//! DESIGN "Cross-worker delivery" / PROTOCOL.md §5.2: one live stream fanned
+//! Cross-worker delivery (ARCHITECTURE.md, "Who owns what") / PROTOCOL.md §5.2: one live stream fanned
 //! out to 500 level-2 browsers spread over both workers.
 
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! DESIGN "Flow control, not buffering" / PROTOCOL.md §5.2: a stalled browser
+//! Flow control, not buffering / PROTOCOL.md §5.2: a stalled browser
 //! slows only its own stream; memory stays within the configured ring
 //! budgets; a slow live subscriber is skipped (with a `gap`) or closed (4002).
 

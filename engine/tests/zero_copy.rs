@@ -1,4 +1,4 @@
-//! DESIGN "Zero-copy forwarding": a connector's frame is built into one
+//! Zero-copy forwarding (ARCHITECTURE.md, "The path of one frame"): a connector's frame is built into one
 //! `SharedFrame` (one payload allocation) and that same allocation reaches
 //! every session on every worker, at both protocol levels.
 //!

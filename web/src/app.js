@@ -625,6 +625,19 @@ async function connectSession(session) {
       setStatus(`Connection lost (${error.code}); reconnecting…`, 'warn', error.code);
     }
   });
+  c.on('datasets', (/** @type {{name: string, live: boolean}[]} */ list) => {
+    if (client !== c) return;
+    const had = datasets.length;
+    datasets = list;
+    renderDatasets();
+    const open = view?.dataset.name;
+    if (open && !list.some((d) => d.name === open)) {
+      setStatus(`“${open}” went offline: its connector is not connected. It comes back in this list when the connector does.`, 'warn');
+    } else if (had === 0 && list.length > 0) {
+      setStatus(`${list.length} dataset(s) available.`, 'ok');
+      if (!view) openDataset(list[0]);
+    }
+  });
   c.on('reconnected', async () => {
     if (client !== c) return;
     setStatus('Reconnected.', 'ok');

@@ -23,6 +23,18 @@ import { CompressionType, RecordBatchReader, compressionRegistry } from 'apache-
 import { decompress as zstdDecompress } from 'fzstd';
 import lz4js from 'lz4js';
 
+/**
+ * A `datasets` / `datasets_changed` list as `{name, live}` objects (a seed
+ * gateway may send bare names).
+ * @param {unknown} list
+ * @returns {{name: string, live: boolean}[]}
+ */
+function datasetList(list) {
+  return Array.isArray(list)
+    ? list.map((/** @type {any} */ d) => (typeof d === 'string' ? { name: d, live: false } : { name: String(d.name), live: Boolean(d.live) }))
+    : [];
+}
+
 /** Level-2 frame header size in bytes (PROTOCOL.md §3). */
 export const FRAME_HEADER_BYTES = 16;
 /** First header byte, `'V'`. */
@@ -558,7 +570,8 @@ export class VolleyClient {
 
   /**
    * Listen to client events: `state` (new state string), `error` (VolleyError
-   * not tied to a query), `hello` (the hello message), `reconnected`.
+   * not tied to a query), `hello` (the hello message), `reconnected`,
+   * `datasets` (the session's readable datasets changed: the new list).
    * @param {string} event
    * @param {Function} fn
    * @returns {() => void} unsubscribe function
@@ -847,12 +860,13 @@ export class VolleyClient {
         return;
       case 'datasets': {
         const pending = this._pendingLists.shift();
-        const datasets = Array.isArray(msg.datasets)
-          ? msg.datasets.map((/** @type {any} */ d) => (typeof d === 'string' ? { name: d, live: false } : { name: String(d.name), live: Boolean(d.live) }))
-          : [];
-        pending?.resolve(datasets);
+        pending?.resolve(datasetList(msg.datasets));
         return;
       }
+      case 'datasets_changed':
+        // Unasked (connectors came or went): not the answer to a `list`.
+        this._emit('datasets', datasetList(msg.datasets));
+        return;
       default:
         break;
     }

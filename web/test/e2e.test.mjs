@@ -2,7 +2,8 @@
 // Chromium driven by playwright-core. Screenshots go to ../test-artifacts/web/.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
@@ -165,6 +166,39 @@ describe('dashboard against the real volley demo', { skip: skip ?? false }, () =
           await page.close();
         }
       }
+    }
+  });
+
+  it('a connector that comes online shows its dataset without a reload, and leaves the list when it goes', async () => {
+    const page = await open(demo.url);
+    /** @type {import('node:child_process').ChildProcess|undefined} */
+    let extra;
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'volley-extra-connector-'));
+    try {
+      await page.waitForSelector('[data-testid=dataset][data-name="ventas"]', { timeout: 15_000 });
+      const names = () => page.$$eval('[data-testid=dataset]', (els) => els.map((e) => /** @type {HTMLElement} */ (e).dataset.name));
+      assert.ok(!(await names()).includes('extra'), 'no extra dataset before its connector');
+      const secret = demo.log().match(/^secret: (\S+)$/m)?.[1];
+      const tenant = demo.log().match(/^tenant: (\S+)$/m)?.[1];
+      assert.ok(secret && tenant, `the demo printed no secret/tenant${context_()}`);
+      const { stdout: token } = await execFileAsync(volleyBin, ['token', '--connector', '--tenant', tenant], { env: { ...process.env, VOLLEY_SECRET: secret } });
+      writeFileSync(path.join(dir, 'extra.csv'), 'n,label\n1,one\n2,two\n');
+      writeFileSync(path.join(dir, 'connector.yaml'), JSON.stringify({
+        gateway: { uri: new URL('/ws/connect', demo.url.replace(/^http/, 'ws')).href },
+        tenant: { id: tenant, token: token.trim() },
+        datasets: { extra: { type: 'csv', path: path.join(dir, 'extra.csv') } },
+      }));
+      extra = spawn(volleyBin, ['connector', '--config', path.join(dir, 'connector.yaml')], { stdio: 'ignore' });
+      await waitFor(async () => (await names()).includes('extra'), { timeoutMs: 10_000, what: 'the extra dataset listed without a reload' });
+      extra.kill('SIGKILL');
+      await waitFor(async () => !(await names()).includes('extra'), { timeoutMs: 15_000, what: 'the extra dataset gone with its connector' });
+      assert.ok((await names()).includes('ventas'), 'the demo connector\'s datasets stay');
+    } catch (e) {
+      throw new Error(`${e}${context_()}`);
+    } finally {
+      extra?.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+      await page.close();
     }
   });
 

@@ -31,6 +31,8 @@ use crate::worker::Worker;
 
 mod requests;
 
+pub(crate) use requests::datasets_changed;
+
 use requests::handle_request;
 
 /// Read buffer of a browser socket. An idle session pins this buffer under
@@ -92,6 +94,7 @@ pub fn run<R: ConnRead, W: ConnWrite + 'static, G>(
         next_query: Cell::new(1),
         last_activity: Cell::new(Instant::now()),
         last_ping: Cell::new(Instant::now()),
+        datasets_sent: Cell::new(0),
     });
     worker.local.borrow_mut().sessions.insert(id, session.clone());
     shared.registry.sessions_online.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

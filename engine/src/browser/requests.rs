@@ -29,13 +29,8 @@ pub(super) fn handle_request(worker: &Rc<Worker>, session: &Rc<BrowserSession>, 
     match request {
         BrowserRequest::Ping => session.send(&BrowserEvent::Pong),
         BrowserRequest::List => {
-            let datasets = shared
-                .registry
-                .datasets(&session.claims.cuenta_id)
-                .into_iter()
-                .filter(|(name, _)| session.claims.allows(name))
-                .map(|(name, live)| DatasetInfo { name, live })
-                .collect();
+            let datasets = readable_datasets(worker, session);
+            session.datasets_sent.set(digest(&datasets));
             session.send(&BrowserEvent::Datasets { datasets });
         }
         BrowserRequest::Query { dataset, query_id, compression } => {
@@ -224,4 +219,45 @@ fn open(
             session.error(ErrorCode::TooManyRequests, "the connector's queue is full", Some(query_id));
         }
     }
+}
+
+/// The datasets `session` may read from the connectors online now.
+fn readable_datasets(worker: &Worker, session: &BrowserSession) -> Vec<DatasetInfo> {
+    worker
+        .shared
+        .registry
+        .datasets(&session.claims.cuenta_id)
+        .into_iter()
+        .filter(|(name, _)| session.claims.allows(name))
+        .map(|(name, live)| DatasetInfo { name, live })
+        .collect()
+}
+
+/// A digest of a dataset list, never 0 (0 means "none sent yet").
+fn digest(datasets: &[DatasetInfo]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for dataset in datasets {
+        dataset.name.hash(&mut hasher);
+        dataset.live.hash(&mut hasher);
+    }
+    hasher.finish() | 1
+}
+
+/// Connectors came or went (the sweep saw a new `datasets_generation`):
+/// a level-2 session that has asked for the list, and whose readable
+/// datasets differ from the list it was last sent, gets the new one,
+/// unasked (`datasets_changed`). A session that never asked shows no list,
+/// so it is told nothing.
+pub(crate) fn datasets_changed(worker: &Worker, session: &BrowserSession) {
+    if session.level != Level::Two || session.datasets_sent.get() == 0 || session.ring.borrow().is_closing() {
+        return;
+    }
+    let datasets = readable_datasets(worker, session);
+    let digest = digest(&datasets);
+    if digest == session.datasets_sent.get() {
+        return;
+    }
+    session.datasets_sent.set(digest);
+    session.send(&BrowserEvent::DatasetsChanged { datasets });
 }

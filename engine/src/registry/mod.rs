@@ -82,6 +82,10 @@ pub struct Registry {
     next_stream_id: AtomicU32,
     /// Connectors online.
     pub connectors_online: AtomicUsize,
+    /// Bumped whenever a connector registers or leaves: the workers' sweeps
+    /// compare it with what they last saw to tell sessions their datasets
+    /// changed (`datasets_changed`, PROTOCOL.md §4.4).
+    pub datasets_generation: AtomicU64,
     /// Browser sessions open.
     pub sessions_online: AtomicUsize,
     /// Bytes live streams keep for late joiners, all streams together
@@ -104,6 +108,7 @@ impl Registry {
             hasher: std::collections::hash_map::RandomState::new(),
             next_stream_id: AtomicU32::new(1),
             connectors_online: AtomicUsize::new(0),
+            datasets_generation: AtomicU64::new(0),
             sessions_online: AtomicUsize::new(0),
             retained_bytes: Arc::new(AtomicUsize::new(0)),
         }
@@ -127,6 +132,7 @@ impl Registry {
         let mut shard = self.tenant_shard(&handle.tenant).write();
         shard.entry(handle.tenant.clone()).or_default().connectors.push(handle);
         self.connectors_online.fetch_add(1, Ordering::Relaxed);
+        self.datasets_generation.fetch_add(1, Ordering::Release);
     }
 
     /// Removes a connector tunnel (and the live streams it carried from the tenant's table).
@@ -137,6 +143,7 @@ impl Registry {
             entry.connectors.retain(|c| c.id != handle.id);
             if entry.connectors.len() < before {
                 self.connectors_online.fetch_sub(1, Ordering::Relaxed);
+                self.datasets_generation.fetch_add(1, Ordering::Release);
             }
             entry.live.retain(|_, stream| stream.connector.id != handle.id);
             if entry.connectors.is_empty() && entry.live.is_empty() {

@@ -92,6 +92,9 @@ pub struct Worker {
     pub local: RefCell<Local>,
     /// Local metrics (published once a second).
     pub metrics: RefCell<WorkerMetrics>,
+    /// The registry's `datasets_generation` this worker's sessions were
+    /// last brought up to date with.
+    pub datasets_generation_seen: std::cell::Cell<u64>,
 }
 
 impl Worker {
@@ -102,6 +105,7 @@ impl Worker {
             shared,
             local: RefCell::new(Local::default()),
             metrics: RefCell::new(WorkerMetrics::default()),
+            datasets_generation_seen: std::cell::Cell::new(0),
         })
     }
 

@@ -121,6 +121,12 @@ pub enum BrowserEvent {
         /// Readable datasets online now.
         datasets: Vec<DatasetInfo>,
     },
+    /// Unasked, level 2: the session's readable online datasets changed
+    /// (connectors came or went). The whole list, as `list` would answer.
+    DatasetsChanged {
+        /// Readable datasets online now.
+        datasets: Vec<DatasetInfo>,
+    },
     /// Schema and row count, before `stream_start` of a query.
     FlightInfo {
         /// The query.
