@@ -588,6 +588,37 @@ async function refreshDatasets() {
   renderDatasets();
 }
 
+/**
+ * The datasets a session token allows (its `permisos` claim), read from the
+ * token itself: not verified here (the gateway does that), only to say why
+ * the list is empty. `null` when the token cannot be read.
+ * @param {string} session
+ * @returns {string[]|null}
+ */
+function allowedDatasets(session) {
+  try {
+    const part = session.split('.')[1] ?? '';
+    const base64 = part.replace(/-/g, '+').replace(/_/g, '/') + '='.repeat((4 - (part.length % 4)) % 4);
+    const claims = JSON.parse(atob(base64));
+    return Array.isArray(claims.permisos) ? claims.permisos.map(String) : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Why the dataset list is empty, in words: the session may read nothing, or
+ * nothing it may read is online now (the list updates when a connector comes).
+ * @param {string} session
+ */
+function emptyListMessage(session) {
+  const allowed = allowedDatasets(session);
+  if (allowed !== null && allowed.length === 0) {
+    return 'Connected, but this session may read no dataset. Ask for a link that grants the datasets you need.';
+  }
+  return 'Connected. No connector serving your datasets is online right now; they appear here as soon as one connects.';
+}
+
 /** @param {string} session */
 async function connectSession(session) {
   view?.close();
@@ -631,7 +662,9 @@ async function connectSession(session) {
     datasets = list;
     renderDatasets();
     const open = view?.dataset.name;
-    if (open && !list.some((d) => d.name === open)) {
+    if (list.length === 0) {
+      setStatus(emptyListMessage(el.sessionInput.value.trim()), 'warn');
+    } else if (open && !list.some((d) => d.name === open)) {
       setStatus(`“${open}” went offline: its connector is not connected. It comes back in this list when the connector does.`, 'warn');
     } else if (had === 0 && list.length > 0) {
       setStatus(`${list.length} dataset(s) available.`, 'ok');
@@ -653,7 +686,7 @@ async function connectSession(session) {
     return;
   }
   if (datasets.length === 0) {
-    setStatus('Connected, but no dataset is online for this session.', 'warn');
+    setStatus(emptyListMessage(session), 'warn');
     return;
   }
   setStatus(`Connected. ${datasets.length} dataset(s) available.`, 'ok');

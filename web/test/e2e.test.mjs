@@ -3,6 +3,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { createHmac } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -199,6 +200,38 @@ describe('dashboard against the real volley demo', { skip: skip ?? false }, () =
       extra?.kill('SIGKILL');
       rmSync(dir, { recursive: true, force: true });
       await page.close();
+    }
+  });
+
+  it('an empty dataset list says why: nothing online that the session may read, or nothing it may read', async () => {
+    const secret = demo.log().match(/^secret: (\S+)$/m)?.[1];
+    const tenant = demo.log().match(/^tenant: (\S+)$/m)?.[1];
+    assert.ok(secret && tenant, `the demo printed no secret/tenant${context_()}`);
+    const base64url = (/** @type {string|Buffer} */ data) => Buffer.from(data).toString('base64url');
+    /** An HS256 session token with these `permisos`, signed with the demo's secret. @param {string[]} permisos */
+    const token = (permisos) => {
+      const now = Math.floor(Date.now() / 1000);
+      const head = base64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
+      const body = base64url(JSON.stringify({ sub: 'e2e', cuenta_id: tenant, edge_id: '', permisos, jti: `e2e-${permisos.length}`, iat: now, exp: now + 600 }));
+      const signature = createHmac('sha256', secret).update(`${head}.${body}`).digest('base64url');
+      return `${head}.${body}.${signature}`;
+    };
+    for (const [permisos, expected] of [
+      [['nope'], 'No connector serving your datasets is online right now'],
+      [[], 'this session may read no dataset'],
+    ]) {
+      const url = new URL(demo.url);
+      url.searchParams.set('session', token(/** @type {string[]} */ (permisos)));
+      const page = await open(url.href);
+      try {
+        await waitFor(async () => ((await page.textContent('[data-testid=status]')) ?? '').includes(/** @type {string} */ (expected)), {
+          what: `status for permisos ${JSON.stringify(permisos)}`,
+        });
+      } catch (e) {
+        throw new Error(`${e}: ${await page.textContent('[data-testid=status]')}${context_()}`);
+      } finally {
+        await page.close();
+      }
     }
   });
 
