@@ -61,8 +61,9 @@ pub async fn sweep(worker: Rc<Worker>) {
         let generation = worker.shared.registry.datasets_generation.load(std::sync::atomic::Ordering::Acquire);
         if generation != worker.datasets_generation_seen.get() {
             worker.datasets_generation_seen.set(generation);
+            let mut online = std::collections::HashMap::new();
             for session in worker.local.borrow().sessions.values() {
-                crate::browser::datasets_changed(&worker, session);
+                crate::browser::datasets_changed(&worker, session, &mut online);
             }
         }
     }

@@ -6,6 +6,7 @@
 // peer-chosen offset could make panic. Use `get`, patterns or iterators.
 #![deny(clippy::indexing_slicing, clippy::string_slice)]
 
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -29,7 +30,8 @@ pub(super) fn handle_request(worker: &Rc<Worker>, session: &Rc<BrowserSession>, 
     match request {
         BrowserRequest::Ping => session.send(&BrowserEvent::Pong),
         BrowserRequest::List => {
-            let datasets = readable_datasets(worker, session);
+            let online = shared.registry.datasets(&session.claims.cuenta_id);
+            let datasets = readable_datasets(&online, session);
             session.datasets_sent.set(digest(&datasets));
             session.send(&BrowserEvent::Datasets { datasets });
         }
@@ -222,14 +224,12 @@ fn open(
 }
 
 /// The datasets `session` may read from the connectors online now.
-fn readable_datasets(worker: &Worker, session: &BrowserSession) -> Vec<DatasetInfo> {
-    worker
-        .shared
-        .registry
-        .datasets(&session.claims.cuenta_id)
-        .into_iter()
+/// Of `online` (the tenant's datasets, `Registry::datasets`), those `session` may read.
+fn readable_datasets(online: &[(String, bool)], session: &BrowserSession) -> Vec<DatasetInfo> {
+    online
+        .iter()
         .filter(|(name, _)| session.claims.allows(name))
-        .map(|(name, live)| DatasetInfo { name, live })
+        .map(|(name, live)| DatasetInfo { name: name.clone(), live: *live })
         .collect()
 }
 
@@ -248,12 +248,21 @@ fn digest(datasets: &[DatasetInfo]) -> u64 {
 /// a level-2 session that has asked for the list, and whose readable
 /// datasets differ from the list it was last sent, gets the new one,
 /// unasked (`datasets_changed`). A session that never asked shows no list,
-/// so it is told nothing.
-pub(crate) fn datasets_changed(worker: &Worker, session: &BrowserSession) {
+/// so it is told nothing. `online` caches the registry's list per tenant for
+/// one pass over the worker's sessions: one lookup per tenant, not per session.
+pub(crate) fn datasets_changed(
+    worker: &Worker,
+    session: &BrowserSession,
+    online: &mut HashMap<String, Vec<(String, bool)>>,
+) {
     if session.level != Level::Two || session.datasets_sent.get() == 0 || session.ring.borrow().is_closing() {
         return;
     }
-    let datasets = readable_datasets(worker, session);
+    let tenant = &session.claims.cuenta_id;
+    if !online.contains_key(tenant) {
+        online.insert(tenant.clone(), worker.shared.registry.datasets(tenant));
+    }
+    let datasets = readable_datasets(online.get(tenant).map(Vec::as_slice).unwrap_or_default(), session);
     let digest = digest(&datasets);
     if digest == session.datasets_sent.get() {
         return;
