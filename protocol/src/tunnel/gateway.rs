@@ -314,10 +314,9 @@ impl<S> GatewayEnd<S> {
                 message: format!("bad_frame_header: {e}"),
             })?;
             let overdraft_max = self.overdraft_max;
+            // A cancelled level-2 stream is forgotten at once (`cancel`), so
+            // its frames still in flight find no entry.
             let Some(entry) = self.streams.get_mut(&header.stream_id) else { return Ok(Binary::Dropped) };
-            if entry.cancelled {
-                return Ok(Binary::Dropped);
-            }
             entry.frames += 1;
             entry.body_bytes += payload.len().saturating_sub(FRAME_HEADER_BYTES) as u64;
             if !entry.open.live {
