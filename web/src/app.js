@@ -56,6 +56,10 @@ const el = {
   chartNote: $('chart-note'),
   canvas: /** @type {HTMLCanvasElement} */ ($('chart-canvas')),
   table: /** @type {HTMLTableElement} */ ($('rows-table')),
+  chartEmpty: $('chart-empty'),
+  chartBox: /** @type {HTMLElement} */ (document.querySelector('.chart-box')),
+  chartControls: /** @type {HTMLElement} */ (document.querySelector('.chart-controls')),
+  tableEmpty: $('table-empty'),
   content: /** @type {HTMLElement} */ (document.querySelector('.content')),
 };
 
@@ -76,13 +80,13 @@ const MESSAGES = {
   revoked: () => 'Your session was revoked. Ask your administrator for a new link.',
   unauthorized: () => 'This session token is not valid. Check the link or paste a new token.',
   forbidden: () => 'This session is not allowed here (wrong role, edge or origin).',
-  dataset_not_found: (d) => `Unknown dataset “${d}”: no connector online lists it.`,
-  dataset_forbidden: (d) => `Your session may not read “${d}”.`,
+  dataset_not_found: (d) => `Unknown dataset “${d}”: no connector online lists it. Pick another dataset; it reappears in the list when its connector is back.`,
+  dataset_forbidden: (d) => `Your session may not read “${d}”. Ask for a link that grants it, or pick another dataset.`,
   connector_offline: () => 'The data connector for your account is offline. Data will appear once it reconnects.',
-  connector_gone: (d) => `The connector serving “${d}” disconnected.`,
-  not_live: (d) => `“${d}” is not a live dataset.`,
-  query_timeout: (d) => `The query for “${d}” took too long and was stopped.`,
-  source_error: (d) => `The connector could not read “${d}”.`,
+  connector_gone: (d) => `The connector serving “${d}” disconnected before the data was complete. Open the dataset again when it is back in the list.`,
+  not_live: (d) => `“${d}” is no longer a live dataset. Open it again from the list to query it.`,
+  query_timeout: (d) => `The query for “${d}” took too long and was stopped. Try again; if it keeps happening the connector's source is too slow.`,
+  source_error: (d) => `The connector could not read “${d}” from its source. Try again later or pick another dataset; the connector's administrator finds the cause in its log under the error id in brackets.`,
   too_many_requests: () => 'Too many open queries on this session; close some and try again.',
   slow_consumer: () => 'This page fell too far behind the live stream and was disconnected.',
   retained_limit: (d) => `The live stream of “${d}” carries more dictionary data than the gateway keeps, or this page has too much queued to join it.`,
@@ -450,6 +454,31 @@ function redraw(v) {
 
 // ---------------------------------------------------------------- actions
 
+/**
+ * Take the previous dataset's chart and rows off the screen, so nothing under
+ * a new title belongs to another dataset. With `reason`, the chart and table
+ * say why they are empty.
+ * @param {string} [reason]
+ */
+function clearData(reason = '') {
+  chart?.destroy();
+  chart = null;
+  const ctx = el.canvas.getContext('2d');
+  ctx?.clearRect(0, 0, el.canvas.width, el.canvas.height);
+  el.canvas.dataset.points = '0';
+  el.xSelect.replaceChildren();
+  el.ySelect.replaceChildren();
+  el.chartNote.textContent = '';
+  el.table.tHead?.replaceChildren();
+  el.table.tBodies[0].replaceChildren();
+  el.chartEmpty.textContent = reason;
+  el.chartEmpty.hidden = !reason;
+  el.chartBox.hidden = Boolean(reason);
+  el.chartControls.hidden = Boolean(reason);
+  el.tableEmpty.textContent = reason;
+  el.tableEmpty.hidden = !reason;
+}
+
 /** @param {View} v */
 function resetScreen(v) {
   el.title.textContent = v.dataset.name;
@@ -462,8 +491,7 @@ function resetScreen(v) {
   el.batchCount.textContent = '0';
   el.progressBar.style.width = '0';
   el.progressBar.className = v.live ? 'progress-bar live' : 'progress-bar';
-  el.table.tHead?.replaceChildren();
-  el.table.tBodies[0].replaceChildren();
+  clearData();
   el.content.dataset.phase = 'loading';
   for (const li of el.datasets.querySelectorAll('li')) {
     li.classList.toggle('active', /** @type {HTMLElement} */ (li).dataset.name === v.dataset.name);
@@ -498,6 +526,7 @@ async function openDataset(dataset) {
           setStatus('Connection lost; reconnecting…', 'warn', error.code);
         } else {
           showError(error, dataset.name);
+          if (sub.done) failView(v);
         }
       },
     });
@@ -538,7 +567,15 @@ async function openDataset(dataset) {
       return;
     }
     showError(error, dataset.name);
+    failView(v);
   }
+}
+
+/** A query or subscription failed for good: no stale rows or chart stay under its title. @param {View} v */
+function failView(v) {
+  if (v.closed) return;
+  el.content.dataset.phase = 'error';
+  clearData(`No data from “${v.dataset.name}”: the ${v.live ? 'subscription' : 'query'} failed (the message at the top says why).`);
 }
 
 function renderDatasets() {

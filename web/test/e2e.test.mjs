@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
 import {
-  ensureArtifactsDir, execFileAsync, missingBinaryReason, startDemo, volleyBin, waitFor, webRoot,
+  ensureArtifactsDir, execFileAsync, missingBinaryReason, startConnector, startDemo, volleyBin, waitFor, webRoot,
 } from './helpers.mjs';
 
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
@@ -261,6 +261,42 @@ describe('dashboard against the real volley demo', { skip: skip ?? false }, () =
       await page.screenshot({ path: path.join(artifacts, 'ventas-failed.png'), fullPage: true });
       throw new Error(`${e}${context_()}`);
     } finally {
+      await page.close();
+    }
+  });
+
+  it('a failed query takes the previous chart and rows off the page and says what happened', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'volley-broken-'));
+    const csv = path.join(dir, 'broken.csv');
+    writeFileSync(csv, 'n,label\n1,one\n2,two\n');
+    const connector = await startConnector(demo, dir, { broken: { type: 'csv', path: csv } });
+    const page = await open(demo.url);
+    try {
+      await page.waitForSelector('[data-testid=dataset][data-name="broken"]', { timeout: 15_000 });
+      await openDataset(page, 'ventas');
+      await waitFor(async () => (await page.getAttribute('.content', 'data-phase')) === 'done', { timeoutMs: 30_000, what: 'ventas query done' });
+      assert.ok(Number(await page.getAttribute('[data-testid=chart] canvas', 'data-points')) > 1, 'ventas drew a chart first');
+      // The file goes away after the connector listed it: the query fails with source_error.
+      rmSync(csv);
+      await openDataset(page, 'broken');
+      await waitFor(async () => (await page.getAttribute('.content', 'data-phase')) === 'error', { what: 'the broken query failed' });
+      const points = Number(await page.getAttribute('[data-testid=chart] canvas', 'data-points') ?? 0);
+      assert.equal(points, 0, 'ventas\' chart points are gone');
+      const ink = await canvasInk(page, '[data-testid=chart] canvas', [47, 111, 237]);
+      assert.equal(ink.colour, 0, `no chart line stays under the new title (${JSON.stringify(ink)})`);
+      assert.equal(await page.$$eval('[data-testid=table] tbody tr', (rows) => rows.length), 0, 'no ventas rows stay in the table');
+      assert.match((await page.textContent('[data-testid=chart-empty]')) ?? '', /No data from “broken”/);
+      assert.ok(await page.isVisible('[data-testid=chart-empty]'), 'the chart says why it is empty');
+      assert.equal(await page.getAttribute('[data-testid=status]', 'data-code'), 'source_error');
+      const status = (await page.textContent('[data-testid=status]')) ?? '';
+      assert.match(status, /could not read “broken”.*Try again later/, `the status says what happened and what to do: ${status}`);
+      await page.screenshot({ path: path.join(artifacts, 'failed-query.png'), fullPage: true });
+    } catch (e) {
+      await page.screenshot({ path: path.join(artifacts, 'failed-query-failed.png'), fullPage: true });
+      throw new Error(`${e}${context_()}\n--- connector ---\n${connector.log()}`);
+    } finally {
+      connector.kill();
+      rmSync(dir, { recursive: true, force: true });
       await page.close();
     }
   });

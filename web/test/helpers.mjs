@@ -1,6 +1,6 @@
 // Shared helpers for the tests: start the real `volley demo`, free ports, paths.
 import { spawn, execFile } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -156,4 +156,55 @@ export async function waitFor(fn, { timeoutMs = 15_000, intervalMs = 100, what =
     await new Promise((resolve) => setTimeout(resolve, intervalMs));
   }
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${JSON.stringify(last)})`);
+}
+
+/**
+ * @typedef {object} ExtraConnector
+ * @property {import('node:child_process').ChildProcess} child
+ * @property {() => void} kill          SIGKILL (a crash: no goodbye to the gateway)
+ * @property {() => ExtraConnector} restart  a new process with the same configuration
+ * @property {() => string} log
+ */
+
+/**
+ * Start `volley connector` for the demo's tenant (credential from `volley
+ * token --connector`, signed with the demo's printed secret), serving
+ * `datasets` (the connector YAML `datasets:` map; JSON is YAML).
+ * @param {Demo} demo
+ * @param {string} dir  a scratch directory for the configuration
+ * @param {Record<string, object>} datasets
+ * @returns {Promise<ExtraConnector>}
+ */
+export async function startConnector(demo, dir, datasets) {
+  if (!demo.secret || !demo.tenant) throw new Error(`the demo printed no secret/tenant\n${demo.log()}`);
+  const { stdout: token } = await execFileAsync(volleyBin, ['token', '--connector', '--tenant', demo.tenant], {
+    env: { ...process.env, VOLLEY_SECRET: demo.secret },
+  });
+  const config = path.join(dir, 'connector.yaml');
+  writeFileSync(config, JSON.stringify({
+    gateway: { uri: new URL('/ws/connect', demo.base.replace(/^http/, 'ws')).href },
+    tenant: { id: demo.tenant, token: token.trim() },
+    performance: { reconnect_delay: 0.2 },
+    datasets,
+  }));
+  const launch = () => {
+    let log = '';
+    const child = spawn(volleyBin, ['connector', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const append = (/** @type {Buffer} */ chunk) => {
+      log = (log + chunk.toString()).slice(-DEMO_LOG_BYTES_MAX);
+    };
+    child.stdout.on('data', append);
+    child.stderr.on('data', append);
+    /** @type {ExtraConnector} */
+    const handle = {
+      child,
+      kill: () => {
+        if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      },
+      restart: launch,
+      log: () => log,
+    };
+    return handle;
+  };
+  return launch();
 }
