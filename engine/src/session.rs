@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use volley_protocol::message::{BrowserEvent, ErrorCode};
 use volley_protocol::token::SessionClaims;
+use volley_protocol::Codec;
 
 use crate::conn::{ConnCtl, Ring};
 use crate::frame::Level;
@@ -57,6 +58,16 @@ pub(crate) struct OpenQuery {
     /// `None` for a live subscription. Checked by the worker's sweep: no
     /// timer task holds the session.
     pub(crate) deadline: Option<Instant>,
+    /// A live subscription whose stream ended with its connector
+    /// (PROTOCOL.md §5.3): it waits for a connector serving the dataset,
+    /// and this is when the worker's sweep next tries to resume it (it also
+    /// tries whenever connectors come or go). `stream` is then the stream
+    /// that ended. `None`: attached to a running stream, or a query.
+    pub(crate) waiting: Option<Instant>,
+    /// A live subscription's codecs, most preferred first (what
+    /// `CompressionConfig::preference` chose for its request), kept to
+    /// resume it; empty for a query.
+    pub(crate) codecs: Vec<Option<Codec>>,
 }
 
 impl BrowserSession {
@@ -65,11 +76,23 @@ impl BrowserSession {
         self.take_query(query_id);
     }
 
-    /// Removes the query `query_id` and returns its stream.
-    pub(crate) fn take_query(&self, query_id: &str) -> Option<Arc<Stream>> {
+    /// Removes the query `query_id` and returns it.
+    pub(crate) fn take_query(&self, query_id: &str) -> Option<OpenQuery> {
         let mut queries = self.queries.borrow_mut();
         let at = queries.iter().position(|q| q.id == query_id)?;
-        Some(queries.swap_remove(at).stream)
+        Some(queries.swap_remove(at))
+    }
+
+    /// Marks the live subscription `query_id`, attached to `stream_id`, as
+    /// waiting for a connector, to be tried again at `retry_at`. False when
+    /// the session has no such subscription (it left meanwhile).
+    pub(crate) fn wait_for_connector(&self, query_id: &str, stream_id: u32, retry_at: Instant) -> bool {
+        let mut queries = self.queries.borrow_mut();
+        let Some(query) = queries.iter_mut().find(|q| q.id == query_id && q.stream.id == stream_id) else {
+            return false;
+        };
+        query.waiting = Some(retry_at);
+        true
     }
 
     /// The stream id of the open query `query_id`.

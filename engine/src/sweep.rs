@@ -59,12 +59,18 @@ pub async fn sweep(worker: Rc<Worker>) {
         // readable datasets changed hear the new list, at most once a sweep
         // however often a connector comes and goes.
         let generation = worker.shared.registry.datasets_generation.load(std::sync::atomic::Ordering::Acquire);
-        if generation != worker.datasets_generation_seen.get() {
+        let connectors_changed = generation != worker.datasets_generation_seen.get();
+        if connectors_changed {
             worker.datasets_generation_seen.set(generation);
             let mut online = std::collections::HashMap::new();
             for session in worker.local.borrow().sessions.values() {
                 crate::browser::datasets_changed(&worker, session, &mut online);
             }
+        }
+        // Live subscriptions waiting for a connector try again: at once
+        // when connectors came or went, otherwise when their retry is due.
+        if worker.live_waiting.get() {
+            crate::browser::resume_waiting(&worker, connectors_changed, now);
         }
     }
 }

@@ -145,6 +145,7 @@ impl ConnectorSpec {
 
 enum Control {
     Live { dataset: String, kind: FrameKind, body: Bytes },
+    EndLive { dataset: String, error: Option<ErrorBody> },
     Vanish,
     Stop,
 }
@@ -167,6 +168,13 @@ impl ConnectorHandle {
     /// Queues a frame for the live stream of `dataset` (sent once the stream runs).
     pub fn live_frame(&self, dataset: &str, kind: FrameKind, body: Bytes) {
         let _ = self.control.send(Control::Live { dataset: dataset.into(), kind, body });
+    }
+
+    /// Ends every running live stream of `dataset` with `stream_end`
+    /// (carrying `error`, if any), as a connector whose source stopped
+    /// does; the tunnel stays open.
+    pub fn end_live(&self, dataset: &str, error: Option<ErrorBody>) {
+        let _ = self.control.send(Control::EndLive { dataset: dataset.into(), error });
     }
 
     /// Drops the socket at once, without a close frame.
@@ -329,6 +337,7 @@ impl Fake {
             while let Ok(cmd) = control.try_recv() {
                 match cmd {
                     Control::Live { dataset, kind, body } => self.live(dataset, kind, body),
+                    Control::EndLive { dataset, error } => self.end_live(&dataset, error),
                     Control::Vanish => {
                         let _ = self.ws.get_ref().shutdown(std::net::Shutdown::Both);
                         return;
@@ -377,6 +386,26 @@ impl Fake {
         }
         if !fed {
             self.live_backlog.entry(dataset).or_default().push_back((kind, body));
+        }
+    }
+
+    fn end_live(&mut self, dataset: &str, error: Option<ErrorBody>) {
+        let ending: Vec<u32> = self
+            .active
+            .iter()
+            .filter(|a| a.live && self.spec.datasets[a.dataset].name == dataset)
+            .map(|a| a.id)
+            .collect();
+        for id in ending {
+            let Some(pos) = self.active.iter().position(|a| a.id == id) else { continue };
+            let a = self.active.remove(pos);
+            self.end.reap(|stream| *stream == id);
+            self.send(&ConnectorMessage::StreamEnd {
+                request_id: a.request_id,
+                total_bytes: a.sent,
+                stream_id: a.stream_id,
+                error: error.clone(),
+            });
         }
     }
 

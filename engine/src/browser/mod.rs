@@ -30,8 +30,10 @@ use crate::session::BrowserSession;
 use crate::worker::Worker;
 
 mod requests;
+mod resume;
 
 pub(crate) use requests::datasets_changed;
+pub(crate) use resume::resume_waiting;
 
 use requests::handle_request;
 
@@ -206,7 +208,10 @@ impl Drop for Teardown {
         }
         let queries = std::mem::take(&mut *session.queries.borrow_mut());
         for query in queries {
-            worker.detach(&query.stream, session.id, &query.id);
+            // A waiting subscription's stream already ended: nothing to detach.
+            if query.waiting.is_none() {
+                worker.detach(&query.stream, session.id, &query.id);
+            }
         }
         worker.local.borrow_mut().sessions.remove(&session.id);
         worker.shared.registry.sessions_online.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);

@@ -8,13 +8,15 @@
 
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use volley_protocol::message::{BrowserEvent, BrowserRequest, DatasetInfo, ErrorCode};
+use volley_protocol::Codec;
 
 use crate::conn::writev::OutItem;
 use crate::frame::Level;
-use crate::registry::{ConnectorCmd, OpenError, Subscriber};
+use crate::registry::{ConnectorCmd, OpenError, Stream, Subscriber};
 use crate::session::{BrowserSession, OpenQuery};
 use crate::worker::{LocalSub, Worker};
 
@@ -51,11 +53,15 @@ pub(super) fn handle_request(worker: &Rc<Worker>, session: &Rc<BrowserSession>, 
 /// one else reads it) and answers `unsubscribed`, or, for a `cancel` of a
 /// query, its `stream_end` with error `cancelled`.
 fn close_query(worker: &Rc<Worker>, session: &Rc<BrowserSession>, query_id: String, is_cancel: bool) {
-    let Some(stream) = session.take_query(&query_id) else {
+    let Some(query) = session.take_query(&query_id) else {
         session.error(ErrorCode::UnknownQuery, format!("no open query {query_id:?}"), Some(query_id));
         return;
     };
-    worker.detach(&stream, session.id, &query_id);
+    let stream = query.stream;
+    // A waiting subscription's stream already ended: nothing to detach.
+    if query.waiting.is_none() {
+        worker.detach(&stream, session.id, &query_id);
+    }
     if is_cancel && !stream.live {
         session.send(&BrowserEvent::StreamEnd {
             query_id: query_id.clone(),
@@ -106,49 +112,115 @@ fn open(
         session.error(ErrorCode::DatasetForbidden, format!("your session may not read {dataset:?}"), Some(query_id));
         return;
     }
-    let tenant = session.claims.cuenta_id.clone();
-    let subscriber = Subscriber { worker: worker.index, session: session.id, query_id: query_id.clone() };
     let codecs = config.compression.preference(compression);
-    let opened = if live {
-        shared.registry.open_live(&tenant, &dataset, subscriber, config.limits.streams_per_connector_max, &codecs)
-    } else {
-        shared
-            .registry
-            .open_query(
-                &tenant,
-                &dataset,
-                subscriber,
-                config.limits.credit_bytes,
-                config.limits.streams_per_connector_max,
-                &codecs,
-            )
-            .map(|stream| (stream, true))
-    };
-    let (stream, is_new) = match opened {
-        Ok(opened) => opened,
-        Err(e) => {
-            let (code, message) = match e {
-                OpenError::Offline => {
-                    (ErrorCode::ConnectorOffline, format!("no connector of tenant {tenant:?} is online"))
-                }
-                OpenError::NotFound => (ErrorCode::DatasetNotFound, format!("no online connector serves {dataset:?}")),
-                OpenError::NotLive => (ErrorCode::NotLive, format!("{dataset:?} is not a live dataset")),
-                OpenError::Busy => {
-                    (ErrorCode::TooManyRequests, "every connector of the tenant is at its stream limit".to_owned())
-                }
-                // Unreachable: `preference` always ends with `None`, which every tunnel offers.
-                OpenError::NoCodec => {
-                    (ErrorCode::Internal, format!("no connector serving {dataset:?} offers an acceptable compression"))
-                }
-            };
+    let stream = match attach(worker, session, &query_id, &dataset, live, &codecs) {
+        Ok(stream) => stream,
+        Err(refused) => {
+            let (code, message) = refused.explain(&session.claims.cuenta_id, &dataset);
             session.error(code, message, Some(query_id));
             return;
         }
     };
+    let deadline = (!live).then(|| Instant::now() + Duration::from_secs(config.timeouts.query_seconds));
+    session.queries.borrow_mut().push(OpenQuery {
+        id: query_id,
+        stream,
+        credit_owed: 0,
+        deadline,
+        waiting: None,
+        codecs: if live { codecs } else { Vec::new() },
+    });
+}
+
+/// Why [`attach`] attached nothing.
+pub(super) enum Refused {
+    /// The registry found no stream to join or start.
+    Open(OpenError),
+    /// A late joiner's snapshot (the kept schema, dictionaries and window)
+    /// does not fit its ring or the gateway's budget.
+    Snapshot {
+        /// The snapshot's bytes.
+        bytes: usize,
+        /// What the session's ring holds now.
+        queued: usize,
+        /// The ring's budget.
+        budget: usize,
+    },
+    /// The connector's command queue is full.
+    QueueFull,
+}
+
+impl Refused {
+    /// The error code and message a browser gets for it.
+    pub(super) fn explain(&self, tenant: &str, dataset: &str) -> (ErrorCode, String) {
+        match self {
+            Refused::Open(OpenError::Offline) => {
+                (ErrorCode::ConnectorOffline, format!("no connector of tenant {tenant:?} is online"))
+            }
+            Refused::Open(OpenError::NotFound) => {
+                (ErrorCode::DatasetNotFound, format!("no online connector serves {dataset:?}"))
+            }
+            Refused::Open(OpenError::NotLive) => (ErrorCode::NotLive, format!("{dataset:?} is not a live dataset")),
+            Refused::Open(OpenError::Busy) => {
+                (ErrorCode::TooManyRequests, "every connector of the tenant is at its stream limit".to_owned())
+            }
+            // Unreachable: `preference` always ends with `None`, which every tunnel offers.
+            Refused::Open(OpenError::NoCodec) => {
+                (ErrorCode::Internal, format!("no connector serving {dataset:?} offers an acceptable compression"))
+            }
+            // The snapshot counts in this session's ring and in the gateway's
+            // budget like any frame; without room for it the subscriber could
+            // not decode what follows, so it is refused instead.
+            Refused::Snapshot { bytes, queued, budget } => (
+                ErrorCode::RetainedLimit,
+                format!(
+                    "the live stream's schema, dictionaries and recent batches ({bytes} bytes) do not fit this \
+                     session's queue ({queued} of {budget} bytes taken) or the gateway's budget: read what is \
+                     queued, then subscribe again"
+                ),
+            ),
+            Refused::QueueFull => (ErrorCode::TooManyRequests, "the connector's queue is full".to_owned()),
+        }
+    }
+}
+
+/// Attaches the session's query or subscription `query_id` to a stream of
+/// `dataset` through the registry — a new one (whose connector is sent
+/// `Open`), or, for a subscription, the running live stream, whose kept
+/// frames it is sent first — and to this worker's tables. The caller
+/// records it in the session's queries.
+pub(super) fn attach(
+    worker: &Rc<Worker>,
+    session: &Rc<BrowserSession>,
+    query_id: &str,
+    dataset: &str,
+    live: bool,
+    codecs: &[Option<Codec>],
+) -> Result<Arc<Stream>, Refused> {
+    let shared = &worker.shared;
+    let config = &shared.config;
+    let tenant = &session.claims.cuenta_id;
+    let subscriber = Subscriber { worker: worker.index, session: session.id, query_id: query_id.to_owned() };
+    let opened = if live {
+        shared.registry.open_live(tenant, dataset, subscriber, config.limits.streams_per_connector_max, codecs)
+    } else {
+        shared
+            .registry
+            .open_query(
+                tenant,
+                dataset,
+                subscriber,
+                config.limits.credit_bytes,
+                config.limits.streams_per_connector_max,
+                codecs,
+            )
+            .map(|stream| (stream, true))
+    };
+    let (stream, is_new) = opened.map_err(Refused::Open)?;
     let mut sub = LocalSub {
         session: session.clone(),
-        query_id: query_id.clone(),
-        dataset: dataset.clone(),
+        query_id: query_id.to_owned(),
+        dataset: dataset.to_owned(),
         live,
         compression: stream.compression,
         started: false,
@@ -159,39 +231,28 @@ fn open(
         snapshot_through: None,
     };
     if !is_new {
-        // Late joiner of a live stream: schema and dictionaries first, then the next batch.
+        // Late joiner of a live stream: schema, dictionaries and the recent
+        // batches first, then the next batch.
         let state = stream.state.lock();
-        let snapshot_bytes: usize = state.retained.frames().map(|frame| frame.wire_len(session.level)).sum();
+        let bytes: usize = state.retained.frames().map(|frame| frame.wire_len(session.level)).sum();
         let (queued, budget) = {
             let ring = session.ring.borrow();
             (ring.bytes(), ring.budget())
         };
-        // The snapshot counts in this session's ring and in the gateway's
-        // budget like any frame; without room for it the subscriber could
-        // not decode what follows, so it is refused instead.
         if state.started
-            && (queued.saturating_add(snapshot_bytes) > budget
-                || shared.held_bytes().saturating_add(snapshot_bytes) > config.rings.total_bytes_max)
+            && (queued.saturating_add(bytes) > budget
+                || shared.held_bytes().saturating_add(bytes) > config.rings.total_bytes_max)
         {
             drop(state);
-            worker.detach(&stream, session.id, &query_id);
-            session.error(
-                ErrorCode::RetainedLimit,
-                format!(
-                    "the live stream's schema and dictionaries ({snapshot_bytes} bytes) do not fit this session's \
-                     queue ({queued} of {budget} bytes taken) or the gateway's budget: read what is queued, then \
-                     subscribe again"
-                ),
-                Some(query_id),
-            );
-            return;
+            worker.detach(&stream, session.id, query_id);
+            return Err(Refused::Snapshot { bytes, queued, budget });
         }
         if state.started {
             sub.started = true;
             let event = BrowserEvent::StreamStart {
-                query_id: query_id.clone(),
-                request_id: query_id.clone(),
-                dataset: dataset.clone(),
+                query_id: query_id.to_owned(),
+                request_id: query_id.to_owned(),
+                dataset: dataset.to_owned(),
                 schema: state.schema_b64.clone().unwrap_or_default(),
                 stream_id: (session.level == Level::Two).then_some(stream.id),
                 live: true,
@@ -206,21 +267,11 @@ fn open(
         }
     }
     worker.add_sub(stream.id, sub);
-    let deadline = (!live).then(|| Instant::now() + Duration::from_secs(config.timeouts.query_seconds));
-    session.queries.borrow_mut().push(OpenQuery {
-        id: query_id.clone(),
-        stream: stream.clone(),
-        credit_owed: 0,
-        deadline,
-    });
-    if is_new {
-        if let Err(e) = stream.connector.mailbox.push(ConnectorCmd::Open(stream.clone())) {
-            drop(e);
-            session.take_query(&query_id);
-            worker.detach(&stream, session.id, &query_id);
-            session.error(ErrorCode::TooManyRequests, "the connector's queue is full", Some(query_id));
-        }
+    if is_new && stream.connector.mailbox.push(ConnectorCmd::Open(stream.clone())).is_err() {
+        worker.detach(&stream, session.id, query_id);
+        return Err(Refused::QueueFull);
     }
+    Ok(stream)
 }
 
 /// The datasets `session` may read from the connectors online now.

@@ -95,6 +95,9 @@ pub struct Worker {
     /// The registry's `datasets_generation` this worker's sessions were
     /// last brought up to date with.
     pub datasets_generation_seen: std::cell::Cell<u64>,
+    /// Some session of this worker may have a live subscription waiting
+    /// for a connector (`browser::resume_waiting` clears it when none does).
+    pub live_waiting: std::cell::Cell<bool>,
 }
 
 impl Worker {
@@ -106,6 +109,7 @@ impl Worker {
             local: RefCell::new(Local::default()),
             metrics: RefCell::new(WorkerMetrics::default()),
             datasets_generation_seen: std::cell::Cell::new(0),
+            live_waiting: std::cell::Cell::new(false),
         })
     }
 
@@ -274,9 +278,20 @@ impl Worker {
     fn deliver_event(&self, stream_id: u32, event: &StreamEvent) {
         let mut local = self.local.borrow_mut();
         let mut metrics = self.metrics.borrow_mut();
-        if matches!(event, StreamEvent::End { .. }) {
+        if let StreamEvent::End { error, .. } = event {
             if let Some(mut subs) = local.subs.remove(&stream_id) {
+                let retry_at = Instant::now() + LIVE_RESUME_FIRST;
                 for sub in subs.iter_mut() {
+                    // A level-2 live subscriber outlives its connector: it
+                    // waits for one to serve the dataset again (the sweep
+                    // resumes it, `browser::resume_waiting`).
+                    if resumable(sub, error.as_ref())
+                        && sub.session.wait_for_connector(&sub.query_id, stream_id, retry_at)
+                    {
+                        sub.session.send(&waiting_event(sub, stream_id, error.as_ref()));
+                        self.live_waiting.set(true);
+                        continue;
+                    }
                     send_event(sub, stream_id, event, &mut metrics);
                     sub.session.forget_query(&sub.query_id);
                 }
@@ -312,6 +327,43 @@ impl Worker {
             self.shared.registry.end_stream(stream);
             let _ = stream.connector.mailbox.push(crate::registry::ConnectorCmd::Cancel(stream.id));
         }
+    }
+}
+
+/// How long after its stream ended a waiting live subscription is first
+/// tried again, unless connectors come or go sooner (the sweep tries then).
+/// Not at once: a connector that ends its live streams cleanly while
+/// staying online would otherwise be asked again four times a second.
+pub const LIVE_RESUME_FIRST: Duration = Duration::from_secs(1);
+
+/// Whether a live subscriber whose stream ended this way waits for a
+/// connector instead of ending (PROTOCOL.md §5.3): level 2 only (a level-1
+/// page knows one stream per socket and nothing of `live_waiting`), and only
+/// when the connector went away or ended the stream without an error — not
+/// when the stream failed (`source_error`, `retained_limit`, …), which
+/// would fail again.
+fn resumable(sub: &LocalSub, error: Option<&ErrorBody>) -> bool {
+    sub.live && sub.session.level == Level::Two && error.is_none_or(|e| e.code == ErrorCode::ConnectorGone)
+}
+
+/// `live_waiting` for a subscriber whose stream ended (`error`: why, if it says).
+fn waiting_event(sub: &LocalSub, stream_id: u32, error: Option<&ErrorBody>) -> BrowserEvent {
+    let dataset = &sub.dataset;
+    let why = error.map_or_else(
+        || format!("the connector serving {dataset:?} ended the live stream"),
+        |error| error.message.clone(),
+    );
+    BrowserEvent::LiveWaiting {
+        query_id: sub.query_id.clone(),
+        stream_id: Some(stream_id),
+        dataset: dataset.clone(),
+        error: ErrorBody::new(
+            ErrorCode::ConnectorGone,
+            format!(
+                "{why}; the subscription stays open and resumes with a new stream_start as soon as a connector \
+                 serving {dataset:?} is online"
+            ),
+        ),
     }
 }
 

@@ -173,6 +173,22 @@ pub enum BrowserEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<ErrorBody>,
     },
+    /// Level 2: a live subscription's stream ended because its connector
+    /// went away (or stopped the stream). The subscription stays open and
+    /// waits; when a connector serving the dataset is back, a new
+    /// `stream_start` (new `stream_id`, schema again) follows for the same
+    /// `query_id` (PROTOCOL.md §5.3).
+    LiveWaiting {
+        /// The subscription.
+        query_id: String,
+        /// The stream that ended.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stream_id: Option<u32>,
+        /// Dataset name.
+        dataset: String,
+        /// Why the stream ended.
+        error: ErrorBody,
+    },
     /// Frames were skipped for a slow live subscriber.
     Gap {
         /// The subscription.
