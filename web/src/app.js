@@ -341,6 +341,18 @@ function onBatch(v, batch) {
   else scheduleRedraw(v);
 }
 
+/** A live view's stream was replaced: forget its rows, keep the screen's layout. @param {View} v */
+function restartView(v) {
+  v.schema = null;
+  v.rows = 0;
+  v.batches = 0;
+  v.rowIndex = [];
+  v.values = new Map();
+  v.tableRows = [];
+  el.table.tBodies[0].replaceChildren();
+  updateCounters(v);
+}
+
 /** @param {View} v */
 function updateCounters(v) {
   el.rowCount.textContent = String(v.rows);
@@ -509,10 +521,21 @@ async function openDataset(dataset) {
     setStatus(`Subscribing to live dataset “${dataset.name}”…`, 'info');
     v.handle = client.subscribe(dataset.name, (batch) => onBatch(v, batch), {
       onSchema: (schema) => onSchema(v, schema),
-      onStart: () => {
+      onStart: (sub) => {
         if (v.closed) return;
         el.content.dataset.phase = 'live';
-        setStatus(`Live: following “${dataset.name}”.`, 'ok');
+        setStatus(sub.restarts > 0
+          ? `Live: “${dataset.name}” is back; following it again (its recent rows replace the earlier ones).`
+          : `Live: following “${dataset.name}”.`, 'ok');
+      },
+      onWaiting: () => {
+        if (v.closed) return;
+        el.content.dataset.phase = 'waiting';
+        setStatus(`The connector serving “${dataset.name}” went away; this view resumes by itself when it is back.`, 'warn', 'live_waiting');
+      },
+      onRestart: () => {
+        // A new stream: its window (recent rows) replaces what was shown.
+        if (!v.closed) restartView(v);
       },
       onGap: (gap) => {
         if (!v.closed) setStatus(`Live: this page fell behind and skipped ${gap.skippedFrames} frame(s) of “${dataset.name}”.`, 'warn', 'gap');
@@ -520,9 +543,7 @@ async function openDataset(dataset) {
       onError: (error, sub) => {
         if (v.closed) return;
         if (sub.done) el.content.dataset.phase = 'error';
-        if (error.code === 'connector_gone' && !sub.done) {
-          setStatus(`The connector serving “${dataset.name}” went away; waiting for it to come back…`, 'warn', error.code);
-        } else if (!sub.done && (error.code === 'connection_lost' || error.code === 'heartbeat_timeout' || error.code === 'going_away')) {
+        if (!sub.done && (error.code === 'connection_lost' || error.code === 'heartbeat_timeout' || error.code === 'going_away')) {
           setStatus('Connection lost; reconnecting…', 'warn', error.code);
         } else {
           showError(error, dataset.name);
@@ -701,6 +722,8 @@ async function connectSession(session) {
     const open = view?.dataset.name;
     if (list.length === 0) {
       setStatus(emptyListMessage(el.sessionInput.value.trim()), 'warn');
+    } else if (view?.handle && 'waiting' in view.handle && view.handle.waiting) {
+      // The waiting message already says the connector went away and that the view resumes.
     } else if (open && !list.some((d) => d.name === open)) {
       setStatus(`“${open}” went offline: its connector is not connected. It comes back in this list when the connector does.`, 'warn');
     } else if (had === 0 && list.length > 0) {

@@ -1231,10 +1231,26 @@ export class QueryStream {
 /**
  * @typedef {object} SubscriptionCallbacks
  * @property {(sub: Subscription) => void} [onStart]  a (fresh) stream started
+ * @property {(info: {error: VolleyError, streamId: number|null}, sub: Subscription) => void} [onWaiting]
+ *   the connector serving the live stream went away (`live_waiting`): the
+ *   subscription stays open and resumes with a new stream when a connector
+ *   serving the dataset registers again
+ * @property {(sub: Subscription) => void} [onRestart]  a new stream replaces the
+ *   previous one (after `live_waiting`, a reconnect, or a re-attach): called in
+ *   order, after the previous stream's last batch and before the new stream's
+ *   schema and first batch. The new stream starts with its recent batches (its
+ *   window), which replace what was shown: they are not a continuation
  * @property {(schema: import('apache-arrow').Schema, sub: Subscription) => void} [onSchema]
  * @property {(gap: {nextSequence: number, skippedFrames: number}, sub: Subscription) => void} [onGap]
  * @property {(error: VolleyError, sub: Subscription) => void} [onError]  non-fatal unless `sub.done`
  * @property {(sub: Subscription) => void} [onEnd]  the subscription is over
+ */
+
+/**
+ * @typedef {object} Segment  one apache-arrow reader's input
+ * @property {AsyncQueue<Uint8Array>} bytes
+ * @property {boolean} restart  a new stream replacing the previous one starts here
+ * @property {boolean} cut      its stream stopped without ending (connector gone, socket lost, superseded)
  */
 
 /**
@@ -1278,9 +1294,15 @@ export class Subscription {
     this._lastSequence = -1;
     /** Frames below this sequence are dropped (after a gap). */
     this._resumeSequence = 0;
-    /** @type {AsyncQueue<Uint8Array>|null} bytes of the current decode segment */
+    /** True between `live_waiting` and the next `stream_start`. */
+    this.waiting = false;
+    /** Streams that replaced an earlier one of this subscription. */
+    this.restarts = 0;
+    /** A `stream_start` was seen: the next one is a restart. */
+    this._started = false;
+    /** @type {Segment|null} bytes of the current decode segment */
     this._segment = null;
-    /** @type {AsyncQueue<AsyncQueue<Uint8Array>>} segments, decoded one after the other */
+    /** @type {AsyncQueue<Segment>} segments, decoded one after the other */
     this._segments = new AsyncQueue();
     /** @type {() => void} */
     this._releaseTurn = () => {};
@@ -1297,8 +1319,15 @@ export class Subscription {
   /** Decode segments in order so batches reach `onBatch` in order. */
   async _runDecoder() {
     for await (const segment of this._segments) {
+      if (segment.restart) {
+        try {
+          this.callbacks.onRestart?.(this);
+        } catch (e) {
+          console.error('volley: onRestart failed', e);
+        }
+      }
       try {
-        for await (const batch of decodeBatches(segment, (schema) => {
+        for await (const batch of decodeBatches(segment.bytes, (schema) => {
           this.schema = schema;
           this.callbacks.onSchema?.(schema, this);
         })) {
@@ -1312,30 +1341,54 @@ export class Subscription {
         }
       } catch (e) {
         if (this.done) return;
+        // A stream cut off mid-message (its connector went away) leaves a
+        // truncated message behind: not an error of the data.
+        if (segment.cut) continue;
         const error = e instanceof VolleyError ? e : new VolleyError('decode_error', `Arrow decoding failed: ${e instanceof Error ? e.message : e}`, { queryId: this.queryId });
         this.callbacks.onError?.(error, this);
       }
     }
   }
 
-  /** Start a new decode segment, optionally seeded with schema + dictionaries. @param {boolean} seed */
-  _newSegment(seed) {
-    this._segment?.close();
-    const segment = new AsyncQueue();
+  /**
+   * Start a new decode segment (a fresh apache-arrow reader), optionally
+   * seeded with schema + dictionaries (after a gap), or marked as a new
+   * stream replacing the previous one (`restart`).
+   * @param {boolean} seed
+   * @param {boolean} [restart]
+   */
+  _newSegment(seed, restart = false) {
+    this._endSegment(false);
+    /** @type {Segment} */
+    const segment = { bytes: new AsyncQueue(), restart, cut: false };
     if (seed && this._schemaFrame) {
-      segment.push(this._schemaFrame);
-      for (const dictionary of this._dictionaryFrames) segment.push(dictionary);
+      segment.bytes.push(this._schemaFrame);
+      for (const dictionary of this._dictionaryFrames) segment.bytes.push(dictionary);
     }
     this._segment = segment;
     this._segments.push(segment);
   }
 
+  /** Close the current segment; `cut` when its stream stopped without ending. @param {boolean} cut */
+  _endSegment(cut) {
+    if (!this._segment) return;
+    this._segment.cut = this._segment.cut || cut;
+    this._segment.bytes.close();
+    this._segment = null;
+  }
+
   /** @param {any} msg */
   _onControl(msg) {
     switch (msg.type) {
-      case 'stream_start':
+      case 'stream_start': {
         // First start, a re-subscribe after reconnect, or a re-attach after
-        // connector loss (PROTOCOL.md §5.3): a fresh stream either way.
+        // connector loss (PROTOCOL.md §5.3, `live_waiting`): a fresh stream
+        // with its own schema either way, decoded by a fresh reader.
+        const restart = this._started;
+        this._started = true;
+        this.waiting = false;
+        if (restart) this.restarts += 1;
+        this._endSegment(true);
         this.client._unbindStream(this.streamId, this);
         this.streamId = typeof msg.stream_id === 'number' ? msg.stream_id : null;
         this.compression = typeof msg.compression === 'string' ? msg.compression : null;
@@ -1345,9 +1398,24 @@ export class Subscription {
         this._dictionaryFrames = [];
         this._lastSequence = -1;
         this._resumeSequence = 0;
-        this._newSegment(false);
+        this._newSegment(false, restart);
         this.callbacks.onStart?.(this);
         return;
+      }
+      case 'live_waiting': {
+        // The connector went away; the gateway keeps the subscription and
+        // sends a new stream_start when one serving the dataset is back.
+        this._streaming = false;
+        this.waiting = true;
+        this._endSegment(true);
+        this.client._unbindStream(this.streamId, this);
+        const streamId = this.streamId;
+        this.streamId = null;
+        const error = wireError(msg.error ?? { code: 'connector_gone' }, this.queryId);
+        this.callbacks.onWaiting?.({ error, streamId }, this);
+        this.client._emit('waiting', { queryId: this.queryId, dataset: this.dataset, error });
+        return;
+      }
       case 'gap': {
         const nextSequence = typeof msg.next_sequence === 'number' ? msg.next_sequence : this._lastSequence + 1;
         this.gaps += 1;
@@ -1357,14 +1425,16 @@ export class Subscription {
         return;
       }
       case 'stream_end':
-        // The live stream stopped (e.g. connector_gone). The gateway re-attaches
-        // us with a fresh stream_start when the dataset comes back (§5.3).
+        // A live stream that failed (source_error, retained_limit, …; at
+        // level 1 also connector_gone) ends the subscription, as it would a
+        // query: trying again would fail again (PROTOCOL.md §5.3). A level-2
+        // connector loss comes as live_waiting instead. Without an error the
+        // subscription waits for a new stream_start.
         this._streaming = false;
-        this._segment?.close();
-        this._segment = null;
+        this._endSegment(Boolean(msg.error));
         this.client._unbindStream(this.streamId, this);
         this.streamId = null;
-        if (msg.error) this.callbacks.onError?.(wireError(msg.error, this.queryId), this);
+        if (msg.error) this._fail(wireError(msg.error, this.queryId));
         return;
       case 'unsubscribed':
         this._end();
@@ -1396,28 +1466,30 @@ export class Subscription {
   _onChunk(bytes) {
     if (this.done || !this._segment) return;
     this.bytesReceived += bytes.byteLength;
-    this._segment.push(bytes);
+    this._segment.bytes.push(bytes);
   }
 
   /** The socket dropped; the client re-subscribes after reconnecting. @param {VolleyError} error */
   _onDisconnect(error) {
     this._streaming = false;
-    this._segment?.close();
-    this._segment = null;
+    this._endSegment(true);
     this.streamId = null;
     this._releaseTurn();
     this.callbacks.onError?.(error, this);
   }
 
-  _end() {
+  /** @param {VolleyError|null} [error]  reported to onError (with `done` already true) unless `closed` */
+  _end(error = null) {
     if (this.done) return;
     this.done = true;
+    this.waiting = false;
     this._streaming = false;
     this.client._handlers.delete(this.queryId);
     this.client._unbindStream(this.streamId, this);
-    this._segment?.close();
+    this._endSegment(true);
     this._segments.close();
     this._releaseTurn();
+    if (error && error.code !== 'closed') this.callbacks.onError?.(error, this);
     this.callbacks.onEnd?.(this);
   }
 
@@ -1425,8 +1497,7 @@ export class Subscription {
   _fail(error) {
     if (this.done) return;
     this.error = error;
-    if (error.code !== 'closed') this.callbacks.onError?.(error, this);
-    this._end();
+    this._end(error);
   }
 
   /** Leave the live stream. */

@@ -2,9 +2,9 @@
 // §3) and incremental decoding from a byte queue. No sockets.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { tableFromArrays, tableToIPC } from 'apache-arrow';
+import { Table, tableFromArrays, tableToIPC } from 'apache-arrow';
 import {
-  AsyncQueue, FrameKind, VolleyError, decodeBatches, encodeFrame, parseFrameHeader,
+  AsyncQueue, FrameKind, VolleyClient, VolleyError, decodeBatches, encodeFrame, parseFrameHeader,
 } from '../src/client.js';
 
 /** The example of PROTOCOL.md §3.2: stream 7, frame 3, a record batch. */
@@ -73,5 +73,147 @@ describe('incremental decoding', () => {
     const reader = decodeBatches(queue);
     queue.fail(new VolleyError('connector_gone', 'gone'));
     await assert.rejects(reader.next(), (e) => e instanceof VolleyError && e.code === 'connector_gone');
+  });
+});
+
+/**
+ * A table's IPC stream cut into its messages: the schema message and one
+ * message per record batch (what a level-2 gateway sends one per frame).
+ * @param {import('apache-arrow').Table} table
+ */
+function ipcMessages(table) {
+  const EOS_BYTES = 8;
+  const schemaOnly = tableToIPC(new Table(table.schema), 'stream');
+  const schema = schemaOnly.subarray(0, schemaOnly.length - EOS_BYTES);
+  const batches = table.batches.map((batch) => {
+    const whole = tableToIPC(new Table([batch]), 'stream');
+    return whole.slice(schema.length, whole.length - EOS_BYTES);
+  });
+  return { schema: schema.slice(), batches };
+}
+
+/** A VolleyClient on a fake level-2 socket: messages are fed by hand, sends are recorded. */
+function fakeClient() {
+  const sent = [];
+  class FakeSocket {
+    constructor() { this.readyState = 1; }
+    send(text) { sent.push(JSON.parse(text)); }
+    close() {}
+  }
+  const client = new VolleyClient({ url: 'http://127.0.0.1:1', session: 't', WebSocket: FakeSocket, reconnect: false });
+  client._ws = new FakeSocket();
+  client.level = 2;
+  client.state = 'open';
+  const control = (/** @type {object} */ msg) => client._onControl(msg);
+  const frame = (/** @type {number} */ streamId, /** @type {number} */ sequence, /** @type {number} */ kind, /** @type {Uint8Array} */ payload) =>
+    client._onBinary(encodeFrame({ kind, streamId, sequence }, payload));
+  return { client, sent, control, frame };
+}
+
+const settle = () => new Promise((resolve) => setTimeout(resolve, 20));
+
+describe('live subscription that resumes (live_waiting, then a new stream_start)', () => {
+  it('keeps the subscription while waiting and decodes the new stream with a fresh reader', async () => {
+    const { client, sent, control, frame } = fakeClient();
+    /** @type {string[]} */
+    const events = [];
+    const sub = client.subscribe('ticker', (batch) => {
+      events.push(`batch ${batch.schema.fields.map((f) => f.name).join(',')} ${batch.numRows}`);
+    }, {
+      queryId: 's1',
+      onSchema: (schema) => events.push(`schema ${schema.fields.map((f) => f.name).join(',')}`),
+      onWaiting: ({ error }) => events.push(`waiting ${error.code}`),
+      onRestart: () => events.push('restart'),
+      onError: (error) => events.push(`error ${error.code}`),
+    });
+    await settle();
+    assert.deepEqual(sent.at(-1), { action: 'subscribe', dataset: 'ticker', query_id: 's1', compression: client.codecs });
+
+    // First stream: price as a float, two batches.
+    const first = ipcMessages(new Table([
+      tableFromArrays({ price: Float64Array.from([1, 2, 3]) }).batches[0],
+      tableFromArrays({ price: Float64Array.from([4, 5]) }).batches[0],
+    ]));
+    control({ type: 'stream_start', query_id: 's1', stream_id: 9, live: true });
+    frame(9, 0, FrameKind.SCHEMA, first.schema);
+    frame(9, 1, FrameKind.RECORD_BATCH, first.batches[0]);
+    // The second batch is cut off mid-message when the connector dies.
+    frame(9, 2, FrameKind.RECORD_BATCH, first.batches[1].subarray(0, 24));
+    await settle();
+    control({ type: 'live_waiting', query_id: 's1', stream_id: 9, dataset: 'ticker', error: { code: 'connector_gone', message: 'gone' } });
+    await settle();
+    assert.equal(sub.done, false, 'the subscription stays open while waiting');
+    assert.equal(sub.waiting, true);
+    // A late frame of the old stream is dropped.
+    frame(9, 3, FrameKind.RECORD_BATCH, first.batches[1]);
+
+    // The connector is back: a new stream, another schema (a new column), its window.
+    const second = ipcMessages(tableFromArrays({ price: Float64Array.from([7, 8, 9, 10]), volume: Int32Array.from([1, 2, 3, 4]) }));
+    control({ type: 'stream_start', query_id: 's1', stream_id: 12, live: true });
+    assert.equal(sub.waiting, false);
+    assert.equal(sub.restarts, 1);
+    frame(12, 0, FrameKind.SCHEMA, second.schema);
+    frame(12, 1, FrameKind.RECORD_BATCH, second.batches[0]);
+    await settle();
+    assert.deepEqual(events, [
+      'schema price', 'batch price 3', 'waiting connector_gone',
+      'restart', 'schema price,volume', 'batch price,volume 4',
+    ]);
+
+    // Unsubscribing while it runs (or waits) is answered `unsubscribed`.
+    sub.unsubscribe();
+    assert.deepEqual(sent.at(-1), { action: 'unsubscribe', query_id: 's1' });
+    assert.equal(sub.done, true);
+    client.close();
+  });
+
+  it('ends with not_live when the dataset comes back without being live', async () => {
+    const { client, control } = fakeClient();
+    /** @type {string[]} */
+    const codes = [];
+    const sub = client.subscribe('ticker', () => {}, { queryId: 's2', onError: (e, s) => codes.push(`${e.code}${s.done ? ' done' : ''}`) });
+    await settle();
+    control({ type: 'stream_start', query_id: 's2', stream_id: 3, live: true });
+    control({ type: 'live_waiting', query_id: 's2', stream_id: 3, dataset: 'ticker', error: { code: 'connector_gone', message: 'gone' } });
+    control({ type: 'error', code: 'not_live', query_id: 's2', message: '"ticker" is not live' });
+    await settle();
+    assert.equal(sub.done, true);
+    assert.deepEqual(codes, ['not_live done']);
+    client.close();
+  });
+
+  it('a live stream that fails (stream_end with an error) ends the subscription', async () => {
+    const { client, control } = fakeClient();
+    /** @type {string[]} */
+    const codes = [];
+    const sub = client.subscribe('ticker', () => {}, { queryId: 's4', onError: (e, s) => codes.push(`${e.code}${s.done ? ' done' : ''}`) });
+    await settle();
+    control({ type: 'stream_start', query_id: 's4', stream_id: 5, live: true });
+    control({ type: 'stream_end', query_id: 's4', stream_id: 5, total_bytes: 0, error: { code: 'source_error', message: 'x' } });
+    await settle();
+    assert.equal(sub.done, true);
+    assert.deepEqual(codes, ['source_error done']);
+    client.close();
+  });
+
+  it('a stream_start after the client\'s own reconnect restarts decoding too', async () => {
+    const { client, control, frame } = fakeClient();
+    let restarts = 0;
+    let rows = 0;
+    client.subscribe('ticker', (batch) => (rows += batch.numRows), { queryId: 's3', onRestart: () => (restarts += 1) });
+    await settle();
+    const stream = ipcMessages(tableFromArrays({ x: Int32Array.from([1, 2]) }));
+    control({ type: 'stream_start', query_id: 's3', stream_id: 1 });
+    frame(1, 0, FrameKind.SCHEMA, stream.schema);
+    frame(1, 1, FrameKind.RECORD_BATCH, stream.batches[0]);
+    await settle();
+    for (const handler of client._handlers.values()) handler._onDisconnect(new VolleyError('connection_lost', 'lost'));
+    control({ type: 'stream_start', query_id: 's3', stream_id: 1 });
+    frame(1, 0, FrameKind.SCHEMA, stream.schema);
+    frame(1, 1, FrameKind.RECORD_BATCH, stream.batches[0]);
+    await settle();
+    assert.equal(restarts, 1);
+    assert.equal(rows, 4);
+    client.close();
   });
 });

@@ -4,7 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHmac } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
@@ -335,6 +335,47 @@ describe('dashboard against the real volley demo', { skip: skip ?? false }, () =
       await page.screenshot({ path: path.join(artifacts, 'ticker-failed.png'), fullPage: true });
       throw new Error(`${e}${context_()}`);
     } finally {
+      await page.close();
+    }
+  });
+
+  it('a live view waits while its connector is gone and resumes by itself when it is back', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'volley-feed-'));
+    const csv = path.join(dir, 'feed.csv');
+    let tick = 0;
+    const line = () => `${new Date().toISOString().slice(0, 19)},${(tick += 1)}\n`;
+    writeFileSync(csv, `ts,n\n${line()}`);
+    // Rows keep coming whether or not a connector reads them.
+    const appender = setInterval(() => appendFileSync(csv, line() + line()), 200);
+    let connector = await startConnector(demo, dir, { feed: { type: 'csv', path: csv, live: { follow: true, poll_ms: 100 } } });
+    const page = await open(demo.url);
+    try {
+      await page.waitForSelector('[data-testid=dataset][data-name="feed"]', { timeout: 15_000 });
+      await openDataset(page, 'feed');
+      await page.evaluate(() => { /** @type {any} */ (window).notReloaded = true; });
+      const before = await waitFor(async () => rowCount(page), { what: 'first feed rows' });
+      await waitFor(async () => (await rowCount(page)) > before, { what: 'feed rows grow' });
+
+      connector.kill();
+      await waitFor(async () => (await page.getAttribute('[data-testid=status]', 'data-code')) === 'live_waiting', {
+        timeoutMs: 10_000, what: 'the waiting message after the connector was killed (a gateway with live_waiting, PROTOCOL.md §5.3)',
+      });
+      assert.match((await page.textContent('[data-testid=status]')) ?? '', /went away; this view resumes by itself when it is back/);
+      await page.screenshot({ path: path.join(artifacts, 'live-waiting.png'), fullPage: true });
+
+      connector = connector.restart();
+      await waitFor(async () => (await page.getAttribute('.content', 'data-phase')) === 'live', { timeoutMs: 20_000, what: 'the view follows feed again' });
+      const resumed = await waitFor(async () => rowCount(page), { timeoutMs: 20_000, what: 'rows after resuming' });
+      await waitFor(async () => (await rowCount(page)) > resumed, { timeoutMs: 20_000, what: 'the live row count grows again' });
+      assert.equal(await page.evaluate(() => /** @type {any} */ (window).notReloaded), true, 'the page was not reloaded');
+      assert.match((await page.textContent('[data-testid=status]')) ?? '', /is back; following it again/);
+    } catch (e) {
+      await page.screenshot({ path: path.join(artifacts, 'live-resume-failed.png'), fullPage: true });
+      throw new Error(`${e}\nstatus: ${await page.textContent('[data-testid=status]')}${context_()}\n--- connector ---\n${connector.log()}`);
+    } finally {
+      clearInterval(appender);
+      connector.kill();
+      rmSync(dir, { recursive: true, force: true });
       await page.close();
     }
   });
