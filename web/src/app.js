@@ -1,38 +1,51 @@
 // @ts-check
 /**
  * The Volley dashboard: session → dataset list → query (or live subscription)
- * → first rows, a chart, row/byte counters and a progress bar.
+ * → an overview (counters, a chart, the rows, a page at a time) and, on
+ * demand, the explore view (FINOS Perspective, loaded lazily from
+ * explore.js).
  */
 import { DataType } from 'apache-arrow';
 import {
   Chart,
   LineController,
+  BarController,
+  ScatterController,
   LineElement,
+  BarElement,
   PointElement,
   LinearScale,
+  CategoryScale,
   Tooltip,
   Legend,
   Filler,
 } from 'chart.js';
 import { connect, VolleyError } from './client.js';
+import { aggregateByCategory, bucketByTime, formatTime, sampleStride, timeTicks } from './chart-model.js';
+import { RowTable } from './table-view.js';
 
-Chart.register(LineController, LineElement, PointElement, LinearScale, Tooltip, Legend, Filler);
+Chart.register(LineController, BarController, ScatterController, LineElement, BarElement, PointElement, LinearScale, CategoryScale, Tooltip, Legend, Filler);
 // Colours follow the page's theme (style.css: light, or dark under
 // prefers-color-scheme: dark).
 const themeCss = getComputedStyle(document.documentElement);
 Chart.defaults.color = themeCss.getPropertyValue('--muted').trim() || Chart.defaults.color;
 const GRID_COLOR = themeCss.getPropertyValue('--grid').trim() || '#eef1f5';
+const LINE_COLOR = '#2f6fed';
 
-/** Rows shown in the table. */
-const TABLE_ROWS_MAX = 20;
-/** A query keeps at most this many chart points: beyond it, every other point is dropped and the sampling stride doubles. */
-const QUERY_CHART_POINTS_MAX = 4000;
-/** A live chart keeps the last N points. */
-const LIVE_CHART_POINTS_MAX = 500;
-/** While a query streams the chart is redrawn at most this often. */
+/** A live dataset keeps its newest N rows (table, chart and the explore view's Perspective `limit`). */
+const LIVE_WINDOW_ROWS = 10_000;
+/** Scatter plots and row-number lines draw at most this many points; above it rows are sampled uniformly, and the chart says so. */
+const CHART_POINTS_MAX = 4000;
+/** A time axis is cut into at most about this many buckets (every row counts in its bucket). */
+const TIME_BUCKETS_MAX = 200;
+/** A bar chart shows at most this many categories; the rest are one "other" bar (count, sum). */
+const CATEGORY_BARS_MAX = 30;
+/** While data streams the chart, table and explore counters are redrawn at most this often. */
 const CHART_REDRAW_MS = 250;
-/** Text of the x option that plots against the row number. */
+/** X option that plots against the row number. */
 const ROW_INDEX = '__row__';
+/** Y option that counts rows. */
+const COUNT = '__count__';
 
 /** @param {string} id */
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
@@ -53,14 +66,29 @@ const el = {
   progressBar: $('progress-bar'),
   xSelect: /** @type {HTMLSelectElement} */ ($('x-select')),
   ySelect: /** @type {HTMLSelectElement} */ ($('y-select')),
+  aggSelect: /** @type {HTMLSelectElement} */ ($('agg-select')),
+  aggLabel: $('agg-label'),
   chartNote: $('chart-note'),
   canvas: /** @type {HTMLCanvasElement} */ ($('chart-canvas')),
   table: /** @type {HTMLTableElement} */ ($('rows-table')),
+  tablePager: $('table-pager'),
+  tableCaption: $('table-caption'),
   chartEmpty: $('chart-empty'),
   chartBox: /** @type {HTMLElement} */ (document.querySelector('.chart-box')),
   chartControls: /** @type {HTMLElement} */ (document.querySelector('.chart-controls')),
   tableEmpty: $('table-empty'),
   content: /** @type {HTMLElement} */ (document.querySelector('.content')),
+  tabOverview: $('tab-overview'),
+  tabExplore: $('tab-explore'),
+  overviewPanel: $('overview-panel'),
+  explorePanel: $('explore-panel'),
+  exploreHost: $('explore-host'),
+  exploreRows: $('explore-rows'),
+  exploreNote: $('explore-note'),
+  exploreGroup: /** @type {HTMLSelectElement} */ ($('explore-group')),
+  explorePlugin: /** @type {HTMLSelectElement} */ ($('explore-plugin')),
+  exploreSettings: /** @type {HTMLButtonElement} */ ($('explore-settings')),
+  exploreExport: /** @type {HTMLButtonElement} */ ($('explore-export')),
 };
 
 /** @type {import('./client.js').VolleyClient | null} */
@@ -71,6 +99,7 @@ let chart = null;
 let view = null;
 /** @type {import('./client.js').DatasetInfo[]} */
 let datasets = [];
+const rowTable = new RowTable(el.table, el.tablePager, el.tableCaption);
 
 // ---------------------------------------------------------------- status
 
@@ -117,6 +146,7 @@ function showError(error, dataset = '') {
   setStatus(text, 'error', e.code);
 }
 
+
 // ---------------------------------------------------------------- format
 
 /** @param {number} n */
@@ -132,33 +162,8 @@ function formatBytes(n) {
   return `${v.toFixed(v < 10 ? 2 : 1)} ${units[i]}`;
 }
 
-/** @param {number} ms */
-function formatTime(ms, spanMs = 0) {
-  const d = new Date(ms);
-  if (Number.isNaN(d.getTime())) return String(ms);
-  const iso = d.toISOString();
-  if (spanMs && spanMs < 60_000) return iso.slice(11, 21);
-  if (spanMs && spanMs < 2 * 86_400_000) return iso.slice(11, 19);
-  if (spanMs && spanMs > 365 * 86_400_000) return iso.slice(0, 7);
-  return iso.slice(0, 10);
-}
-
-/** @param {any} value @param {import('apache-arrow').DataType} type */
-function formatCell(value, type) {
-  if (value === null || value === undefined) return '∅';
-  if (DataType.isTimestamp(type)) return new Date(value).toISOString().replace('T', ' ').replace('Z', '');
-  if (DataType.isDate(type)) return new Date(value).toISOString().slice(0, 10);
-  if (typeof value === 'number') return Number.isInteger(value) ? String(value) : value.toLocaleString(undefined, { maximumFractionDigits: 4 });
-  if (typeof value === 'bigint') return value.toString();
-  if (typeof value === 'string') return value.length > 80 ? `${value.slice(0, 77)}…` : value;
-  if (value instanceof Uint8Array) return `0x${Array.from(value.slice(0, 16), (b) => b.toString(16).padStart(2, '0')).join('')}${value.length > 16 ? '…' : ''}`;
-  try {
-    const text = JSON.stringify(typeof value.toJSON === 'function' ? value.toJSON() : value, (_k, v) => (typeof v === 'bigint' ? v.toString() : v));
-    return text.length > 80 ? `${text.slice(0, 77)}…` : text;
-  } catch {
-    return String(value);
-  }
-}
+/** @param {number} n */
+const formatCount = (n) => n.toLocaleString('en');
 
 /** @param {any} value @returns {number|null} */
 function toNumber(value) {
@@ -175,7 +180,7 @@ function toNumber(value) {
  * @typedef {object} ChartColumn
  * @property {number} index  column index in the schema
  * @property {string} name
- * @property {'time'|'int'|'float'} kind
+ * @property {'time'|'int'|'float'|'category'} kind
  */
 
 /** Everything about the dataset on screen. */
@@ -190,21 +195,20 @@ class View {
     this.schema = null;
     /** @type {ChartColumn[]} */
     this.columns = [];
-    /** Sampled values per chart column (same positions as `rowIndex`). @type {Map<number, Array<number|null>>} */
-    this.values = new Map();
-    /** @type {number[]} */
-    this.rowIndex = [];
-    /** Query sampling stride (a power of two). */
-    this.stride = 1;
+    /** The rows held: a query's whole result, a live dataset's newest LIVE_WINDOW_ROWS (whole batches). @type {import('apache-arrow').RecordBatch[]} */
+    this.batches = [];
+    /** Rows in `batches`. */
+    this.heldRows = 0;
+    /** Rows received (since the live stream last restarted). */
     this.rows = 0;
-    this.batches = 0;
-    /** @type {any[][]} */
-    this.tableRows = [];
+    this.batchCount = 0;
     this.closed = false;
     this.startedAt = performance.now();
     /** @type {any} */
     this.redrawTimer = null;
     this.lostConnection = false;
+    /** @type {import('./explore.js').Explorer | null} */
+    this.explorer = null;
   }
 
   close() {
@@ -213,6 +217,8 @@ class View {
     const handle = this.handle;
     this.handle = null;
     handle?.cancel();
+    this.explorer?.close();
+    this.explorer = null;
   }
 }
 
@@ -224,139 +230,120 @@ function chartColumns(schema) {
     const type = field.type;
     if (DataType.isTimestamp(type) || DataType.isDate(type)) columns.push({ index, name: field.name, kind: 'time' });
     else if (DataType.isInt(type)) columns.push({ index, name: field.name, kind: 'int' });
-    else if (DataType.isFloat(type)) columns.push({ index, name: field.name, kind: 'float' });
+    else if (DataType.isFloat(type) || DataType.isDecimal(type)) columns.push({ index, name: field.name, kind: 'float' });
+    else if (DataType.isUtf8(type) || DataType.isLargeUtf8(type) || DataType.isBool(type) || DataType.isDictionary(type)) columns.push({ index, name: field.name, kind: 'category' });
   });
   return columns;
 }
 
-/** Default x: the first timestamp/date column, else the first int column, else the row number. @param {ChartColumn[]} columns */
+/** Default x: the first timestamp/date column, else the first text column, else the row number. @param {ChartColumn[]} columns */
 function defaultX(columns) {
-  const time = columns.find((c) => c.kind === 'time');
-  if (time) return String(time.index);
-  const int = columns.find((c) => c.kind === 'int');
-  if (int) return String(int.index);
-  return ROW_INDEX;
+  const pick = columns.find((c) => c.kind === 'time') ?? columns.find((c) => c.kind === 'category');
+  return pick ? String(pick.index) : ROW_INDEX;
 }
 
-/** Default y: the first float column not on x, else the first numeric one. @param {ChartColumn[]} columns @param {string} x */
-function defaultY(columns, x) {
-  const numeric = columns.filter((c) => c.kind !== 'time' && String(c.index) !== x);
+/** Default y: the first float column, else the first numeric one, else a row count. @param {ChartColumn[]} columns */
+function defaultY(columns) {
+  const numeric = columns.filter((c) => c.kind === 'int' || c.kind === 'float');
   const pick = numeric.find((c) => c.kind === 'float') ?? numeric[0];
-  return pick ? String(pick.index) : '';
+  return pick ? String(pick.index) : COUNT;
+}
+
+/** Per-batch column values, extracted once. @type {WeakMap<import('apache-arrow').RecordBatch, Map<number, any[]>>} */
+const extracted = new WeakMap();
+
+/** @param {import('apache-arrow').RecordBatch} batch @param {ChartColumn} column */
+function batchValues(batch, column) {
+  let columns = extracted.get(batch);
+  if (!columns) extracted.set(batch, (columns = new Map()));
+  let values = columns.get(column.index);
+  if (!values) {
+    const vector = batch.getChildAt(column.index);
+    values = new Array(batch.numRows);
+    for (let r = 0; r < batch.numRows; r += 1) {
+      const v = vector?.get(r);
+      values[r] = column.kind === 'category' ? (v === null || v === undefined ? null : String(v)) : toNumber(v);
+    }
+    columns.set(column.index, values);
+  }
+  return values;
+}
+
+/** A column's values over the held rows. @param {View} v @param {ChartColumn} column */
+function columnValues(v, column) {
+  /** @type {any[]} */
+  const out = [];
+  for (const batch of v.batches) {
+    const values = batchValues(batch, column);
+    for (let i = 0; i < values.length; i += 1) out.push(values[i]);
+  }
+  return out;
 }
 
 /** @param {View} v @param {import('apache-arrow').Schema} schema */
 function onSchema(v, schema) {
   if (v.closed || v.schema) return;
+  const previousX = el.xSelect.selectedOptions[0]?.textContent;
+  const previousY = el.ySelect.selectedOptions[0]?.textContent;
   v.schema = schema;
   v.columns = chartColumns(schema);
-  for (const c of v.columns) v.values.set(c.index, []);
-  const x = defaultX(v.columns);
-  el.xSelect.replaceChildren(
-    new Option('row number', ROW_INDEX),
-    ...v.columns.map((c) => new Option(`${c.name} (${c.kind})`, String(c.index))),
-  );
-  el.xSelect.value = x;
-  const yOptions = v.columns.filter((c) => c.kind !== 'time');
-  el.ySelect.replaceChildren(...yOptions.map((c) => new Option(`${c.name} (${c.kind})`, String(c.index))));
-  el.ySelect.value = defaultY(v.columns, x);
-  el.chartNote.textContent = yOptions.length === 0 ? 'no numeric column to plot' : '';
-
-  const head = document.createElement('tr');
-  for (const field of schema.fields) {
-    const th = document.createElement('th');
-    th.textContent = field.name;
-    const type = document.createElement('span');
-    type.className = 'type';
-    type.textContent = String(field.type);
-    th.append(type);
-    head.append(th);
+  const label = (/** @type {ChartColumn} */ c) => `${c.name} (${c.kind === 'category' ? 'bars' : c.kind === 'time' ? 'time' : 'scatter'})`;
+  el.xSelect.replaceChildren(new Option('row number', ROW_INDEX), ...v.columns.map((c) => new Option(label(c), String(c.index))));
+  const yColumns = v.columns.filter((c) => c.kind === 'int' || c.kind === 'float');
+  el.ySelect.replaceChildren(new Option('count of rows', COUNT), ...yColumns.map((c) => new Option(c.name, String(c.index))));
+  el.xSelect.value = defaultX(v.columns);
+  el.ySelect.value = defaultY(v.columns);
+  // A live stream that restarted with the same columns keeps the choice.
+  for (const [select, text] of /** @type {const} */ ([[el.xSelect, previousX], [el.ySelect, previousY]])) {
+    const same = [...select.options].find((o) => o.textContent === text);
+    if (same && v.batchCount === 0 && v.dataset === view?.dataset && v.live) select.value = same.value;
   }
-  el.table.tHead?.replaceChildren(head);
-  el.table.tBodies[0].replaceChildren();
-  resetChart(v);
+  rowTable.reset(schema, v.live);
+  el.tableEmpty.hidden = true;
+  el.chartEmpty.hidden = true;
+  el.chartBox.hidden = false;
+  el.chartControls.hidden = false;
+  fillExploreControls(v);
+  redraw(v);
+  if (exploreActive()) ensureExplorer(v);
 }
 
 /** @param {View} v @param {import('apache-arrow').RecordBatch} batch */
 function onBatch(v, batch) {
   if (v.closed) return;
   if (!v.schema) onSchema(v, batch.schema);
-  const first = v.rows;
-  const n = batch.numRows;
-
-  // Table: the first rows only.
-  if (v.tableRows.length < TABLE_ROWS_MAX) {
-    const take = Math.min(n, TABLE_ROWS_MAX - v.tableRows.length);
-    const body = el.table.tBodies[0];
-    for (let r = 0; r < take; r += 1) {
-      const tr = document.createElement('tr');
-      const cells = [];
-      for (let c = 0; c < batch.numCols; c += 1) {
-        const vector = batch.getChildAt(c);
-        const type = batch.schema.fields[c].type;
-        const value = vector?.get(r);
-        cells.push(value);
-        const td = document.createElement('td');
-        td.textContent = formatCell(value, type);
-        if ((typeof value === 'number' || typeof value === 'bigint') && !DataType.isTimestamp(type) && !DataType.isDate(type)) td.className = 'num';
-        if (value === null || value === undefined) td.classList.add('muted');
-        tr.append(td);
-      }
-      v.tableRows.push(cells);
-      body.append(tr);
-    }
-  }
-
-  // Chart columns.
-  const vectors = v.columns.map((c) => batch.getChildAt(c.index));
-  for (let r = 0; r < n; r += 1) {
-    const row = first + r;
-    if (!v.live && row % v.stride !== 0) continue;
-    v.rowIndex.push(row);
-    for (let k = 0; k < v.columns.length; k += 1) {
-      /** @type {Array<number|null>} */ (v.values.get(v.columns[k].index)).push(toNumber(vectors[k]?.get(r)));
-    }
-  }
+  v.batches.push(batch);
+  v.heldRows += batch.numRows;
   if (v.live) {
-    const excess = v.rowIndex.length - LIVE_CHART_POINTS_MAX;
-    if (excess > 0) {
-      v.rowIndex.splice(0, excess);
-      for (const values of v.values.values()) values.splice(0, excess);
-    }
-  } else {
-    while (v.rowIndex.length > QUERY_CHART_POINTS_MAX) {
-      // Uniform downsampling: keep every other kept row, double the stride.
-      v.stride *= 2;
-      const keep = (/** @type {number} */ _x, /** @type {number} */ i) => v.rowIndex[i] % v.stride === 0;
-      const mask = v.rowIndex.map(keep);
-      v.rowIndex = v.rowIndex.filter((_x, i) => mask[i]);
-      for (const [key, values] of v.values) v.values.set(key, values.filter((_x, i) => mask[i]));
+    // Keep the newest LIVE_WINDOW_ROWS rows (whole batches).
+    while (v.batches.length > 1 && v.heldRows - v.batches[0].numRows >= LIVE_WINDOW_ROWS) {
+      v.heldRows -= /** @type {import('apache-arrow').RecordBatch} */ (v.batches.shift()).numRows;
     }
   }
-
-  v.rows += n;
-  v.batches += 1;
+  v.rows += batch.numRows;
+  v.batchCount += 1;
+  v.explorer?.update([batch]);
   updateCounters(v);
-  if (v.live) redraw(v);
-  else scheduleRedraw(v);
+  scheduleRedraw(v);
 }
 
-/** A live view's stream was replaced: forget its rows, keep the screen's layout. @param {View} v */
+/** A live view's stream was replaced: its window replaces the rows shown. @param {View} v */
 function restartView(v) {
   v.schema = null;
   v.rows = 0;
-  v.batches = 0;
-  v.rowIndex = [];
-  v.values = new Map();
-  v.tableRows = [];
-  el.table.tBodies[0].replaceChildren();
+  v.batchCount = 0;
+  v.batches = [];
+  v.heldRows = 0;
+  // The new stream may have another schema: a fresh Perspective table follows it.
+  v.explorer?.close();
+  v.explorer = null;
   updateCounters(v);
 }
 
 /** @param {View} v */
 function updateCounters(v) {
   el.rowCount.textContent = String(v.rows);
-  el.batchCount.textContent = String(v.batches);
+  el.batchCount.textContent = String(v.batchCount);
   const handle = v.handle;
   el.byteCount.textContent = formatBytes(handle?.bytesReceived ?? 0);
   const records = handle && 'flightInfo' in handle ? handle.flightInfo?.records ?? -1 : -1;
@@ -374,94 +361,238 @@ function scheduleRedraw(v) {
 }
 
 /** @param {View} v */
-function xColumn(v) {
-  const x = el.xSelect.value;
-  return x === ROW_INDEX ? null : v.columns.find((c) => String(c.index) === x) ?? null;
-}
-
-/** Create the chart for a view (once); later updates reuse it. @param {View} v */
-function resetChart(v) {
-  chart?.destroy();
-  const xCol = xColumn(v);
-  chart = new Chart(el.canvas, {
-    type: 'line',
-    data: { datasets: [] },
-    options: {
-      animation: false,
-      parsing: false,
-      normalized: true,
-      maintainAspectRatio: false,
-      responsive: true,
-      interaction: { mode: 'nearest', intersect: false, axis: 'x' },
-      plugins: {
-        legend: { display: true, position: 'top', align: 'end' },
-        tooltip: {
-          callbacks: {
-            title: (items) => {
-              const x = items[0]?.parsed.x;
-              const col = xColumn(v);
-              return col?.kind === 'time' && typeof x === 'number' ? new Date(x).toISOString() : String(x);
-            },
-          },
-        },
-      },
-      scales: {
-        x: {
-          type: 'linear',
-          title: { display: true, text: xCol ? xCol.name : 'row' },
-          ticks: { maxTicksLimit: 8, maxRotation: 0 },
-          grid: { color: GRID_COLOR },
-        },
-        y: { type: 'linear', title: { display: true, text: '' }, grid: { color: GRID_COLOR } },
-      },
-    },
-  });
-  redraw(v);
-}
-
-/** Rebuild the points from the kept columns and update the chart in place. @param {View} v */
 function redraw(v) {
-  if (!chart || v.closed) return;
-  const xCol = xColumn(v);
+  if (v.closed || !v.schema) return;
+  rowTable.setBatches(v.batches);
+  rowTable.render();
+  drawChart(v);
+  updateExploreCount(v);
+}
+
+// ---------------------------------------------------------------- chart
+
+/**
+ * @typedef {object} Plot
+ * @property {'line'|'bar'|'scatter'} type
+ * @property {Array<{x: number, y: number}>|number[]} data
+ * @property {string[]} [labels]   bar categories
+ * @property {string} xTitle
+ * @property {string} yTitle
+ * @property {boolean} time        x is a time axis
+ * @property {import('./chart-model.js').TimeStep|null} [step]  bucket size of a time axis
+ * @property {number} [xMin]
+ * @property {number} [xMax]
+ * @property {string} note        what a point is, and any sampling
+ */
+
+/** @param {View} v @returns {Plot} */
+function buildPlot(v) {
+  const xKey = el.xSelect.value;
   const yKey = el.ySelect.value;
-  const yCol = v.columns.find((c) => String(c.index) === yKey);
-  const xs = xCol ? v.values.get(xCol.index) ?? [] : v.rowIndex;
-  const ys = yCol ? v.values.get(yCol.index) ?? [] : [];
+  const xCol = v.columns.find((c) => String(c.index) === xKey) ?? null;
+  const yCol = yKey === COUNT ? null : v.columns.find((c) => String(c.index) === yKey) ?? null;
+  const how = /** @type {import('./chart-model.js').Aggregate} */ (el.aggSelect.value);
+  const ys = yCol ? columnValues(v, yCol) : null;
+  const yName = yCol ? yCol.name : 'rows';
+  const held = v.heldRows;
+  const scope = v.live ? `the newest ${formatCount(held)} rows held (at most ${formatCount(LIVE_WINDOW_ROWS)})` : `all ${formatCount(held)} rows`;
+  const aggregated = yCol ? `${how} of ${yCol.name}` : 'count of rows';
+  el.aggSelect.disabled = !yCol || !xCol || (xCol.kind !== 'time' && xCol.kind !== 'category');
+  el.aggLabel.classList.toggle('muted', el.aggSelect.disabled);
+
+  if (xCol?.kind === 'time') {
+    const { points, step, min, max } = bucketByTime(columnValues(v, xCol), ys, how, TIME_BUCKETS_MAX);
+    return {
+      type: 'line', data: points, xTitle: `${xCol.name} (UTC)`, yTitle: yCol ? `${how} of ${yName}` : 'rows', time: true, step, xMin: min, xMax: max,
+      note: step ? `Each point: ${aggregated} per ${step.label} of ${xCol.name}, over ${scope}.` : '',
+    };
+  }
+  if (xCol?.kind === 'category') {
+    const { labels, values, hidden } = aggregateByCategory(columnValues(v, xCol), ys, how, CATEGORY_BARS_MAX);
+    const rest = hidden ? ` The ${formatCount(hidden)} smallest categories ${how === 'count' || how === 'sum' || !yCol ? 'are summed as “other”' : 'are not shown'}.` : '';
+    return {
+      type: 'bar', data: values, labels, xTitle: xCol.name, yTitle: yCol ? `${how} of ${yName}` : 'rows', time: false,
+      note: `Each bar: ${aggregated} per ${xCol.name}, over ${scope}.${rest}`,
+    };
+  }
+  // Row number or a numeric column: one point per row, sampled above CHART_POINTS_MAX.
+  const xs = xCol ? columnValues(v, xCol) : null;
+  const stride = sampleStride(held, CHART_POINTS_MAX);
   /** @type {{x: number, y: number}[]} */
   const points = [];
-  for (let i = 0; i < ys.length; i += 1) {
-    const x = xs[i];
-    const y = ys[i];
+  for (let i = 0; i < held; i += stride) {
+    const x = xs ? xs[i] : i;
+    const y = ys ? ys[i] : 1;
     if (x !== null && y !== null && x !== undefined && y !== undefined) points.push({ x, y });
   }
-  // Sort by x so a line over an unsorted column stays readable.
-  if (points.length > 1 && points.some((p, i) => i > 0 && p.x < points[i - 1].x)) points.sort((a, b) => a.x - b.x);
+  const sampled = stride > 1
+    ? ` Sampled: ${formatCount(points.length)} of ${formatCount(held)} rows shown (1 row in ${stride}), since more than ${formatCount(CHART_POINTS_MAX)} rows are held.`
+    : '';
+  return {
+    type: xCol ? 'scatter' : 'line', data: points, xTitle: xCol ? xCol.name : v.live ? 'row (in the rows held)' : 'row', yTitle: yName, time: false,
+    note: `Each point: one row.${sampled}`,
+  };
+}
 
-  const dataset = chart.data.datasets[0];
-  if (dataset) {
-    dataset.data = points;
-    dataset.label = yCol?.name ?? '';
-  } else {
-    chart.data.datasets.push({
-      label: yCol?.name ?? '',
-      data: points,
-      borderColor: '#2f6fed',
-      backgroundColor: 'rgba(47, 111, 237, 0.10)',
-      borderWidth: 1.5,
-      pointRadius: points.length > 200 ? 0 : 2,
-      fill: true,
-      tension: 0.15,
-    });
+/** @param {View} v */
+function drawChart(v) {
+  const plot = buildPlot(v);
+  el.chartNote.textContent = plot.note;
+  el.canvas.dataset.mode = plot.type;
+  if (chart && /** @type {any} */ (chart.config).type !== plot.type) {
+    chart.destroy();
+    chart = null;
   }
-  const ds0 = chart.data.datasets[0];
-  /** @type {any} */ (ds0).pointRadius = points.length > 200 ? 0 : 2;
-  const scales = /** @type {any} */ (chart.options.scales);
-  const span = points.length > 1 ? points[points.length - 1].x - points[0].x : 0;
-  scales.x.title.text = xCol ? xCol.name : 'row';
-  scales.x.ticks.callback = xCol?.kind === 'time' ? (/** @type {number} */ value) => formatTime(value, span) : undefined;
-  scales.y.title.text = yCol?.name ?? '';
+  const dataset = {
+    label: plot.yTitle,
+    data: /** @type {any} */ (plot.data),
+    borderColor: LINE_COLOR,
+    backgroundColor: plot.type === 'bar' ? 'rgba(47, 111, 237, 0.75)' : 'rgba(47, 111, 237, 0.10)',
+    borderWidth: plot.type === 'bar' ? 0 : 1.5,
+    pointRadius: plot.type === 'scatter' ? 2 : plot.data.length > 200 ? 0 : 2.5,
+    fill: plot.type === 'line',
+    tension: 0,
+  };
+  if (!chart) {
+    chart = new Chart(el.canvas, {
+      type: plot.type,
+      data: { labels: plot.labels, datasets: [dataset] },
+      options: {
+        animation: false,
+        parsing: plot.type === 'bar' ? undefined : false,
+        normalized: true,
+        maintainAspectRatio: false,
+        responsive: true,
+        interaction: { mode: 'nearest', intersect: false, axis: 'x' },
+        plugins: { legend: { display: true, position: 'top', align: 'end' }, tooltip: {} },
+        scales: {
+          x: { type: plot.type === 'bar' ? 'category' : 'linear', title: { display: true, text: '' }, ticks: { maxRotation: 0 }, grid: { color: GRID_COLOR } },
+          y: { type: 'linear', beginAtZero: plot.type === 'bar', title: { display: true, text: '' }, grid: { color: GRID_COLOR } },
+        },
+      },
+    });
+  } else {
+    chart.data.labels = plot.labels;
+    chart.data.datasets[0] = /** @type {any} */ (dataset);
+  }
+  const options = /** @type {any} */ (chart.options);
+  const x = options.scales.x;
+  x.title.text = plot.xTitle;
+  options.scales.y.title.text = plot.yTitle;
+  if (plot.time && plot.step && plot.xMin !== undefined && plot.xMax !== undefined) {
+    // Ticks on calendar boundaries (UTC), so a day's point sits on its day's tick;
+    // half a bucket of room on each side keeps the first and last labels whole.
+    const { ticks, step } = timeTicks(plot.xMin, plot.xMax, 8);
+    const pad = plot.xMax > plot.xMin ? plot.step.approx / 2 : step.approx / 2;
+    x.min = plot.xMin - pad;
+    x.max = plot.xMax + pad;
+    x.afterBuildTicks = (/** @type {any} */ scale) => {
+      scale.ticks = ticks.map((value) => ({ value }));
+    };
+    x.ticks.autoSkip = false;
+    x.ticks.callback = (/** @type {number} */ value) => formatTime(value, step);
+    options.plugins.tooltip.callbacks = { title: (/** @type {any[]} */ items) => `${formatTime(items[0]?.parsed.x, plot.step ?? step)} (${plot.step?.label ?? ''} from)` };
+  } else {
+    delete x.min;
+    delete x.max;
+    delete x.afterBuildTicks;
+    x.ticks.autoSkip = true;
+    x.ticks.callback = undefined;
+    options.plugins.tooltip.callbacks = {};
+  }
   chart.update('none');
-  el.canvas.dataset.points = String(points.length);
+  el.canvas.dataset.points = String(plot.data.length);
+}
+
+// ---------------------------------------------------------------- explore
+
+/** @type {Promise<typeof import('./explore.js')> | null} */
+let exploreModule = null;
+
+function exploreActive() {
+  return el.tabExplore.getAttribute('aria-selected') === 'true';
+}
+
+/** @param {'overview'|'explore'} which */
+function selectTab(which) {
+  const explore = which === 'explore';
+  el.tabOverview.setAttribute('aria-selected', String(!explore));
+  el.tabExplore.setAttribute('aria-selected', String(explore));
+  el.tabOverview.tabIndex = explore ? -1 : 0;
+  el.tabExplore.tabIndex = explore ? 0 : -1;
+  el.overviewPanel.hidden = explore;
+  el.explorePanel.hidden = !explore;
+  if (explore && view) ensureExplorer(view);
+}
+
+/** Load Perspective (once) and give the view its explore table. @param {View} v */
+async function ensureExplorer(v) {
+  if (v.closed || v.explorer || !v.schema) {
+    if (!v.schema) el.exploreNote.textContent = 'The explore view opens when the dataset\'s first rows arrive.';
+    return;
+  }
+  el.explorePanel.dataset.state = 'loading';
+  el.exploreNote.textContent = 'Loading the explore view (Perspective, about 5 MB the first time)…';
+  if (!exploreModule) {
+    // Perspective's themes (explore.css, built from its packages) load with it.
+    const link = document.createElement('link');
+    link.rel = 'stylesheet';
+    link.href = 'explore.css';
+    document.head.append(link);
+    exploreModule = import('./explore.js');
+  }
+  let module;
+  try {
+    module = await exploreModule;
+  } catch (error) {
+    exploreModule = null;
+    el.explorePanel.dataset.state = 'error';
+    el.exploreNote.textContent = `The explore view could not be loaded (${error}). Reload the page to try again.`;
+    return;
+  }
+  if (v.closed || v.explorer || !v.schema || view !== v) return;
+  const explorer = new module.Explorer(el.exploreHost, v.dataset);
+  v.explorer = explorer;
+  try {
+    await explorer.load(v.schema, v.batches.slice(), LIVE_WINDOW_ROWS);
+  } catch (error) {
+    if (explorer.closed) return;
+    el.explorePanel.dataset.state = 'error';
+    el.exploreNote.textContent = `Perspective could not load “${v.dataset.name}”: ${error instanceof Error ? error.message : error}.`;
+    return;
+  }
+  if (explorer.closed) return;
+  el.explorePanel.dataset.state = 'ready';
+  const dropped = explorer.dropped.length ? ` Left out (types Perspective does not read): ${explorer.dropped.join(', ')}.` : '';
+  el.exploreNote.textContent = (v.live
+    ? `Live: new rows are added as they arrive; the table keeps the newest ${formatCount(LIVE_WINDOW_ROWS)} rows.`
+    : 'The whole dataset: sort, filter, group, split and pivot it with the column settings (the ⚙ button).') + dropped;
+  applyExploreControls();
+  updateExploreCount(v);
+}
+
+/** @param {View} v */
+async function updateExploreCount(v) {
+  const explorer = v.explorer;
+  if (!explorer || explorer.closed || el.explorePanel.dataset.state !== 'ready') return;
+  const rows = await explorer.size().catch(() => 0);
+  if (explorer === v.explorer) el.exploreRows.textContent = formatCount(rows);
+}
+
+/** @param {View} v */
+function fillExploreControls(v) {
+  const groupable = v.columns.filter((c) => c.kind === 'category' || c.kind === 'time');
+  el.exploreGroup.replaceChildren(new Option('nothing', ''), ...groupable.map((c) => new Option(c.name, c.name)));
+  el.exploreRows.textContent = '–';
+  el.exploreHost.replaceChildren();
+  el.explorePanel.dataset.state = 'idle';
+}
+
+function applyExploreControls() {
+  const explorer = view?.explorer;
+  if (!explorer || el.explorePanel.dataset.state !== 'ready') return;
+  const group = el.exploreGroup.value;
+  explorer.restore({ plugin: el.explorePlugin.value, group_by: group ? [group] : [] });
 }
 
 // ---------------------------------------------------------------- actions
@@ -481,14 +612,16 @@ function clearData(reason = '') {
   el.xSelect.replaceChildren();
   el.ySelect.replaceChildren();
   el.chartNote.textContent = '';
-  el.table.tHead?.replaceChildren();
-  el.table.tBodies[0].replaceChildren();
+  rowTable.reset(null, false);
   el.chartEmpty.textContent = reason;
   el.chartEmpty.hidden = !reason;
   el.chartBox.hidden = Boolean(reason);
   el.chartControls.hidden = Boolean(reason);
   el.tableEmpty.textContent = reason;
   el.tableEmpty.hidden = !reason;
+  el.exploreHost.replaceChildren();
+  el.exploreRows.textContent = '–';
+  el.exploreNote.textContent = reason;
 }
 
 /** @param {View} v */
@@ -575,9 +708,8 @@ async function openDataset(dataset) {
     el.progressBar.classList.add('done');
     el.content.dataset.phase = 'done';
     const seconds = ((performance.now() - v.startedAt) / 1000).toFixed(2);
-    const sampled = v.stride > 1 ? ` The chart samples 1 row in ${v.stride}.` : '';
     const compressed = q.compression ? `, ${q.compression}-compressed` : '';
-    setStatus(`Loaded ${v.rows} rows of “${dataset.name}” (${formatBytes(q.bytesReceived)}${compressed}) in ${seconds} s.${sampled}`, 'ok');
+    setStatus(`Loaded ${v.rows} rows of “${dataset.name}” (${formatBytes(q.bytesReceived)}${compressed}) in ${seconds} s.`, 'ok');
   } catch (error) {
     if (v.closed) return;
     el.content.dataset.phase = 'error';
@@ -596,6 +728,8 @@ async function openDataset(dataset) {
 function failView(v) {
   if (v.closed) return;
   el.content.dataset.phase = 'error';
+  v.explorer?.close();
+  v.explorer = null;
   clearData(`No data from “${v.dataset.name}”: the ${v.live ? 'subscription' : 'query'} failed (the message at the top says why).`);
 }
 
@@ -794,8 +928,34 @@ el.form.addEventListener('submit', (event) => {
   rememberSession(session);
   connectSession(session);
 });
-el.xSelect.addEventListener('change', () => view && redraw(view));
-el.ySelect.addEventListener('change', () => view && redraw(view));
+for (const select of [el.xSelect, el.ySelect, el.aggSelect]) select.addEventListener('change', () => view && redraw(view));
+el.tabOverview.addEventListener('click', () => selectTab('overview'));
+el.tabExplore.addEventListener('click', () => selectTab('explore'));
+for (const tab of [el.tabOverview, el.tabExplore]) {
+  tab.addEventListener('keydown', (event) => {
+    if (event.key === 'ArrowRight' || event.key === 'ArrowLeft') {
+      const next = tab === el.tabOverview ? el.tabExplore : el.tabOverview;
+      selectTab(next === el.tabExplore ? 'explore' : 'overview');
+      next.focus();
+    }
+  });
+}
+el.exploreGroup.addEventListener('change', applyExploreControls);
+el.explorePlugin.addEventListener('change', applyExploreControls);
+el.exploreSettings.addEventListener('click', async () => {
+  const viewer = /** @type {any} */ (el.exploreHost.querySelector('perspective-viewer'));
+  if (viewer) await viewer.toggleConfig();
+});
+el.exploreExport.addEventListener('click', async () => {
+  const explorer = view?.explorer;
+  if (!explorer) return;
+  const csv = await explorer.csv();
+  const link = document.createElement('a');
+  link.href = URL.createObjectURL(new Blob([csv], { type: 'text/csv' }));
+  link.download = `${view?.dataset.name ?? 'data'}.csv`;
+  link.click();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10_000);
+});
 window.addEventListener('beforeunload', () => client?.close());
 
 const initialSession = initialSessionFromPage();

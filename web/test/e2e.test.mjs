@@ -380,6 +380,146 @@ describe('dashboard against the real volley demo', { skip: skip ?? false }, () =
     }
   });
 
+  it('explore (Perspective): the grid holds every row of ventas, a group-by works, and ticker\'s table grows', async () => {
+    const page = await open(demo.url);
+    /** Rows of the `<perspective-viewer>`'s own table and of its current view. */
+    const viewerRows = () => page.evaluate(async () => {
+      const viewer = /** @type {any} */ (document.querySelector('perspective-viewer'));
+      if (!viewer) return null;
+      const table = await viewer.getTable();
+      const view = await viewer.getView();
+      return { table: await table.size(), view: await view.num_rows() };
+    });
+    try {
+      await page.waitForSelector('[data-testid=dataset][data-name="ventas"]', { timeout: 15_000 });
+      await openDataset(page, 'ventas');
+      await waitFor(async () => (await page.getAttribute('.content', 'data-phase')) === 'done', { timeoutMs: 30_000, what: 'ventas query done' });
+      const loadedBefore = await page.evaluate(() => performance.getEntriesByType('resource').map((r) => r.name).filter((n) => /perspective|explore/.test(n)));
+      assert.deepEqual(loadedBefore, [], 'Perspective is not loaded before the explore view is opened');
+      const started = Date.now();
+      await page.click('[data-testid=tab-explore]');
+      await waitFor(async () => (await page.getAttribute('[data-testid=explore]', 'data-state')) === 'ready', { timeoutMs: 30_000, what: 'the explore view ready' });
+      const expected = demo.datasetRows.get('ventas');
+      assert.ok(expected, 'the demo printed "dataset ventas: N rows"');
+      const rows = await waitFor(async () => {
+        const r = await viewerRows();
+        return r && r.table === expected ? r : null;
+      }, { what: `the Perspective table holds ${expected} rows` });
+      assert.equal(rows.view, expected, 'the grid shows every row');
+      assert.equal(await page.textContent('[data-testid=explore-rows]'), expected.toLocaleString('en'));
+      const seconds = ((Date.now() - started) / 1000).toFixed(1);
+      await page.screenshot({ path: path.join(artifacts, 'explore-ventas.png'), fullPage: true });
+
+      // Group by region: one row per region plus the total.
+      await page.selectOption('[data-testid=explore-group]', 'region');
+      const grouped = await waitFor(async () => {
+        const r = await viewerRows();
+        return r && r.view < expected ? r : null;
+      }, { what: 'the grouped view' });
+      const regions = await page.evaluate(async () => {
+        const view = await /** @type {any} */ (document.querySelector('perspective-viewer')).getView();
+        const columns = await view.to_columns();
+        return columns.__ROW_PATH__.filter((/** @type {any[]} */ p) => p.length === 1).map((/** @type {any[]} */ p) => p[0]);
+      });
+      assert.deepEqual([...regions].sort(), ['Centro', 'Este', 'Norte', 'Oeste', 'Sur'], `group-by rows: ${JSON.stringify(regions)}`);
+      assert.equal(grouped.view, regions.length + 1, 'one row per region and the total');
+      await page.selectOption('[data-testid=explore-plugin]', 'Y Bar');
+      await page.waitForSelector('perspective-viewer-d3fc-ybar', { state: 'attached', timeout: 15_000 });
+      await page.waitForTimeout(1_000);
+      await page.screenshot({ path: path.join(artifacts, 'explore-ventas-bars.png'), fullPage: true });
+
+      // A live dataset's explore table grows as rows arrive.
+      await openDataset(page, 'ticker');
+      await waitFor(async () => (await page.getAttribute('[data-testid=explore]', 'data-state')) === 'ready', { timeoutMs: 30_000, what: 'ticker in the explore view' });
+      const first = await waitFor(async () => (await viewerRows())?.table, { what: 'ticker rows in Perspective' });
+      const grown = await waitFor(async () => {
+        const r = await viewerRows();
+        return r && r.table > first ? r.table : null;
+      }, { timeoutMs: 10_000, what: 'the live explore table grows' });
+      assert.ok(grown > first, `ticker in Perspective: ${first} → ${grown}`);
+      assert.match((await page.textContent('[data-testid=explore-note]')) ?? '', /keeps the newest 10,000 rows/);
+      await page.screenshot({ path: path.join(artifacts, 'explore-ticker.png'), fullPage: true });
+      pageLog.push(`explore opened in ${seconds} s`);
+    } catch (e) {
+      await page.screenshot({ path: path.join(artifacts, 'explore-failed.png'), fullPage: true });
+      throw new Error(`${e}${context_()}`);
+    } finally {
+      await page.close();
+    }
+  });
+
+  it('the overview table pages and sorts, and a live table shows its newest rows first', async () => {
+    const page = await open(demo.url);
+    try {
+      await page.waitForSelector('[data-testid=dataset][data-name="ventas"]', { timeout: 15_000 });
+      await openDataset(page, 'ventas');
+      await waitFor(async () => (await page.getAttribute('.content', 'data-phase')) === 'done', { timeoutMs: 30_000, what: 'ventas query done' });
+      const expected = /** @type {number} */ (demo.datasetRows.get('ventas'));
+      assert.equal(await page.textContent('[data-testid=table-range]'), `rows 1–20 of ${expected.toLocaleString('en')}`);
+      await page.click('[data-testid=table-pager] button[aria-label="Last page"]');
+      const lastFirst = Math.floor((expected - 1) / 20) * 20 + 1;
+      assert.equal(await page.textContent('[data-testid=table-range]'), `rows ${lastFirst.toLocaleString('en')}–${expected.toLocaleString('en')} of ${expected.toLocaleString('en')}`);
+      // Sort by cantidad, descending (two clicks): the first row has the largest value.
+      const header = page.locator('[data-testid=table] th', { hasText: 'cantidad' });
+      await header.locator('button').click();
+      await header.locator('button').click();
+      assert.equal(await header.getAttribute('aria-sort'), 'descending');
+      const column = await page.$$eval('[data-testid=table] th', (ths) => ths.findIndex((th) => th.textContent?.startsWith('cantidad')));
+      const values = await page.$$eval(`[data-testid=table] tbody tr td:nth-child(${column + 1})`, (tds) => tds.map((td) => Number(td.textContent)));
+      assert.equal(values.length, 20);
+      assert.deepEqual(values, [...values].sort((a, b) => b - a), 'sorted descending');
+      assert.equal(values[0], 39, 'the largest cantidad of ventas (1..39) first');
+
+      await openDataset(page, 'ticker');
+      await waitFor(async () => (await rowCount(page)) > 20, { timeoutMs: 15_000, what: 'more than a page of ticker rows' });
+      await waitFor(async () => /newest first/.test((await page.textContent('[data-testid=table-caption]')) ?? ''), { what: 'the live table says it shows the newest rows first' });
+      const newest = async () => {
+        const ts = await page.$$eval('[data-testid=table] tbody tr td:first-child', (tds) => tds.map((td) => td.textContent ?? ''));
+        return ts;
+      };
+      const before = await newest();
+      await page.waitForTimeout(2_000);
+      const after = await newest();
+      assert.ok(after[0] > before[0], `the newest row moves to the top: ${before[0]} → ${after[0]}`);
+      assert.deepEqual(after, [...after].sort().reverse(), 'newest first');
+    } catch (e) {
+      await page.screenshot({ path: path.join(artifacts, 'table-failed.png'), fullPage: true });
+      throw new Error(`${e}${context_()}`);
+    } finally {
+      await page.close();
+    }
+  });
+
+  it('the dashboard and the latency page have no serious or critical accessibility violations (axe-core)', async () => {
+    const axePath = path.join(webRoot, 'node_modules', 'axe-core', 'axe.min.js');
+    /** @param {import('playwright-core').Page} page */
+    const audit = async (page) => {
+      await page.addScriptTag({ path: axePath });
+      const violations = await page.evaluate(async () => {
+        const result = await /** @type {any} */ (window).axe.run(document, { resultTypes: ['violations'] });
+        return result.violations.map((/** @type {any} */ v) => ({ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 3).map((/** @type {any} */ n) => n.target.join(' ')) }));
+      });
+      return violations.filter((/** @type {any} */ v) => v.impact === 'serious' || v.impact === 'critical');
+    };
+    for (const scheme of ['light', 'dark']) {
+      const page = await open(demo.url);
+      try {
+        await page.emulateMedia({ colorScheme: /** @type {'light'|'dark'} */ (scheme) });
+        await page.waitForSelector('[data-testid=dataset][data-name="ventas"]', { timeout: 15_000 });
+        await openDataset(page, 'ventas');
+        await waitFor(async () => (await page.getAttribute('.content', 'data-phase')) === 'done', { timeoutMs: 30_000, what: 'ventas query done' });
+        const dashboard = await audit(page);
+        assert.deepEqual(dashboard, [], `dashboard (${scheme}): ${JSON.stringify(dashboard, null, 1)}`);
+        await page.goto(new URL('latency', demo.url).href);
+        await waitFor(async () => (await page.getAttribute('body', 'data-loaded')) === 'true', { what: '/metrics.json loaded' });
+        const latency = await audit(page);
+        assert.deepEqual(latency, [], `latency page (${scheme}): ${JSON.stringify(latency, null, 1)}`);
+      } finally {
+        await page.close();
+      }
+    }
+  });
+
   it('an expired token shows the token_expired message', async () => {
     assert.ok(demo.secret, `the demo printed no "secret: …" line${context_()}`);
     const tenant = demo.tenant ?? 'demo';
