@@ -83,7 +83,7 @@ const el = {
   overviewPanel: $('overview-panel'),
   explorePanel: $('explore-panel'),
   exploreHost: $('explore-host'),
-  exploreRows: $('explore-rows'),
+  exploreRows: $('explore-row-count'),
   exploreNote: $('explore-note'),
   exploreGroup: /** @type {HTMLSelectElement} */ ($('explore-group')),
   explorePlugin: /** @type {HTMLSelectElement} */ ($('explore-plugin')),
@@ -576,14 +576,24 @@ async function updateExploreCount(v) {
   const explorer = v.explorer;
   if (!explorer || explorer.closed || el.explorePanel.dataset.state !== 'ready') return;
   const rows = await explorer.size().catch(() => 0);
-  if (explorer === v.explorer) el.exploreRows.textContent = formatCount(rows);
+  if (explorer === v.explorer) showExploreRows(rows);
+}
+
+/**
+ * The explore table's row count: formatted for reading, the plain number in
+ * `data-rows` (tests read it; -1 while there is no table).
+ * @param {number|null} rows
+ */
+function showExploreRows(rows) {
+  el.exploreRows.textContent = rows === null ? '–' : formatCount(rows);
+  el.exploreRows.dataset.rows = String(rows ?? -1);
 }
 
 /** @param {View} v */
 function fillExploreControls(v) {
   const groupable = v.columns.filter((c) => c.kind === 'category' || c.kind === 'time');
   el.exploreGroup.replaceChildren(new Option('nothing', ''), ...groupable.map((c) => new Option(c.name, c.name)));
-  el.exploreRows.textContent = '–';
+  showExploreRows(null);
   el.exploreHost.replaceChildren();
   el.explorePanel.dataset.state = 'idle';
 }
@@ -620,7 +630,7 @@ function clearData(reason = '') {
   el.tableEmpty.textContent = reason;
   el.tableEmpty.hidden = !reason;
   el.exploreHost.replaceChildren();
-  el.exploreRows.textContent = '–';
+  showExploreRows(null);
   el.exploreNote.textContent = reason;
 }
 

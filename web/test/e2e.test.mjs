@@ -86,6 +86,9 @@ describe('dashboard against the real volley demo', { skip: skip ?? false }, () =
   /** @param {import('playwright-core').Page} page */
   const rowCount = async (page) => Number(await page.textContent('[data-testid=row-count]'));
 
+  /** Rows loaded in the explore view's Perspective table (-1: none yet). @param {import('playwright-core').Page} page */
+  const exploreRowCount = async (page) => Number(await page.getAttribute('[data-testid=explore-row-count]', 'data-rows'));
+
   /** @param {import('playwright-core').Page} page @param {string} name */
   async function openDataset(page, name) {
     await page.click(`[data-testid=dataset][data-name="${name}"]`);
@@ -406,7 +409,10 @@ describe('dashboard against the real volley demo', { skip: skip ?? false }, () =
         return r && r.table === expected ? r : null;
       }, { what: `the Perspective table holds ${expected} rows` });
       assert.equal(rows.view, expected, 'the grid shows every row');
+      await waitFor(async () => exploreRowCount(page).then((n) => n === expected), { what: `explore-row-count says ${expected}` });
+      assert.equal(await page.textContent('[data-testid=explore-row-count]'), expected.toLocaleString('en'));
       assert.equal(await page.textContent('[data-testid=explore-rows]'), expected.toLocaleString('en'));
+      assert.ok(await page.isVisible('[data-testid=explore] [data-testid=perspective-viewer]'), 'the grid is inside the explore view');
       const seconds = ((Date.now() - started) / 1000).toFixed(1);
       await page.screenshot({ path: path.join(artifacts, 'explore-ventas.png'), fullPage: true });
 
