@@ -241,7 +241,23 @@ export const DEFAULTS = Object.freeze({
   reconnectDelayMaxMs: 10_000,
   /** Consecutive failed reconnect attempts before the client gives up. */
   reconnectAttemptsMax: 100,
+  /**
+   * A live subscription re-sent after a reconnect that the gateway answers
+   * `dataset_not_found` / `connector_offline` (a restarted gateway whose
+   * connectors have not registered again yet) waits and asks again after
+   * this long, then every `resubscribeRetryMs`, and at once when a
+   * `datasets_changed` lists the dataset.
+   */
+  resubscribeFirstRetryMs: 1_000,
+  resubscribeRetryMs: 2_000,
 });
+
+/**
+ * Codes a re-sent subscription is answered with while the gateway has no
+ * connector serving the dataset yet: the subscription waits (as after
+ * `live_waiting`) instead of ending.
+ */
+const RESUBSCRIBE_WAIT_CODES = new Set(['dataset_not_found', 'connector_offline']);
 
 /**
  * An error with a protocol error code (PROTOCOL.md §8) or a client-side code
@@ -476,6 +492,8 @@ export async function* decodeBatches(bytes, onSchema) {
  * @property {number} [reconnectDelayInitialMs]
  * @property {number} [reconnectDelayMaxMs]
  * @property {number} [reconnectAttemptsMax]
+ * @property {number} [resubscribeFirstRetryMs]
+ * @property {number} [resubscribeRetryMs]
  * @property {string[]} [compression]  IPC body codecs to accept (PROTOCOL.md §5.4); default {@link CODECS}; `[]` asks for uncompressed streams
  * @property {number} [decompressedBufferBytesMax]  see {@link DECOMPRESSED_BUFFER_BYTES_MAX}
  */
@@ -863,10 +881,15 @@ export class VolleyClient {
         pending?.resolve(datasetList(msg.datasets));
         return;
       }
-      case 'datasets_changed':
+      case 'datasets_changed': {
         // Unasked (connectors came or went): not the answer to a `list`.
-        this._emit('datasets', datasetList(msg.datasets));
+        const list = datasetList(msg.datasets);
+        for (const handler of [...this._handlers.values()]) {
+          if (handler instanceof Subscription && list.some((d) => d.name === handler.dataset)) handler._retryNow();
+        }
+        this._emit('datasets', list);
         return;
+      }
       default:
         break;
     }
@@ -1294,12 +1317,20 @@ export class Subscription {
     this._lastSequence = -1;
     /** Frames below this sequence are dropped (after a gap). */
     this._resumeSequence = 0;
-    /** True between `live_waiting` and the next `stream_start`. */
+    /**
+     * True between `live_waiting` (or, after a reconnect, a re-subscribe
+     * answered `dataset_not_found`/`connector_offline`) and the next `stream_start`.
+     */
     this.waiting = false;
     /** Streams that replaced an earlier one of this subscription. */
     this.restarts = 0;
     /** A `stream_start` was seen: the next one is a restart. */
     this._started = false;
+    /** Re-sent after the socket reconnected, and not started since. */
+    this._afterReconnect = false;
+    /** @type {ReturnType<typeof setTimeout>|null} the next re-subscribe while waiting for the dataset */
+    this._retryTimer = null;
+    this._retries = 0;
     /** @type {Segment|null} bytes of the current decode segment */
     this._segment = null;
     /** @type {AsyncQueue<Segment>} segments, decoded one after the other */
@@ -1310,6 +1341,7 @@ export class Subscription {
   }
 
   async _resubscribe() {
+    this._clearRetry();
     if (this.done) return;
     this._releaseTurn();
     this._releaseTurn = await this.client._takeLevel1Turn();
@@ -1387,6 +1419,9 @@ export class Subscription {
         const restart = this._started;
         this._started = true;
         this.waiting = false;
+        this._afterReconnect = false;
+        this._retries = 0;
+        this._clearRetry();
         if (restart) this.restarts += 1;
         this._endSegment(true);
         this.client._unbindStream(this.streamId, this);
@@ -1439,12 +1474,50 @@ export class Subscription {
       case 'unsubscribed':
         this._end();
         return;
-      case 'error':
-        this._fail(wireError(msg, this.queryId));
+      case 'error': {
+        const error = wireError(msg, this.queryId);
+        if (this._afterReconnect && RESUBSCRIBE_WAIT_CODES.has(error.code)) {
+          // The socket reconnected to a gateway that has no connector serving
+          // the dataset yet (it restarted; connectors register again within
+          // moments): wait for it, as after live_waiting, instead of ending.
+          this._waitAndRetry(error);
+          return;
+        }
+        this._fail(error);
         return;
+      }
       default:
         return;
     }
+  }
+
+  /** @param {VolleyError} error */
+  _waitAndRetry(error) {
+    this._streaming = false;
+    this._releaseTurn();
+    const first = !this.waiting;
+    this.waiting = true;
+    const { resubscribeFirstRetryMs, resubscribeRetryMs } = this.client.options;
+    this._clearRetry();
+    this._retryTimer = setTimeout(() => {
+      this._retryTimer = null;
+      this._resubscribe();
+    }, this._retries === 0 ? resubscribeFirstRetryMs : resubscribeRetryMs);
+    this._retries += 1;
+    if (!first) return;
+    this.callbacks.onWaiting?.({ error, streamId: null }, this);
+    this.client._emit('waiting', { queryId: this.queryId, dataset: this.dataset, error });
+  }
+
+  /** The dataset is listed again: re-subscribe now rather than at the timer. */
+  _retryNow() {
+    if (this.done || !this._retryTimer) return;
+    this._resubscribe();
+  }
+
+  _clearRetry() {
+    if (this._retryTimer) clearTimeout(this._retryTimer);
+    this._retryTimer = null;
   }
 
   /** @param {FrameHeader} frame */
@@ -1471,6 +1544,8 @@ export class Subscription {
 
   /** The socket dropped; the client re-subscribes after reconnecting. @param {VolleyError} error */
   _onDisconnect(error) {
+    this._clearRetry();
+    this._afterReconnect = true;
     this._streaming = false;
     this._endSegment(true);
     this.streamId = null;
@@ -1483,6 +1558,7 @@ export class Subscription {
     if (this.done) return;
     this.done = true;
     this.waiting = false;
+    this._clearRetry();
     this._streaming = false;
     this.client._handlers.delete(this.queryId);
     this.client._unbindStream(this.streamId, this);

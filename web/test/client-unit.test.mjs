@@ -216,4 +216,53 @@ describe('live subscription that resumes (live_waiting, then a new stream_start)
     assert.equal(rows, 4);
     client.close();
   });
+
+  it('a re-subscribe after a reconnect that finds no connector yet waits and asks again (a restarted gateway)', async () => {
+    const { client, sent, control } = fakeClient();
+    client.options.resubscribeFirstRetryMs = 30;
+    client.options.resubscribeRetryMs = 30;
+    /** @type {string[]} */
+    const events = [];
+    const sub = client.subscribe('ticker', () => {}, {
+      queryId: 's5',
+      onWaiting: ({ error }) => events.push(`waiting ${error.code}`),
+      onError: (e, s) => events.push(`error ${e.code}${s.done ? ' done' : ''}`),
+    });
+    await settle();
+    control({ type: 'stream_start', query_id: 's5', stream_id: 2, live: true });
+    for (const handler of client._handlers.values()) handler._onDisconnect(new VolleyError('connection_lost', 'lost'));
+    // What the client does after it reconnected.
+    await sub._resubscribe();
+    const subscribes = () => sent.filter((m) => m.action === 'subscribe').length;
+    assert.equal(subscribes(), 2);
+    control({ type: 'error', code: 'dataset_not_found', query_id: 's5', message: 'no connector lists "ticker"' });
+    assert.equal(sub.done, false, 'the subscription waits for the connector');
+    assert.equal(sub.waiting, true);
+    await waitUntil(() => subscribes() === 3, 'asked again after resubscribeFirstRetryMs');
+    control({ type: 'error', code: 'connector_offline', query_id: 's5', message: 'offline' });
+    // The dataset is listed again: asked at once, not at the timer.
+    client.options.resubscribeRetryMs = 60_000;
+    control({ type: 'error', code: 'connector_offline', query_id: 's5', message: 'offline' });
+    control({ type: 'datasets_changed', datasets: [{ name: 'ticker', live: true }] });
+    await settle();
+    assert.equal(subscribes(), 4);
+    control({ type: 'stream_start', query_id: 's5', stream_id: 3, live: true });
+    assert.equal(sub.waiting, false);
+    assert.deepEqual(events, ['error connection_lost', 'waiting dataset_not_found']);
+    // A first subscribe to a missing dataset still fails at once.
+    const other = client.subscribe('nope', () => {}, { queryId: 's6' });
+    await settle();
+    control({ type: 'error', code: 'dataset_not_found', query_id: 's6', message: 'x' });
+    assert.equal(other.done, true);
+    client.close();
+  });
 });
+
+/** @param {() => boolean} check @param {string} what */
+async function waitUntil(check, what) {
+  const deadline = Date.now() + 2_000;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}

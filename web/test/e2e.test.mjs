@@ -8,8 +8,9 @@ import { appendFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from '
 import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
+import { DEFAULTS } from '../src/client.js';
 import {
-  ensureArtifactsDir, execFileAsync, missingBinaryReason, startConnector, startDemo, volleyBin, waitFor, webRoot,
+  ensureArtifactsDir, execFileAsync, missingBinaryReason, startConnector, startDemo, startGateway, volleyBin, waitFor, webRoot,
 } from './helpers.mjs';
 
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
@@ -342,47 +343,111 @@ describe('dashboard against the real volley demo', { skip: skip ?? false }, () =
     }
   });
 
-  it('a live view waits while its connector is gone and resumes by itself when it is back', async () => {
+  /**
+   * A CSV that keeps growing (two rows every 200 ms, whether or not a
+   * connector reads it), served live by a separate `volley connector` of
+   * `server` (a demo or a bare gateway).
+   * @param {{base: string, secret?: string, tenant?: string, log: () => string}} server
+   */
+  async function liveFeed(server) {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'volley-feed-'));
     const csv = path.join(dir, 'feed.csv');
     let tick = 0;
     const line = () => `${new Date().toISOString().slice(0, 19)},${(tick += 1)}\n`;
     writeFileSync(csv, `ts,n\n${line()}`);
-    // Rows keep coming whether or not a connector reads them.
     const appender = setInterval(() => appendFileSync(csv, line() + line()), 200);
-    let connector = await startConnector(demo, dir, { feed: { type: 'csv', path: csv, live: { follow: true, poll_ms: 100 } } });
-    const page = await open(demo.url);
+    const connector = await startConnector(/** @type {any} */ (server), dir, { feed: { type: 'csv', path: csv, live: { follow: true, poll_ms: 100 } } });
+    return {
+      connector,
+      done: () => {
+        clearInterval(appender);
+        rmSync(dir, { recursive: true, force: true });
+      },
+    };
+  }
+
+  /**
+   * Open `feed` and wait until its live row count grows.
+   * @param {import('playwright-core').Page} page
+   */
+  async function followFeed(page) {
+    await page.waitForSelector('[data-testid=dataset][data-name="feed"]', { timeout: 15_000 });
+    await openDataset(page, 'feed');
+    await page.evaluate(() => { /** @type {any} */ (window).notReloaded = true; });
+    const before = await waitFor(async () => rowCount(page), { what: 'first feed rows' });
+    await waitFor(async () => (await rowCount(page)) > before, { what: 'feed rows grow' });
+  }
+
+  for (const signal of /** @type {const} */ (['SIGKILL', 'SIGTERM'])) {
+    it(`a live view waits while its connector is gone (${signal}) and resumes by itself when it is back`, async () => {
+      const feed = await liveFeed(demo);
+      let { connector } = feed;
+      const page = await open(demo.url);
+      try {
+        await followFeed(page);
+        // SIGKILL: a crash, the tunnel just closes. SIGTERM: a clean stop, the
+        // connector ends its streams without an error (PROTOCOL.md §5.3).
+        await connector.stop(signal);
+        await waitFor(async () => (await page.getAttribute('[data-testid=status]', 'data-code')) === 'live_waiting', {
+          timeoutMs: 10_000, what: `the waiting message after the connector got ${signal} (a gateway with live_waiting, PROTOCOL.md §5.3)`,
+        });
+        assert.match((await page.textContent('[data-testid=status]')) ?? '', /went away; this view resumes by itself when it is back/);
+        await page.screenshot({ path: path.join(artifacts, `live-waiting-${signal.toLowerCase()}.png`), fullPage: true });
+
+        connector = connector.restart();
+        await waitFor(async () => (await page.getAttribute('.content', 'data-phase')) === 'live', { timeoutMs: 20_000, what: 'the view follows feed again' });
+        const resumed = await waitFor(async () => rowCount(page), { timeoutMs: 20_000, what: 'rows after resuming' });
+        await waitFor(async () => (await rowCount(page)) > resumed, { timeoutMs: 20_000, what: 'the live row count grows again' });
+        assert.equal(await page.evaluate(() => /** @type {any} */ (window).notReloaded), true, 'the page was not reloaded');
+        assert.match((await page.textContent('[data-testid=status]')) ?? '', /is back; following it again/);
+      } catch (e) {
+        await page.screenshot({ path: path.join(artifacts, `live-resume-${signal.toLowerCase()}-failed.png`), fullPage: true });
+        throw new Error(`${e}\nstatus: ${await page.textContent('[data-testid=status]')}${context_()}\n--- connector ---\n${connector.log()}`);
+      } finally {
+        connector.kill();
+        feed.done();
+        await page.close();
+      }
+    });
+  }
+
+  it('a live view resumes by itself after the gateway restarts: the client reconnects and re-subscribes', async (t) => {
+    const gateway = await startGateway();
+    const feed = await liveFeed(gateway);
+    const page = await open(await gateway.sessionUrl());
     try {
-      await page.waitForSelector('[data-testid=dataset][data-name="feed"]', { timeout: 15_000 });
-      await openDataset(page, 'feed');
-      await page.evaluate(() => { /** @type {any} */ (window).notReloaded = true; });
-      const before = await waitFor(async () => rowCount(page), { what: 'first feed rows' });
-      await waitFor(async () => (await rowCount(page)) > before, { what: 'feed rows grow' });
-
-      connector.kill();
-      await waitFor(async () => (await page.getAttribute('[data-testid=status]', 'data-code')) === 'live_waiting', {
-        timeoutMs: 10_000, what: 'the waiting message after the connector was killed (a gateway with live_waiting, PROTOCOL.md §5.3)',
+      await followFeed(page);
+      const downMs = await gateway.restart('SIGTERM');
+      const upAt = Date.now();
+      // client.js DEFAULTS: the reconnect delay starts at reconnectDelayInitialMs
+      // (250 ms) and doubles per failed attempt (at most reconnectDelayMaxMs,
+      // 10 s), the delay waited being between half of it and all of it. An
+      // attempt that failed while the gateway was down for downMs began at
+      // least 125 × (2^k − 1) ms after the drop, so the delay pending when the
+      // gateway answers again is at most 2 × downMs + 250 ms.
+      const { reconnectDelayInitialMs, reconnectDelayMaxMs } = DEFAULTS;
+      const reconnectDelayMs = Math.min(reconnectDelayMaxMs, 2 * downMs + reconnectDelayInitialMs);
+      const boundMs = 2 * reconnectDelayMs + 2_000;
+      await waitFor(async () => /is back; following it again/.test((await page.textContent('[data-testid=status]')) ?? ''), {
+        timeoutMs: boundMs, intervalMs: 50, what: `the view following feed again within 2 × ${reconnectDelayMs} + 2000 ms of the gateway answering (it was down ${downMs} ms)`,
       });
-      assert.match((await page.textContent('[data-testid=status]')) ?? '', /went away; this view resumes by itself when it is back/);
-      await page.screenshot({ path: path.join(artifacts, 'live-waiting.png'), fullPage: true });
-
-      connector = connector.restart();
-      await waitFor(async () => (await page.getAttribute('.content', 'data-phase')) === 'live', { timeoutMs: 20_000, what: 'the view follows feed again' });
-      const resumed = await waitFor(async () => rowCount(page), { timeoutMs: 20_000, what: 'rows after resuming' });
-      await waitFor(async () => (await rowCount(page)) > resumed, { timeoutMs: 20_000, what: 'the live row count grows again' });
+      const resumed = await rowCount(page);
+      await waitFor(async () => (await rowCount(page)) > resumed, {
+        timeoutMs: Math.max(50, upAt + boundMs - Date.now()), intervalMs: 50, what: `the live row count growing again within ${boundMs} ms of the gateway answering`,
+      });
+      const tookMs = Date.now() - upAt;
       assert.equal(await page.evaluate(() => /** @type {any} */ (window).notReloaded), true, 'the page was not reloaded');
-      assert.match((await page.textContent('[data-testid=status]')) ?? '', /is back; following it again/);
+      t.diagnostic(`gateway restart: down ${downMs} ms, rows growing again ${tookMs} ms after it answered (bound ${boundMs} ms)`);
     } catch (e) {
-      await page.screenshot({ path: path.join(artifacts, 'live-resume-failed.png'), fullPage: true });
-      throw new Error(`${e}\nstatus: ${await page.textContent('[data-testid=status]')}${context_()}\n--- connector ---\n${connector.log()}`);
+      await page.screenshot({ path: path.join(artifacts, 'live-gateway-restart-failed.png'), fullPage: true });
+      throw new Error(`${e}\nstatus: ${await page.textContent('[data-testid=status]')}${context_()}\n--- gateway ---\n${gateway.log().slice(-4000)}\n--- connector ---\n${feed.connector.log()}`);
     } finally {
-      clearInterval(appender);
-      connector.kill();
-      rmSync(dir, { recursive: true, force: true });
+      feed.connector.kill();
+      feed.done();
       await page.close();
+      await gateway.stop();
     }
   });
-
   it('explore (Perspective): the grid holds every row of ventas, a group-by works, and ticker\'s table grows', async () => {
     const page = await open(demo.url);
     /** Rows of the `<perspective-viewer>`'s own table and of its current view. */

@@ -1,5 +1,6 @@
 // Shared helpers for the tests: start the real `volley demo`, free ports, paths.
 import { spawn, execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -162,6 +163,7 @@ export async function waitFor(fn, { timeoutMs = 15_000, intervalMs = 100, what =
  * @typedef {object} ExtraConnector
  * @property {import('node:child_process').ChildProcess} child
  * @property {() => void} kill          SIGKILL (a crash: no goodbye to the gateway)
+ * @property {(signal?: NodeJS.Signals) => Promise<void>} stop  send `signal` (default SIGTERM, a clean stop) and wait for the exit
  * @property {() => ExtraConnector} restart  a new process with the same configuration
  * @property {() => string} log
  */
@@ -201,10 +203,92 @@ export async function startConnector(demo, dir, datasets) {
       kill: () => {
         if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
       },
+      stop: (signal = 'SIGTERM') => stopChild(child, signal),
       restart: launch,
       log: () => log,
     };
     return handle;
   };
   return launch();
+}
+
+/**
+ * Send `signal` and wait for the process to exit (SIGKILL after
+ * DEMO_STOP_TIMEOUT_MS).
+ * @param {import('node:child_process').ChildProcess} child
+ * @param {NodeJS.Signals} signal
+ */
+async function stopChild(child, signal) {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill(signal);
+  const timer = setTimeout(() => child.kill('SIGKILL'), DEMO_STOP_TIMEOUT_MS);
+  await exited;
+  clearTimeout(timer);
+}
+
+/**
+ * @typedef {object} Gateway
+ * @property {string} base       http://127.0.0.1:PORT
+ * @property {string} secret     its VOLLEY_SECRET (sessions and connectors)
+ * @property {string} tenant
+ * @property {() => Promise<string>} sessionUrl  the dashboard URL with a fresh session token (every dataset)
+ * @property {(signal?: NodeJS.Signals) => Promise<number>} restart  stop the process (default SIGTERM), start a new one on the same port; resolves with the ms it was not answering
+ * @property {() => Promise<void>} stop
+ * @property {() => string} log
+ */
+
+/**
+ * Start a bare `volley gateway` (no connector) on a free port with a random
+ * secret, serving web/dist, and wait until it answers HTTP. Shaped like a
+ * {@link Demo} for {@link startConnector}.
+ * @returns {Promise<Gateway & Pick<Demo, 'base'|'secret'|'tenant'|'log'>>}
+ */
+export async function startGateway() {
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  const secret = randomBytes(32).toString('hex');
+  const tenant = 'e2e-tenant';
+  let log = '';
+  /** @type {import('node:child_process').ChildProcess} */
+  let child;
+  const launch = async () => {
+    child = spawn(volleyBin, ['gateway', '--listen', `127.0.0.1:${port}`, '--workers', '1'], {
+      cwd: repoRoot,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, VOLLEY_SECRET: secret, VOLLEY_WEB_DIST: path.join(webRoot, 'dist'), RUST_LOG: process.env.RUST_LOG ?? 'info' },
+    });
+    const append = (/** @type {Buffer} */ chunk) => {
+      log = (log + chunk.toString()).slice(-DEMO_LOG_BYTES_MAX);
+    };
+    child.stdout?.on('data', append);
+    child.stderr?.on('data', append);
+    await waitFor(async () => {
+      try {
+        return (await fetch(`${base}/metrics.json`)).ok;
+      } catch {
+        return false;
+      }
+    }, { timeoutMs: DEMO_START_TIMEOUT_MS, intervalMs: 20, what: `volley gateway answering on ${base}` });
+  };
+  await launch();
+  return {
+    base,
+    secret,
+    tenant,
+    log: () => log,
+    sessionUrl: async () => {
+      const { stdout } = await execFileAsync(volleyBin, ['token', '--tenant', tenant, '--user', 'e2e', '--ttl', '3600'], {
+        env: { ...process.env, VOLLEY_SECRET: secret },
+      });
+      return `${base}/?session=${encodeURIComponent(stdout.trim())}`;
+    },
+    restart: async (signal = 'SIGTERM') => {
+      const started = Date.now();
+      await stopChild(child, signal);
+      await launch();
+      return Date.now() - started;
+    },
+    stop: () => stopChild(child, 'SIGTERM'),
+  };
 }
