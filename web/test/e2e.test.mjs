@@ -4,13 +4,14 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHmac } from 'node:crypto';
-import { appendFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
 import { DEFAULTS } from '../src/client.js';
 import {
-  ensureArtifactsDir, execFileAsync, missingBinaryReason, startConnector, startDemo, startGateway, volleyBin, waitFor, webRoot,
+  ensureArtifactsDir, execFileAsync, missingBinaryReason, repoRoot, startConnector, startDemo, startGateway, volleyBin, waitFor, webRoot,
 } from './helpers.mjs';
 
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
@@ -20,6 +21,35 @@ const CHROMIUM_ARGS = [
 ];
 /** How long the live ticker is watched for growth. */
 const LIVE_WATCH_MS = 3_000;
+/** Rows of the Parquet dataset the explore test loads. */
+const BIG_ROWS = 200_000;
+/**
+ * Writes a seeded Parquet file of argv[2] rows to argv[1] (region: five
+ * Spanish regions, unevenly; id; amount; qty) and prints what pyarrow says a
+ * sort and a filter of it give.
+ */
+const BIG_PARQUET_PY = `
+import json, random, sys
+import pyarrow as pa, pyarrow.compute as pc, pyarrow.parquet as pq
+path, n = sys.argv[1], int(sys.argv[2])
+rng = random.Random(7)
+regions = ['Norte', 'Sur', 'Este', 'Oeste', 'Centro']
+table = pa.table({
+    'region': rng.choices(regions, weights=[30, 25, 20, 15, 10], k=n),
+    'id': pa.array(range(n), pa.int64()),
+    'amount': pa.array([round(rng.uniform(-500, 5000), 2) for _ in range(n)], pa.float64()),
+    'qty': pa.array([rng.randint(1, 40) for _ in range(n)], pa.int32()),
+})
+pq.write_table(table, path, row_group_size=20000)
+t = pq.read_table(path)
+norte = t.filter(pc.equal(t['region'], 'Norte'))
+print(json.dumps({
+    'rows': t.num_rows,
+    'top_amounts': sorted(t['amount'].to_pylist(), reverse=True)[:3],
+    'norte_rows': norte.num_rows,
+    'norte_top_amount': pc.max(norte['amount']).as_py(),
+}))
+`;
 
 const skip = missingBinaryReason()
   ?? (existsSync(CHROMIUM) ? null : `${CHROMIUM} not found (apt-get install chromium)`)
@@ -515,6 +545,101 @@ describe('dashboard against the real volley demo', { skip: skip ?? false }, () =
       await page.screenshot({ path: path.join(artifacts, 'explore-failed.png'), fullPage: true });
       throw new Error(`${e}${context_()}`);
     } finally {
+      await page.close();
+    }
+  });
+
+  it('explore: a 200,000-row Parquet dataset loads whole, sorts, filters and exports as pyarrow counts it', async (t) => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'volley-big-'));
+    const parquet = path.join(dir, 'big.parquet');
+    // 200,000 rows (seeded, so every run is the same data), 10 row groups;
+    // pyarrow also says what a sort and a filter must give.
+    const { stdout } = await execFileAsync('python3', ['-c', BIG_PARQUET_PY, parquet, String(BIG_ROWS)], { maxBuffer: 1 << 20 });
+    const truth = JSON.parse(stdout);
+    const connector = await startConnector(demo, dir, { big: { type: 'parquet', path: parquet } });
+    const page = await open(demo.url);
+    /** @param {string} script  run in the page with `viewer` and `view` (the viewer's current view) */
+    const onView = (script) => page.evaluate(`(async () => {
+      const viewer = document.querySelector('[data-testid=explore] perspective-viewer');
+      const view = await viewer.getView();
+      ${script}
+    })()`);
+    try {
+      await page.waitForSelector('[data-testid=dataset][data-name="big"]', { timeout: 15_000 });
+      // Perspective loads with the first dataset (the demo's, opened on its own)…
+      const tabAt = Date.now();
+      await page.click('[data-testid=tab-explore]');
+      await waitFor(async () => (await page.getAttribute('[data-testid=explore]', 'data-state')) === 'ready', { timeoutMs: 30_000, what: 'the explore view ready' });
+      const perspectiveReadyMs = Date.now() - tabAt;
+      // …then the big dataset streams into it, timed from the click.
+      const clickAt = Date.now();
+      await page.click('[data-testid=dataset][data-name="big"]');
+      await waitFor(async () => (await page.textContent('#dataset-title')) === 'big' && (await exploreRowCount(page)) > 0, {
+        timeoutMs: 60_000, intervalMs: 20, what: 'the first rows of big in the explore view',
+      });
+      const firstRowsMs = Date.now() - clickAt;
+      await waitFor(async () => (await exploreRowCount(page)) === truth.rows, {
+        timeoutMs: 120_000, intervalMs: 50, what: `explore-row-count = ${truth.rows}`,
+      });
+      const fullyLoadedMs = Date.now() - clickAt;
+      assert.equal(await page.textContent('[data-testid=explore-row-count]'), truth.rows.toLocaleString('en'));
+      assert.equal(await page.getAttribute('[data-testid=explore]', 'data-state'), 'ready');
+      assert.equal(await onView('return view.num_rows();'), truth.rows, 'the grid\'s view holds every row');
+      await page.screenshot({ path: path.join(artifacts, 'explore-big.png'), fullPage: true });
+
+      // Sort by amount, descending: the same number of rows, pyarrow's largest first.
+      await onView(`await viewer.restore({ sort: [['amount', 'desc']] });`);
+      const sorted = /** @type {any} */ (await onView(`
+        const v = await viewer.getView();
+        return { rows: await v.num_rows(), top: (await v.to_columns({ start_row: 0, end_row: 3 })).amount };`));
+      assert.equal(sorted.rows, truth.rows, 'sorting keeps every row');
+      assert.deepEqual(sorted.top, truth.top_amounts, 'the largest amounts first, as pyarrow sorts them');
+
+      // Filter region == "Norte" (kept sorted): pyarrow's count and largest Norte amount.
+      await onView(`await viewer.restore({ filter: [['region', '==', 'Norte']] });`);
+      const norte = /** @type {any} */ (await onView(`
+        const v = await viewer.getView();
+        const cols = await v.to_columns({ start_row: 0, end_row: 1 });
+        return { rows: await v.num_rows(), region: cols.region[0], amount: cols.amount[0] };`));
+      assert.equal(norte.rows, truth.norte_rows, 'region == "Norte" rows, as pyarrow counts them');
+      assert.deepEqual([norte.region, norte.amount], ['Norte', truth.norte_top_amount]);
+      await page.screenshot({ path: path.join(artifacts, 'explore-big-norte.png'), fullPage: true });
+
+      // The page's "Download CSV" exports the current view: every row again once the filter is off.
+      await onView(`await viewer.restore({ filter: [], sort: [] });`);
+      const download = page.waitForEvent('download', { timeout: 60_000 });
+      await page.click('#explore-export');
+      const file = await (await download).path();
+      const csv = await readFile(/** @type {string} */ (file), 'utf8');
+      const lines = csv.split('\n').filter((l) => l.length > 0);
+      assert.equal(lines.length - 1, truth.rows, 'CSV export: a header and one line per source row');
+      assert.match(lines[0], /region/);
+
+      const perf = {
+        date: new Date().toISOString(),
+        what: 'explore view: a 200,000-row Parquet dataset (region string, id int64, amount float64, qty int32) from a volley connector through the demo gateway into Perspective, headless Chromium',
+        rows: truth.rows,
+        parquet_bytes: statSync(parquet).size,
+        perspective_ready_ms: perspectiveReadyMs,
+        time_to_first_rows_ms: firstRowsMs,
+        time_to_fully_loaded_ms: fullyLoadedMs,
+        cpus: os.cpus().length,
+        chromium: context.browser()?.version() ?? null,
+        dist_bytes: Object.fromEntries(readdirSync(path.join(webRoot, 'dist')).filter((f) => !f.endsWith('.map')).sort().map((f) => [f, statSync(path.join(webRoot, 'dist', f)).size])),
+      };
+      t.diagnostic(`big: Perspective ready ${perspectiveReadyMs} ms, first rows ${firstRowsMs} ms, all ${truth.rows} rows ${fullyLoadedMs} ms`);
+      if (process.env.VOLLEY_RECORD_PERF === '1') {
+        const out = path.join(repoRoot, 'perf-results', 'web', `explore-${perf.date.slice(0, 10)}.json`);
+        mkdirSync(path.dirname(out), { recursive: true });
+        writeFileSync(out, `${JSON.stringify(perf, null, 2)}\n`);
+        t.diagnostic(`wrote ${out}`);
+      }
+    } catch (e) {
+      await page.screenshot({ path: path.join(artifacts, 'explore-big-failed.png'), fullPage: true });
+      throw new Error(`${e}${context_()}\n--- connector ---\n${connector.log()}`);
+    } finally {
+      connector.kill();
+      rmSync(dir, { recursive: true, force: true });
       await page.close();
     }
   });
