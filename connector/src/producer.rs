@@ -98,6 +98,7 @@ impl StreamHandle {
             request_id: order.request_id.clone(),
             stream_id: order.header_stream_id,
             live: order.live,
+            history_bytes: order.history_bytes,
             options,
             out: out.clone(),
             stop: stop.clone(),
@@ -150,6 +151,8 @@ struct StreamJob {
     request_id: String,
     stream_id: Option<u32>,
     live: bool,
+    /// `do_get`'s `history_bytes` (live streams).
+    history_bytes: Option<u64>,
     options: SliceOptions,
     out: SyncSender<Outgoing>,
     stop: StopFlag,
@@ -184,7 +187,7 @@ impl StreamJob {
             log::info!("dataset {:?} is not live; streaming it once", self.dataset);
         }
         let source_stop = dataset.stop_flag();
-        let mut stream = match dataset.into_ipc(self.options) {
+        let mut stream = match dataset.into_ipc(self.options, self.history_bytes) {
             Ok(stream) => stream,
             Err(e) => {
                 let error = source_failure(&request_id, &self.dataset, &e);

@@ -356,7 +356,7 @@ fn flight_info(catalog: &Catalog, request_id: &str, name: &str, config: &Config)
     let rows = dataset.row_count().map(|r| i64::try_from(r).unwrap_or(i64::MAX)).unwrap_or(-1);
     let stop = dataset.stop_flag();
     let mut stream = dataset
-        .into_ipc(SliceOptions::from_performance(&config.performance))
+        .into_ipc(SliceOptions::from_performance(&config.performance), None)
         .map_err(|e| source_failure(request_id, name, &e))?;
     let schema = match stream.next() {
         Some(Ok(message)) if message.kind == MessageKind::Schema => message.bytes,

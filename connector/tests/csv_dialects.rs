@@ -96,7 +96,7 @@ fn connector_ipc(dir: &Path, name: &str, keys: &str) -> Vec<u8> {
     let stream = Catalog::new(&config)
         .open(name)
         .unwrap_or_else(|e| panic!("{name}: {e}"))
-        .into_ipc(SliceOptions::default())
+        .into_ipc(SliceOptions::default(), None)
         .expect("slicer");
     let mut bytes = Vec::new();
     for message in stream {

@@ -157,7 +157,7 @@ fn arrow_file_and_stream() {
 
     // And through the slicer.
     let messages: Vec<_> =
-        c.open("dict").unwrap().into_ipc(SliceOptions::default()).unwrap().collect::<Result<_, _>>().unwrap();
+        c.open("dict").unwrap().into_ipc(SliceOptions::default(), None).unwrap().collect::<Result<_, _>>().unwrap();
     assert!(messages.iter().any(|m| m.kind == MessageKind::Dictionary));
     assert_eq!(messages.iter().map(|m| m.rows).sum::<u64>(), 17);
 }
@@ -216,6 +216,91 @@ fn followed_csv_yields_appended_lines_and_holds_partial_lines() {
     assert!(stopped_at.elapsed() < Duration::from_secs(2));
 }
 
+/// `do_get`'s `history_bytes`: a followed file's rows from before its end
+/// are held until the end is reached, and only the newest record batches
+/// within the budget go out (then new rows as they come), so the first
+/// subscriber of a live stream gets the same recent history as the window a
+/// later one is replayed.
+#[test]
+fn a_followed_file_sends_only_the_newest_history_within_history_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("h.ndjson");
+    let lines: String = (0..1000).map(|i| format!("{{\"v\": {i}}}\n")).collect();
+    std::fs::write(&path, lines).unwrap();
+    let spec = "  h: { type: json, path: h.ndjson, batch_rows: 100, live: { follow: true, poll_ms: 20 } }\n";
+    let rows_of = |history: Option<u64>| {
+        let c = catalog(spec, dir.path());
+        let opened = c.open("h").unwrap();
+        let stop = opened.stop_flag();
+        let mut stream = opened.into_ipc(SliceOptions::default(), history).unwrap();
+        assert_eq!(stream.next().unwrap().unwrap().kind, MessageKind::Schema);
+        let mut batches = Vec::new();
+        let mut bytes = 0u64;
+        // The history comes at once; then the stream waits for new rows.
+        let stopper = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                stop.store(true, Ordering::Release);
+            })
+        };
+        for message in stream.by_ref() {
+            let message = message.unwrap();
+            if message.kind == MessageKind::RecordBatch {
+                batches.push(message.rows);
+                bytes += message.bytes.len() as u64 + volley_protocol::tunnel::HISTORY_FRAME_OVERHEAD_BYTES;
+            }
+        }
+        stopper.join().unwrap();
+        (batches, bytes)
+    };
+    let (all, all_bytes) = rows_of(None);
+    assert_eq!(all.iter().sum::<u64>(), 1000, "without a bound, the whole history: {all:?}");
+    let budget = all_bytes / 3;
+    let (newest, bytes) = rows_of(Some(budget));
+    assert!(bytes <= budget, "{bytes} bytes of history over the budget of {budget}");
+    assert!(!newest.is_empty() && newest.len() < all.len(), "some batches, not all: {newest:?}");
+    assert_eq!(newest.iter().sum::<u64>(), 100 * newest.len() as u64, "whole batches: {newest:?}");
+    let (none, _) = rows_of(Some(0));
+    assert!(none.is_empty(), "history_bytes 0 sends no history: {none:?}");
+}
+
+/// The newest rows are the ones kept, and rows appended later still follow.
+#[test]
+fn a_bounded_history_keeps_the_newest_rows_and_then_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("n.ndjson");
+    let lines: String = (0..500).map(|i| format!("{{\"v\": {i}}}\n")).collect();
+    std::fs::write(&path, lines).unwrap();
+    let c = catalog(
+        "  n: { type: json, path: n.ndjson, batch_rows: 100, live: { follow: true, poll_ms: 20 } }\n",
+        dir.path(),
+    );
+    let opened = c.open("n").unwrap();
+    let stop = opened.stop_flag();
+    let mut stream = opened.into_ipc(SliceOptions::default(), Some(1)).unwrap();
+    let schema = stream.next().unwrap().unwrap();
+    assert_eq!(schema.kind, MessageKind::Schema);
+    // The row is appended while `next` has read to the end of the file,
+    // sent the history (no batch fits 1 byte) and waits for new rows.
+    let appender = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        append(&path, "{\"v\": 500}\n");
+    });
+    let next = stream.next().unwrap().unwrap();
+    appender.join().unwrap();
+    assert_eq!(
+        (next.kind, next.rows),
+        (MessageKind::RecordBatch, 1),
+        "history of 1 byte holds no batch; the new row follows"
+    );
+    let ipc = [schema.bytes.to_vec(), next.bytes.to_vec()].concat();
+    let batch =
+        arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(ipc), None).unwrap().next().unwrap().unwrap();
+    assert_eq!(batch.column(0).as_primitive::<Int64Type>().value(0), 500, "the appended row, not an old one");
+    stop.store(true, Ordering::Release);
+}
+
 #[test]
 fn followed_ndjson_through_ipc_ends_with_end_of_stream_when_stopped() {
     let dir = tempfile::tempdir().unwrap();
@@ -224,7 +309,7 @@ fn followed_ndjson_through_ipc_ends_with_end_of_stream_when_stopped() {
     let c = catalog("  e: { type: json, path: e.ndjson, live: { follow: true, poll_ms: 20 } }\n", dir.path());
     let opened = c.open("e").unwrap();
     let stop = opened.stop_flag();
-    let mut stream = opened.into_ipc(SliceOptions::default()).unwrap();
+    let mut stream = opened.into_ipc(SliceOptions::default(), None).unwrap();
     assert_eq!(stream.next().unwrap().unwrap().kind, MessageKind::Schema);
     let first = stream.next().unwrap().unwrap();
     assert_eq!((first.kind, first.rows), (MessageKind::RecordBatch, 1));

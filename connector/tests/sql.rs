@@ -118,7 +118,7 @@ fn postgres_streams_mixed_types_in_batches() {
 
     // Through the slicer: whole messages, all rows, valid stream.
     let messages: Vec<_> =
-        c.open("mixed").unwrap().into_ipc(SliceOptions::default()).unwrap().collect::<Result<_, _>>().unwrap();
+        c.open("mixed").unwrap().into_ipc(SliceOptions::default(), None).unwrap().collect::<Result<_, _>>().unwrap();
     assert_eq!(messages.iter().map(|m| m.rows).sum::<u64>(), 50_000);
     let bytes: Vec<u8> = messages.iter().flat_map(|m| m.bytes.iter().copied()).collect();
     let decoded: Vec<RecordBatch> =
@@ -179,7 +179,7 @@ fn postgres_watermark_polling_returns_only_new_rows() {
 
     let opened = c.open("seq").unwrap();
     let stop = opened.stop_flag();
-    let mut stream = opened.into_ipc(SliceOptions::default()).unwrap();
+    let mut stream = opened.into_ipc(SliceOptions::default(), None).unwrap();
     assert_eq!(stream.next().unwrap().unwrap().kind, MessageKind::Schema);
     let first = stream.next().unwrap().unwrap();
     assert_eq!((first.kind, first.rows), (MessageKind::RecordBatch, 3), "ids 3..=5 after initial 2");

@@ -320,6 +320,15 @@ impl GatewayConfig {
         self.limits.live_retained_bytes_max.min(self.rings.session_bytes_max)
     }
 
+    /// The record batches a live stream keeps for joiners:
+    /// `limits.live_window_bytes`, but never more than one session's ring
+    /// has room for beside the schema and dictionaries
+    /// ([`GatewayConfig::live_retained_bytes_max`]), so that a joiner with an
+    /// empty ring can always take the whole snapshot.
+    pub fn live_window_bytes(&self) -> usize {
+        self.limits.live_window_bytes.min(self.rings.session_bytes_max.saturating_sub(self.live_retained_bytes_max()))
+    }
+
     /// Worker count: configured, else available cores.
     pub fn worker_count(&self) -> usize {
         self.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))

@@ -13,7 +13,9 @@
 //!   accept loop, the inbox loop, metrics publishing, shutdown drain, and
 //!   the exit when a serving worker dies.
 //! - `sweep`: a worker's timer over handshake deadlines and its browser
-//!   sessions (token expiry, idle timeout, pings, query deadlines).
+//!   sessions (token expiry, idle timeout, pings, query deadlines), dataset
+//!   list pushes, and live subscriptions waiting for a connector
+//!   (`browser/resume.rs`).
 //! - `thp`: transparent huge pages off for the process (`prctl`).
 //! - `clock`: [`unix_now`].
 //!
@@ -40,10 +42,12 @@
 //! - [`session`]: a browser session's state, which the worker delivers to.
 //! - [`browser`]: a session's connection; its writer task drains the ring with
 //!   `conn::write_all` over a [`conn::writev::WriteBatch`] (vectored,
-//!   partial-write safe) and returns credit.
+//!   partial-write safe) and returns credit; its requests (`requests.rs`)
+//!   and its live subscriptions' resumption after connector loss (`resume.rs`).
 //! - [`registry`]: lock-sharded tenant → connectors and stream tables.
-//! - [`retained`]: the schema and dictionary frames a live stream keeps for
-//!   late joiners, bounded per stream and counted gateway-wide.
+//! - [`retained`]: the schema and dictionary frames and the window of newest
+//!   record batches a live stream keeps for joiners, bounded per stream and
+//!   counted gateway-wide.
 //! - [`metrics`]: per-worker HDR histograms, merged on read.
 //! - [`echo`]: test-only conformance echo route.
 //! - [`task`]: how every connection task is spawned: a panic inside one

@@ -1,11 +1,21 @@
-//! What a live stream keeps for late joiners: its schema frame and the
-//! dictionary frames since (PROTOCOL.md §5.2), as opaque bytes.
+//! What a live stream keeps for joiners (PROTOCOL.md §5.2), as opaque
+//! bytes: its schema frame, the dictionary frames since, and its *window* —
+//! the most recent record batch frames, whole, at most
+//! `limits.live_window_bytes`. A joiner gets them in the order the connector
+//! sent them, then the frames that follow, so every subscriber starts the
+//! same way: with the stream's recent history, not only what arrives after
+//! it joined.
 //!
-//! Bounded per stream (`limits.live_retained_bytes_max`) and counted
-//! gateway-wide in one gauge (`Registry::retained_bytes`, `retained_bytes` in
-//! `/metrics`), which is part of the `rings.total_bytes_max` budget. A frame
-//! that would pass either bound is refused, and the connector reader ends the
-//! stream with `retained_limit` (PROTOCOL.md §8).
+//! Schema and dictionaries are bounded per stream
+//! (`limits.live_retained_bytes_max`); a frame that would pass that bound,
+//! or the gateway's budget, is refused, and the connector reader ends the
+//! stream with `retained_limit` (PROTOCOL.md §8): what follows could not be
+//! decoded without it. The window is best effort: the oldest batches leave
+//! it to make room, a batch larger than the whole window empties it (the
+//! window then holds no *recent* history), and at the gateway's budget it
+//! is emptied rather than the stream ended. Everything kept is counted
+//! gateway-wide in one gauge (`Registry::retained_bytes`, `retained_bytes`
+//! in `/metrics`), part of the `rings.total_bytes_max` budget.
 //!
 //! Each kept frame is a copy in an allocation of its own
 //! ([`SharedFrame::retained_copy`]): the frame as read is a view of the
@@ -17,6 +27,7 @@
 // peer-chosen offset could make panic. Use `get`, patterns or iterators.
 #![deny(clippy::indexing_slicing, clippy::string_slice)]
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -29,6 +40,14 @@ use crate::frame::SharedFrame;
 pub const RETAINED_FRAME_OVERHEAD_BYTES: usize =
     std::mem::size_of::<SharedFrame>() + 2 * std::mem::size_of::<usize>() + std::mem::size_of::<Arc<SharedFrame>>();
 
+// A connector sizes a live stream's history with this overhead per batch
+// (`do_get`'s `history_bytes`): it must cover what a kept frame costs beside
+// its IPC bytes, so that the whole history fits the window it was sized to.
+const _: () = assert!(
+    (volley_protocol::limits::FRAME_HEADER_BYTES + RETAINED_FRAME_OVERHEAD_BYTES) as u64
+        <= volley_protocol::tunnel::HISTORY_FRAME_OVERHEAD_BYTES
+);
+
 /// The bounds a kept frame is checked against.
 #[derive(Debug, Clone, Copy)]
 pub struct RetainLimits {
@@ -36,6 +55,9 @@ pub struct RetainLimits {
     pub stream_bytes_max: usize,
     /// `rings.total_bytes_max`: everything queued or kept in the gateway.
     pub total_bytes_max: usize,
+    /// `limits.live_window_bytes` (see
+    /// `GatewayConfig::live_window_bytes`): the record batches kept; 0 keeps none.
+    pub window_bytes_max: usize,
 }
 
 /// Why a frame was not kept.
@@ -86,7 +108,12 @@ impl RetainRefused {
 pub struct Retained {
     schema: Option<Arc<SharedFrame>>,
     dictionaries: Vec<Arc<SharedFrame>>,
+    /// Schema and dictionaries, with their overhead.
     bytes: usize,
+    /// The most recent record batches, oldest first.
+    window: VecDeque<Arc<SharedFrame>>,
+    /// The window's bytes, with their overhead.
+    window_bytes: usize,
     /// The gateway-wide gauge this stream's bytes are counted in.
     total: Arc<AtomicUsize>,
 }
@@ -99,17 +126,26 @@ pub fn cost(frame: &SharedFrame) -> usize {
 impl Retained {
     /// Nothing kept yet; bytes kept later are counted in `total` too.
     pub fn new(total: Arc<AtomicUsize>) -> Retained {
-        Retained { schema: None, dictionaries: Vec::new(), bytes: 0, total }
+        Retained { schema: None, dictionaries: Vec::new(), bytes: 0, window: VecDeque::new(), window_bytes: 0, total }
     }
 
-    /// Bytes kept (with their overhead).
+    /// Bytes kept (with their overhead), window included.
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.bytes + self.window_bytes
     }
 
-    /// What a late joiner gets, in order: the schema, then the dictionaries.
+    /// What a joiner gets, in the order the connector sent it: the schema,
+    /// then the dictionaries and the window's batches by sequence (a batch
+    /// is decoded with the dictionaries sent before it).
     pub fn frames(&self) -> impl Iterator<Item = &Arc<SharedFrame>> {
-        self.schema.iter().chain(self.dictionaries.iter())
+        let mut dictionaries = self.dictionaries.iter().peekable();
+        let mut window = self.window.iter().peekable();
+        let merged = std::iter::from_fn(move || match (dictionaries.peek(), window.peek()) {
+            (Some(d), Some(b)) if b.sequence < d.sequence => window.next(),
+            (Some(_), _) => dictionaries.next(),
+            (None, _) => window.next(),
+        });
+        self.schema.iter().chain(merged)
     }
 
     /// Keeps a copy of a schema frame (which replaces everything kept) or a
@@ -126,6 +162,10 @@ impl Retained {
         let bytes = match frame.kind {
             FrameKind::Schema => cost,
             FrameKind::Dictionary => self.bytes.saturating_add(cost),
+            FrameKind::RecordBatch => {
+                self.keep_in_window(frame, cost, limits, queued_bytes);
+                return Ok(());
+            }
             _ => return Ok(()),
         };
         if bytes > limits.stream_bytes_max {
@@ -138,6 +178,7 @@ impl Retained {
         }
         let copy = frame.retained_copy();
         if frame.kind == FrameKind::Schema {
+            // A new schema starts a new IPC stream: nothing before it decodes after it.
             self.clear();
             self.schema = Some(copy);
         } else {
@@ -148,12 +189,38 @@ impl Retained {
         Ok(())
     }
 
+    /// Keeps a copy of a record batch frame in the window, making room by
+    /// dropping the oldest batches; never refuses (see the module docs).
+    fn keep_in_window(&mut self, frame: &SharedFrame, cost: usize, limits: RetainLimits, queued_bytes: usize) {
+        let held = queued_bytes.saturating_add(self.total.load(Ordering::Relaxed));
+        if cost > limits.window_bytes_max || held.saturating_add(cost) > limits.total_bytes_max {
+            self.clear_window();
+            return;
+        }
+        self.window.push_back(frame.retained_copy());
+        self.window_bytes += cost;
+        self.total.fetch_add(cost, Ordering::Relaxed);
+        while self.window_bytes > limits.window_bytes_max {
+            let Some(oldest) = self.window.pop_front() else { break };
+            let freed = self::cost(&oldest);
+            self.window_bytes -= freed;
+            self.total.fetch_sub(freed, Ordering::Relaxed);
+        }
+    }
+
+    fn clear_window(&mut self) {
+        self.window = VecDeque::new();
+        self.total.fetch_sub(self.window_bytes, Ordering::Relaxed);
+        self.window_bytes = 0;
+    }
+
     /// Drops everything kept (the stream ended).
     pub fn clear(&mut self) {
         self.schema = None;
         self.dictionaries = Vec::new();
         self.total.fetch_sub(self.bytes, Ordering::Relaxed);
         self.bytes = 0;
+        self.clear_window();
     }
 }
 
@@ -177,7 +244,8 @@ mod tests {
         SharedFrame::from_level2(Bytes::from(body), header, Instant::now())
     }
 
-    const LIMITS: RetainLimits = RetainLimits { stream_bytes_max: 10_000, total_bytes_max: 1 << 20 };
+    const LIMITS: RetainLimits =
+        RetainLimits { stream_bytes_max: 10_000, total_bytes_max: 1 << 20, window_bytes_max: 0 };
 
     #[test]
     fn dictionaries_add_up_to_the_stream_limit_and_a_schema_starts_over() {
@@ -193,7 +261,7 @@ mod tests {
         let refused = kept.keep(&dictionary, LIMITS, 0).unwrap_err();
         assert_eq!(refused, RetainRefused::StreamLimit { bytes: kept.bytes() + cost(&dictionary), limit: 10_000 });
         assert_eq!(kept.frames().count(), 3, "a refused frame is not kept");
-        // Record batches are not kept.
+        // Record batches are not kept without a window.
         kept.keep(&frame(FrameKind::RecordBatch, 50_000, 2), LIMITS, 0).unwrap();
         assert_eq!(kept.frames().count(), 3);
         kept.keep(&schema, LIMITS, 0).unwrap();
@@ -220,6 +288,54 @@ mod tests {
         assert!(matches!(refused, RetainRefused::GatewayBudget { .. }), "{refused:?}");
         assert_eq!(other.bytes(), 0);
         kept.clear();
+        assert_eq!(total.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn the_window_keeps_the_newest_whole_batches_in_sending_order_with_the_dictionaries() {
+        let total = Arc::new(AtomicUsize::new(0));
+        let mut kept = Retained::new(total.clone());
+        let batch = |sequence| frame(FrameKind::RecordBatch, 1000, sequence);
+        let limits = RetainLimits { window_bytes_max: 3 * cost(&batch(0)), ..LIMITS };
+        kept.keep(&frame(FrameKind::Schema, 100, 0), limits, 0).unwrap();
+        kept.keep(&frame(FrameKind::Dictionary, 100, 1), limits, 0).unwrap();
+        for sequence in 2..6 {
+            kept.keep(&batch(sequence), limits, 0).unwrap();
+        }
+        kept.keep(&frame(FrameKind::Dictionary, 100, 6), limits, 0).unwrap();
+        kept.keep(&batch(7), limits, 0).unwrap();
+        // Batches 2 and 3 left to make room for 5 and 7; the dictionaries
+        // all stay, each before the batches that came after it.
+        let order: Vec<(u64, FrameKind)> = kept.frames().map(|f| (f.sequence, f.kind)).collect();
+        assert_eq!(
+            order,
+            [
+                (0, FrameKind::Schema),
+                (1, FrameKind::Dictionary),
+                (4, FrameKind::RecordBatch),
+                (5, FrameKind::RecordBatch),
+                (6, FrameKind::Dictionary),
+                (7, FrameKind::RecordBatch),
+            ]
+        );
+        assert_eq!(total.load(Ordering::Relaxed), kept.bytes(), "the window counts in the gauge");
+        assert!(kept.frames().all(|f| f.replayed), "kept frames are copies, not timed as relay latency");
+
+        // A batch larger than the whole window empties it: what is left
+        // would not be the stream's recent history.
+        kept.keep(&frame(FrameKind::RecordBatch, 10_000, 8), limits, 0).unwrap();
+        assert_eq!(kept.frames().filter(|f| f.kind == FrameKind::RecordBatch).count(), 0);
+        // At the gateway's budget the window is emptied, never the stream ended.
+        kept.keep(&batch(9), limits, 0).unwrap();
+        let full = LIMITS.total_bytes_max - kept.bytes();
+        kept.keep(&batch(10), limits, full).unwrap();
+        assert_eq!(kept.frames().filter(|f| f.kind == FrameKind::RecordBatch).count(), 0);
+        assert_eq!(total.load(Ordering::Relaxed), kept.bytes());
+        // A new schema starts over.
+        kept.keep(&batch(11), limits, 0).unwrap();
+        kept.keep(&frame(FrameKind::Schema, 100, 12), limits, 0).unwrap();
+        assert_eq!(kept.frames().count(), 1);
+        drop(kept);
         assert_eq!(total.load(Ordering::Relaxed), 0);
     }
 }

@@ -196,3 +196,74 @@ fn a_late_joiners_replayed_schema_does_not_count_as_relay_latency() {
         "relay latency max {max} µs: the late joiner's replayed schema was timed from when it was first read"
     );
 }
+
+/// Reads frame headers (skipping JSON) until `n` frames arrived.
+fn frames(browser: &mut Browser, n: usize) -> Vec<(FrameKind, u64)> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        match browser.next(Duration::from_secs(5)) {
+            Some(Received::Binary(data)) => {
+                let header = FrameHeader::decode(&data).expect("level-2 header");
+                out.push((header.kind, header.sequence));
+            }
+            Some(Received::Json(_)) => {}
+            other => panic!("expected frames, got {other:?} after {out:?}"),
+        }
+    }
+    out
+}
+
+/// PROTOCOL.md §5.2: every subscriber starts with the stream's recent
+/// history — a joiner gets the schema, the dictionaries and the newest record
+/// batches within `limits.live_window_bytes`, in the order they were sent,
+/// then what follows — and the connector is asked for no more history than
+/// that (`do_get`'s `history_bytes`), so the first subscriber gets the same.
+#[test]
+fn joiners_get_the_newest_batches_within_the_live_window_in_sending_order() {
+    let body = || Bytes::from(vec![5u8; 1000]);
+    // A kept 1000-byte batch costs its 16-byte header, its body and at most
+    // HISTORY_FRAME_OVERHEAD_BYTES - 16 of bookkeeping: three fit, four do not.
+    let window = 3 * (1000 + usize::try_from(volley_protocol::tunnel::HISTORY_FRAME_OVERHEAD_BYTES).expect("small"));
+    let mut config = config();
+    config.limits.live_window_bytes = window;
+    let gateway = start(config);
+    let addr = gateway.local_addr();
+    let connector = spawn_connector(addr, ConnectorSpec::level2(vec![DatasetSpec::live("ticker")]));
+    wait_connectors(&gateway, 1);
+    let token = session_token(TENANT, &["ticker"]);
+    let mut first = Browser::connect(addr, &token, true);
+    first.send(json!({"action": "subscribe", "dataset": "ticker", "query_id": "first"}));
+    let do_get = connector.wait_command("do_get", Duration::from_secs(5)).expect("do_get");
+    assert_eq!(do_get["history_bytes"], window as u64, "the connector is asked for the window: {do_get}");
+    let schema = ipc_messages(&golden(PRIMITIVE))[0].1.clone();
+    connector.live_frame("ticker", FrameKind::Schema, schema);
+    connector.live_frame("ticker", FrameKind::Dictionary, body());
+    for _ in 0..4 {
+        connector.live_frame("ticker", FrameKind::RecordBatch, body());
+    }
+    connector.live_frame("ticker", FrameKind::Dictionary, body());
+    connector.live_frame("ticker", FrameKind::RecordBatch, body());
+    // Sequences 0..=7: schema, dictionary, four batches, dictionary, batch.
+    assert_eq!(frames(&mut first, 8).last(), Some(&(FrameKind::RecordBatch, 7)));
+
+    let mut late = Browser::connect(addr, &token, true);
+    late.send(json!({"action": "subscribe", "dataset": "ticker", "query_id": "late"}));
+    let start = late.next_json(Duration::from_secs(5));
+    assert_eq!(start["type"], "stream_start", "{start}");
+    let replayed = frames(&mut late, 6);
+    assert_eq!(
+        replayed,
+        [
+            (FrameKind::Schema, 0),
+            (FrameKind::Dictionary, 1),
+            (FrameKind::RecordBatch, 4),
+            (FrameKind::RecordBatch, 5),
+            (FrameKind::Dictionary, 6),
+            (FrameKind::RecordBatch, 7),
+        ],
+        "the newest three batches, each after the dictionaries sent before it"
+    );
+    connector.live_frame("ticker", FrameKind::RecordBatch, body());
+    assert_eq!(frames(&mut late, 1), [(FrameKind::RecordBatch, 8)], "then what follows, once");
+    assert_eq!(frames(&mut first, 1), [(FrameKind::RecordBatch, 8)]);
+}

@@ -14,7 +14,7 @@ const CREDIT: u64 = 4096;
 const FRAME_MAX: usize = 1024;
 
 fn query(dataset: &str) -> OpenStream {
-    OpenStream { dataset: dataset.to_owned(), live: false, compression: None }
+    OpenStream { dataset: dataset.to_owned(), live: false, compression: None, history_bytes: None }
 }
 
 /// Everything the gateway queued, as the connector reads it.

@@ -28,8 +28,11 @@ pub(super) struct Pass {
 pub(super) fn volley_pass(catalog: &Catalog, name: &str) -> Result<Pass, String> {
     let cpu_before = crate::procfs::cpu_seconds(std::process::id());
     let started = Instant::now();
-    let stream =
-        catalog.open(name).map_err(|e| e.to_string())?.into_ipc(SliceOptions::default()).map_err(|e| e.to_string())?;
+    let stream = catalog
+        .open(name)
+        .map_err(|e| e.to_string())?
+        .into_ipc(SliceOptions::default(), None)
+        .map_err(|e| e.to_string())?;
     let mut pass = Pass {
         schema: stream
             .schema()

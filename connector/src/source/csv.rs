@@ -22,10 +22,10 @@ use super::csv_hint::Dialect;
 use super::decimal_comma;
 use super::delimited::{Follow, LineReader, PushDecoder};
 use super::encoding::TextReader;
-use super::{BatchIter, Opened, SourceError, StopFlag};
+use super::{BatchIter, Flags, Opened, SourceError};
 use crate::config::{schema_from_columns, CsvSpec, DecimalMark, INFER_SCHEMA_ROWS};
 
-pub fn open(dataset: &str, spec: &CsvSpec, batch_rows: usize, stop: &StopFlag) -> Result<Opened, SourceError> {
+pub fn open(dataset: &str, spec: &CsvSpec, batch_rows: usize, flags: &Flags) -> Result<Opened, SourceError> {
     let path = &spec.path;
     let dialect = Dialect {
         path: path.clone(),
@@ -72,11 +72,11 @@ pub fn open(dataset: &str, spec: &CsvSpec, batch_rows: usize, stop: &StopFlag) -
         .with_quote(dialect.quote)
         .with_batch_size(batch_rows)
         .build_decoder();
-    let follow = spec
-        .live
-        .as_ref()
-        .filter(|l| l.follow)
-        .map(|l| Follow { poll: Duration::from_millis(l.poll_ms), stop: Arc::clone(stop) });
+    let follow = spec.live.as_ref().filter(|l| l.follow).map(|l| Follow {
+        poll: Duration::from_millis(l.poll_ms),
+        stop: Arc::clone(&flags.stop),
+        caught_up: Arc::clone(&flags.caught_up),
+    });
     let input = Box::new(TextReader::new(file, spec.encoding.0));
     let decoder = ExplainedDecoder { decoder, dialect };
     let reader: BatchIter = Box::new(LineReader::new(dataset, path.clone(), input, decoder, follow));

@@ -60,6 +60,10 @@ impl PushDecoder for arrow_json::reader::Decoder {
 pub struct Follow {
     pub poll: Duration,
     pub stop: StopFlag,
+    /// Set when the file's end is first reached: every row before it is
+    /// history (see [`super::IpcStream`]). To hand that moment over even
+    /// when no rows are pending then, the reader yields one empty batch.
+    pub caught_up: StopFlag,
 }
 
 /// Iterator of batches over a line-framed file.
@@ -74,6 +78,9 @@ pub struct LineReader<D> {
     /// The final unterminated line may be fed (plain mode at EOF).
     at_end: bool,
     follow: Option<Follow>,
+    /// The schema of the batches produced so far (for the empty batch
+    /// that marks the end of the history).
+    schema: Option<arrow_schema::SchemaRef>,
     done: bool,
 }
 
@@ -89,6 +96,7 @@ impl<D: PushDecoder> LineReader<D> {
             start: 0,
             at_end: false,
             follow,
+            schema: None,
             done: false,
         }
     }
@@ -154,9 +162,15 @@ impl<D: PushDecoder> LineReader<D> {
                     }
                     self.at_end = true;
                 }
-                Some(Follow { poll, stop }) => {
+                Some(Follow { poll, stop, caught_up }) => {
+                    let first_end = !caught_up.swap(true, Ordering::AcqRel);
                     if let Some(batch) = self.flush()? {
                         return Ok(Some(batch));
+                    }
+                    if first_end {
+                        if let Some(schema) = &self.schema {
+                            return Ok(Some(RecordBatch::new_empty(schema.clone())));
+                        }
                     }
                     if stop.load(Ordering::Acquire) || sleep_unless_stopped(&stop, poll) {
                         return Ok(None);
@@ -167,8 +181,11 @@ impl<D: PushDecoder> LineReader<D> {
     }
 
     fn flush(&mut self) -> Result<Option<RecordBatch>, SourceError> {
-        let flushed = self.decoder.flush();
-        flushed.map_err(|e| self.decoder.error(&self.dataset, e))
+        let flushed = self.decoder.flush().map_err(|e| self.decoder.error(&self.dataset, e))?;
+        if let (None, Some(batch)) = (&self.schema, &flushed) {
+            self.schema = Some(batch.schema());
+        }
+        Ok(flushed)
     }
 }
 

@@ -43,7 +43,9 @@ use arrow_array::RecordBatch;
 use arrow_schema::{ArrowError, SchemaRef};
 
 use crate::config::{Config, SourceSpec};
-use crate::slice::{EncodedMessage, IpcSlicer, SliceError, SliceOptions};
+use volley_protocol::tunnel::HISTORY_FRAME_OVERHEAD_BYTES;
+
+use crate::slice::{EncodedMessage, IpcSlicer, MessageKind, SliceError, SliceOptions};
 
 /// Set to `true` to stop a dataset stream (a live one otherwise never ends).
 pub type StopFlag = Arc<AtomicBool>;
@@ -112,6 +114,16 @@ impl SourceError {
     }
 }
 
+/// The flags a source shares with whoever reads it.
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    /// Set by the reader: stop (a live source ends at its next poll).
+    pub stop: StopFlag,
+    /// Set by a followed file when it first reaches its end: what came
+    /// before is the dataset's history ([`IpcStream`] bounds it).
+    pub caught_up: StopFlag,
+}
+
 /// What a source module returns from `open`.
 pub struct Opened {
     pub schema: SchemaRef,
@@ -128,6 +140,9 @@ pub struct OpenDataset {
     live: bool,
     batches: BatchIter,
     stop: StopFlag,
+    /// A followed file's "caught up" flag ([`Flags::caught_up`]); `None`
+    /// for sources that do not tell history from new data.
+    history_edge: Option<StopFlag>,
 }
 
 impl std::fmt::Debug for OpenDataset {
@@ -166,10 +181,23 @@ impl OpenDataset {
     /// Pre-sliced IPC messages: schema first (available at once, before any
     /// batch is read), then dictionaries and batches, then end-of-stream.
     /// Live datasets do not coalesce small batches, so each leaves at once.
-    pub fn into_ipc(self, mut options: SliceOptions) -> Result<IpcStream, SliceError> {
+    ///
+    /// `history_bytes` (live streams, `do_get`'s): of a followed file's rows
+    /// from before its end when the stream began, only the newest record
+    /// batch messages within this many bytes, each counted with
+    /// [`HISTORY_FRAME_OVERHEAD_BYTES`], are sent — all at once when the
+    /// end is reached — then new rows as they come. Sources that cannot
+    /// tell history from new data (SQL polling) send all of it.
+    pub fn into_ipc(self, mut options: SliceOptions, history_bytes: Option<u64>) -> Result<IpcStream, SliceError> {
         if self.live {
             options.coalesce = false;
         }
+        let history = match (self.live, history_bytes, self.history_edge) {
+            (true, Some(budget), Some(caught_up)) => {
+                Some(History { budget, held: VecDeque::new(), batch_bytes: 0, caught_up })
+            }
+            _ => None,
+        };
         let mut slicer = IpcSlicer::new(Arc::clone(&self.schema), options)?;
         let mut queue = Vec::new();
         slicer.start(&mut queue)?;
@@ -180,6 +208,7 @@ impl OpenDataset {
             queue: queue.into(),
             stop: self.stop,
             live: self.live,
+            history,
             done: false,
         })
     }
@@ -210,7 +239,42 @@ pub struct IpcStream {
     queue: VecDeque<EncodedMessage>,
     stop: StopFlag,
     live: bool,
+    /// Holding a followed file's history back until its end is reached.
+    history: Option<History>,
     done: bool,
+}
+
+/// A followed file's history, held until the file's end is first reached:
+/// dictionaries and schema in order, record batches only the newest within
+/// `budget` (see [`OpenDataset::into_ipc`]).
+struct History {
+    budget: u64,
+    held: VecDeque<EncodedMessage>,
+    /// The held record batches' bytes, each with [`HISTORY_FRAME_OVERHEAD_BYTES`].
+    batch_bytes: u64,
+    caught_up: StopFlag,
+}
+
+impl History {
+    fn cost(message: &EncodedMessage) -> u64 {
+        (message.bytes.len() as u64).saturating_add(HISTORY_FRAME_OVERHEAD_BYTES)
+    }
+
+    /// Holds `messages`, dropping the oldest record batches beyond the budget.
+    fn hold(&mut self, messages: Vec<EncodedMessage>) {
+        for message in messages {
+            if message.kind == MessageKind::RecordBatch {
+                self.batch_bytes = self.batch_bytes.saturating_add(Self::cost(&message));
+            }
+            self.held.push_back(message);
+        }
+        while self.batch_bytes > self.budget {
+            let Some(oldest) = self.held.iter().position(|m| m.kind == MessageKind::RecordBatch) else { break };
+            if let Some(dropped) = self.held.remove(oldest) {
+                self.batch_bytes = self.batch_bytes.saturating_sub(Self::cost(&dropped));
+            }
+        }
+    }
 }
 
 impl IpcStream {
@@ -266,7 +330,18 @@ impl Iterator for IpcStream {
             if let Err(error) = step {
                 return self.slice_error(error);
             }
-            self.queue.extend(out);
+            match self.history.as_mut() {
+                Some(history) => {
+                    history.hold(out);
+                    // The end of the file was reached (or the stream is
+                    // over): the history goes out, then rows as they come.
+                    if history.caught_up.load(Ordering::Acquire) || self.done {
+                        self.queue.extend(history.held.drain(..));
+                        self.history = None;
+                    }
+                }
+                None => self.queue.extend(out),
+            }
         }
     }
 }
@@ -296,25 +371,28 @@ impl Catalog {
     /// interpreted as a path or query.
     pub fn open(&self, name: &str) -> Result<OpenDataset, SourceError> {
         let spec = self.datasets.get(name).ok_or_else(|| SourceError::UnknownDataset { name: printable(name) })?;
-        let stop: StopFlag = Arc::new(AtomicBool::new(false));
-        let opened = open_spec(name, spec, &stop)?;
+        let flags = Flags::default();
+        let opened = open_spec(name, spec, &flags)?;
+        let follows_file = matches!(spec, SourceSpec::Csv(_) | SourceSpec::Json(_)) && spec.is_live();
         Ok(OpenDataset {
             name: name.to_string(),
             schema: opened.schema,
             row_count: opened.row_count,
             live: spec.is_live(),
             batches: opened.batches,
-            stop,
+            stop: flags.stop,
+            history_edge: follows_file.then_some(flags.caught_up),
         })
     }
 }
 
 /// Opens one source definition (also usable without a catalog, e.g. `--test`).
-pub fn open_spec(name: &str, spec: &SourceSpec, stop: &StopFlag) -> Result<Opened, SourceError> {
+pub fn open_spec(name: &str, spec: &SourceSpec, flags: &Flags) -> Result<Opened, SourceError> {
     let batch_rows = spec.batch_rows();
+    let stop = &flags.stop;
     match spec {
-        SourceSpec::Csv(s) => csv::open(name, s, batch_rows, stop),
-        SourceSpec::Json(s) => ndjson::open(name, s, batch_rows, stop),
+        SourceSpec::Csv(s) => csv::open(name, s, batch_rows, flags),
+        SourceSpec::Json(s) => ndjson::open(name, s, batch_rows, flags),
         SourceSpec::Parquet(s) => parquet::open(name, s, batch_rows),
         SourceSpec::Arrow(s) => arrow::open(name, &s.path),
         SourceSpec::Postgres(s) => postgres::open(name, s, batch_rows, stop),

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::delimited::{Follow, LineReader};
-use super::{Opened, SourceError, StopFlag};
+use super::{Flags, Opened, SourceError};
 use crate::config::{schema_from_columns, JsonSpec, INFER_SCHEMA_ROWS};
 
-pub fn open(dataset: &str, spec: &JsonSpec, batch_rows: usize, stop: &StopFlag) -> Result<Opened, SourceError> {
+pub fn open(dataset: &str, spec: &JsonSpec, batch_rows: usize, flags: &Flags) -> Result<Opened, SourceError> {
     let path = &spec.path;
     let mut file = File::open(path).map_err(|e| SourceError::io(dataset, path, e))?;
     let schema = match &spec.schema {
@@ -30,11 +30,11 @@ pub fn open(dataset: &str, spec: &JsonSpec, batch_rows: usize, stop: &StopFlag) 
         .with_batch_size(batch_rows)
         .build_decoder()
         .map_err(|e| SourceError::arrow(dataset, e))?;
-    let follow = spec
-        .live
-        .as_ref()
-        .filter(|l| l.follow)
-        .map(|l| Follow { poll: Duration::from_millis(l.poll_ms), stop: Arc::clone(stop) });
+    let follow = spec.live.as_ref().filter(|l| l.follow).map(|l| Follow {
+        poll: Duration::from_millis(l.poll_ms),
+        stop: Arc::clone(&flags.stop),
+        caught_up: Arc::clone(&flags.caught_up),
+    });
     let reader = LineReader::new(dataset, path.clone(), Box::new(file), decoder, follow);
     Ok(Opened { schema, row_count: None, batches: Box::new(reader) })
 }

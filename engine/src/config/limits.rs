@@ -61,6 +61,16 @@ pub struct LimitsConfig {
     /// [`crate::config::GatewayConfig::live_retained_bytes_max`]). A live
     /// stream that would keep more ends with `retained_limit` (PROTOCOL.md §5.2).
     pub live_retained_bytes_max: usize,
+    /// Bytes of a live stream's most recent record batch frames the gateway
+    /// keeps, whole, so that every subscriber starts with the same recent
+    /// history (PROTOCOL.md §5.2), each counted with its bookkeeping. Default
+    /// 1 MiB; 0 keeps none (a joiner then gets only what follows). Counted in
+    /// `rings.total_bytes_max`; what `rings.session_bytes_max` leaves beside
+    /// `live_retained_bytes_max` caps it (see
+    /// [`crate::config::GatewayConfig::live_window_bytes`]). Sent to the
+    /// connector as `do_get`'s `history_bytes`, so that the first subscriber
+    /// gets no more history than a later one.
+    pub live_window_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -79,6 +89,7 @@ impl Default for LimitsConfig {
             inbox_max: 65_536,
             inbox_bytes_max: 64 << 20,
             live_retained_bytes_max: 4 << 20,
+            live_window_bytes: 1 << 20,
         }
     }
 }
@@ -178,6 +189,7 @@ mod tests {
             "inbox_bytes_max",
             "inbox_max",
             "live_retained_bytes_max",
+            "live_window_bytes",
             "message_bytes_max",
             "pending_requests_max",
             "sessions_per_tenant_max",

@@ -70,6 +70,9 @@ pub async fn command_loop(tunnel: Rc<Tunnel>, ctl: Rc<ConnCtl>) {
                         dataset: stream.dataset.clone(),
                         live: stream.live,
                         compression: stream.compression,
+                        // The first subscriber gets no more history than
+                        // the window a later one is replayed (§5.2).
+                        history_bytes: stream.live.then_some(tunnel.history_bytes),
                     };
                     let opened = tunnel.converse(|conversation| conversation.open(stream.id, open, stream.clone()));
                     debug_assert!(opened.is_ok(), "stream ids are unique in the gateway");

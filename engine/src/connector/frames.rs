@@ -46,10 +46,18 @@ pub async fn on_binary(
     };
     let mut mask = stream.destinations();
     let frame = SharedFrame::from_level2(payload, header, read_at);
-    if stream.live && matches!(header.kind, FrameKind::Schema | FrameKind::Dictionary) {
+    let config = &worker.shared.config;
+    let window_bytes_max = config.live_window_bytes();
+    let kept_kind = match header.kind {
+        FrameKind::Schema | FrameKind::Dictionary => true,
+        FrameKind::RecordBatch => window_bytes_max > 0,
+        _ => false,
+    };
+    if stream.live && kept_kind {
         let limits = RetainLimits {
-            stream_bytes_max: worker.shared.config.live_retained_bytes_max(),
-            total_bytes_max: worker.shared.config.rings.total_bytes_max,
+            stream_bytes_max: config.live_retained_bytes_max(),
+            total_bytes_max: config.rings.total_bytes_max,
+            window_bytes_max,
         };
         let queued = worker.shared.ring_totals.data.load(Ordering::Relaxed);
         let kept = {

@@ -61,6 +61,10 @@ struct Tunnel {
     /// The conversation; each stream's value is its registry entry.
     conversation: RefCell<GatewayEnd<Arc<Stream>>>,
     last_seen: Cell<Instant>,
+    /// `do_get`'s `history_bytes` for its live streams: the window a joiner
+    /// is replayed (`GatewayConfig::live_window_bytes`), so the first
+    /// subscriber gets no more history than a later one (PROTOCOL.md §5.2).
+    history_bytes: u64,
 }
 
 impl Tunnel {
@@ -149,6 +153,7 @@ pub async fn run<R: ConnRead, W: ConnWrite + 'static>(
         ring: ring.clone(),
         conversation: RefCell::new(conversation),
         last_seen: Cell::new(Instant::now()),
+        history_bytes: u64::try_from(shared.config.live_window_bytes()).unwrap_or(u64::MAX),
     });
     // Until the teardown below has run, dropping this task (a panic) still
     // takes the tunnel out of the registry and ends its streams.

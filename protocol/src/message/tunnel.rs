@@ -323,6 +323,11 @@ pub enum GatewayCommand {
         /// (a [`Codec`](super::Codec) name it listed in `register`); absent: none.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         compression: Option<String>,
+        /// Live, level 2: at most this many bytes of record batches from
+        /// before the live edge (the data the source already had) are sent
+        /// at the stream's start — the newest ones; absent: no bound.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        history_bytes: Option<u64>,
     },
     /// More credit for a stream (level 2).
     Credit {

@@ -25,6 +25,9 @@ pub struct StreamOrder {
     /// Payload bytes the producer may send before it waits for `credit`
     /// ([`UNCOUNTED_CREDIT`] where nothing is counted).
     pub credit_bytes: u64,
+    /// Live: the most bytes of record batches from before the live edge to
+    /// send at the start, the newest ones (`do_get`'s `history_bytes`); `None`: no bound.
+    pub history_bytes: Option<u64>,
 }
 
 /// What the connector must do about a command from the gateway.
@@ -106,7 +109,7 @@ impl<S> ConnectorEnd<S> {
                 let dataset = GatewayCommand::descriptor_dataset(&descriptor).unwrap_or_default().to_owned();
                 ConnectorAction::Describe { request_id, dataset }
             }
-            GatewayCommand::DoGet { request_id, ticket, stream_id, credit_bytes, live, compression } => {
+            GatewayCommand::DoGet { request_id, ticket, stream_id, credit_bytes, live, compression, history_bytes } => {
                 // Only a codec offered in `register` may be asked for: anything
                 // else is a gateway bug, answered, not ignored (an uncompressed
                 // stream announced as compressed would mislead).
@@ -145,6 +148,7 @@ impl<S> ConnectorEnd<S> {
                     live,
                     compression,
                     credit_bytes,
+                    history_bytes: history_bytes.filter(|_| live),
                 })
             }
             // Level 1 has no credit (and its stream ids are the connector's own).

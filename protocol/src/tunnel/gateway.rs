@@ -19,6 +19,8 @@ pub struct OpenStream {
     pub live: bool,
     /// IPC body compression to ask for (a codec the connector offered).
     pub compression: Option<Codec>,
+    /// Live, level 2: the most history to ask for (`do_get`'s `history_bytes`).
+    pub history_bytes: Option<u64>,
 }
 
 /// Something to send to the connector, in order.
@@ -400,6 +402,7 @@ impl<S> GatewayEnd<S> {
             credit_bytes: counted.then_some(credit_bytes),
             live: entry.open.live,
             compression: entry.open.compression.map(|codec| codec.as_str().to_owned()),
+            history_bytes: entry.open.history_bytes.filter(|_| level2 && entry.open.live),
         };
         self.requests.insert(request_id, stream_id);
         self.transmit.push_back(Transmit::Command(command));

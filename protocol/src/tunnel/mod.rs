@@ -32,3 +32,10 @@ pub use gateway::{Binary, GatewayEnd, OpenStream, Transmit, TunnelEvent, Violati
 /// Credit a stream has when nobody counts it (level 1, and live streams):
 /// large enough never to run out, small enough never to overflow when added to.
 pub const UNCOUNTED_CREDIT: u64 = u64::MAX / 4;
+
+/// What one record batch counts against `do_get`'s `history_bytes` beside
+/// its IPC message bytes: at least what the gateway counts per frame it
+/// keeps in a live stream's window (the 16-byte frame header and its
+/// bookkeeping), so that a history within `history_bytes` always fits the
+/// window it is sized to (PROTOCOL.md §5.2).
+pub const HISTORY_FRAME_OVERHEAD_BYTES: u64 = 256;
