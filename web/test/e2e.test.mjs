@@ -21,6 +21,14 @@ const CHROMIUM_ARGS = [
 ];
 /** How long the live ticker is watched for growth. */
 const LIVE_WATCH_MS = 3_000;
+/** How long a live dataset is watched in the explore view (heap test). */
+const LIVE_EXPLORE_WATCH_MS = 30_000;
+/** Heap samples (after a forced GC) every … */
+const HEAP_SAMPLE_MS = 2_000;
+/** The page's main-thread JS heap after 30 s of a live explore view stays under this. */
+const HEAP_BOUND_MB = 64;
+/** … and grows less than this over the last 10 s. */
+const HEAP_GROWTH_LAST_10S_MB = 2;
 /** Rows of the Parquet dataset the explore test loads. */
 const BIG_ROWS = 200_000;
 /**
@@ -640,6 +648,57 @@ describe('dashboard against the real volley demo', { skip: skip ?? false }, () =
     } finally {
       connector.kill();
       rmSync(dir, { recursive: true, force: true });
+      await page.close();
+    }
+  });
+
+  it('explore: a live dataset keeps updating for 30 s with the page\'s JS heap bounded', async (t) => {
+    const page = await open(demo.url);
+    const cdp = await context.newCDPSession(page);
+    /** The main thread's JS heap after a full GC, in MB (CDP Runtime.getHeapUsage). */
+    const heapMB = async () => {
+      await cdp.send('HeapProfiler.collectGarbage');
+      const { usedSize } = await cdp.send('Runtime.getHeapUsage');
+      return usedSize / 2 ** 20;
+    };
+    const perspectiveRows = () => page.evaluate(async () => {
+      const viewer = /** @type {any} */ (document.querySelector('[data-testid=explore] perspective-viewer'));
+      return viewer ? (await viewer.getTable()).size() : -1;
+    });
+    try {
+      await page.waitForSelector('[data-testid=dataset][data-name="ticker"]', { timeout: 15_000 });
+      await page.click('[data-testid=tab-explore]');
+      await openDataset(page, 'ticker');
+      await waitFor(async () => (await page.getAttribute('[data-testid=explore]', 'data-state')) === 'ready' && (await exploreRowCount(page)) > 0, {
+        timeoutMs: 30_000, what: 'ticker in the explore view',
+      });
+      /** @type {{s: number, heapMB: number, rows: number, shown: number}[]} */
+      const samples = [];
+      const start = Date.now();
+      for (let second = 0; second <= LIVE_EXPLORE_WATCH_MS / 1000; second += HEAP_SAMPLE_MS / 1000) {
+        await page.waitForTimeout(Math.max(0, start + second * 1000 - Date.now()));
+        samples.push({ s: second, heapMB: await heapMB(), rows: await perspectiveRows(), shown: await exploreRowCount(page) });
+      }
+      t.diagnostic(`heap MB / Perspective rows: ${samples.map((x) => `${x.s}s ${x.heapMB.toFixed(1)}/${x.rows}`).join(', ')}`);
+      // It kept updating: the Perspective table and the counter grow in every 10 s.
+      for (const at of [10, 20, 30]) {
+        const then = /** @type {any} */ (samples.find((x) => x.s === at - 10));
+        const now = /** @type {any} */ (samples.find((x) => x.s === at));
+        assert.ok(now.rows > then.rows, `Perspective rows grew from ${at - 10} s to ${at} s: ${then.rows} → ${now.rows}`);
+        assert.ok(now.shown > then.shown, `explore-row-count grew from ${at - 10} s to ${at} s: ${then.shown} → ${now.shown}`);
+      }
+      const last = /** @type {any} */ (samples.at(-1));
+      const at20 = /** @type {any} */ (samples.find((x) => x.s === 20));
+      assert.ok(last.rows <= 10_000, `the live table keeps at most LIVE_WINDOW_ROWS rows (${last.rows})`);
+      assert.ok(last.heapMB < HEAP_BOUND_MB, `JS heap after 30 s: ${last.heapMB.toFixed(1)} MB (bound ${HEAP_BOUND_MB} MB)`);
+      assert.ok(last.heapMB - at20.heapMB < HEAP_GROWTH_LAST_10S_MB,
+        `JS heap grew ${(last.heapMB - at20.heapMB).toFixed(2)} MB in the last 10 s (bound ${HEAP_GROWTH_LAST_10S_MB} MB)`);
+      await page.screenshot({ path: path.join(artifacts, 'explore-ticker-30s.png'), fullPage: true });
+    } catch (e) {
+      await page.screenshot({ path: path.join(artifacts, 'explore-live-heap-failed.png'), fullPage: true });
+      throw new Error(`${e}${context_()}`);
+    } finally {
+      await cdp.detach().catch(() => {});
       await page.close();
     }
   });
