@@ -29,6 +29,8 @@ const HEAP_SAMPLE_MS = 2_000;
 const HEAP_BOUND_MB = 64;
 /** … and grows less than this over the last 10 s. */
 const HEAP_GROWTH_LAST_10S_MB = 2;
+/** The second page of the latency-truth test joins the live stream this long after the first. */
+const LATE_JOIN_AFTER_MS = 10_000;
 /** Rows of the Parquet dataset the explore test loads. */
 const BIG_ROWS = 200_000;
 /**
@@ -792,6 +794,49 @@ describe('dashboard against the real volley demo', { skip: skip ?? false }, () =
       throw new Error(`${e}${context_()}`);
     } finally {
       await page.close();
+    }
+  });
+
+  it('latency page truth: a late joiner\'s replayed window is not timed as relay latency', async (t) => {
+    // A gateway of its own, so its histogram holds only this test's frames.
+    const fresh = await startDemo();
+    const first = await open(fresh.url);
+    /** @type {import('playwright-core').Page|undefined} */
+    let second;
+    try {
+      await first.waitForSelector('[data-testid=dataset][data-name="ticker"]', { timeout: 15_000 });
+      await openDataset(first, 'ticker');
+      await waitFor(async () => (await rowCount(first)) > 0, { what: 'ticker rows on the first page' });
+      await first.waitForTimeout(LATE_JOIN_AFTER_MS);
+      // The second page joins 10 s later: the gateway replays the stream's
+      // window (§5.2), frames that reached it up to 10 s ago.
+      second = await open(fresh.url);
+      await second.waitForSelector('[data-testid=dataset][data-name="ticker"]', { timeout: 15_000 });
+      await openDataset(second, 'ticker');
+      const joined = await waitFor(async () => rowCount(/** @type {any} */ (second)), { what: 'ticker rows on the late page' });
+      assert.ok(joined > 20, `the late page got the replayed window first (${joined} rows)`);
+      await second.waitForTimeout(2_000);
+      await second.goto(new URL('latency', fresh.url).href);
+      await waitFor(async () => Number(await second?.getAttribute('[data-testid=latency-relay]', 'data-count')) > 0, { what: 'relay latency on the latency page' });
+      const shown = await second.$eval('[data-testid=latency-relay]', (e) => ({ ...(/** @type {HTMLElement} */ (e)).dataset }));
+      const metrics = await (await fetch(new URL('metrics.json', fresh.base))).json();
+      const relay = metrics.histograms.relay_latency_us;
+      t.diagnostic(`relay latency: page p50 ${shown.p50} µs p99 ${shown.p99} µs (count ${shown.count}); /metrics.json p50 ${relay.p50} p99 ${relay.p99} max ${relay.max} count ${relay.count}, frames_in ${metrics.counters.frames_in}, frames_out ${metrics.counters.frames_out}`);
+      for (const [where, p50, p99] of [['the latency page', Number(shown.p50), Number(shown.p99)], ['/metrics.json', relay.p50, relay.p99]]) {
+        // A replayed frame timed from its arrival would be up to 10 s old:
+        // p99 would be seconds while p50 is microseconds.
+        assert.ok(p99 < 10 * p50 + 5_000, `${where}: relay p99 ${p99} µs within 10 × p50 (${p50} µs) + 5 ms`);
+      }
+      assert.ok(relay.max < LATE_JOIN_AFTER_MS * 1000 / 2, `no relay sample near the replayed frames' age (max ${relay.max} µs)`);
+      // ticker sends about one batch a second; each relayed batch is timed.
+      assert.ok(relay.count >= LATE_JOIN_AFTER_MS / 1000, `the live frames were timed (count ${relay.count}, frames_in ${metrics.counters.frames_in})`);
+      await second.screenshot({ path: path.join(artifacts, 'latency-after-late-join.png'), fullPage: true });
+    } catch (e) {
+      throw new Error(`${e}\n--- page ---\n${pageLog.slice(-30).join('\n')}\n--- demo ---\n${fresh.log().slice(-4000)}`);
+    } finally {
+      await second?.close();
+      await first.close();
+      await fresh.stop();
     }
   });
 
