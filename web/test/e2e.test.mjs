@@ -176,7 +176,7 @@ describe('dashboard against the real volley demo', { skip: skip ?? false }, () =
     }
   });
 
-  it('fits a 390 px phone without horizontal scrolling, and follows a dark colour scheme', async () => {
+  it('fits a 390 px phone without horizontal scrolling, and follows a dark colour scheme: overview, explore and latency (screenshots of each)', async () => {
     /** @param {import('playwright-core').Page} page */
     const pageBackground = (page) => page.evaluate(() => {
       const [r, g, b] = getComputedStyle(document.documentElement).backgroundColor.match(/\d+/g).map(Number);
@@ -198,7 +198,15 @@ describe('dashboard against the real volley demo', { skip: skip ?? false }, () =
           const luminance = await pageBackground(page);
           if (scheme === 'dark') assert.ok(luminance < 60, `dark scheme, ${name}: page background luminance ${luminance}`);
           else assert.ok(luminance > 200, `light scheme, ${name}: page background luminance ${luminance}`);
-          await page.screenshot({ path: path.join(artifacts, `dashboard-${scheme}-${name}.png`), fullPage: true });
+          await page.screenshot({ path: path.join(artifacts, `overview-${scheme}-${name}.png`), fullPage: true });
+          await page.click('[data-testid=tab-explore]');
+          await waitFor(async () => (await page.getAttribute('[data-testid=explore]', 'data-state')) === 'ready' && (await exploreRowCount(page)) > 0, {
+            timeoutMs: 30_000, what: `${scheme} ${name}: the explore view ready`,
+          });
+          await page.waitForTimeout(500); // the grid paints after the view is ready
+          const exploreWidth = await page.evaluate(() => document.documentElement.scrollWidth);
+          assert.ok(exploreWidth <= width, `${scheme} ${name}: the explore view is ${exploreWidth} px wide in a ${width} px window`);
+          await page.screenshot({ path: path.join(artifacts, `explore-${scheme}-${name}.png`), fullPage: true });
           await page.goto(new URL('latency', demo.url).href);
           await page.waitForSelector('[data-testid=latency-chart] canvas', { timeout: 15_000 });
           const latencyWidth = await page.evaluate(() => document.documentElement.scrollWidth);
