@@ -31,6 +31,14 @@ const HEAP_BOUND_MB = 64;
 const HEAP_GROWTH_LAST_10S_MB = 2;
 /** The second page of the latency-truth test joins the live stream this long after the first. */
 const LATE_JOIN_AFTER_MS = 10_000;
+/**
+ * Relay p99 must stay under 10 × p50 + this (µs). Measured: p50 about 0.2 ms,
+ * p99 0.2–4 ms on an idle 2-core machine, 29 and 164 ms in two of six runs while
+ * other builds loaded it
+ * (with ~18 samples p99 is their max, so one delayed frame sets it). A
+ * replayed frame timed from its arrival would be 1–10 s old.
+ */
+const RELAY_P99_SLACK_US = 250_000;
 /** Rows of the Parquet dataset the explore test loads. */
 const BIG_ROWS = 200_000;
 /**
@@ -831,9 +839,10 @@ describe('dashboard against the real volley demo', { skip: skip ?? false }, () =
       const relay = metrics.histograms.relay_latency_us;
       t.diagnostic(`relay latency: page p50 ${shown.p50} µs p99 ${shown.p99} µs (count ${shown.count}); /metrics.json p50 ${relay.p50} p99 ${relay.p99} max ${relay.max} count ${relay.count}, frames_in ${metrics.counters.frames_in}, frames_out ${metrics.counters.frames_out}`);
       for (const [where, p50, p99] of [['the latency page', Number(shown.p50), Number(shown.p99)], ['/metrics.json', relay.p50, relay.p99]]) {
-        // A replayed frame timed from its arrival would be up to 10 s old:
-        // p99 would be seconds while p50 is microseconds.
-        assert.ok(p99 < 10 * p50 + 5_000, `${where}: relay p99 ${p99} µs within 10 × p50 (${p50} µs) + 5 ms`);
+        // A replayed frame timed from its arrival would be up to 10 s old
+        // (ticker's are about a second apart, so most over a second): p99
+        // would be seconds while p50 is a fraction of a millisecond.
+        assert.ok(p99 < 10 * p50 + RELAY_P99_SLACK_US, `${where}: relay p99 ${p99} µs within 10 × p50 (${p50} µs) + ${RELAY_P99_SLACK_US / 1000} ms`);
       }
       assert.ok(relay.max < LATE_JOIN_AFTER_MS * 1000 / 2, `no relay sample near the replayed frames' age (max ${relay.max} µs)`);
       // ticker sends about one batch a second; each relayed batch is timed.
