@@ -345,6 +345,11 @@ impl Registry {
             }
             state.ended = true;
             state.retained.clear();
+            // Nobody attaches to an ended stream, but a live subscription
+            // waiting for a connector still holds it (`OpenQuery::waiting`):
+            // keep nothing a connector sent in it.
+            state.schema_b64 = None;
+            state.subscribers = Vec::new();
         }
         stream.connector.active_streams.fetch_sub(1, Ordering::Relaxed);
         self.stream_shard(stream.id).lock().remove(&stream.id);
