@@ -15,8 +15,8 @@ mod sections;
 
 pub use limits::LimitsConfig;
 pub use sections::{
-    CompressionConfig, ControlPlaneConfig, RedisConfig, Rings, Secrets, SlowReaderPolicy, Timeouts, TlsConfig,
-    DEFAULT_REVOCATION_CHANNEL,
+    CompressionConfig, ControlPlaneConfig, QueriesConfig, RedisConfig, Rings, Secrets, SlowReaderPolicy, Timeouts,
+    TlsConfig, DEFAULT_REVOCATION_CHANNEL,
 };
 
 /// The gateway's whole configuration.
@@ -81,6 +81,8 @@ pub struct GatewayConfig {
     pub control_plane: ControlPlaneConfig,
     /// IPC body compression of upstream streams.
     pub compression: CompressionConfig,
+    /// `queries:` — the admission queue (PROTOCOL.md §5.1).
+    pub queries: QueriesConfig,
     /// TLS.
     pub tls: TlsConfig,
     /// Test-only: enable the `/echo` WebSocket route used by the conformance suite.
@@ -114,6 +116,7 @@ impl Default for GatewayConfig {
             redis: RedisConfig::default(),
             control_plane: ControlPlaneConfig::default(),
             compression: CompressionConfig::default(),
+            queries: QueriesConfig::default(),
             tls: TlsConfig::default(),
             test_echo_route: false,
             test_fault_routes: false,

@@ -43,8 +43,11 @@
 //! - [`browser`]: a session's connection; its writer task drains the ring with
 //!   `conn::write_all` over a [`conn::writev::WriteBatch`] (vectored,
 //!   partial-write safe) and returns credit; its requests (`requests.rs`)
-//!   and its live subscriptions' resumption after connector loss (`resume.rs`).
-//! - [`registry`]: lock-sharded tenant → connectors and stream tables.
+//!   and its live subscriptions' resumption after connector loss (`resume.rs`),
+//!   its queries joining the admission queue (`queue.rs`).
+//! - [`registry`]: lock-sharded tenant → connectors and stream tables, and
+//!   each tenant's admission queue (`registry/queue.rs`; the worker's side,
+//!   admission and deadlines, in `worker/admit.rs`).
 //! - [`retained`]: the schema and dictionary frames and the window of newest
 //!   record batches a live stream keeps for joiners, bounded per stream and
 //!   counted gateway-wide.

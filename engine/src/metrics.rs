@@ -35,6 +35,8 @@ pub struct WorkerMetrics {
     pub stream_duration_ms: Histogram<u64>,
     /// Ring bytes queued when a writer picks up a batch.
     pub ring_occupancy_bytes: Histogram<u64>,
+    /// Time a query waited in its tenant's admission queue, ms.
+    pub queue_wait_ms: Histogram<u64>,
     /// Frames read from connectors.
     pub frames_in: u64,
     /// Frames written to browsers.
@@ -54,6 +56,7 @@ impl Default for WorkerMetrics {
             ttfb_us: histogram(LATENCY_US_MAX),
             stream_duration_ms: histogram(LATENCY_US_MAX / 1000),
             ring_occupancy_bytes: histogram(OCCUPANCY_BYTES_MAX),
+            queue_wait_ms: histogram(LATENCY_US_MAX / 1000),
             frames_in: 0,
             frames_out: 0,
             bytes_out: 0,
@@ -80,6 +83,7 @@ impl WorkerMetrics {
         let _ = self.ttfb_us.add(&other.ttfb_us);
         let _ = self.stream_duration_ms.add(&other.stream_duration_ms);
         let _ = self.ring_occupancy_bytes.add(&other.ring_occupancy_bytes);
+        let _ = self.queue_wait_ms.add(&other.queue_wait_ms);
         self.frames_in += other.frames_in;
         self.frames_out += other.frames_out;
         self.bytes_out += other.bytes_out;
@@ -165,6 +169,7 @@ impl MetricsHub {
             "control_bytes": gauges.control_bytes,
             "retained_bytes": gauges.retained_bytes,
             "inbox_bytes": gauges.inbox_bytes,
+            "queued_queries": gauges.queued_queries,
             "runtimes": vec![gauges.runtime; gauges.workers],
             "counters": {
                 "frames_in": merged.frames_in,
@@ -173,12 +178,14 @@ impl MetricsHub {
                 "frames_skipped": merged.frames_skipped,
                 "read_carry_bytes": merged.read_carry_bytes,
                 "panics": gauges.panics,
+                "queries_queued": gauges.queries_queued_total,
             },
             "histograms": {
                 "relay_latency_us": summary(&merged.relay_latency_us),
                 "ttfb_us": summary(&merged.ttfb_us),
                 "stream_duration_ms": summary(&merged.stream_duration_ms),
                 "ring_occupancy_bytes": summary(&merged.ring_occupancy_bytes),
+                "queue_wait_ms": summary(&merged.queue_wait_ms),
             },
             "series": series,
         })
@@ -203,6 +210,12 @@ impl MetricsHub {
             gauges.retained_bytes as u64,
         );
         gauge(
+            "volley_queued_queries",
+            "Queries waiting in admission queues for a stream slot, all tenants.",
+            "gauge",
+            gauges.queued_queries as u64,
+        );
+        gauge(
             "volley_inbox_bytes",
             "Bytes of frames and stream events waiting in worker inboxes for delivery, all workers.",
             "gauge",
@@ -223,6 +236,12 @@ impl MetricsHub {
         gauge("volley_frames_skipped_total", "Frames skipped for slow live readers.", "counter", merged.frames_skipped);
         gauge("volley_read_carry_bytes_total", "Bytes moved between read buffers.", "counter", merged.read_carry_bytes);
         gauge(
+            "volley_queries_queued_total",
+            "Queries that waited in an admission queue for a stream slot.",
+            "counter",
+            gauges.queries_queued_total,
+        );
+        gauge(
             "volley_panics_total",
             "Connection tasks ended by a panic (each closed one connection).",
             "counter",
@@ -237,6 +256,7 @@ impl MetricsHub {
             ),
             ("volley_ttfb_seconds", "Query to first frame delivered.", &merged.ttfb_us, 1e-6),
             ("volley_stream_duration_seconds", "Query to stream end.", &merged.stream_duration_ms, 1e-3),
+            ("volley_queue_wait_seconds", "Time queries waited in admission queues.", &merged.queue_wait_ms, 1e-3),
         ] {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} summary\n"));
             for q in [0.5, 0.9, 0.99, 0.999] {
@@ -272,6 +292,10 @@ pub struct Gauges {
     pub inbox_bytes: usize,
     /// The driver every worker runs on (`io_uring` or `epoll`).
     pub runtime: &'static str,
+    /// Queries waiting in admission queues.
+    pub queued_queries: usize,
+    /// Queries that ever waited in one.
+    pub queries_queued_total: u64,
 }
 
 fn summary(h: &Histogram<u64>) -> Value {

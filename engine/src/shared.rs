@@ -106,6 +106,8 @@ impl Shared {
             retained_bytes: self.registry.retained_bytes.load(Ordering::Relaxed),
             inbox_bytes: self.inbox_bytes.iter().map(InboxBytes::held).sum(),
             runtime: self.runtime.name(),
+            queued_queries: self.registry.queued_queries.load(Ordering::Relaxed),
+            queries_queued_total: self.registry.queries_queued_total.load(Ordering::Relaxed),
         }
     }
 }

@@ -67,6 +67,8 @@ pub async fn sweep(worker: Rc<Worker>) {
                 crate::browser::datasets_changed(&worker, session, &mut online);
             }
         }
+        // Queries that waited too long for a stream slot are refused.
+        worker.expire_queued(now);
         // Live subscriptions waiting for a connector try again: at once
         // when connectors came or went, otherwise when their retry is due.
         if worker.live_waiting.get() {

@@ -12,6 +12,7 @@ use std::time::Duration;
 use volley_protocol::message::ErrorBody;
 
 use crate::frame::SharedFrame;
+use crate::registry::{Stream, Subscriber};
 use crate::revocation::Revocation;
 
 /// A stream-level event, turned into one browser message per local subscriber.
@@ -52,6 +53,10 @@ pub enum WorkerMsg {
     /// The revocation set gained entries from the Redis record (a start or a
     /// reconnect): close every local session and tunnel it now covers.
     Recheck,
+    /// A query that waited in its tenant's admission queue got a stream
+    /// (opened in the registry, with it attached): the session's worker
+    /// sends `Open`, or ends the stream if the query is gone.
+    Admitted(Subscriber, Arc<Stream>),
     /// Stop: close every connection with 1001 and exit.
     Shutdown,
     /// Test-only fault injection: block this worker's thread for this long,
@@ -72,7 +77,11 @@ impl WorkerMsg {
             WorkerMsg::Frame(frame) => frame.read_len(),
             WorkerMsg::Event(_, StreamEvent::FlightInfo { schema, .. } | StreamEvent::Start { schema }) => schema.len(),
             WorkerMsg::Event(_, StreamEvent::End { error, .. }) => error.as_ref().map_or(0, |e| e.message.len()),
-            WorkerMsg::Revoke(_) | WorkerMsg::Recheck | WorkerMsg::Shutdown | WorkerMsg::Stall(_) => 0,
+            WorkerMsg::Revoke(_)
+            | WorkerMsg::Recheck
+            | WorkerMsg::Admitted(..)
+            | WorkerMsg::Shutdown
+            | WorkerMsg::Stall(_) => 0,
         }
     }
 }

@@ -875,6 +875,15 @@ async function connectSession(session) {
       if (!view) openDataset(list[0]);
     }
   });
+  c.on('queued', (/** @type {{queryId: string, dataset: string, position: number|null}} */ info) => {
+    if (!view || view.closed || view.handle?.queryId !== info.queryId) return;
+    const place = info.position ? ` It is number ${info.position} in line` : '';
+    setStatus(
+      `Waiting for a free stream: every connector serving “${info.dataset}” is busy with other queries.${place}; it starts by itself.`,
+      'info',
+      'queued',
+    );
+  });
   c.on('reconnected', async () => {
     if (client !== c) return;
     setStatus('Reconnected.', 'ok');

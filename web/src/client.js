@@ -1095,6 +1095,12 @@ export class QueryStream {
     /** @type {VolleyError|null} */
     this.error = null;
     this.done = false;
+    /**
+     * @type {number|null} the query's place in its tenant's admission queue
+     * when it joined (`queued`, PROTOCOL.md §5.1: every connector serving the
+     * dataset was at its stream limit); null once it started or if it never waited
+     */
+    this.queuedPosition = null;
     /** @type {AsyncQueue<Uint8Array>} */
     this._bytes = new AsyncQueue();
     this._nextSequence = 0;
@@ -1133,9 +1139,16 @@ export class QueryStream {
           records: typeof msg.records === 'number' ? msg.records : -1,
           schema: msg.schema,
         };
+        this.queuedPosition = null;
         for (const wake of this._flightInfoWaiters.splice(0)) wake(this.flightInfo);
         return;
+      case 'queued':
+        // Waiting for a stream slot; it starts by itself (PROTOCOL.md §5.1).
+        this.queuedPosition = typeof msg.position === 'number' ? msg.position : null;
+        this.client._emit('queued', { queryId: this.queryId, dataset: this.dataset, position: this.queuedPosition });
+        return;
       case 'stream_start':
+        this.queuedPosition = null;
         this._streaming = true;
         this.compression = typeof msg.compression === 'string' ? msg.compression : null;
         if (typeof msg.stream_id === 'number') {

@@ -112,6 +112,31 @@ function fakeClient() {
 
 const settle = () => new Promise((resolve) => setTimeout(resolve, 20));
 
+describe('a query that waits for a stream slot (queued, PROTOCOL.md §5.1)', () => {
+  it('records its place in line, tells listeners, and then runs as any query', async () => {
+    const { client, control, frame } = fakeClient();
+    /** @type {any[]} */
+    const told = [];
+    client.on('queued', (info) => told.push(info));
+    const q = client.query('ventas', { queryId: 'q9' });
+    await settle();
+    control({ type: 'queued', query_id: 'q9', dataset: 'ventas', position: 3 });
+    assert.equal(q.queuedPosition, 3);
+    assert.deepEqual(told, [{ queryId: 'q9', dataset: 'ventas', position: 3 }]);
+    assert.equal(q.done, false, 'waiting is not an end');
+    const table = ipcMessages(tableFromArrays({ v: Int32Array.from([1, 2, 3]) }));
+    control({ type: 'stream_start', query_id: 'q9', stream_id: 4, live: false });
+    assert.equal(q.queuedPosition, null, 'started: no longer in line');
+    frame(4, 0, FrameKind.SCHEMA, table.schema);
+    frame(4, 1, FrameKind.RECORD_BATCH, table.batches[0]);
+    control({ type: 'stream_end', query_id: 'q9', stream_id: 4, total_bytes: 0 });
+    let rows = 0;
+    for await (const batch of q) rows += batch.numRows;
+    assert.equal(rows, 3);
+    client.close();
+  });
+});
+
 describe('live subscription that resumes (live_waiting, then a new stream_start)', () => {
   it('keeps the subscription while waiting and decodes the new stream with a fresh reader', async () => {
     const { client, sent, control, frame } = fakeClient();

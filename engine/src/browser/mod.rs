@@ -29,6 +29,7 @@ use crate::registry::{ConnectorCmd, Stream};
 use crate::session::BrowserSession;
 use crate::worker::Worker;
 
+mod queue;
 mod requests;
 mod resume;
 
@@ -205,6 +206,18 @@ impl Drop for Teardown {
         session.ctl.kill();
         if let Ok(mut ring) = session.ring.try_borrow_mut() {
             ring.wake();
+        }
+        // Queries still waiting for a stream slot leave their tenant's queue.
+        let queued: Vec<String> = worker
+            .local
+            .borrow()
+            .queued
+            .iter()
+            .filter(|q| q.session == session.id)
+            .map(|q| q.query_id.clone())
+            .collect();
+        for query_id in queued {
+            worker.unqueue(session.id, &query_id);
         }
         let queries = std::mem::take(&mut *session.queries.borrow_mut());
         for query in queries {

@@ -54,6 +54,21 @@ pub(super) fn handle_request(worker: &Rc<Worker>, session: &Rc<BrowserSession>, 
 /// query, its `stream_end` with error `cancelled`.
 fn close_query(worker: &Rc<Worker>, session: &Rc<BrowserSession>, query_id: String, is_cancel: bool) {
     let Some(query) = session.take_query(&query_id) else {
+        // A query still waiting for a stream slot leaves the queue.
+        if worker.unqueue(session.id, &query_id) {
+            if is_cancel {
+                session.send(&BrowserEvent::StreamEnd {
+                    query_id: query_id.clone(),
+                    request_id: query_id,
+                    stream_id: None,
+                    total_bytes: 0,
+                    error: Some(volley_protocol::ErrorBody::new(ErrorCode::Cancelled, "cancelled by the client")),
+                });
+            } else {
+                session.send(&BrowserEvent::Unsubscribed { query_id });
+            }
+            return;
+        }
         session.error(ErrorCode::UnknownQuery, format!("no open query {query_id:?}"), Some(query_id));
         return;
     };
@@ -92,15 +107,16 @@ fn open(
         session.next_query.set(n + 1);
         format!("q{n}")
     });
-    if session.query_stream_id(&query_id).is_some() {
+    if session.query_stream_id(&query_id).is_some() || worker.is_queued(session.id, &query_id) {
         session.error(ErrorCode::BadRequest, format!("query id {query_id:?} is already open"), Some(query_id));
         return;
     }
-    if session.level == Level::One && !session.queries.borrow().is_empty() {
+    let queued = worker.queued_count(session.id);
+    if session.level == Level::One && (!session.queries.borrow().is_empty() || queued > 0) {
         session.error(ErrorCode::Busy, "a level-1 socket runs one query at a time", Some(query_id));
         return;
     }
-    if session.queries.borrow().len() >= config.limits.pending_requests_max {
+    if session.queries.borrow().len() + queued >= config.limits.pending_requests_max {
         session.error(
             ErrorCode::TooManyRequests,
             format!("at most {} open queries per session", config.limits.pending_requests_max),
@@ -115,6 +131,12 @@ fn open(
     let codecs = config.compression.preference(compression);
     let stream = match attach(worker, session, &query_id, &dataset, live, &codecs) {
         Ok(stream) => stream,
+        // Every tunnel serving it is at its stream limit: the query waits
+        // for a slot in its tenant's queue (§5.1).
+        Err(Refused::Open(OpenError::Busy)) if !live => {
+            super::queue::enqueue(worker, session, query_id, dataset, codecs);
+            return;
+        }
         Err(refused) => {
             let (code, message) = refused.explain(&session.claims.cuenta_id, &dataset);
             session.error(code, message, Some(query_id));

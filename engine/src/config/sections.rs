@@ -66,6 +66,25 @@ impl Default for Rings {
     }
 }
 
+/// `queries:` — what happens to a query that finds every tunnel serving its
+/// dataset at its stream limit (PROTOCOL.md §5.1).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueriesConfig {
+    /// Queries of one tenant that may wait for a stream slot; one more is
+    /// refused with `too_many_requests`. Default 1024.
+    pub queue_max: usize,
+    /// Longest a query waits for a slot before it is refused with
+    /// `too_many_requests`, seconds. Default 30.
+    pub queue_timeout_seconds: u64,
+}
+
+impl Default for QueriesConfig {
+    fn default() -> Self {
+        QueriesConfig { queue_max: 1024, queue_timeout_seconds: 30 }
+    }
+}
+
 /// `compression:` — IPC body compression of upstream streams (PROTOCOL.md §5.4).
 ///
 /// The gateway forwards the connector's bytes to every subscriber of a stream

@@ -137,6 +137,8 @@ pub async fn run<R: ConnRead, W: ConnWrite + 'static>(
     ring.borrow_mut().push_text(&reply.to_json());
     ctl.mark_ready();
     shared.registry.add_connector(handle.clone());
+    // New slots: queries waiting for one may have them.
+    worker.admit_queued(&handle.tenant);
     log::info!(
         "connector c-{} registered: tenant {:?}, level {}, datasets {:?}, compression {:?}",
         handle.id,
@@ -262,5 +264,7 @@ impl Drop for Registered {
 async fn end_stream(worker: &Rc<Worker>, stream: &Arc<Stream>, total_bytes: u64, error: Option<ErrorBody>) {
     let mask = stream.destinations();
     worker.shared.registry.end_stream(stream);
+    // A slot is free: the tenant's next waiting query may have it.
+    worker.admit_queued(&stream.tenant);
     worker.route(mask, WorkerMsg::Event(stream.id, StreamEvent::End { total_bytes, error })).await;
 }

@@ -29,8 +29,10 @@ const _: () = assert!(WORKERS_MAX <= u64::BITS as usize, "one bit per worker in 
 const _: () = assert!(SHARDS.is_power_of_two());
 
 mod entries;
+mod queue;
 
 pub use entries::{ConnectorCmd, ConnectorHandle, Stream, StreamState, Subscriber};
+pub use queue::Waiter;
 
 /// What makes a live stream shareable: the dataset and the codec its bytes carry.
 type LiveKey = (String, Option<Codec>);
@@ -41,6 +43,8 @@ struct TenantEntry {
     next: usize,
     /// (dataset, codec) → live stream shared by all its subscribers.
     live: HashMap<LiveKey, Arc<Stream>>,
+    /// Queries waiting for a stream slot, oldest first (`queue.rs`).
+    queue: std::collections::VecDeque<Waiter>,
 }
 
 /// Why a stream could not be opened.
@@ -91,6 +95,10 @@ pub struct Registry {
     /// Bytes live streams keep for late joiners, all streams together
     /// (counted in the `rings.total_bytes_max` budget).
     pub retained_bytes: Arc<AtomicUsize>,
+    /// Queries waiting in admission queues now, all tenants.
+    pub queued_queries: AtomicUsize,
+    /// Queries that ever waited in an admission queue.
+    pub queries_queued_total: AtomicU64,
 }
 
 impl Default for Registry {
@@ -111,6 +119,8 @@ impl Registry {
             datasets_generation: AtomicU64::new(0),
             sessions_online: AtomicUsize::new(0),
             retained_bytes: Arc::new(AtomicUsize::new(0)),
+            queued_queries: AtomicUsize::new(0),
+            queries_queued_total: AtomicU64::new(0),
         }
     }
 
@@ -146,7 +156,7 @@ impl Registry {
                 self.datasets_generation.fetch_add(1, Ordering::Release);
             }
             entry.live.retain(|_, stream| stream.connector.id != handle.id);
-            if entry.connectors.is_empty() && entry.live.is_empty() {
+            if entry.connectors.is_empty() && entry.live.is_empty() && entry.queue.is_empty() {
                 shard.remove(&handle.tenant);
             }
         }
@@ -244,6 +254,10 @@ impl Registry {
         let (connector, codec) = {
             let mut shard = self.tenant_shard(tenant).write();
             let entry = shard.get_mut(tenant).ok_or(OpenError::Offline)?;
+            // Queries already wait for this dataset: this one waits behind them.
+            if Registry::has_waiters(entry, dataset) {
+                return Err(OpenError::Busy);
+            }
             let mut last = OpenError::NoCodec;
             let mut picked = None;
             for codec in codecs {

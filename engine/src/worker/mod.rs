@@ -33,7 +33,10 @@ use crate::session::BrowserSession;
 use crate::shared::Shared;
 pub use crate::worker_msg::{StreamEvent, WorkerMsg};
 
+mod admit;
 mod revoke;
+
+pub use admit::QueuedQuery;
 
 /// Inbox messages drained per wake.
 pub const INBOX_BATCH_MAX: usize = 256;
@@ -80,6 +83,9 @@ pub struct Local {
     /// deadlines (`timeouts.connect_seconds` is the same for all, so this
     /// is ordered): checked by `sweep::sweep`, no timer per connection.
     pub handshakes: VecDeque<(Instant, Weak<ConnCtl>)>,
+    /// This worker's sessions' queries waiting in their tenant's admission
+    /// queue (`admit.rs`), oldest first.
+    pub queued: Vec<QueuedQuery>,
 }
 
 /// One worker.
@@ -186,6 +192,7 @@ impl Worker {
             WorkerMsg::Event(stream_id, event) => self.deliver_event(stream_id, &event),
             WorkerMsg::Revoke(revocation) => self.revoke(&revocation),
             WorkerMsg::Recheck => self.recheck(),
+            WorkerMsg::Admitted(subscriber, stream) => self.admitted(&subscriber, &stream),
             WorkerMsg::Shutdown => {}
             WorkerMsg::Stall(duration) => {
                 if self.shared.config.test_fault_routes {
@@ -326,6 +333,8 @@ impl Worker {
         if remaining == 0 {
             self.shared.registry.end_stream(stream);
             let _ = stream.connector.mailbox.push(crate::registry::ConnectorCmd::Cancel(stream.id));
+            // A slot is free: the tenant's next waiting query may have it.
+            self.admit_queued(&stream.tenant);
         }
     }
 }

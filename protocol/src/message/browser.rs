@@ -189,6 +189,18 @@ pub enum BrowserEvent {
         /// Why the stream ended.
         error: ErrorBody,
     },
+    /// A query waits for a stream slot: every tunnel serving its dataset is
+    /// at its stream limit (PROTOCOL.md §5.1). `flight_info` or
+    /// `stream_start` follows when it is admitted, an `error`
+    /// `too_many_requests` if it waits too long.
+    Queued {
+        /// The query.
+        query_id: String,
+        /// Dataset name.
+        dataset: String,
+        /// Its place in the tenant's queue when it joined (1: next).
+        position: u64,
+    },
     /// Frames were skipped for a slow live subscriber.
     Gap {
         /// The subscription.

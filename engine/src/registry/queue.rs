@@ -1,0 +1,105 @@
+//! A tenant's admission queue (PROTOCOL.md §5.1): queries that found every
+//! tunnel serving their dataset at its stream limit wait here, in order,
+//! instead of being refused, and are admitted — their stream opened here,
+//! under the tenant's lock, so no later request takes the slot — as soon as
+//! a stream of the tenant ends or a connector registers.
+//!
+//! Bounded per tenant (`queries.queue_max`); each waiter is a few strings.
+//! The session side (its deadline, `queued`, cancel) is the worker's
+//! (`worker/admit.rs`, `browser/requests.rs`).
+
+// Peer input (ARCHITECTURE.md invariant 6): no indexing or slicing that a
+// peer-chosen offset could make panic. Use `get`, patterns or iterators.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use volley_protocol::Codec;
+
+use super::{OpenError, Registry, Stream, Subscriber};
+
+/// A query waiting for a stream slot.
+#[derive(Debug, Clone)]
+pub struct Waiter {
+    /// Who asked.
+    pub subscriber: Subscriber,
+    /// The dataset.
+    pub dataset: String,
+    /// The codecs it may get, most preferred first (as for `open_query`).
+    pub codecs: Vec<Option<Codec>>,
+}
+
+impl Registry {
+    /// Queues `waiter` behind the tenant's other waiters; returns its
+    /// position (1: next), or, when `queue_max` already wait, how many do.
+    pub fn enqueue(&self, tenant: &str, waiter: Waiter, queue_max: usize) -> Result<usize, usize> {
+        let mut shard = self.tenant_shard(tenant).write();
+        let entry = shard.entry(tenant.to_owned()).or_default();
+        if entry.queue.len() >= queue_max {
+            return Err(entry.queue.len());
+        }
+        entry.queue.push_back(waiter);
+        self.queued_queries.fetch_add(1, Ordering::Relaxed);
+        self.queries_queued_total.fetch_add(1, Ordering::Relaxed);
+        Ok(entry.queue.len())
+    }
+
+    /// Takes the session's query `query_id` out of the tenant's queue; false
+    /// when it is not there (never queued, or admitted meanwhile).
+    pub fn dequeue(&self, tenant: &str, session: u64, query_id: &str) -> bool {
+        let mut shard = self.tenant_shard(tenant).write();
+        let Some(entry) = shard.get_mut(tenant) else { return false };
+        let Some(at) =
+            entry.queue.iter().position(|w| w.subscriber.session == session && w.subscriber.query_id == query_id)
+        else {
+            return false;
+        };
+        entry.queue.remove(at);
+        self.queued_queries.fetch_sub(1, Ordering::Relaxed);
+        true
+    }
+
+    /// True when the tenant has queries waiting for `dataset`: a new query
+    /// for it queues behind them instead of taking a slot they wait for.
+    pub(super) fn has_waiters(entry: &super::TenantEntry, dataset: &str) -> bool {
+        entry.queue.iter().any(|w| w.dataset == dataset)
+    }
+
+    /// Opens, in queue order, a stream for every waiter of the tenant that a
+    /// tunnel now has room for (one that does not is skipped: a later
+    /// waiter for another dataset may fit). Each stream has its waiter
+    /// attached; the caller hands it to the waiter's worker, which sends
+    /// `Open` (or ends it, if the browser left meanwhile).
+    pub fn admit_waiting(
+        &self,
+        tenant: &str,
+        credit_bytes: u64,
+        streams_per_connector_max: usize,
+    ) -> Vec<(Subscriber, Arc<Stream>)> {
+        let mut admitted = Vec::new();
+        let mut shard = self.tenant_shard(tenant).write();
+        let Some(entry) = shard.get_mut(tenant) else { return admitted };
+        let mut at = 0;
+        while let Some(waiter) = entry.queue.get(at) {
+            let (dataset, codecs) = (waiter.dataset.clone(), waiter.codecs.clone());
+            let picked = codecs.iter().find_map(|codec| {
+                match self.pick_connector(entry, &dataset, false, *codec, streams_per_connector_max) {
+                    Ok(connector) => Some((connector, *codec)),
+                    Err(OpenError::Busy | OpenError::NoCodec | OpenError::Offline | OpenError::NotFound)
+                    | Err(OpenError::NotLive) => None,
+                }
+            });
+            let Some((connector, codec)) = picked else {
+                at += 1;
+                continue;
+            };
+            let Some(waiter) = entry.queue.remove(at) else { break };
+            self.queued_queries.fetch_sub(1, Ordering::Relaxed);
+            let stream = self.new_stream(tenant, &waiter.dataset, false, codec, connector, credit_bytes);
+            stream.attach(waiter.subscriber.clone());
+            admitted.push((waiter.subscriber, stream));
+        }
+        admitted
+    }
+}

@@ -1,0 +1,176 @@
+//! The worker's side of the admission queue (PROTOCOL.md §5.1): its
+//! sessions' queries waiting in their tenant's queue
+//! (`registry/queue.rs`), their admission when a slot frees, and their
+//! deadline (`queries.queue_timeout_seconds`).
+
+// Peer input (ARCHITECTURE.md invariant 6): no indexing or slicing that a
+// peer-chosen offset could make panic. Use `get`, patterns or iterators.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use volley_protocol::message::ErrorCode;
+
+use super::{LocalSub, Worker, WorkerMsg};
+use crate::metrics::WorkerMetrics;
+use crate::registry::{ConnectorCmd, Stream, Subscriber};
+use crate::session::OpenQuery;
+
+/// A query of one of this worker's sessions, waiting in its tenant's queue.
+pub struct QueuedQuery {
+    /// The session.
+    pub session: u64,
+    /// The query's id.
+    pub query_id: String,
+    /// Its tenant (the queue it waits in).
+    pub tenant: String,
+    /// Its dataset.
+    pub dataset: String,
+    /// When it was queued.
+    pub since: Instant,
+}
+
+impl Worker {
+    /// How many of the session's queries wait in the admission queue.
+    pub fn queued_count(&self, session: u64) -> usize {
+        self.local.borrow().queued.iter().filter(|q| q.session == session).count()
+    }
+
+    /// True when the session's query `query_id` waits in the admission queue.
+    pub fn is_queued(&self, session: u64, query_id: &str) -> bool {
+        self.local.borrow().queued.iter().any(|q| q.session == session && q.query_id == query_id)
+    }
+
+    /// Forgets the session's queued query `query_id` here and in its
+    /// tenant's queue; false when it was not queued.
+    pub fn unqueue(&self, session: u64, query_id: &str) -> bool {
+        let queued = {
+            let mut local = self.local.borrow_mut();
+            let Some(at) = local.queued.iter().position(|q| q.session == session && q.query_id == query_id) else {
+                return false;
+            };
+            local.queued.remove(at)
+        };
+        // Not in the tenant's queue any more: admitted meanwhile, and its
+        // `Admitted` message, on its way here, ends the stream it got.
+        self.shared.registry.dequeue(&queued.tenant, session, query_id);
+        true
+    }
+
+    /// Opens streams for the tenant's waiting queries that a tunnel has room
+    /// for now, and hands each to its session's worker.
+    pub fn admit_queued(&self, tenant: &str) {
+        let registry = &self.shared.registry;
+        if registry.queued_queries.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let limits = &self.shared.config.limits;
+        for (subscriber, stream) in
+            registry.admit_waiting(tenant, limits.credit_bytes, limits.streams_per_connector_max)
+        {
+            let pushed = match self.shared.inboxes.get(subscriber.worker) {
+                Some(inbox) => inbox.push(WorkerMsg::Admitted(subscriber, stream.clone())).is_ok(),
+                None => false,
+            };
+            // The session's worker cannot be told (its inbox is full): the
+            // stream is ended before it was opened upstream, and the query
+            // is refused when its deadline passes.
+            if !pushed {
+                registry.end_stream(&stream);
+            }
+        }
+    }
+
+    /// A queued query was given `stream`: it starts (`Open` to the
+    /// connector), or, when its session or the query is gone, the stream
+    /// ends before it was ever opened upstream.
+    pub(super) fn admitted(&self, subscriber: &Subscriber, stream: &Arc<Stream>) {
+        let queued = {
+            let mut local = self.local.borrow_mut();
+            let at =
+                local.queued.iter().position(|q| q.session == subscriber.session && q.query_id == subscriber.query_id);
+            at.map(|at| local.queued.remove(at))
+        };
+        let session = self.local.borrow().sessions.get(&subscriber.session).cloned();
+        let (Some(queued), Some(session)) = (queued, session) else {
+            self.detach(stream, subscriber.session, &subscriber.query_id);
+            return;
+        };
+        if session.ring.borrow().is_closing() {
+            self.detach(stream, subscriber.session, &subscriber.query_id);
+            return;
+        }
+        WorkerMetrics::record(
+            &mut self.metrics.borrow_mut().queue_wait_ms,
+            u64::try_from(queued.since.elapsed().as_millis()).unwrap_or(u64::MAX),
+        );
+        self.add_sub(
+            stream.id,
+            LocalSub {
+                session: session.clone(),
+                query_id: queued.query_id.clone(),
+                dataset: queued.dataset,
+                live: false,
+                compression: stream.compression,
+                started: false,
+                skipping: false,
+                skipped: 0,
+                // Time to first byte counts from the request, queue included.
+                opened_at: queued.since,
+                first_frame_seen: false,
+                snapshot_through: None,
+            },
+        );
+        let query_seconds = self.shared.config.timeouts.query_seconds;
+        session.queries.borrow_mut().push(OpenQuery {
+            id: queued.query_id.clone(),
+            stream: stream.clone(),
+            credit_owed: 0,
+            // The query's own time starts when it is admitted.
+            deadline: Some(Instant::now() + Duration::from_secs(query_seconds)),
+            waiting: None,
+            codecs: Vec::new(),
+        });
+        if stream.connector.mailbox.push(ConnectorCmd::Open(stream.clone())).is_err() {
+            session.take_query(&queued.query_id);
+            self.detach(stream, session.id, &queued.query_id);
+            session.error(ErrorCode::TooManyRequests, "the connector's queue is full", Some(queued.query_id));
+        }
+    }
+
+    /// Refuses this worker's queued queries that waited longer than
+    /// `queries.queue_timeout_seconds`.
+    pub fn expire_queued(&self, now: Instant) {
+        let timeout = Duration::from_secs(self.shared.config.queries.queue_timeout_seconds);
+        let expired: Vec<QueuedQuery> = {
+            let mut local = self.local.borrow_mut();
+            if !local.queued.iter().any(|q| now.saturating_duration_since(q.since) >= timeout) {
+                return;
+            }
+            let (expired, kept) = std::mem::take(&mut local.queued)
+                .into_iter()
+                .partition(|q| now.saturating_duration_since(q.since) >= timeout);
+            local.queued = kept;
+            expired
+        };
+        for queued in expired {
+            // Admitted meanwhile: its `Admitted` message ends the stream.
+            self.shared.registry.dequeue(&queued.tenant, queued.session, &queued.query_id);
+            let session = self.local.borrow().sessions.get(&queued.session).cloned();
+            if let Some(session) = session {
+                session.error(
+                    ErrorCode::TooManyRequests,
+                    format!(
+                        "waited {} s for a stream slot (queries.queue_timeout_seconds): the connectors serving {:?} \
+                         were busy with other streams or offline the whole time; retry later",
+                        timeout.as_secs(),
+                        queued.dataset
+                    ),
+                    Some(queued.query_id),
+                );
+            }
+        }
+    }
+}
