@@ -73,7 +73,7 @@ pub fn query_storm(ctx: &Context) -> Result<ScenarioResult, String> {
         }),
         histograms,
         errors,
-        notes: vec!["each browser runs its queries one after the other; identical queries arriving before the first record batch share one upstream stream (PROTOCOL.md §5.1), so upstream_streams ≤ queries".into()],
+        notes: vec!["each browser runs its queries one after the other; every query gets an upstream stream of its own (PROTOCOL.md §5.1), and queries past streams_per_connector_max wait in the tenant's admission queue: error_count counts refusals".into()],
         ..Default::default()
     })
 }
