@@ -58,7 +58,15 @@ pub struct RetainLimits {
     /// `limits.live_window_bytes` (see
     /// `GatewayConfig::live_window_bytes`): the record batches kept; 0 keeps none.
     pub window_bytes_max: usize,
+    /// What all live streams' windows together may hold
+    /// ([`WINDOWS_SHARE_OF_TOTAL`] of `rings.total_bytes_max`), so that
+    /// windows never take the budget that queued live data needs.
+    pub windows_total_max: usize,
 }
+
+/// All windows together hold at most this share of `rings.total_bytes_max`
+/// (a quarter): past it a stream's window keeps fewer batches, or none.
+pub const WINDOWS_SHARE_OF_TOTAL: usize = 4;
 
 /// Why a frame was not kept.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -116,6 +124,8 @@ pub struct Retained {
     window_bytes: usize,
     /// The gateway-wide gauge this stream's bytes are counted in.
     total: Arc<AtomicUsize>,
+    /// The gateway-wide gauge of all windows' bytes (also in `total`).
+    windows: Arc<AtomicUsize>,
 }
 
 /// What keeping `frame` costs.
@@ -124,9 +134,18 @@ pub fn cost(frame: &SharedFrame) -> usize {
 }
 
 impl Retained {
-    /// Nothing kept yet; bytes kept later are counted in `total` too.
-    pub fn new(total: Arc<AtomicUsize>) -> Retained {
-        Retained { schema: None, dictionaries: Vec::new(), bytes: 0, window: VecDeque::new(), window_bytes: 0, total }
+    /// Nothing kept yet; bytes kept later are counted in `total` too, and
+    /// the window's also in `windows`.
+    pub fn new(total: Arc<AtomicUsize>, windows: Arc<AtomicUsize>) -> Retained {
+        Retained {
+            schema: None,
+            dictionaries: Vec::new(),
+            bytes: 0,
+            window: VecDeque::new(),
+            window_bytes: 0,
+            total,
+            windows,
+        }
     }
 
     /// Bytes kept (with their overhead), window included.
@@ -197,20 +216,36 @@ impl Retained {
             self.clear_window();
             return;
         }
+        // Room in this window and in all windows together: the oldest
+        // batches of this one leave first.
+        while self.window_bytes.saturating_add(cost) > limits.window_bytes_max
+            || self.windows.load(Ordering::Relaxed).saturating_add(cost) > limits.windows_total_max
+        {
+            if !self.drop_oldest() {
+                // Other streams' windows hold the share: this one keeps none.
+                return;
+            }
+        }
         self.window.push_back(frame.retained_copy());
         self.window_bytes += cost;
         self.total.fetch_add(cost, Ordering::Relaxed);
-        while self.window_bytes > limits.window_bytes_max {
-            let Some(oldest) = self.window.pop_front() else { break };
-            let freed = self::cost(&oldest);
-            self.window_bytes -= freed;
-            self.total.fetch_sub(freed, Ordering::Relaxed);
-        }
+        self.windows.fetch_add(cost, Ordering::Relaxed);
+    }
+
+    /// Drops the window's oldest batch; false when it is empty.
+    fn drop_oldest(&mut self) -> bool {
+        let Some(oldest) = self.window.pop_front() else { return false };
+        let freed = cost(&oldest);
+        self.window_bytes -= freed;
+        self.total.fetch_sub(freed, Ordering::Relaxed);
+        self.windows.fetch_sub(freed, Ordering::Relaxed);
+        true
     }
 
     fn clear_window(&mut self) {
         self.window = VecDeque::new();
         self.total.fetch_sub(self.window_bytes, Ordering::Relaxed);
+        self.windows.fetch_sub(self.window_bytes, Ordering::Relaxed);
         self.window_bytes = 0;
     }
 
@@ -244,13 +279,17 @@ mod tests {
         SharedFrame::from_level2(Bytes::from(body), header, Instant::now())
     }
 
-    const LIMITS: RetainLimits =
-        RetainLimits { stream_bytes_max: 10_000, total_bytes_max: 1 << 20, window_bytes_max: 0 };
+    const LIMITS: RetainLimits = RetainLimits {
+        stream_bytes_max: 10_000,
+        total_bytes_max: 1 << 20,
+        window_bytes_max: 0,
+        windows_total_max: 1 << 18,
+    };
 
     #[test]
     fn dictionaries_add_up_to_the_stream_limit_and_a_schema_starts_over() {
         let total = Arc::new(AtomicUsize::new(0));
-        let mut kept = Retained::new(total.clone());
+        let mut kept = Retained::new(total.clone(), Arc::new(AtomicUsize::new(0)));
         let schema = frame(FrameKind::Schema, 1000, 0);
         kept.keep(&schema, LIMITS, 0).unwrap();
         let dictionary = frame(FrameKind::Dictionary, 3000, 1);
@@ -274,7 +313,7 @@ mod tests {
     #[test]
     fn kept_frames_are_copies_and_count_in_the_gateway_budget() {
         let total = Arc::new(AtomicUsize::new(0));
-        let mut kept = Retained::new(total.clone());
+        let mut kept = Retained::new(total.clone(), Arc::new(AtomicUsize::new(0)));
         let schema = frame(FrameKind::Schema, 100, 0);
         kept.keep(&schema, LIMITS, 0).unwrap();
         let copy = kept.frames().next().unwrap();
@@ -282,7 +321,7 @@ mod tests {
         assert_ne!(copy.body().as_ptr(), schema.body().as_ptr(), "a copy, not a view of the read buffer");
         assert_eq!((copy.sequence, copy.kind), (0, FrameKind::Schema));
         // Another stream's bytes and the rings' count against the same budget.
-        let mut other = Retained::new(total.clone());
+        let mut other = Retained::new(total.clone(), Arc::new(AtomicUsize::new(0)));
         let queued = LIMITS.total_bytes_max - kept.bytes() - 500;
         let refused = other.keep(&frame(FrameKind::Schema, 1000, 0), LIMITS, queued).unwrap_err();
         assert!(matches!(refused, RetainRefused::GatewayBudget { .. }), "{refused:?}");
@@ -294,7 +333,7 @@ mod tests {
     #[test]
     fn the_window_keeps_the_newest_whole_batches_in_sending_order_with_the_dictionaries() {
         let total = Arc::new(AtomicUsize::new(0));
-        let mut kept = Retained::new(total.clone());
+        let mut kept = Retained::new(total.clone(), Arc::new(AtomicUsize::new(0)));
         let batch = |sequence| frame(FrameKind::RecordBatch, 1000, sequence);
         let limits = RetainLimits { window_bytes_max: 3 * cost(&batch(0)), ..LIMITS };
         kept.keep(&frame(FrameKind::Schema, 100, 0), limits, 0).unwrap();
@@ -337,5 +376,26 @@ mod tests {
         assert_eq!(kept.frames().count(), 1);
         drop(kept);
         assert_eq!(total.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn all_windows_together_stay_within_their_share_of_the_gateway_budget() {
+        let (total, windows) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let batch = |sequence| frame(FrameKind::RecordBatch, 1000, sequence);
+        let per_batch = cost(&batch(0));
+        let limits = RetainLimits { window_bytes_max: 10 * per_batch, windows_total_max: 3 * per_batch, ..LIMITS };
+        let mut a = Retained::new(total.clone(), windows.clone());
+        let mut b = Retained::new(total.clone(), windows.clone());
+        for sequence in 0..5 {
+            a.keep(&batch(sequence), limits, 0).unwrap();
+        }
+        assert_eq!(a.bytes(), 3 * per_batch, "the share caps a window below its own limit");
+        b.keep(&batch(0), limits, 0).unwrap();
+        assert_eq!(b.bytes(), 0, "another stream's window gets none while the share is taken");
+        drop(a);
+        b.keep(&batch(1), limits, 0).unwrap();
+        assert_eq!(b.bytes(), per_batch, "freed share is available again");
+        assert_eq!(windows.load(Ordering::Relaxed), per_batch);
+        assert_eq!(total.load(Ordering::Relaxed), per_batch);
     }
 }

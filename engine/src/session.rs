@@ -50,7 +50,8 @@ pub struct BrowserSession {
 pub(crate) struct OpenQuery {
     /// The browser's id for it.
     pub(crate) id: String,
-    pub(crate) stream: Arc<Stream>,
+    /// Its stream, or what it waits for.
+    pub(crate) link: QueryLink,
     /// Body bytes written to the browser and not yet returned upstream as
     /// credit (queries only; live streams are not credit-paced).
     pub(crate) credit_owed: u64,
@@ -58,16 +59,37 @@ pub(crate) struct OpenQuery {
     /// `None` for a live subscription. Checked by the worker's sweep: no
     /// timer task holds the session.
     pub(crate) deadline: Option<Instant>,
-    /// A live subscription whose stream ended with its connector
-    /// (PROTOCOL.md §5.3): it waits for a connector serving the dataset,
-    /// and this is when the worker's sweep next tries to resume it (it also
-    /// tries whenever connectors come or go). `stream` is then the stream
-    /// that ended. `None`: attached to a running stream, or a query.
-    pub(crate) waiting: Option<Instant>,
     /// A live subscription's codecs, most preferred first (what
     /// `CompressionConfig::preference` chose for its request), kept to
     /// resume it; empty for a query.
     pub(crate) codecs: Vec<Option<Codec>>,
+}
+
+/// What an open query or subscription is attached to.
+pub(crate) enum QueryLink {
+    /// A running stream.
+    Attached(Arc<Stream>),
+    /// A live subscription whose stream ended with its connector
+    /// (PROTOCOL.md §5.3) waits for a connector serving `dataset`; the
+    /// worker's sweep next tries to resume it at `retry_at` (and whenever
+    /// connectors come or go). It holds nothing of the ended stream or its
+    /// connector.
+    Waiting {
+        /// The dataset.
+        dataset: String,
+        /// The next try.
+        retry_at: Instant,
+    },
+}
+
+impl OpenQuery {
+    /// Its stream, unless it waits for a connector.
+    pub(crate) fn stream(&self) -> Option<&Arc<Stream>> {
+        match &self.link {
+            QueryLink::Attached(stream) => Some(stream),
+            QueryLink::Waiting { .. } => None,
+        }
+    }
 }
 
 impl BrowserSession {
@@ -88,16 +110,19 @@ impl BrowserSession {
     /// the session has no such subscription (it left meanwhile).
     pub(crate) fn wait_for_connector(&self, query_id: &str, stream_id: u32, retry_at: Instant) -> bool {
         let mut queries = self.queries.borrow_mut();
-        let Some(query) = queries.iter_mut().find(|q| q.id == query_id && q.stream.id == stream_id) else {
+        let Some(query) =
+            queries.iter_mut().find(|q| q.id == query_id && q.stream().is_some_and(|s| s.id == stream_id))
+        else {
             return false;
         };
-        query.waiting = Some(retry_at);
+        let dataset = query.stream().map(|s| s.dataset.clone()).unwrap_or_default();
+        query.link = QueryLink::Waiting { dataset, retry_at };
         true
     }
 
-    /// The stream id of the open query `query_id`.
-    pub(crate) fn query_stream_id(&self, query_id: &str) -> Option<u32> {
-        self.queries.borrow().iter().find(|q| q.id == query_id).map(|q| q.stream.id)
+    /// True when the session has an open query or subscription `query_id`.
+    pub(crate) fn has_query(&self, query_id: &str) -> bool {
+        self.queries.borrow().iter().any(|q| q.id == query_id)
     }
 
     /// Sends a close frame, then ends the connection.

@@ -56,7 +56,8 @@ pub enum WorkerMsg {
     /// A query that waited in its tenant's admission queue got a stream
     /// (opened in the registry, with it attached): the session's worker
     /// sends `Open`, or ends the stream if the query is gone.
-    Admitted(Subscriber, Arc<Stream>),
+    /// The `u64` is the wait's ticket (`registry::Waiter::ticket`).
+    Admitted(Subscriber, u64, Arc<Stream>),
     /// Stop: close every connection with 1001 and exit.
     Shutdown,
     /// Test-only fault injection: block this worker's thread for this long,

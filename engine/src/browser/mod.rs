@@ -26,7 +26,7 @@ use crate::connection::{answer, spawn_writer, Read};
 use crate::frame::Level;
 use crate::metrics::WorkerMetrics;
 use crate::registry::{ConnectorCmd, Stream};
-use crate::session::BrowserSession;
+use crate::session::{BrowserSession, QueryLink};
 use crate::worker::Worker;
 
 mod queue;
@@ -222,8 +222,8 @@ impl Drop for Teardown {
         let queries = std::mem::take(&mut *session.queries.borrow_mut());
         for query in queries {
             // A waiting subscription's stream already ended: nothing to detach.
-            if query.waiting.is_none() {
-                worker.detach(&query.stream, session.id, &query.id);
+            if let Some(stream) = query.stream() {
+                worker.detach(stream, session.id, &query.id);
             }
         }
         worker.local.borrow_mut().sessions.remove(&session.id);
@@ -252,12 +252,13 @@ fn written(worker: &Rc<Worker>, session: &BrowserSession, items: &[OutItem], occ
         let body = frame.body().len() as u64;
         // Several query ids of a session may share one stream: the first
         // one holds the stream's credit.
-        if let Some(query) = queries.iter_mut().find(|q| q.stream.id == frame.stream_id && !q.stream.live) {
+        if let Some(query) = queries.iter_mut().find(|q| q.stream().is_some_and(|s| s.id == frame.stream_id && !s.live))
+        {
             query.credit_owed += body;
         }
     }
     for query in queries.iter_mut() {
-        let (stream, bytes) = (&query.stream, &mut query.credit_owed);
+        let (QueryLink::Attached(stream), bytes) = (&query.link, &mut query.credit_owed) else { continue };
         if *bytes == 0 {
             continue;
         }
@@ -330,7 +331,9 @@ pub fn expire_queries(worker: &Worker, session: &BrowserSession, now: Instant) {
         while at < queries.len() {
             if queries.get(at).is_some_and(|q| q.deadline.is_some_and(|deadline| deadline <= now)) {
                 let query = queries.swap_remove(at);
-                expired.push((query.id, query.stream));
+                if let QueryLink::Attached(stream) = query.link {
+                    expired.push((query.id, stream));
+                }
             } else {
                 at += 1;
             }

@@ -30,7 +30,8 @@ pub(super) fn enqueue(
     let config = &worker.shared.config;
     let tenant = session.claims.cuenta_id.clone();
     let subscriber = Subscriber { worker: worker.index, session: session.id, query_id: query_id.clone() };
-    let waiter = Waiter { subscriber, dataset: dataset.clone(), codecs };
+    let ticket = worker.shared.next_id();
+    let waiter = Waiter { subscriber, dataset: dataset.clone(), codecs, ticket };
     match worker.shared.registry.enqueue(&tenant, waiter, config.queries.queue_max) {
         Ok(position) => {
             worker.local.borrow_mut().queued.push(QueuedQuery {
@@ -39,6 +40,7 @@ pub(super) fn enqueue(
                 tenant: tenant.clone(),
                 dataset: dataset.clone(),
                 since: Instant::now(),
+                ticket,
             });
             if session.level == Level::Two {
                 session.send(&BrowserEvent::Queued {

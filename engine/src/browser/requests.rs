@@ -17,7 +17,7 @@ use volley_protocol::Codec;
 use crate::conn::writev::OutItem;
 use crate::frame::Level;
 use crate::registry::{ConnectorCmd, OpenError, Stream, Subscriber};
-use crate::session::{BrowserSession, OpenQuery};
+use crate::session::{BrowserSession, OpenQuery, QueryLink};
 use crate::worker::{LocalSub, Worker};
 
 pub(super) fn handle_request(worker: &Rc<Worker>, session: &Rc<BrowserSession>, text: &str) {
@@ -72,11 +72,12 @@ fn close_query(worker: &Rc<Worker>, session: &Rc<BrowserSession>, query_id: Stri
         session.error(ErrorCode::UnknownQuery, format!("no open query {query_id:?}"), Some(query_id));
         return;
     };
-    let stream = query.stream;
     // A waiting subscription's stream already ended: nothing to detach.
-    if query.waiting.is_none() {
-        worker.detach(&stream, session.id, &query_id);
-    }
+    let QueryLink::Attached(stream) = query.link else {
+        session.send(&BrowserEvent::Unsubscribed { query_id });
+        return;
+    };
+    worker.detach(&stream, session.id, &query_id);
     if is_cancel && !stream.live {
         session.send(&BrowserEvent::StreamEnd {
             query_id: query_id.clone(),
@@ -107,7 +108,7 @@ fn open(
         session.next_query.set(n + 1);
         format!("q{n}")
     });
-    if session.query_stream_id(&query_id).is_some() || worker.is_queued(session.id, &query_id) {
+    if session.has_query(&query_id) || worker.is_queued(session.id, &query_id) {
         session.error(ErrorCode::BadRequest, format!("query id {query_id:?} is already open"), Some(query_id));
         return;
     }
@@ -146,10 +147,9 @@ fn open(
     let deadline = (!live).then(|| Instant::now() + Duration::from_secs(config.timeouts.query_seconds));
     session.queries.borrow_mut().push(OpenQuery {
         id: query_id,
-        stream,
+        link: QueryLink::Attached(stream),
         credit_owed: 0,
         deadline,
-        waiting: None,
         codecs: if live { codecs } else { Vec::new() },
     });
 }
@@ -261,7 +261,10 @@ pub(super) fn attach(
             let ring = session.ring.borrow();
             (ring.bytes(), ring.budget())
         };
-        if state.started
+        // Ended meanwhile: no snapshot, no stream_start; the end, routed to
+        // this worker (it attached before), follows.
+        let started = state.started && !state.ended;
+        if started
             && (queued.saturating_add(bytes) > budget
                 || shared.held_bytes().saturating_add(bytes) > config.rings.total_bytes_max)
         {
@@ -269,7 +272,7 @@ pub(super) fn attach(
             worker.detach(&stream, session.id, query_id);
             return Err(Refused::Snapshot { bytes, queued, budget });
         }
-        if state.started {
+        if started {
             sub.started = true;
             let event = BrowserEvent::StreamStart {
                 query_id: query_id.to_owned(),

@@ -9,10 +9,13 @@
 //! attached again through the registry, exactly as a new `subscribe` would
 //! be — joining the dataset's running live stream or starting one — and
 //! the browser gets a new `stream_start` (a new `stream_id`, the schema
-//! again) and then frames. A subscription waits until it resumes, its
-//! browser unsubscribes or leaves, or the dataset is served again but no
-//! longer live (then it ends with `not_live`). It holds only its entry in
-//! the session's queries (counted in `limits.pending_requests_max`).
+//! again) and then frames. A subscription waits until it resumes or its
+//! browser unsubscribes or leaves: whether a dataset is gone for good
+//! cannot be told from connectors coming and going (another connector may
+//! serve it, not live, while the live one restarts), and the page learns
+//! what is online from `datasets_changed`. It holds only its entry in the
+//! session's queries (counted in `limits.pending_requests_max`): the
+//! dataset's name and its codecs, nothing of the ended stream.
 
 // Peer input (ARCHITECTURE.md invariant 6): no indexing or slicing that a
 // peer-chosen offset could make panic. Use `get`, patterns or iterators.
@@ -21,12 +24,10 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use volley_protocol::message::ErrorCode;
 use volley_protocol::Codec;
 
-use super::requests::{attach, Refused};
-use crate::registry::OpenError;
-use crate::session::BrowserSession;
+use super::requests::attach;
+use crate::session::{BrowserSession, QueryLink};
 use crate::worker::Worker;
 
 /// How often a waiting subscription is tried again while no connector
@@ -44,7 +45,7 @@ pub(crate) fn resume_waiting(worker: &Rc<Worker>, connectors_changed: bool, now:
         .borrow()
         .sessions
         .values()
-        .filter(|session| session.queries.borrow().iter().any(|q| q.waiting.is_some()))
+        .filter(|session| session.queries.borrow().iter().any(|q| q.stream().is_none()))
         .cloned()
         .collect();
     for session in sessions {
@@ -55,13 +56,17 @@ pub(crate) fn resume_waiting(worker: &Rc<Worker>, connectors_changed: bool, now:
             .queries
             .borrow()
             .iter()
-            .filter(|q| q.waiting.is_some_and(|at| connectors_changed || at <= now))
-            .map(|q| (q.id.clone(), q.stream.dataset.clone(), q.codecs.clone()))
+            .filter_map(|q| match &q.link {
+                QueryLink::Waiting { dataset, retry_at } if connectors_changed || *retry_at <= now => {
+                    Some((q.id.clone(), dataset.clone(), q.codecs.clone()))
+                }
+                _ => None,
+            })
             .collect();
         for (query_id, dataset, codecs) in due {
             resume(worker, &session, &query_id, &dataset, &codecs, now);
         }
-        if session.queries.borrow().iter().any(|q| q.waiting.is_some()) {
+        if session.queries.borrow().iter().any(|q| q.stream().is_none()) {
             worker.live_waiting.set(true);
         }
     }
@@ -79,26 +84,15 @@ fn resume(
         Ok(stream) => {
             let mut queries = session.queries.borrow_mut();
             if let Some(query) = queries.iter_mut().find(|q| q.id == query_id) {
-                query.stream = stream;
-                query.waiting = None;
+                query.link = QueryLink::Attached(stream);
             }
             log::debug!("session {}: live subscription {query_id:?} of {dataset:?} resumed", session.id);
         }
-        // Served again, but not live: the subscription cannot go on.
-        Err(refused @ Refused::Open(OpenError::NotLive)) => {
-            session.take_query(query_id);
-            let (code, message) = refused.explain(&session.claims.cuenta_id, dataset);
-            debug_assert_eq!(code, ErrorCode::NotLive);
-            session.error(
-                code,
-                format!("{message}: the connector serving it came back without it as a live dataset; subscribe again once it is"),
-                Some(query_id.to_owned()),
-            );
-        }
-        // No connector serves it yet, or none has room now: wait on.
+        // No connector serves it live yet (another may serve it not live
+        // while the live one restarts), or none has room now: wait on.
         Err(_) => {
             if let Some(query) = session.queries.borrow_mut().iter_mut().find(|q| q.id == query_id) {
-                query.waiting = Some(now + LIVE_RESUME_RETRY);
+                query.link = QueryLink::Waiting { dataset: dataset.to_owned(), retry_at: now + LIVE_RESUME_RETRY };
             }
         }
     }

@@ -58,6 +58,7 @@ pub async fn on_binary(
             stream_bytes_max: config.live_retained_bytes_max(),
             total_bytes_max: config.rings.total_bytes_max,
             window_bytes_max,
+            windows_total_max: config.rings.total_bytes_max / crate::retained::WINDOWS_SHARE_OF_TOTAL,
         };
         let queued = worker.shared.ring_totals.data.load(Ordering::Relaxed);
         let kept = {

@@ -262,8 +262,7 @@ impl Drop for Registered {
 
 /// Ends a stream for its subscribers and in the registry.
 async fn end_stream(worker: &Rc<Worker>, stream: &Arc<Stream>, total_bytes: u64, error: Option<ErrorBody>) {
-    let mask = stream.destinations();
-    worker.shared.registry.end_stream(stream);
+    let mask = worker.shared.registry.end_stream(stream);
     // A slot is free: the tenant's next waiting query may have it.
     worker.admit_queued(&stream.tenant);
     worker.route(mask, WorkerMsg::Event(stream.id, StreamEvent::End { total_bytes, error })).await;

@@ -119,11 +119,11 @@ pub struct StreamState {
 
 impl StreamState {
     /// A fresh stream's state; its kept frames count in `retained_total`.
-    pub fn new(retained_total: Arc<AtomicUsize>) -> StreamState {
+    pub fn new(retained_total: Arc<AtomicUsize>, window_total: Arc<AtomicUsize>) -> StreamState {
         StreamState {
             subscribers: Vec::new(),
             schema_b64: None,
-            retained: Retained::new(retained_total),
+            retained: Retained::new(retained_total, window_total),
             started: false,
             ended: false,
         }
@@ -159,11 +159,19 @@ pub struct Stream {
 }
 
 impl Stream {
-    /// Adds a subscriber and marks its worker as a destination.
-    pub fn attach(&self, subscriber: Subscriber) {
+    /// Adds a subscriber and marks its worker as a destination; false when
+    /// the stream has ended (checked under the same lock
+    /// [`crate::registry::Registry::end_stream`] sets it under, so a
+    /// subscriber is either attached before the end, and its worker is in
+    /// the mask the end is routed to, or not at all).
+    pub fn attach(&self, subscriber: Subscriber) -> bool {
         let mut state = self.state.lock();
+        if state.ended {
+            return false;
+        }
         self.dest_workers.fetch_or(1 << subscriber.worker, Ordering::AcqRel);
         state.subscribers.push(subscriber);
+        true
     }
 
     /// Removes a session's subscription; returns how many subscribers remain.

@@ -95,6 +95,9 @@ pub struct Registry {
     /// Bytes live streams keep for late joiners, all streams together
     /// (counted in the `rings.total_bytes_max` budget).
     pub retained_bytes: Arc<AtomicUsize>,
+    /// Of those, the bytes of live streams' windows (`retained.rs`), all
+    /// streams together: at most a quarter of `rings.total_bytes_max`.
+    pub window_bytes: Arc<AtomicUsize>,
     /// Queries waiting in admission queues now, all tenants.
     pub queued_queries: AtomicUsize,
     /// Queries that ever waited in an admission queue.
@@ -119,6 +122,7 @@ impl Registry {
             datasets_generation: AtomicU64::new(0),
             sessions_online: AtomicUsize::new(0),
             retained_bytes: Arc::new(AtomicUsize::new(0)),
+            window_bytes: Arc::new(AtomicUsize::new(0)),
             queued_queries: AtomicUsize::new(0),
             queries_queued_total: AtomicU64::new(0),
         }
@@ -254,10 +258,6 @@ impl Registry {
         let (connector, codec) = {
             let mut shard = self.tenant_shard(tenant).write();
             let entry = shard.get_mut(tenant).ok_or(OpenError::Offline)?;
-            // Queries already wait for this dataset: this one waits behind them.
-            if Registry::has_waiters(entry, dataset) {
-                return Err(OpenError::Busy);
-            }
             let mut last = OpenError::NoCodec;
             let mut picked = None;
             for codec in codecs {
@@ -270,10 +270,16 @@ impl Registry {
                     Err(e) => return Err(e),
                 }
             }
-            picked.ok_or(last)?
+            let picked = picked.ok_or(last)?;
+            // Queries already wait for this dataset: this one waits behind them.
+            if Registry::has_waiters(entry, dataset) {
+                return Err(OpenError::Busy);
+            }
+            picked
         };
         let stream = self.new_stream(tenant, dataset, false, codec, connector, credit_bytes);
-        stream.attach(subscriber);
+        let attached = stream.attach(subscriber);
+        debug_assert!(attached, "a new stream has not ended");
         Ok(stream)
     }
 
@@ -294,11 +300,10 @@ impl Registry {
         let mut last = OpenError::NoCodec;
         for codec in codecs {
             let key: LiveKey = (dataset.to_owned(), *codec);
+            // A stream that is ending (not yet out of the table) takes no one.
             if let Some(stream) = entry.live.get(&key) {
-                if !stream.state.lock().ended {
-                    let stream = stream.clone();
-                    stream.attach(subscriber);
-                    return Ok((stream, false));
+                if stream.attach(subscriber.clone()) {
+                    return Ok((stream.clone(), false));
                 }
             }
             let connector = match self.pick_connector(entry, dataset, true, *codec, streams_per_connector_max) {
@@ -310,7 +315,8 @@ impl Registry {
                 Err(e) => return Err(e),
             };
             let stream = self.new_stream(tenant, dataset, true, *codec, connector, u64::MAX / 4);
-            stream.attach(subscriber);
+            let attached = stream.attach(subscriber);
+            debug_assert!(attached, "a new stream has not ended");
             entry.live.insert(key, stream.clone());
             return Ok((stream, true));
         }
@@ -338,7 +344,7 @@ impl Registry {
             dest_workers: AtomicU64::new(0),
             credit_available: AtomicI64::new(i64::try_from(credit_bytes).unwrap_or(i64::MAX)),
             credit_waker: AtomicWaker::new(),
-            state: Mutex::new(StreamState::new(self.retained_bytes.clone())),
+            state: Mutex::new(StreamState::new(self.retained_bytes.clone(), self.window_bytes.clone())),
         });
         self.stream_shard(id).lock().insert(id, stream.clone());
         stream
@@ -350,14 +356,19 @@ impl Registry {
     }
 
     /// Forgets a stream: marks it ended, drops the frames it kept for late
-    /// joiners, removes it from the tables.
-    pub fn end_stream(&self, stream: &Stream) {
+    /// joiners, removes it from the tables. Returns the workers its
+    /// subscribers are on, read under the lock that marked it ended: no
+    /// subscriber attaches after that ([`Stream::attach`]), so routing the
+    /// end to these reaches every one.
+    pub fn end_stream(&self, stream: &Stream) -> u64 {
+        let mask;
         {
             let mut state = stream.state.lock();
             if state.ended {
-                return;
+                return stream.destinations();
             }
             state.ended = true;
+            mask = stream.destinations();
             state.retained.clear();
             // Nobody attaches to an ended stream, but a live subscription
             // waiting for a connector still holds it (`OpenQuery::waiting`):
@@ -376,5 +387,6 @@ impl Registry {
                 }
             }
         }
+        mask
     }
 }

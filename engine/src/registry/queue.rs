@@ -28,6 +28,9 @@ pub struct Waiter {
     pub dataset: String,
     /// The codecs it may get, most preferred first (as for `open_query`).
     pub codecs: Vec<Option<Codec>>,
+    /// Unique in the gateway: names this wait, so that an admission that
+    /// arrives after the query was cancelled and its id reused starts nothing.
+    pub ticket: u64,
 }
 
 impl Registry {
@@ -76,7 +79,7 @@ impl Registry {
         tenant: &str,
         credit_bytes: u64,
         streams_per_connector_max: usize,
-    ) -> Vec<(Subscriber, Arc<Stream>)> {
+    ) -> Vec<(Subscriber, u64, Arc<Stream>)> {
         let mut admitted = Vec::new();
         let mut shard = self.tenant_shard(tenant).write();
         let Some(entry) = shard.get_mut(tenant) else { return admitted };
@@ -97,8 +100,9 @@ impl Registry {
             let Some(waiter) = entry.queue.remove(at) else { break };
             self.queued_queries.fetch_sub(1, Ordering::Relaxed);
             let stream = self.new_stream(tenant, &waiter.dataset, false, codec, connector, credit_bytes);
-            stream.attach(waiter.subscriber.clone());
-            admitted.push((waiter.subscriber, stream));
+            let attached = stream.attach(waiter.subscriber.clone());
+            debug_assert!(attached, "a new stream has not ended");
+            admitted.push((waiter.subscriber, waiter.ticket, stream));
         }
         admitted
     }

@@ -16,7 +16,7 @@ use volley_protocol::message::ErrorCode;
 use super::{LocalSub, Worker, WorkerMsg};
 use crate::metrics::WorkerMetrics;
 use crate::registry::{ConnectorCmd, Stream, Subscriber};
-use crate::session::OpenQuery;
+use crate::session::{OpenQuery, QueryLink};
 
 /// A query of one of this worker's sessions, waiting in its tenant's queue.
 pub struct QueuedQuery {
@@ -30,6 +30,8 @@ pub struct QueuedQuery {
     pub dataset: String,
     /// When it was queued.
     pub since: Instant,
+    /// Its wait's ticket (`registry::Waiter::ticket`).
+    pub ticket: u64,
 }
 
 impl Worker {
@@ -67,11 +69,11 @@ impl Worker {
             return;
         }
         let limits = &self.shared.config.limits;
-        for (subscriber, stream) in
+        for (subscriber, ticket, stream) in
             registry.admit_waiting(tenant, limits.credit_bytes, limits.streams_per_connector_max)
         {
             let pushed = match self.shared.inboxes.get(subscriber.worker) {
-                Some(inbox) => inbox.push(WorkerMsg::Admitted(subscriber, stream.clone())).is_ok(),
+                Some(inbox) => inbox.push(WorkerMsg::Admitted(subscriber, ticket, stream.clone())).is_ok(),
                 None => false,
             };
             // The session's worker cannot be told (its inbox is full): the
@@ -86,11 +88,10 @@ impl Worker {
     /// A queued query was given `stream`: it starts (`Open` to the
     /// connector), or, when its session or the query is gone, the stream
     /// ends before it was ever opened upstream.
-    pub(super) fn admitted(&self, subscriber: &Subscriber, stream: &Arc<Stream>) {
+    pub(super) fn admitted(&self, subscriber: &Subscriber, ticket: u64, stream: &Arc<Stream>) {
         let queued = {
             let mut local = self.local.borrow_mut();
-            let at =
-                local.queued.iter().position(|q| q.session == subscriber.session && q.query_id == subscriber.query_id);
+            let at = local.queued.iter().position(|q| q.ticket == ticket);
             at.map(|at| local.queued.remove(at))
         };
         let session = self.local.borrow().sessions.get(&subscriber.session).cloned();
@@ -126,11 +127,10 @@ impl Worker {
         let query_seconds = self.shared.config.timeouts.query_seconds;
         session.queries.borrow_mut().push(OpenQuery {
             id: queued.query_id.clone(),
-            stream: stream.clone(),
+            link: QueryLink::Attached(stream.clone()),
             credit_owed: 0,
             // The query's own time starts when it is admitted.
             deadline: Some(Instant::now() + Duration::from_secs(query_seconds)),
-            waiting: None,
             codecs: Vec::new(),
         });
         if stream.connector.mailbox.push(ConnectorCmd::Open(stream.clone())).is_err() {

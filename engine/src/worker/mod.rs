@@ -192,7 +192,7 @@ impl Worker {
             WorkerMsg::Event(stream_id, event) => self.deliver_event(stream_id, &event),
             WorkerMsg::Revoke(revocation) => self.revoke(&revocation),
             WorkerMsg::Recheck => self.recheck(),
-            WorkerMsg::Admitted(subscriber, stream) => self.admitted(&subscriber, &stream),
+            WorkerMsg::Admitted(subscriber, ticket, stream) => self.admitted(&subscriber, ticket, &stream),
             WorkerMsg::Shutdown => {}
             WorkerMsg::Stall(duration) => {
                 if self.shared.config.test_fault_routes {

@@ -198,7 +198,7 @@ pub enum BrowserEvent {
         query_id: String,
         /// Dataset name.
         dataset: String,
-        /// Its place in the tenant's queue when it joined (1: next).
+        /// Its place among all the tenant's waiting queries when it joined (1: next).
         position: u64,
     },
     /// Frames were skipped for a slow live subscriber.
