@@ -10,7 +10,7 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use volley_protocol::message::{BrowserEvent, ErrorCode};
 use volley_protocol::token::SessionClaims;
@@ -59,10 +59,28 @@ pub(crate) struct OpenQuery {
     /// `None` for a live subscription. Checked by the worker's sweep: no
     /// timer task holds the session.
     pub(crate) deadline: Option<Instant>,
+    /// A live subscription: when it was last (re)attached and the tries it
+    /// had taken to get there, so that a stream that ends again at once
+    /// makes the next try wait longer.
+    pub(crate) attached: Option<(Instant, u32)>,
     /// A live subscription's codecs, most preferred first (what
     /// `CompressionConfig::preference` chose for its request), kept to
     /// resume it; empty for a query.
     pub(crate) codecs: Vec<Option<Codec>>,
+}
+
+/// A resumed live stream that runs this long counts as running: its next
+/// end starts the waits over from the first.
+pub(crate) const LIVE_STABLE: Duration = Duration::from_secs(30);
+
+/// Longest wait between two tries of a waiting live subscription when no
+/// connector of its tenant comes or goes.
+pub(crate) const LIVE_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// The wait before try number `attempts` (0: the first): `base`, doubled per
+/// attempt, at most [`LIVE_BACKOFF_MAX`].
+pub(crate) fn live_backoff(base: Duration, attempts: u32) -> Duration {
+    base.saturating_mul(1u32 << attempts.min(5)).min(LIVE_BACKOFF_MAX)
 }
 
 /// What an open query or subscription is attached to.
@@ -79,6 +97,12 @@ pub(crate) enum QueryLink {
         dataset: String,
         /// The next try.
         retry_at: Instant,
+        /// The tenant's connector generation (`Registry::tenant_generation`)
+        /// at the last try: a change is a reason to try at once.
+        seen: u64,
+        /// Tries and ends since the subscription last ran for a while: the
+        /// next try waits longer with each (`browser/resume.rs`).
+        attempts: u32,
     },
 }
 
@@ -106,9 +130,11 @@ impl BrowserSession {
     }
 
     /// Marks the live subscription `query_id`, attached to `stream_id`, as
-    /// waiting for a connector, to be tried again at `retry_at`. False when
-    /// the session has no such subscription (it left meanwhile).
-    pub(crate) fn wait_for_connector(&self, query_id: &str, stream_id: u32, retry_at: Instant) -> bool {
+    /// waiting for a connector: tried again after `first_try` (longer when
+    /// its stream ended soon after it was resumed), or at once when the
+    /// tenant's connectors change from `seen`. False when the session has no
+    /// such subscription (it left meanwhile).
+    pub(crate) fn wait_for_connector(&self, query_id: &str, stream_id: u32, first_try: Duration, seen: u64) -> bool {
         let mut queries = self.queries.borrow_mut();
         let Some(query) =
             queries.iter_mut().find(|q| q.id == query_id && q.stream().is_some_and(|s| s.id == stream_id))
@@ -116,7 +142,15 @@ impl BrowserSession {
             return false;
         };
         let dataset = query.stream().map(|s| s.dataset.clone()).unwrap_or_default();
-        query.link = QueryLink::Waiting { dataset, retry_at };
+        let now = Instant::now();
+        // Ran for a while: a fresh start. Ended soon after a resume: one more
+        // attempt, so a connector that keeps ending the stream is asked less often.
+        let attempts = match query.attached {
+            Some((at, attempts)) if now.saturating_duration_since(at) < LIVE_STABLE => attempts.saturating_add(1),
+            _ => 0,
+        };
+        let retry_at = now + live_backoff(first_try, attempts);
+        query.link = QueryLink::Waiting { dataset, retry_at, seen, attempts };
         true
     }
 
@@ -136,5 +170,18 @@ impl BrowserSession {
 
     pub(crate) fn error(&self, code: ErrorCode, message: impl Into<String>, query_id: Option<String>) {
         self.send(&BrowserEvent::error(code, message, query_id));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wait_between_tries_doubles_up_to_its_cap() {
+        let base = Duration::from_secs(2);
+        let waits: Vec<u64> = (0..8).map(|attempts| live_backoff(base, attempts).as_secs()).collect();
+        assert_eq!(waits, [2, 4, 8, 16, 30, 30, 30, 30]);
+        assert_eq!(live_backoff(Duration::from_secs(1), 0), Duration::from_secs(1));
     }
 }

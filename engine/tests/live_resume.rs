@@ -232,3 +232,31 @@ fn a_level1_live_subscription_still_ends_with_its_connector() {
     };
     assert_eq!(end["error"]["code"], "connector_gone", "{end}");
 }
+
+/// A connector that keeps ending the live stream cleanly right after each
+/// resume is asked less and less often: 1 s, then 2 s, then 4 s.
+#[test]
+fn a_connector_that_keeps_ending_the_stream_is_asked_less_often() {
+    let gateway = start(config());
+    let addr = gateway.local_addr();
+    let connector = ticker_connector(addr);
+    wait_connectors(&gateway, 1);
+    let mut browser = Browser::connect(addr, &session_token(TENANT, &["ticker"]), true);
+    browser.send(json!({"action": "subscribe", "dataset": "ticker", "query_id": "s"}));
+    let mut asked = Vec::new();
+    for n in 1..=4 {
+        assert!(
+            volley_testkit::wait_until(Duration::from_secs(10), || connector.commands("do_get").len() >= n),
+            "do_get number {n} never came"
+        );
+        asked.push(Instant::now());
+        until(&mut browser, "stream_start", "s", Duration::from_secs(5));
+        connector.end_live("ticker", None);
+        until(&mut browser, "live_waiting", "s", Duration::from_secs(5));
+    }
+    let gaps: Vec<Duration> = asked.windows(2).map(|pair| pair[1] - pair[0]).collect();
+    for (gap, least) in gaps.iter().zip([900, 1800, 3600]) {
+        assert!(*gap >= Duration::from_millis(least), "waits should grow: {gaps:?}");
+    }
+    assert!(gaps[2] > gaps[0], "{gaps:?}");
+}

@@ -193,6 +193,9 @@ function render(metrics) {
   // The numbers shown, in µs, for tests (`data-count` 0: none yet).
   Object.assign($('m-relay').dataset, { count: String(relay?.count ?? 0), p50: String(relay?.p50 ?? 0), p99: String(relay?.p99 ?? 0) });
   $('m-ttfb').textContent = ttfb?.count ? `${formatMicros(ttfb.p50)} / ${formatMicros(ttfb.p99)}` : '–';
+  // The admission queue (PROTOCOL.md §5.1): waiting now / ever waited; the
+  // waits themselves are the queue_wait_ms histogram in the table below.
+  $('m-queued').textContent = `${metrics.queued_queries ?? 0} / ${metrics.counters?.queries_queued ?? 0}`;
 
   CURVES.forEach((c, i) => {
     distChart.data.datasets[i].data = distributionPoints(histograms[c.key]);

@@ -869,6 +869,11 @@ describe('dashboard against the real volley demo', { skip: skip ?? false }, () =
       // Earlier tests relayed frames, so the relay curve (blue) has points.
       const curve = await canvasInk(page, '[data-testid=latency-chart] canvas', [47, 111, 237]);
       assert.ok(curve.colour > 1000, `relay latency curve drawn (${JSON.stringify(curve)})`);
+      // The admission queue's figures (waiting now / ever) and its wait histogram.
+      const queued = await page.textContent('[data-testid=latency-queued]');
+      assert.match(queued ?? '', /^\d+ \/ \d+$/, `queued queries shown: ${queued}`);
+      const rows = await page.$$eval('[data-testid=histogram-table] tbody td:first-child', (cells) => cells.map((c) => c.textContent));
+      assert.ok(rows.includes('queue_wait_ms'), `the queue wait histogram is listed: ${rows}`);
       await page.screenshot({ path: path.join(artifacts, 'latency.png'), fullPage: true });
     } catch (e) {
       await page.screenshot({ path: path.join(artifacts, 'latency-failed.png'), fullPage: true });

@@ -150,6 +150,7 @@ fn open(
         link: QueryLink::Attached(stream),
         credit_owed: 0,
         deadline,
+        attached: None,
         codecs: if live { codecs } else { Vec::new() },
     });
 }

@@ -45,6 +45,10 @@ struct TenantEntry {
     live: HashMap<LiveKey, Arc<Stream>>,
     /// Queries waiting for a stream slot, oldest first (`queue.rs`).
     queue: std::collections::VecDeque<Waiter>,
+    /// The registry's `datasets_generation` when a connector of this tenant
+    /// last registered or left: what live subscriptions waiting for one of
+    /// its connectors compare (`Registry::tenant_generation`).
+    generation: u64,
 }
 
 /// Why a stream could not be opened.
@@ -144,9 +148,16 @@ impl Registry {
     /// Adds a connector tunnel.
     pub fn add_connector(&self, handle: Arc<ConnectorHandle>) {
         let mut shard = self.tenant_shard(&handle.tenant).write();
-        shard.entry(handle.tenant.clone()).or_default().connectors.push(handle);
+        let entry = shard.entry(handle.tenant.clone()).or_default();
+        entry.connectors.push(handle);
         self.connectors_online.fetch_add(1, Ordering::Relaxed);
-        self.datasets_generation.fetch_add(1, Ordering::Release);
+        entry.generation = self.datasets_generation.fetch_add(1, Ordering::Release) + 1;
+    }
+
+    /// The registry's `datasets_generation` when a connector of `tenant`
+    /// last registered or left (0: none is known).
+    pub fn tenant_generation(&self, tenant: &str) -> u64 {
+        self.tenant_shard(tenant).read().get(tenant).map_or(0, |entry| entry.generation)
     }
 
     /// Removes a connector tunnel (and the live streams it carried from the tenant's table).
@@ -157,7 +168,7 @@ impl Registry {
             entry.connectors.retain(|c| c.id != handle.id);
             if entry.connectors.len() < before {
                 self.connectors_online.fetch_sub(1, Ordering::Relaxed);
-                self.datasets_generation.fetch_add(1, Ordering::Release);
+                entry.generation = self.datasets_generation.fetch_add(1, Ordering::Release) + 1;
             }
             entry.live.retain(|_, stream| stream.connector.id != handle.id);
             if entry.connectors.is_empty() && entry.live.is_empty() && entry.queue.is_empty() {

@@ -83,8 +83,22 @@ impl Registry {
         let mut admitted = Vec::new();
         let mut shard = self.tenant_shard(tenant).write();
         let Some(entry) = shard.get_mut(tenant) else { return admitted };
+        // No tunnel of the tenant has a free slot: nothing to scan (this runs
+        // on every stream end and every queued query).
+        let has_room = |entry: &super::TenantEntry| {
+            entry.connectors.iter().any(|c| c.active_streams.load(Ordering::Relaxed) < streams_per_connector_max)
+        };
+        // Datasets found without room in this pass: their later waiters are skipped.
+        let mut full: Vec<String> = Vec::new();
         let mut at = 0;
         while let Some(waiter) = entry.queue.get(at) {
+            if !has_room(entry) {
+                break;
+            }
+            if full.contains(&waiter.dataset) {
+                at += 1;
+                continue;
+            }
             let (dataset, codecs) = (waiter.dataset.clone(), waiter.codecs.clone());
             let picked = codecs.iter().find_map(|codec| {
                 match self.pick_connector(entry, &dataset, false, *codec, streams_per_connector_max) {
@@ -94,6 +108,7 @@ impl Registry {
                 }
             });
             let Some((connector, codec)) = picked else {
+                full.push(dataset);
                 at += 1;
                 continue;
             };

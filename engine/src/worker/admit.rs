@@ -131,6 +131,7 @@ impl Worker {
             credit_owed: 0,
             // The query's own time starts when it is admitted.
             deadline: Some(Instant::now() + Duration::from_secs(query_seconds)),
+            attached: None,
             codecs: Vec::new(),
         });
         if stream.connector.mailbox.push(ConnectorCmd::Open(stream.clone())).is_err() {

@@ -287,14 +287,18 @@ impl Worker {
         let mut metrics = self.metrics.borrow_mut();
         if let StreamEvent::End { error, .. } = event {
             if let Some(mut subs) = local.subs.remove(&stream_id) {
-                let retry_at = Instant::now() + LIVE_RESUME_FIRST;
+                // The tenant's connector generation now (one stream, one tenant).
+                let mut seen = None;
                 for sub in subs.iter_mut() {
                     // A level-2 live subscriber outlives its connector: it
                     // waits for one to serve the dataset again (the sweep
                     // resumes it, `browser::resume_waiting`).
-                    if resumable(sub, error.as_ref())
-                        && sub.session.wait_for_connector(&sub.query_id, stream_id, retry_at)
-                    {
+                    if resumable(sub, error.as_ref()) && {
+                        let seen = *seen.get_or_insert_with(|| {
+                            self.shared.registry.tenant_generation(&sub.session.claims.cuenta_id)
+                        });
+                        sub.session.wait_for_connector(&sub.query_id, stream_id, LIVE_RESUME_FIRST, seen)
+                    } {
                         sub.session.send(&waiting_event(sub, stream_id, error.as_ref()));
                         self.live_waiting.set(true);
                         continue;
