@@ -61,6 +61,23 @@ pub fn read_head(stream: &mut TcpStream) -> io::Result<(String, Vec<u8>)> {
     }
 }
 
+/// `GET path` over plain HTTP/1.1 (`Connection: close`); the body when the
+/// status is 200. For the gateway's `/metrics.json`.
+pub fn http_get(addr: SocketAddr, path: &str) -> io::Result<String> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())?;
+    let mut response = Vec::new();
+    io::Read::take(&mut stream, 64 << 20).read_to_end(&mut response)?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    if !head.starts_with("HTTP/1.1 200") {
+        let first = head.lines().next().unwrap_or_default().to_owned();
+        return Err(io::Error::other(format!("GET {path}: {first}")));
+    }
+    Ok(body.to_owned())
+}
+
 /// Connects and upgrades; returns the socket (blocking, nodelay) and leftover bytes.
 pub fn handshake(addr: SocketAddr, path: &str, subprotocol: Option<&str>) -> io::Result<(TcpStream, Vec<u8>)> {
     let mut stream = TcpStream::connect(addr)?;

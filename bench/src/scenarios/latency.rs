@@ -53,6 +53,16 @@ pub fn latency(ctx: &Context) -> Result<ScenarioResult, String> {
     let cpu = ctx.gateway_cpu().zip(cpu_before).map(|(a, b)| a - b);
     drop(progress);
     let mut errors: Vec<String> = connector.stop().err().into_iter().collect();
+    // The gateway's own relay time (frame read → written to the socket), so
+    // the readers' scheduling on a shared box is told apart from the
+    // gateway's work. A gateway the bench started holds this run's frames
+    // only; one given with --gateway also what it relayed before.
+    let gateway_relay = crate::wire::http_get(ctx.addr, "/metrics.json")
+        .map_err(|e| e.to_string())
+        .and_then(|body| serde_json::from_str::<serde_json::Value>(&body).map_err(|e| e.to_string()))
+        .map(|metrics| metrics["histograms"]["relay_latency_us"].clone())
+        .map_err(|e| errors.push(format!("the gateway's /metrics.json: {e}")))
+        .ok();
     let relay_fanout = relay_fanout.map_err(|e| errors.push(format!("relay fan-out baseline: {e}"))).ok();
     let m = merge(groups)?;
     errors.extend(m.errors.iter().cloned());
@@ -85,11 +95,15 @@ pub fn latency(ctx: &Context) -> Result<ScenarioResult, String> {
             "browser_processes": processes, "gateway_cpu_seconds": cpu,
             "relay_fanout_p50_us": relay_us(0.5), "relay_fanout_p99_us": relay_us(0.99),
             "relay_fanout_record_bytes": record_bytes, "relay_fanout_reader_threads": reader_threads,
+            "gateway_relay_p50_us": gateway_relay.as_ref().map(|h| h["p50"].clone()),
+            "gateway_relay_p99_us": gateway_relay.as_ref().map(|h| h["p99"].clone()),
+            "gateway_relay_count": gateway_relay.as_ref().map(|h| h["count"].clone()),
         }),
         histograms,
         errors,
         notes: vec![
             "open loop: frame i is due at t0 + i/rate; latency = receive time − scheduled time (coordinated omission avoided); latency_from_actual_send excludes the sender's own timer lateness. Clock: CLOCK_REALTIME nanos, same host".into(),
+            "gateway_relay_*: the gateway's own histogram (/metrics.json relay_latency_us): a frame's read from the connector's socket to its write to each browser's socket completing, µs; the part of the latency that is the gateway's work".into(),
             "relay_fanout_latency, measured just before the gateway run: the same open-loop sender (records of frame + level-2 + WebSocket header bytes) into a plain TCP relay, one thread doing a blocking read and a write_all (TCP_NODELAY) of each read to every reader in turn, read by as many readers on as many epoll threads as the browsers here; the baseline's relay_latency_ns is the same relay with one reader".into(),
         ],
         ..Default::default()

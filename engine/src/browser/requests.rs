@@ -16,6 +16,7 @@ use volley_protocol::Codec;
 
 use crate::conn::writev::OutItem;
 use crate::frame::Level;
+use crate::mailbox::PushError;
 use crate::registry::{ConnectorCmd, OpenError, Stream, Subscriber};
 use crate::session::{BrowserSession, OpenQuery, QueryLink};
 use crate::worker::{LocalSub, Worker};
@@ -171,6 +172,8 @@ pub(super) enum Refused {
     },
     /// The connector's command queue is full.
     QueueFull,
+    /// The connector picked left before it could be asked.
+    ConnectorGone,
 }
 
 impl Refused {
@@ -202,7 +205,14 @@ impl Refused {
                      queued, then subscribe again"
                 ),
             ),
-            Refused::QueueFull => (ErrorCode::TooManyRequests, "the connector's queue is full".to_owned()),
+            Refused::QueueFull => (
+                ErrorCode::TooManyRequests,
+                "the connector's command queue is full: it is not keeping up; retry in a moment".to_owned(),
+            ),
+            Refused::ConnectorGone => (
+                ErrorCode::ConnectorGone,
+                format!("the connector serving {dataset:?} disconnected as the request reached it; retry"),
+            ),
         }
     }
 }
@@ -293,9 +303,14 @@ pub(super) fn attach(
         }
     }
     worker.add_sub(stream.id, sub);
-    if is_new && stream.connector.mailbox.push(ConnectorCmd::Open(stream.clone())).is_err() {
-        worker.detach(&stream, session.id, query_id);
-        return Err(Refused::QueueFull);
+    if is_new {
+        if let Err(e) = stream.connector.mailbox.push(ConnectorCmd::Open(stream.clone())) {
+            worker.detach(&stream, session.id, query_id);
+            return Err(match e {
+                PushError::Full(_) => Refused::QueueFull,
+                PushError::Closed(_) => Refused::ConnectorGone,
+            });
+        }
     }
     Ok(stream)
 }

@@ -48,6 +48,14 @@ impl Registry {
         Ok(entry.queue.len())
     }
 
+    /// Puts back, first in line, a waiter whose admission could not be handed
+    /// to its worker (the queue may exceed `queue_max` by these few).
+    pub fn requeue_front(&self, tenant: &str, waiter: Waiter) {
+        let mut shard = self.tenant_shard(tenant).write();
+        shard.entry(tenant.to_owned()).or_default().queue.push_front(waiter);
+        self.queued_queries.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Takes the session's query `query_id` out of the tenant's queue; false
     /// when it is not there (never queued, or admitted meanwhile).
     pub fn dequeue(&self, tenant: &str, session: u64, query_id: &str) -> bool {
@@ -79,7 +87,7 @@ impl Registry {
         tenant: &str,
         credit_bytes: u64,
         streams_per_connector_max: usize,
-    ) -> Vec<(Subscriber, u64, Arc<Stream>)> {
+    ) -> Vec<(Waiter, Arc<Stream>)> {
         let mut admitted = Vec::new();
         let mut shard = self.tenant_shard(tenant).write();
         let Some(entry) = shard.get_mut(tenant) else { return admitted };
@@ -117,7 +125,7 @@ impl Registry {
             let stream = self.new_stream(tenant, &waiter.dataset, false, codec, connector, credit_bytes);
             let attached = stream.attach(waiter.subscriber.clone());
             debug_assert!(attached, "a new stream has not ended");
-            admitted.push((waiter.subscriber, waiter.ticket, stream));
+            admitted.push((waiter, stream));
         }
         admitted
     }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use volley_protocol::message::ErrorCode;
 
 use super::{LocalSub, Worker, WorkerMsg};
+use crate::mailbox::PushError;
 use crate::metrics::WorkerMetrics;
 use crate::registry::{ConnectorCmd, Stream, Subscriber};
 use crate::session::{OpenQuery, QueryLink};
@@ -69,18 +70,18 @@ impl Worker {
             return;
         }
         let limits = &self.shared.config.limits;
-        for (subscriber, ticket, stream) in
-            registry.admit_waiting(tenant, limits.credit_bytes, limits.streams_per_connector_max)
-        {
-            let pushed = match self.shared.inboxes.get(subscriber.worker) {
-                Some(inbox) => inbox.push(WorkerMsg::Admitted(subscriber, ticket, stream.clone())).is_ok(),
+        for (waiter, stream) in registry.admit_waiting(tenant, limits.credit_bytes, limits.streams_per_connector_max) {
+            let message = WorkerMsg::Admitted(waiter.subscriber.clone(), waiter.ticket, stream.clone());
+            let pushed = match self.shared.inboxes.get(waiter.subscriber.worker) {
+                Some(inbox) => inbox.push(message).is_ok(),
                 None => false,
             };
-            // The session's worker cannot be told (its inbox is full): the
-            // stream is ended before it was opened upstream, and the query
-            // is refused when its deadline passes.
+            // The session's worker cannot be told now (its inbox is full):
+            // the stream ends before it was opened upstream and the query
+            // goes back to the head of the queue, for the next slot.
             if !pushed {
                 registry.end_stream(&stream);
+                registry.requeue_front(tenant, waiter);
             }
         }
     }
@@ -134,10 +135,20 @@ impl Worker {
             attached: None,
             codecs: Vec::new(),
         });
-        if stream.connector.mailbox.push(ConnectorCmd::Open(stream.clone())).is_err() {
+        if let Err(e) = stream.connector.mailbox.push(ConnectorCmd::Open(stream.clone())) {
             session.take_query(&queued.query_id);
             self.detach(stream, session.id, &queued.query_id);
-            session.error(ErrorCode::TooManyRequests, "the connector's queue is full", Some(queued.query_id));
+            let (code, message) = match e {
+                PushError::Full(_) => (
+                    ErrorCode::TooManyRequests,
+                    "the connector's command queue is full: it is not keeping up; retry in a moment".to_owned(),
+                ),
+                PushError::Closed(_) => (
+                    ErrorCode::ConnectorGone,
+                    format!("the connector serving {:?} disconnected as the query reached it; retry", stream.dataset),
+                ),
+            };
+            session.error(code, message, Some(queued.query_id));
         }
     }
 
