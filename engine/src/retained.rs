@@ -167,22 +167,35 @@ impl Retained {
         self.schema.iter().chain(merged)
     }
 
-    /// Keeps a copy of a schema frame (which replaces everything kept) or a
-    /// dictionary frame (appended), unless that would pass `limits`;
-    /// `queued_bytes` is what the gateway's rings hold now. Other kinds are
-    /// not kept.
+    /// Keeps a copy of `frame` as [`Retained::keep_copy`] does.
     pub fn keep(
         &mut self,
         frame: &SharedFrame,
         limits: RetainLimits,
         queued_bytes: usize,
     ) -> Result<(), RetainRefused> {
+        self.keep_copy(frame.retained_copy(), limits, queued_bytes)
+    }
+
+    /// Keeps `copy` (a [`SharedFrame::retained_copy`], made before the
+    /// stream's lock is taken, so that a megabyte's copy never holds it): a
+    /// schema frame replaces everything kept, a dictionary frame is appended,
+    /// unless that would pass `limits`; a record batch frame goes to the
+    /// window. `queued_bytes` is what the gateway's rings hold now. Other
+    /// kinds are not kept.
+    pub fn keep_copy(
+        &mut self,
+        copy: Arc<SharedFrame>,
+        limits: RetainLimits,
+        queued_bytes: usize,
+    ) -> Result<(), RetainRefused> {
+        let frame = &*copy;
         let cost = cost(frame);
         let bytes = match frame.kind {
             FrameKind::Schema => cost,
             FrameKind::Dictionary => self.bytes.saturating_add(cost),
             FrameKind::RecordBatch => {
-                self.keep_in_window(frame, cost, limits, queued_bytes);
+                self.keep_in_window(copy, cost, limits, queued_bytes);
                 return Ok(());
             }
             _ => return Ok(()),
@@ -195,7 +208,6 @@ impl Retained {
         if more > 0 && held.saturating_add(more) > limits.total_bytes_max {
             return Err(RetainRefused::GatewayBudget { held, more, limit: limits.total_bytes_max });
         }
-        let copy = frame.retained_copy();
         if frame.kind == FrameKind::Schema {
             // A new schema starts a new IPC stream: nothing before it decodes after it.
             self.clear();
@@ -210,7 +222,7 @@ impl Retained {
 
     /// Keeps a copy of a record batch frame in the window, making room by
     /// dropping the oldest batches; never refuses (see the module docs).
-    fn keep_in_window(&mut self, frame: &SharedFrame, cost: usize, limits: RetainLimits, queued_bytes: usize) {
+    fn keep_in_window(&mut self, copy: Arc<SharedFrame>, cost: usize, limits: RetainLimits, queued_bytes: usize) {
         let held = queued_bytes.saturating_add(self.total.load(Ordering::Relaxed));
         if cost > limits.window_bytes_max || held.saturating_add(cost) > limits.total_bytes_max {
             self.clear_window();
@@ -226,7 +238,7 @@ impl Retained {
                 return;
             }
         }
-        self.window.push_back(frame.retained_copy());
+        self.window.push_back(copy);
         self.window_bytes += cost;
         self.total.fetch_add(cost, Ordering::Relaxed);
         self.windows.fetch_add(cost, Ordering::Relaxed);

@@ -61,6 +61,9 @@ pub async fn on_binary(
             windows_total_max: config.rings.total_bytes_max / crate::retained::WINDOWS_SHARE_OF_TOTAL,
         };
         let queued = worker.shared.ring_totals.data.load(Ordering::Relaxed);
+        // Copied before the stream's lock is taken: joiners take that lock,
+        // and `open_live` takes it while holding a registry shard's lock.
+        let copy = frame.retained_copy();
         let kept = {
             let mut state = stream.state.lock();
             // Read under the lock late joiners take: a joiner either finds
@@ -70,7 +73,7 @@ pub async fn on_binary(
             if state.ended {
                 Ok(())
             } else {
-                state.retained.keep(&frame, limits, queued)
+                state.retained.keep_copy(copy, limits, queued)
             }
         };
         if let Err(refused) = kept {
