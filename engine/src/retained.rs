@@ -64,6 +64,18 @@ pub struct RetainLimits {
     pub windows_total_max: usize,
 }
 
+impl RetainLimits {
+    /// The bounds `config` sets.
+    pub fn from_config(config: &crate::config::GatewayConfig) -> RetainLimits {
+        RetainLimits {
+            stream_bytes_max: config.live_retained_bytes_max(),
+            total_bytes_max: config.rings.total_bytes_max,
+            window_bytes_max: config.live_window_bytes(),
+            windows_total_max: config.rings.total_bytes_max / WINDOWS_SHARE_OF_TOTAL,
+        }
+    }
+}
+
 /// All windows together hold at most this share of `rings.total_bytes_max`
 /// (a quarter): past it a stream's window keeps fewer batches, or none.
 pub const WINDOWS_SHARE_OF_TOTAL: usize = 4;
@@ -167,7 +179,9 @@ impl Retained {
         self.schema.iter().chain(merged)
     }
 
-    /// Keeps a copy of `frame` as [`Retained::keep_copy`] does.
+    /// Keeps a copy of `frame` as [`Retained::keep_copy`] does (the tests'
+    /// shorthand; the connector reader copies before it takes the lock).
+    #[cfg(test)]
     pub fn keep(
         &mut self,
         frame: &SharedFrame,

@@ -69,6 +69,18 @@ pub(crate) struct OpenQuery {
     pub(crate) codecs: Vec<Option<Codec>>,
 }
 
+/// How long after its stream ended a waiting live subscription is first
+/// tried again, unless connectors come or go sooner (the sweep tries then).
+/// Not at once: a connector that ends its live streams cleanly while
+/// staying online would otherwise be asked again four times a second.
+pub(crate) const LIVE_RESUME_FIRST: Duration = Duration::from_secs(1);
+
+/// How long a waiting subscription waits before it is tried again while no
+/// connector of its tenant comes or goes (a tunnel at its stream limit, a
+/// snapshot that did not fit the session's ring, no connector yet): doubled
+/// with each failed try, up to 30 s ([`live_backoff`]).
+pub(crate) const LIVE_RESUME_RETRY: Duration = Duration::from_secs(2);
+
 /// A resumed live stream that runs this long counts as running: its next
 /// end starts the waits over from the first.
 pub(crate) const LIVE_STABLE: Duration = Duration::from_secs(30);
@@ -130,11 +142,11 @@ impl BrowserSession {
     }
 
     /// Marks the live subscription `query_id`, attached to `stream_id`, as
-    /// waiting for a connector: tried again after `first_try` (longer when
-    /// its stream ended soon after it was resumed), or at once when the
-    /// tenant's connectors change from `seen`. False when the session has no
-    /// such subscription (it left meanwhile).
-    pub(crate) fn wait_for_connector(&self, query_id: &str, stream_id: u32, first_try: Duration, seen: u64) -> bool {
+    /// waiting for a connector: tried again after [`LIVE_RESUME_FIRST`]
+    /// (longer when its stream ended soon after it was resumed), or at once
+    /// when the tenant's connectors change from `seen`. False when the
+    /// session has no such subscription (it left meanwhile).
+    pub(crate) fn wait_for_connector(&self, query_id: &str, stream_id: u32, seen: u64) -> bool {
         let mut queries = self.queries.borrow_mut();
         let Some(query) =
             queries.iter_mut().find(|q| q.id == query_id && q.stream().is_some_and(|s| s.id == stream_id))
@@ -149,7 +161,7 @@ impl BrowserSession {
             Some((at, attempts)) if now.saturating_duration_since(at) < LIVE_STABLE => attempts.saturating_add(1),
             _ => 0,
         };
-        let retry_at = now + live_backoff(first_try, attempts);
+        let retry_at = now + live_backoff(LIVE_RESUME_FIRST, attempts);
         query.link = QueryLink::Waiting { dataset, retry_at, seen, attempts };
         true
     }

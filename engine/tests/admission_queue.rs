@@ -5,14 +5,17 @@
 //! `queries.queue_timeout_seconds`. The connector's stream limit holds
 //! throughout.
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::json;
+use volley_engine::config::GatewayConfig;
+use volley_engine::Gateway;
 use volley_protocol::header::FrameKind;
 use volley_testkit::browser::{Browser, Received};
 use volley_testkit::engine::{config, max_sampler, start, wait_connectors};
-use volley_testkit::fake_connector::{spawn_connector, Behaviour, ConnectorSpec, DatasetSpec};
+use volley_testkit::fake_connector::{spawn_connector, Behaviour, ConnectorHandle, ConnectorSpec, DatasetSpec};
 use volley_testkit::ipc::synthetic_frames;
 use volley_testkit::tokens::{session_token, TENANT};
 
@@ -20,6 +23,28 @@ const SLOTS: usize = 2;
 
 fn expected_bytes(frames: &[(FrameKind, bytes::Bytes)]) -> usize {
     frames.iter().map(|(_, body)| body.len()).sum()
+}
+
+/// A gateway started with `config` and a connector whose `stall` stream
+/// never ends (it holds its slot), with a token that may read it.
+fn stalling(config: GatewayConfig) -> (Gateway, SocketAddr, ConnectorHandle, String) {
+    let gateway = start(config);
+    let addr = gateway.local_addr();
+    let stall = DatasetSpec::query("stall", synthetic_frames(1, 64)).with(Behaviour::Stall);
+    let connector = spawn_connector(addr, ConnectorSpec::level2(vec![stall]));
+    wait_connectors(&gateway, 1);
+    (gateway, addr, connector, session_token(TENANT, &["stall"]))
+}
+
+/// The next `stream_start` (an `error` before it fails the test).
+fn until_started(browser: &mut Browser) -> serde_json::Value {
+    loop {
+        match browser.next(Duration::from_secs(5)) {
+            Some(Received::Json(v)) if v["type"] == "stream_start" => return v,
+            Some(Received::Json(v)) => assert_ne!(v["type"], "error", "{v}"),
+            other => panic!("expected stream_start, got {other:?}"),
+        }
+    }
 }
 
 #[test]
@@ -67,24 +92,14 @@ fn a_full_queue_and_a_long_wait_are_refused_and_a_cancelled_wait_never_reaches_t
     config.limits.streams_per_connector_max = SLOTS;
     config.queries.queue_max = 2;
     config.queries.queue_timeout_seconds = 2;
-    let gateway = start(config);
-    let addr = gateway.local_addr();
+    let (gateway, addr, connector, token) = stalling(config);
     // Streams that never end hold both slots.
-    let stall = DatasetSpec::query("stall", synthetic_frames(1, 64)).with(Behaviour::Stall);
-    let connector = spawn_connector(addr, ConnectorSpec::level2(vec![stall]));
-    wait_connectors(&gateway, 1);
-    let token = session_token(TENANT, &["stall"]);
     let mut holder = Browser::connect(addr, &token, true);
     for id in ["h1", "h2"] {
         holder.send(json!({"action": "query", "dataset": "stall", "query_id": id}));
     }
-    let mut started = 0;
-    while started < SLOTS {
-        match holder.next(Duration::from_secs(5)) {
-            Some(Received::Json(v)) if v["type"] == "stream_start" => started += 1,
-            Some(Received::Json(v)) => assert_ne!(v["type"], "error", "{v}"),
-            other => panic!("expected stream_start, got {other:?}"),
-        }
+    for _ in 0..SLOTS {
+        until_started(&mut holder);
     }
 
     let mut waiter = Browser::connect(addr, &token, true);
@@ -119,26 +134,14 @@ fn a_full_queue_and_a_long_wait_are_refused_and_a_cancelled_wait_never_reaches_t
     holder.send(json!({"action": "cancel", "query_id": "h1"}));
     let mut next = Browser::connect(addr, &token, true);
     next.send(json!({"action": "query", "dataset": "stall", "query_id": "n"}));
-    let started = loop {
-        match next.next(Duration::from_secs(5)) {
-            Some(Received::Json(v)) if v["type"] == "stream_start" => break v,
-            Some(Received::Json(v)) => assert_ne!(v["type"], "error", "{v}"),
-            other => panic!("expected stream_start, got {other:?}"),
-        }
-    };
-    assert_eq!(started["query_id"], "n");
+    assert_eq!(until_started(&mut next)["query_id"], "n");
 }
 
 #[test]
 fn a_session_that_leaves_while_queued_frees_its_place() {
     let mut config = config();
     config.limits.streams_per_connector_max = 1;
-    let gateway = start(config);
-    let addr = gateway.local_addr();
-    let stall = DatasetSpec::query("stall", synthetic_frames(1, 64)).with(Behaviour::Stall);
-    let connector = spawn_connector(addr, ConnectorSpec::level2(vec![stall]));
-    wait_connectors(&gateway, 1);
-    let token = session_token(TENANT, &["stall"]);
+    let (gateway, addr, connector, token) = stalling(config);
     let mut holder = Browser::connect(addr, &token, true);
     holder.send(json!({"action": "query", "dataset": "stall", "query_id": "h"}));
     assert!(connector.wait_command("do_get", Duration::from_secs(5)).is_some());

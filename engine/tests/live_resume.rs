@@ -5,10 +5,12 @@
 //! `stream_start` (a new stream id) and that stream's frames, with no new
 //! `subscribe`. A stream that failed ends its subscription as before.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::{json, Value};
+use volley_engine::Gateway;
 use volley_protocol::header::{FrameHeader, FrameKind};
 use volley_protocol::message::{ErrorBody, ErrorCode};
 use volley_testkit::browser::{Browser, Received};
@@ -21,8 +23,35 @@ fn schema() -> Bytes {
     ipc_messages(&golden(PRIMITIVE))[0].1.clone()
 }
 
-fn ticker_connector(addr: std::net::SocketAddr) -> ConnectorHandle {
+fn ticker_connector(addr: SocketAddr) -> ConnectorHandle {
     spawn_connector(addr, ConnectorSpec::level2(vec![DatasetSpec::live("ticker")]))
+}
+
+/// A gateway with one connector serving the live dataset `ticker`.
+fn online() -> (Gateway, SocketAddr, ConnectorHandle) {
+    let gateway = start(config());
+    let addr = gateway.local_addr();
+    let connector = ticker_connector(addr);
+    wait_connectors(&gateway, 1);
+    (gateway, addr, connector)
+}
+
+/// A browser whose session may read `ticker`.
+fn ticker_browser(addr: SocketAddr, level2: bool) -> Browser {
+    Browser::connect(addr, &session_token(TENANT, &["ticker"]), level2)
+}
+
+/// Reads until a `stream_end` arrives and returns it; a `live_waiting`
+/// before it fails the test (`why` says why it must not come).
+fn until_stream_end(browser: &mut Browser, timeout: Duration, why: &str) -> Value {
+    loop {
+        match browser.next(timeout) {
+            Some(Received::Json(v)) if v["type"] == "stream_end" => return v,
+            Some(Received::Json(v)) => assert_ne!(v["type"], "live_waiting", "{why}: {v}"),
+            Some(Received::Binary(_)) => {}
+            other => panic!("expected stream_end, got {other:?}"),
+        }
+    }
 }
 
 /// Reads until a JSON message of type `kind` for `query_id` arrives (binary
@@ -71,11 +100,8 @@ fn subscribe_and_start(browser: &mut Browser, connector: &ConnectorHandle, query
 
 #[test]
 fn a_live_subscription_waits_for_its_vanished_connector_and_resumes_on_the_next_one() {
-    let gateway = start(config());
-    let addr = gateway.local_addr();
-    let first = ticker_connector(addr);
-    wait_connectors(&gateway, 1);
-    let mut browser = Browser::connect(addr, &session_token(TENANT, &["ticker"]), true);
+    let (gateway, addr, first) = online();
+    let mut browser = ticker_browser(addr, true);
     let old_stream = subscribe_and_start(&mut browser, &first, "s");
 
     first.vanish();
@@ -113,11 +139,8 @@ fn a_live_subscription_waits_for_its_vanished_connector_and_resumes_on_the_next_
 
 #[test]
 fn a_live_stream_the_connector_ends_cleanly_resumes_on_the_same_connector() {
-    let gateway = start(config());
-    let addr = gateway.local_addr();
-    let connector = ticker_connector(addr);
-    wait_connectors(&gateway, 1);
-    let mut a = Browser::connect(addr, &session_token(TENANT, &["ticker"]), true);
+    let (_gateway, addr, connector) = online();
+    let mut a = ticker_browser(addr, true);
     let mut b = Browser::connect(addr, &session_token(TENANT, &["*"]), true);
     let old_stream = subscribe_and_start(&mut a, &connector, "a");
     b.send(json!({"action": "subscribe", "dataset": "ticker", "query_id": "b"}));
@@ -139,23 +162,13 @@ fn a_live_stream_the_connector_ends_cleanly_resumes_on_the_same_connector() {
 
 #[test]
 fn a_failed_live_stream_ends_its_subscription() {
-    let gateway = start(config());
-    let addr = gateway.local_addr();
-    let connector = ticker_connector(addr);
-    wait_connectors(&gateway, 1);
-    let mut browser = Browser::connect(addr, &session_token(TENANT, &["ticker"]), true);
+    let (_gateway, addr, connector) = online();
+    let mut browser = ticker_browser(addr, true);
     subscribe_and_start(&mut browser, &connector, "s");
     let error =
         ErrorBody::new(ErrorCode::SourceError, "dataset \"ticker\" could not be read; error id 0123456789abcdef");
     connector.end_live("ticker", Some(error));
-    let end = loop {
-        match browser.next(Duration::from_secs(5)) {
-            Some(Received::Json(v)) if v["type"] == "stream_end" => break v,
-            Some(Received::Json(v)) => assert_ne!(v["type"], "live_waiting", "a failed stream does not wait: {v}"),
-            Some(Received::Binary(_)) => {}
-            other => panic!("expected stream_end, got {other:?}"),
-        }
-    };
+    let end = until_stream_end(&mut browser, Duration::from_secs(5), "a failed stream does not wait");
     assert_eq!(end["error"]["code"], "source_error", "{end}");
     browser.send(json!({"action": "unsubscribe", "query_id": "s"}));
     let reply = browser.next_json(Duration::from_secs(5));
@@ -166,11 +179,8 @@ fn a_failed_live_stream_ends_its_subscription() {
 
 #[test]
 fn a_waiting_subscription_can_be_unsubscribed_and_is_then_not_resumed() {
-    let gateway = start(config());
-    let addr = gateway.local_addr();
-    let first = ticker_connector(addr);
-    wait_connectors(&gateway, 1);
-    let mut browser = Browser::connect(addr, &session_token(TENANT, &["ticker"]), true);
+    let (gateway, addr, first) = online();
+    let mut browser = ticker_browser(addr, true);
     subscribe_and_start(&mut browser, &first, "s");
     first.vanish();
     until(&mut browser, "live_waiting", "s", Duration::from_secs(3));
@@ -191,11 +201,8 @@ fn a_waiting_subscription_can_be_unsubscribed_and_is_then_not_resumed() {
 /// from a restart) and resumes when the live one is back.
 #[test]
 fn a_dataset_served_not_live_meanwhile_keeps_the_subscription_waiting() {
-    let gateway = start(config());
-    let addr = gateway.local_addr();
-    let first = ticker_connector(addr);
-    wait_connectors(&gateway, 1);
-    let mut browser = Browser::connect(addr, &session_token(TENANT, &["ticker"]), true);
+    let (gateway, addr, first) = online();
+    let mut browser = ticker_browser(addr, true);
     subscribe_and_start(&mut browser, &first, "s");
     first.vanish();
     until(&mut browser, "live_waiting", "s", Duration::from_secs(3));
@@ -213,23 +220,13 @@ fn a_dataset_served_not_live_meanwhile_keeps_the_subscription_waiting() {
 
 #[test]
 fn a_level1_live_subscription_still_ends_with_its_connector() {
-    let gateway = start(config());
-    let addr = gateway.local_addr();
-    let connector = ticker_connector(addr);
-    wait_connectors(&gateway, 1);
-    let mut browser = Browser::connect(addr, &session_token(TENANT, &["ticker"]), false);
+    let (_gateway, addr, connector) = online();
+    let mut browser = ticker_browser(addr, false);
     browser.send(json!({"action": "subscribe", "dataset": "ticker", "query_id": "s"}));
     connector.live_frame("ticker", FrameKind::Schema, schema());
     until(&mut browser, "stream_start", "s", Duration::from_secs(5));
     connector.vanish();
-    let end = loop {
-        match browser.next(Duration::from_secs(3)) {
-            Some(Received::Json(v)) if v["type"] == "stream_end" => break v,
-            Some(Received::Json(v)) => assert_ne!(v["type"], "live_waiting", "level 1 knows no live_waiting: {v}"),
-            Some(Received::Binary(_)) => {}
-            other => panic!("expected stream_end, got {other:?}"),
-        }
-    };
+    let end = until_stream_end(&mut browser, Duration::from_secs(3), "level 1 knows no live_waiting");
     assert_eq!(end["error"]["code"], "connector_gone", "{end}");
 }
 
@@ -237,11 +234,8 @@ fn a_level1_live_subscription_still_ends_with_its_connector() {
 /// resume is asked less and less often: 1 s, then 2 s, then 4 s.
 #[test]
 fn a_connector_that_keeps_ending_the_stream_is_asked_less_often() {
-    let gateway = start(config());
-    let addr = gateway.local_addr();
-    let connector = ticker_connector(addr);
-    wait_connectors(&gateway, 1);
-    let mut browser = Browser::connect(addr, &session_token(TENANT, &["ticker"]), true);
+    let (_gateway, addr, connector) = online();
+    let mut browser = ticker_browser(addr, true);
     browser.send(json!({"action": "subscribe", "dataset": "ticker", "query_id": "s"}));
     let mut asked = Vec::new();
     for n in 1..=4 {

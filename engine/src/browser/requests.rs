@@ -16,8 +16,7 @@ use volley_protocol::Codec;
 
 use crate::conn::writev::OutItem;
 use crate::frame::Level;
-use crate::mailbox::PushError;
-use crate::registry::{ConnectorCmd, OpenError, Stream, Subscriber};
+use crate::registry::{OpenError, Stream, Subscriber, Unreachable};
 use crate::session::{BrowserSession, OpenQuery, QueryLink};
 use crate::worker::{LocalSub, Worker};
 
@@ -170,10 +169,8 @@ pub(super) enum Refused {
         /// The ring's budget.
         budget: usize,
     },
-    /// The connector's command queue is full.
-    QueueFull,
-    /// The connector picked left before it could be asked.
-    ConnectorGone,
+    /// The connector picked could not be asked.
+    Unreachable(Unreachable),
 }
 
 impl Refused {
@@ -205,14 +202,7 @@ impl Refused {
                      queued, then subscribe again"
                 ),
             ),
-            Refused::QueueFull => (
-                ErrorCode::TooManyRequests,
-                "the connector's command queue is full: it is not keeping up; retry in a moment".to_owned(),
-            ),
-            Refused::ConnectorGone => (
-                ErrorCode::ConnectorGone,
-                format!("the connector serving {dataset:?} disconnected as the request reached it; retry"),
-            ),
+            Refused::Unreachable(why) => why.explain(dataset),
         }
     }
 }
@@ -304,12 +294,9 @@ pub(super) fn attach(
     }
     worker.add_sub(stream.id, sub);
     if is_new {
-        if let Err(e) = stream.connector.mailbox.push(ConnectorCmd::Open(stream.clone())) {
+        if let Err(why) = stream.request_open() {
             worker.detach(&stream, session.id, query_id);
-            return Err(match e {
-                PushError::Full(_) => Refused::QueueFull,
-                PushError::Closed(_) => Refused::ConnectorGone,
-            });
+            return Err(Refused::Unreachable(why));
         }
     }
     Ok(stream)

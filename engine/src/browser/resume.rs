@@ -6,7 +6,7 @@
 //! ([`crate::worker::Worker`] marks them, `QueryLink::Waiting`). The
 //! worker's sweep calls [`resume_waiting`]: at once when a connector of the
 //! subscription's tenant registers or leaves, otherwise when its retry is
-//! due — 1 s after the end, then [`LIVE_RESUME_RETRY`] doubled per failed
+//! due — 1 s after the end, then `LIVE_RESUME_RETRY` doubled per failed
 //! try up to 30 s, and the first wait longer too when a resumed stream ends
 //! again within 30 s (a connector that keeps ending it is asked less
 //! often) — each waiting subscription is
@@ -27,19 +27,13 @@
 
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use volley_protocol::Codec;
 
 use super::requests::attach;
-use crate::session::{live_backoff, BrowserSession, QueryLink};
+use crate::session::{live_backoff, BrowserSession, QueryLink, LIVE_RESUME_RETRY};
 use crate::worker::Worker;
-
-/// How long a waiting subscription waits before it is tried again while no
-/// connector of its tenant comes or goes (a tunnel at its stream limit, a
-/// snapshot that did not fit the session's ring, no connector yet): doubled
-/// with each failed try, up to 30 s (`session::live_backoff`).
-pub const LIVE_RESUME_RETRY: Duration = Duration::from_secs(2);
 
 /// One sweep's pass over this worker's waiting subscriptions: those due
 /// (all of them when `connectors_changed`) are attached again where a

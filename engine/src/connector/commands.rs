@@ -72,7 +72,9 @@ pub async fn command_loop(tunnel: Rc<Tunnel>, ctl: Rc<ConnCtl>) {
                         compression: stream.compression,
                         // The first subscriber gets no more history than
                         // the window a later one is replayed (§5.2).
-                        history_bytes: stream.live.then_some(tunnel.history_bytes),
+                        history_bytes: stream
+                            .live
+                            .then(|| u64::try_from(tunnel.retain_limits.window_bytes_max).unwrap_or(u64::MAX)),
                     };
                     let opened = tunnel.converse(|conversation| conversation.open(stream.id, open, stream.clone()));
                     debug_assert!(opened.is_ok(), "stream ids are unique in the gateway");

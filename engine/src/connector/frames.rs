@@ -20,7 +20,7 @@ use volley_protocol::tunnel::{Binary, Violation};
 use super::{end_stream, Tunnel};
 use crate::frame::SharedFrame;
 use crate::registry::Stream;
-use crate::retained::{RetainLimits, RetainRefused};
+use crate::retained::RetainRefused;
 use crate::worker::{Worker, WorkerMsg};
 
 /// Routes one binary frame; a violation closes the tunnel.
@@ -46,20 +46,13 @@ pub async fn on_binary(
     };
     let mut mask = stream.destinations();
     let frame = SharedFrame::from_level2(payload, header, read_at);
-    let config = &worker.shared.config;
-    let window_bytes_max = config.live_window_bytes();
+    let limits = tunnel.retain_limits;
     let kept_kind = match header.kind {
         FrameKind::Schema | FrameKind::Dictionary => true,
-        FrameKind::RecordBatch => window_bytes_max > 0,
+        FrameKind::RecordBatch => limits.window_bytes_max > 0,
         _ => false,
     };
     if stream.live && kept_kind {
-        let limits = RetainLimits {
-            stream_bytes_max: config.live_retained_bytes_max(),
-            total_bytes_max: config.rings.total_bytes_max,
-            window_bytes_max,
-            windows_total_max: config.rings.total_bytes_max / crate::retained::WINDOWS_SHARE_OF_TOTAL,
-        };
         let queued = worker.shared.ring_totals.data.load(Ordering::Relaxed);
         // Copied before the stream's lock is taken: joiners take that lock,
         // and `open_live` takes it while holding a registry shard's lock.

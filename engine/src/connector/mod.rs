@@ -36,6 +36,7 @@ use crate::connection::{answer, finish, spawn_writer, Read};
 use crate::frame::Level;
 use crate::mailbox::Mailbox;
 use crate::registry::{ConnectorCmd, ConnectorHandle, Stream};
+use crate::retained::RetainLimits;
 use crate::worker::{StreamEvent, Worker, WorkerMsg};
 
 /// Read buffer size for tunnels: many small frames per read; frames larger
@@ -61,10 +62,11 @@ struct Tunnel {
     /// The conversation; each stream's value is its registry entry.
     conversation: RefCell<GatewayEnd<Arc<Stream>>>,
     last_seen: Cell<Instant>,
-    /// `do_get`'s `history_bytes` for its live streams: the window a joiner
-    /// is replayed (`GatewayConfig::live_window_bytes`), so the first
-    /// subscriber gets no more history than a later one (PROTOCOL.md §5.2).
-    history_bytes: u64,
+    /// What its live streams keep for joiners, from the configuration
+    /// once (the frame path reads it per frame). Its window is also
+    /// `do_get`'s `history_bytes`, so the first subscriber gets no more
+    /// history than a later one is replayed (PROTOCOL.md §5.2).
+    retain_limits: RetainLimits,
 }
 
 impl Tunnel {
@@ -155,7 +157,7 @@ pub async fn run<R: ConnRead, W: ConnWrite + 'static>(
         ring: ring.clone(),
         conversation: RefCell::new(conversation),
         last_seen: Cell::new(Instant::now()),
-        history_bytes: u64::try_from(shared.config.live_window_bytes()).unwrap_or(u64::MAX),
+        retain_limits: RetainLimits::from_config(&shared.config),
     });
     // Until the teardown below has run, dropping this task (a panic) still
     // takes the tunnel out of the registry and ends its streams.

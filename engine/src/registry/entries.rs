@@ -10,10 +10,11 @@ use std::sync::Arc;
 
 use atomic_waker::AtomicWaker;
 use parking_lot::Mutex;
+use volley_protocol::message::ErrorCode;
 use volley_protocol::Codec;
 
 use crate::frame::Level;
-use crate::mailbox::Mailbox;
+use crate::mailbox::{Mailbox, PushError};
 use crate::retained::Retained;
 
 /// A command for a connector tunnel, handled on the tunnel's worker.
@@ -158,7 +159,40 @@ pub struct Stream {
     pub state: Mutex<StreamState>,
 }
 
+/// Why a stream's connector could not be asked to start it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreachable {
+    /// Its command queue is full: it is not keeping up.
+    QueueFull,
+    /// It left as the request reached it.
+    Gone,
+}
+
+impl Unreachable {
+    /// The error code and message a browser gets for it.
+    pub fn explain(self, dataset: &str) -> (ErrorCode, String) {
+        match self {
+            Unreachable::QueueFull => (
+                ErrorCode::TooManyRequests,
+                "the connector's command queue is full: it is not keeping up; retry in a moment".to_owned(),
+            ),
+            Unreachable::Gone => (
+                ErrorCode::ConnectorGone,
+                format!("the connector serving {dataset:?} disconnected as the request reached it; retry"),
+            ),
+        }
+    }
+}
+
 impl Stream {
+    /// Asks its connector to start it (`Open`, handled on the tunnel's worker).
+    pub fn request_open(self: &Arc<Self>) -> Result<(), Unreachable> {
+        self.connector.mailbox.push(ConnectorCmd::Open(self.clone())).map_err(|e| match e {
+            PushError::Full(_) => Unreachable::QueueFull,
+            PushError::Closed(_) => Unreachable::Gone,
+        })
+    }
+
     /// Adds a subscriber and marks its worker as a destination; false when
     /// the stream has ended (checked under the same lock
     /// [`crate::registry::Registry::end_stream`] sets it under, so a

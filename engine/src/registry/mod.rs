@@ -31,7 +31,7 @@ const _: () = assert!(SHARDS.is_power_of_two());
 mod entries;
 mod queue;
 
-pub use entries::{ConnectorCmd, ConnectorHandle, Stream, StreamState, Subscriber};
+pub use entries::{ConnectorCmd, ConnectorHandle, Stream, StreamState, Subscriber, Unreachable};
 pub use queue::Waiter;
 
 /// What makes a live stream shareable: the dataset and the codec its bytes carry.

@@ -14,9 +14,8 @@ use std::time::{Duration, Instant};
 use volley_protocol::message::ErrorCode;
 
 use super::{LocalSub, Worker, WorkerMsg};
-use crate::mailbox::PushError;
 use crate::metrics::WorkerMetrics;
-use crate::registry::{ConnectorCmd, Stream, Subscriber};
+use crate::registry::{Stream, Subscriber};
 use crate::session::{OpenQuery, QueryLink};
 
 /// A query of one of this worker's sessions, waiting in its tenant's queue.
@@ -135,19 +134,10 @@ impl Worker {
             attached: None,
             codecs: Vec::new(),
         });
-        if let Err(e) = stream.connector.mailbox.push(ConnectorCmd::Open(stream.clone())) {
+        if let Err(why) = stream.request_open() {
             session.take_query(&queued.query_id);
             self.detach(stream, session.id, &queued.query_id);
-            let (code, message) = match e {
-                PushError::Full(_) => (
-                    ErrorCode::TooManyRequests,
-                    "the connector's command queue is full: it is not keeping up; retry in a moment".to_owned(),
-                ),
-                PushError::Closed(_) => (
-                    ErrorCode::ConnectorGone,
-                    format!("the connector serving {:?} disconnected as the query reached it; retry", stream.dataset),
-                ),
-            };
+            let (code, message) = why.explain(&stream.dataset);
             session.error(code, message, Some(queued.query_id));
         }
     }

@@ -297,7 +297,7 @@ impl Worker {
                         let seen = *seen.get_or_insert_with(|| {
                             self.shared.registry.tenant_generation(&sub.session.claims.cuenta_id)
                         });
-                        sub.session.wait_for_connector(&sub.query_id, stream_id, LIVE_RESUME_FIRST, seen)
+                        sub.session.wait_for_connector(&sub.query_id, stream_id, seen)
                     } {
                         sub.session.send(&waiting_event(sub, stream_id, error.as_ref()));
                         self.live_waiting.set(true);
@@ -342,12 +342,6 @@ impl Worker {
         }
     }
 }
-
-/// How long after its stream ended a waiting live subscription is first
-/// tried again, unless connectors come or go sooner (the sweep tries then).
-/// Not at once: a connector that ends its live streams cleanly while
-/// staying online would otherwise be asked again four times a second.
-pub const LIVE_RESUME_FIRST: Duration = Duration::from_secs(1);
 
 /// Whether a live subscriber whose stream ended this way waits for a
 /// connector instead of ending (PROTOCOL.md §5.3): level 2 only (a level-1
