@@ -11,11 +11,11 @@
 //! stop waits on Redis for a bounded time only.
 //!
 //! `redis-server` must be installed (scripts/test.sh installs it); without
-//! it these tests fail under CI=true and are skipped (loudly) elsewhere.
+//! it these tests fail under CI=true and are skipped (loudly) elsewhere
+//! (the testkit's `redis` module starts it).
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -25,51 +25,25 @@ use volley_testkit::browser::Browser;
 use volley_testkit::engine::{config, start, wait_connectors};
 use volley_testkit::fake_connector::{register_refused, spawn_connector, ConnectorSpec, DatasetSpec};
 use volley_testkit::http::{http_body, http_get, http_raw, upgrade_request};
+use volley_testkit::redis::{free_redis_port, RedisServer};
 use volley_testkit::tokens::{connector_token, connector_token_jti, session_token_of, SECRET, TENANT};
 use volley_testkit::wait_until;
 
-const REDIS_SERVER: &str = "/usr/bin/redis-server";
 const CHANNEL: &str = "volley:revocations";
 
-/// A redis-server child process on 127.0.0.1:`port`, killed on drop.
-struct RedisServer {
-    child: Child,
-    port: u16,
+/// What these tests ask of the testkit's redis-server about the revocation
+/// feed: its subscribers, the durable record, publishing, held writes.
+trait RevocationRedis {
+    fn subscribers(&self) -> i64;
+    fn wait_subscribed(&self);
+    fn score(&self, kind: &str, member: &str) -> Option<i64>;
+    fn publish(&self, message: &Value) -> i64;
+    fn publish_then_hold_writes(&self, message: &Value) -> i64;
+    fn write_held(&self, cmd: &str) -> bool;
+    fn release_writes(&self);
 }
 
-impl RedisServer {
-    /// Starts one; `None` (after saying so) when redis-server is not installed outside CI.
-    fn start(port: u16) -> Option<RedisServer> {
-        if !Path::new(REDIS_SERVER).exists() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "{REDIS_SERVER} is missing: scripts/test.sh installs the redis-server package"
-            );
-            eprintln!("SKIPPED: {REDIS_SERVER} is not installed (apt-get install redis-server)");
-            return None;
-        }
-        let child = Command::new(REDIS_SERVER)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        let server = RedisServer { child, port };
-        let up = wait_until(Duration::from_secs(10), || {
-            server.connection().and_then(|mut c| redis::cmd("PING").query::<String>(&mut c).ok()).is_some()
-        });
-        assert!(up, "redis-server did not answer PING on port {port}");
-        Some(server)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn connection(&self) -> Option<redis::Connection> {
-        redis::Client::open(self.url()).ok()?.get_connection_with_timeout(Duration::from_millis(500)).ok()
-    }
-
+impl RevocationRedis for RedisServer {
     /// Subscribers of the revocation channel (the gateway's feed).
     fn subscribers(&self) -> i64 {
         let Some(mut c) = self.connection() else { return 0 };
@@ -87,16 +61,6 @@ impl RedisServer {
             wait_until(Duration::from_secs(10), || self.subscribers() >= 1),
             "the gateway did not subscribe to {CHANNEL}"
         );
-    }
-
-    /// Runs one command on a fresh connection.
-    fn command<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
-        let mut c = self.connection().expect("connect to redis");
-        let mut cmd = redis::cmd(args[0]);
-        for arg in &args[1..] {
-            cmd.arg(*arg);
-        }
-        cmd.query(&mut c).unwrap_or_else(|e| panic!("{args:?}: {e}"))
     }
 
     /// The score of `member` in the durable record `<channel>:<kind>`.
@@ -138,38 +102,11 @@ impl RedisServer {
     fn release_writes(&self) {
         let _: redis::Value = self.command(&["CLIENT", "UNPAUSE"]);
     }
-
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A free port for redis-server, chosen *below* the kernel's ephemeral range:
-/// gateways (and every other test socket) bind port 0, which the kernel takes
-/// from the ephemeral range, so none of them can grab this port while Redis is
-/// down between a kill and a restart.
+/// A free port for redis-server (below the ephemeral range, see the testkit).
 fn free_port() -> u16 {
-    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|text| text.split_whitespace().next().and_then(|n| n.parse::<u16>().ok()))
-        .unwrap_or(32768);
-    let (from, to) = (low.saturating_sub(12_000).max(1024), low.saturating_sub(1).max(1025));
-    let mut rng = fastrand::Rng::new();
-    for _ in 0..1000 {
-        let port = rng.u16(from..to);
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port in {from}..{to}");
+    free_redis_port()
 }
 
 /// A sorted-set score as whole seconds (scores the gateway writes are whole).
@@ -423,7 +360,7 @@ fn a_frozen_redis_is_noticed_by_the_keepalive_and_the_feed_recovers() {
     let shared = gateway.shared().clone();
     assert!(wait_until(Duration::from_secs(5), || shared.revocations.connected.load(Ordering::Acquire)));
 
-    let pid = redis.child.id().to_string();
+    let pid = redis.pid().to_string();
     let signal = |name: &str| {
         let status = Command::new("kill").args([name, &pid]).status().expect("kill runs");
         assert!(status.success(), "kill {name}");
@@ -787,7 +724,7 @@ fn a_refused_record_write_is_logged_and_the_feed_stays_up() {
     let Some(redis) = RedisServer::start(free_port()) else { return };
     let _: redis::Value = redis.command(&["ACL", "SETUSER", "gateway", "on", ">pw", "~*", "&*", "+@all", "-zadd"]);
     let mut config = config();
-    config.redis.url = Some(format!("redis://gateway:pw@127.0.0.1:{}/", redis.port));
+    config.redis.url = Some(format!("redis://gateway:pw@127.0.0.1:{}/", redis.port()));
     config.redis.fail_closed = true;
     let gateway = start(config);
     let addr = gateway.local_addr();

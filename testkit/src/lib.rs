@@ -28,6 +28,7 @@
 //! - `engine`: a gateway in the test's process.
 //! - `connector`: the real connector in the test's process.
 //! - `postgres`: a `postgres` client for a [`PgServer`].
+//! - `redis`: a throwaway `redis-server` and a client for it.
 //! - `heap`: a counting global allocator for memory tests.
 //! - `seccomp` (Linux): io_uring refused by a seccomp filter, for the tests
 //!   of the epoll fallback, and the `refuse-io-uring` binary that runs a
@@ -62,6 +63,8 @@ mod ports;
 pub mod process;
 #[cfg(feature = "pyarrow")]
 pub mod pyarrow;
+#[cfg(feature = "redis")]
+pub mod redis;
 #[cfg(all(feature = "seccomp", target_os = "linux"))]
 pub mod seccomp;
 #[cfg(feature = "tokens")]
