@@ -10,8 +10,11 @@ use serde::Deserialize;
 
 use crate::runtime::RuntimeChoice;
 
+mod cluster;
 mod limits;
 mod sections;
+
+pub use cluster::{ClusterConfig, ClusterIdentity, PeerSecret, LEASE_SECONDS_RANGE, PEER_SECRET_BYTES_MIN};
 
 pub use limits::LimitsConfig;
 pub use sections::{
@@ -85,6 +88,9 @@ pub struct GatewayConfig {
     pub queries: QueriesConfig,
     /// TLS.
     pub tls: TlsConfig,
+    /// `cluster:` — one node of several sharing `redis.url` as their
+    /// directory (`config/cluster.rs`). Absent: a single gateway.
+    pub cluster: Option<ClusterConfig>,
     /// Test-only: enable the `/echo` WebSocket route used by the conformance suite.
     pub test_echo_route: bool,
     /// Test-only: enable `/test/panic/connection` (a connection task panics)
@@ -118,6 +124,7 @@ impl Default for GatewayConfig {
             compression: CompressionConfig::default(),
             queries: QueriesConfig::default(),
             tls: TlsConfig::default(),
+            cluster: None,
             test_echo_route: false,
             test_fault_routes: false,
         }
@@ -290,6 +297,9 @@ impl GatewayConfig {
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return invalid("tls", "cert and key go together");
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.validate(self.redis.url.as_deref())?;
         }
         Ok(())
     }

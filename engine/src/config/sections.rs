@@ -125,11 +125,15 @@ impl CompressionConfig {
 pub const DEFAULT_REVOCATION_CHANNEL: &str = "volley:revocations";
 
 /// `redis:` — the revocation feed (pub/sub) and its durable record (sorted
-/// sets `<channel>:sessions|users|tenant_users|tenants`), optional.
+/// sets `<channel>:sessions|users|tenant_users|tenants`), optional; with
+/// `cluster:` also the cluster's directory (same `url`, keys `volley:…`,
+/// `engine/src/cluster/keys.rs`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
-    /// `redis://host:port/`. Absent: no revocation feed.
+    /// `redis://host:port/`. Absent: no revocation feed (and no `cluster:`,
+    /// which needs it). One URL for both: a cluster's nodes share the
+    /// revocations and the directory.
     pub url: Option<String>,
     /// Pub/sub channel, default `volley:revocations`.
     pub channel: Option<String>,
