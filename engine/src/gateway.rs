@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crate::admission::Counter;
+use crate::cluster::{self, Directory};
 use crate::config::{self, GatewayConfig};
 use crate::conn::tls;
 use crate::conn::RingTotals;
@@ -89,6 +90,8 @@ pub struct Gateway {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
     feed: Option<JoinHandle<()>>,
+    /// The cluster's directory thread, when `cluster:` is set.
+    directory: Option<JoinHandle<()>>,
     local_addr: SocketAddr,
 }
 
@@ -132,6 +135,10 @@ impl Gateway {
         }
         if let Some(feed) = self.feed.take() {
             let _ = feed.join();
+        }
+        // It releases this node's leases and deletes its key on the way out.
+        if let Some(directory) = self.directory.take() {
+            let _ = directory.join();
         }
         // Last: nothing queues a revocation write any more (bounded; Redis may be down).
         revocation::feed::flush_on_stop(&self.shared);
@@ -220,6 +227,7 @@ pub fn start(config: GatewayConfig, options: StartOptions) -> Result<Gateway, St
         workers,
         static_files,
         revocations: Revocations::new(config.redis.revocation_ttl_seconds, leeway, config.redis.url.is_some()),
+        cluster: cluster_directory(&config)?,
         control_plane,
         ip_connections: Arc::new(Counter::default()),
         tenant_sessions: Arc::new(Counter::default()),
@@ -253,13 +261,28 @@ pub fn start(config: GatewayConfig, options: StartOptions) -> Result<Gateway, St
     let feed = match revocation::feed::spawn_feed(shared.clone()) {
         Ok(feed) => feed,
         Err(source) => {
-            let mut gateway = Gateway { shared, threads, feed: None, local_addr };
+            let mut gateway = Gateway { shared, threads, feed: None, directory: None, local_addr };
             gateway.stop();
             return Err(StartError::Thread { what: "revocation feed", source });
         }
     };
+    let directory = match cluster::thread::spawn(shared.clone()) {
+        Ok(directory) => directory,
+        Err(source) => {
+            let mut gateway = Gateway { shared, threads, feed, directory: None, local_addr };
+            gateway.stop();
+            return Err(StartError::Thread { what: "cluster directory", source });
+        }
+    };
     log::info!("gateway listening on {local_addr} with {workers} {} workers", decision.kind);
-    Ok(Gateway { shared, threads, feed, local_addr })
+    Ok(Gateway { shared, threads, feed, directory, local_addr })
+}
+
+/// This node's directory when `cluster:` is set (validated with the rest of
+/// the configuration: `redis.url` is there).
+fn cluster_directory(config: &GatewayConfig) -> Result<Option<Directory>, StartError> {
+    let (Some(cluster), Some(url)) = (&config.cluster, &config.redis.url) else { return Ok(None) };
+    Ok(Some(Directory::new(cluster.identity()?, url)))
 }
 
 /// Probes the port without `SO_REUSEPORT` (so another gateway already on it

@@ -242,7 +242,7 @@ fn plain_response(worker: &Rc<Worker>, request: &Request, path: &str) -> Bytes {
     let shared = &worker.shared;
     match path {
         "/health" => {
-            let body = serde_json::json!({
+            let mut body = serde_json::json!({
                 "status": "ok",
                 "workers": shared.workers,
                 "runtime": shared.runtime.name(),
@@ -250,15 +250,19 @@ fn plain_response(worker: &Rc<Worker>, request: &Request, path: &str) -> Bytes {
                 "connectors": shared.registry.connectors_online.load(std::sync::atomic::Ordering::Relaxed),
                 "sessions": shared.registry.sessions_online.load(std::sync::atomic::Ordering::Relaxed),
             });
+            if let (Some(directory), Some(fields)) = (&shared.cluster, body.as_object_mut()) {
+                fields.insert("node_id".into(), directory.identity.node_id.clone().into());
+                fields.insert("cluster".into(), directory.health());
+            }
             http_response(200, "application/json", body.to_string().as_bytes(), &[]).into()
         }
-        "/metrics" => http_response(
-            200,
-            "text/plain; version=0.0.4",
-            shared.metrics.to_prometheus(&shared.gauges()).as_bytes(),
-            &[],
-        )
-        .into(),
+        "/metrics" => {
+            let mut text = shared.metrics.to_prometheus(&shared.gauges());
+            if let Some(directory) = &shared.cluster {
+                text.push_str(&directory.stats.prometheus());
+            }
+            http_response(200, "text/plain; version=0.0.4", text.as_bytes(), &[]).into()
+        }
         "/metrics.json" => {
             http_response(200, "application/json", shared.metrics.to_json(&shared.gauges()).to_string().as_bytes(), &[])
                 .into()

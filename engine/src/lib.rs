@@ -67,6 +67,10 @@
 //! - [`revocation`]: the revoked set checked at admission and at connector
 //!   `register`; [`revocation::feed`] is the Redis thread that fills it and
 //!   tells the workers.
+//! - [`cluster`]: with `cluster:`, this node in the cluster's directory in
+//!   Redis: its connectors' leases (fenced by epoch), its heartbeat, the
+//!   lookup of which nodes serve a tenant; a thread of its own, never on the
+//!   frame path. No peer links yet.
 //! - [`control_plane`]: optional HTTP validation of session ids, cached, on
 //!   its own thread pool, with lookups per client limited by [`rate_limit`].
 //! - [`refusal`]: every refusal of a request, a session or a `register`,
@@ -83,6 +87,7 @@
 
 mod admission;
 mod browser;
+mod cluster;
 pub mod config;
 mod conn;
 mod connection;
@@ -114,6 +119,10 @@ mod thp;
 mod worker_thread;
 
 pub use clock::unix_now;
+// `volley cluster status` and the cluster tests read the directory with these.
+pub use cluster::keys::{hash_tag, node as node_key, ConnectorKeys};
+pub use cluster::lookup::Serving;
+pub use cluster::status::{read_status, ClusterStatus, LeaseStatus, NodeStatus};
 pub use config::GatewayConfig;
 pub use gateway::{start, Gateway, StartError, StartOptions, INSECURE_DEV_SECRET_BYTES, LISTEN_BACKLOG};
 pub use runtime::{probe_io_uring, RuntimeChoice, RuntimeKind, URING_ENTRIES};

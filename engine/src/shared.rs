@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::admission::Counter;
+use crate::cluster::Directory;
 use crate::config::GatewayConfig;
 use crate::conn::tls;
 use crate::conn::RingTotals;
@@ -49,6 +50,8 @@ pub struct Shared {
     pub(crate) static_files: StaticFiles,
     /// Revoked sessions, users and tenants (fed by Redis).
     pub revocations: Revocations,
+    /// This node in the cluster's directory, when `cluster:` is set.
+    pub cluster: Option<Directory>,
     /// The control-plane client, when `control_plane.url` is set.
     pub control_plane: Option<ControlPlane>,
     /// Open connections per client IP.

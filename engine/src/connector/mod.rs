@@ -139,6 +139,8 @@ pub async fn run<R: ConnRead, W: ConnWrite + 'static>(
     ring.borrow_mut().push_text(&reply.to_json());
     ctl.mark_ready();
     shared.registry.add_connector(handle.clone());
+    // The cluster's directory writes the registration (a new epoch) now.
+    shared.cluster.as_ref().inspect(|directory| directory.wake());
     // New slots: queries waiting for one may have them.
     worker.admit_queued(&handle.tenant);
     log::info!(
@@ -204,6 +206,7 @@ pub async fn run<R: ConnRead, W: ConnWrite + 'static>(
     worker.metrics.borrow_mut().read_carry_bytes += reader.carried_bytes;
     log::info!("connector c-{} of tenant {:?} disconnected", handle.id, handle.tenant);
     shared.registry.remove_connector(&handle);
+    shared.cluster.as_ref().inspect(|directory| directory.wake());
     handle.mailbox.close();
     end_orphans(&worker, &tunnel).await;
     registered.done = true;
