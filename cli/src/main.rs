@@ -8,6 +8,7 @@
 //! - [`connector`]: the connector that dials out to a gateway.
 //! - [`token`]: signs browser session tokens and connector credentials.
 //! - [`health`]: probes a gateway's `/health` (the container's HEALTHCHECK).
+//! - [`cluster`]: `volley cluster status`, the cluster's directory in Redis.
 //! - [`bench`](mod@bench): load-test scenarios writing to `perf-results/`.
 
 // Production code: a panic here is a bug, so errors are returned or handled
@@ -20,6 +21,9 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bench_runtimes;
+// Reads the directory with the engine's key names (Linux-only, like the engine).
+#[cfg(target_os = "linux")]
+mod cluster;
 mod connector;
 // Where web/dist is, for `gateway` and `demo` (Linux-only, like them).
 #[cfg(target_os = "linux")]
@@ -71,6 +75,10 @@ enum Command {
     /// Check that a gateway answers GET /health with 200 (exit status 0,
     /// else 1): the container image's HEALTHCHECK.
     Health(health::HealthArgs),
+    /// The cluster of gateways sharing one Redis: `status` prints its nodes
+    /// and which node serves each tenant's connectors.
+    #[cfg(target_os = "linux")]
+    Cluster(cluster::ClusterArgs),
     /// Internal: one group of simulated browsers for `volley bench` (a child
     /// process re-invoked by the bench; prints `ready` and a JSON result).
     #[command(name = "bench-worker", hide = true)]
@@ -120,6 +128,8 @@ fn main() -> ExitCode {
         }
         Command::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
         Command::Health(args) => health::run(args).map(|()| ExitCode::SUCCESS),
+        #[cfg(target_os = "linux")]
+        Command::Cluster(args) => cluster::run(args).map(|()| ExitCode::SUCCESS),
         Command::BenchWorker { spec } => {
             volley_bench::browsers::worker_main(&spec).map(|()| ExitCode::SUCCESS).map_err(anyhow::Error::msg)
         }
