@@ -84,7 +84,7 @@ pub struct GatewayConfig {
     pub control_plane: ControlPlaneConfig,
     /// IPC body compression of upstream streams.
     pub compression: CompressionConfig,
-    /// `queries:` — the admission queue (PROTOCOL.md §5.1).
+    /// `queries:` — shared queries, their reuse, the admission queue (PROTOCOL.md §5.1).
     pub queries: QueriesConfig,
     /// TLS.
     pub tls: TlsConfig,
@@ -224,6 +224,18 @@ impl GatewayConfig {
         }
         if self.rings.session_bytes_max < p.connector_frame_bytes_max.min(1 << 20) {
             return invalid("rings.session_bytes_max", "must hold at least one frame (1 MiB or the frame limit)");
+        }
+        let q = &self.queries;
+        let credit = usize::try_from(l.credit_bytes).unwrap_or(usize::MAX);
+        if q.share_log_bytes != 0 && q.share_log_bytes < credit.saturating_mul(2) {
+            return invalid(
+                "queries.share_log_bytes",
+                "must be 0 (no sharing) or at least twice limits.credit_bytes, so that a shared stream's log holds \
+                 what its connector may send ahead and more",
+            );
+        }
+        if q.share_log_bytes != 0 && q.share_total_bytes < q.share_log_bytes {
+            return invalid("queries.share_total_bytes", "must be at least queries.share_log_bytes");
         }
         if self.rings.total_bytes_max < self.rings.session_bytes_max {
             return invalid("rings.total_bytes_max", "must be at least rings.session_bytes_max");

@@ -221,7 +221,7 @@ pub fn start(config: GatewayConfig, options: StartOptions) -> Result<Gateway, St
         metrics: MetricsHub::new(workers, !options.metrics_disabled),
         secrets,
         connector_secrets,
-        registry: Registry::new(),
+        registry: Registry::with_share_budget(config.queries.share_total_bytes),
         ring_totals: Arc::new(RingTotals::default()),
         connections: AtomicUsize::new(0),
         workers,

@@ -51,6 +51,9 @@
 //! - [`retained`]: the schema and dictionary frames and the window of newest
 //!   record batches a live stream keeps for joiners, bounded per stream and
 //!   counted gateway-wide.
+//! - [`share_log`]: a shared query's log: identical queries read one
+//!   upstream stream's frames from it, each at its own pace from the first
+//!   frame (the worker's side, pulls and credit, in `worker/share.rs`).
 //! - [`metrics`]: per-worker HDR histograms, merged on read.
 //! - [`echo`]: test-only conformance echo route.
 //! - [`task`]: how every connection task is spawned: a panic inside one
@@ -106,6 +109,7 @@ mod retained;
 mod revocation;
 mod runtime;
 mod session;
+mod share_log;
 mod task;
 mod worker;
 mod worker_msg;

@@ -170,6 +170,8 @@ impl MetricsHub {
             "retained_bytes": gauges.retained_bytes,
             "inbox_bytes": gauges.inbox_bytes,
             "queued_queries": gauges.queued_queries,
+            "share_log_bytes": gauges.share_log_bytes,
+            "share_reserved_bytes": gauges.share_reserved_bytes,
             "runtimes": vec![gauges.runtime; gauges.workers],
             "counters": {
                 "frames_in": merged.frames_in,
@@ -179,6 +181,9 @@ impl MetricsHub {
                 "read_carry_bytes": merged.read_carry_bytes,
                 "panics": gauges.panics,
                 "queries_queued": gauges.queries_queued_total,
+                "shared_joins": gauges.shared_joins_total,
+                "shared_reuses": gauges.shared_reuses_total,
+                "share_refused": gauges.share_refused_total,
             },
             "histograms": {
                 "relay_latency_us": summary(&merged.relay_latency_us),
@@ -216,6 +221,18 @@ impl MetricsHub {
             gauges.queued_queries as u64,
         );
         gauge(
+            "volley_share_log_bytes",
+            "Bytes shared query logs hold now (frames of streams identical queries read together).",
+            "gauge",
+            gauges.share_log_bytes as u64,
+        );
+        gauge(
+            "volley_share_reserved_bytes",
+            "Of queries.share_total_bytes, what running and kept shared query logs reserved.",
+            "gauge",
+            gauges.share_reserved_bytes as u64,
+        );
+        gauge(
             "volley_inbox_bytes",
             "Bytes of frames and stream events waiting in worker inboxes for delivery, all workers.",
             "gauge",
@@ -240,6 +257,24 @@ impl MetricsHub {
             "Queries that waited in an admission queue for a stream slot.",
             "counter",
             gauges.queries_queued_total,
+        );
+        gauge(
+            "volley_shared_joins_total",
+            "Queries that joined an identical query's upstream stream instead of starting one (streams saved).",
+            "counter",
+            gauges.shared_joins_total,
+        );
+        gauge(
+            "volley_shared_reuses_total",
+            "Of the joins, those answered from a completed stream kept for queries.reuse_seconds.",
+            "counter",
+            gauges.shared_reuses_total,
+        );
+        gauge(
+            "volley_share_refused_total",
+            "Queries that got a stream of their own because queries.share_total_bytes was taken.",
+            "counter",
+            gauges.share_refused_total,
         );
         gauge(
             "volley_panics_total",
@@ -296,6 +331,16 @@ pub struct Gauges {
     pub queued_queries: usize,
     /// Queries that ever waited in one.
     pub queries_queued_total: u64,
+    /// Bytes shared query logs hold now.
+    pub share_log_bytes: usize,
+    /// Of `queries.share_total_bytes`, what running and kept logs reserved.
+    pub share_reserved_bytes: usize,
+    /// Queries that joined an identical query's stream (upstream streams saved).
+    pub shared_joins_total: u64,
+    /// Of those, joins of a completed stream kept for `reuse_seconds`.
+    pub shared_reuses_total: u64,
+    /// Queries not shared because the gateway's log budget was taken.
+    pub share_refused_total: u64,
 }
 
 fn summary(h: &Histogram<u64>) -> Value {

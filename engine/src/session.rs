@@ -53,8 +53,12 @@ pub(crate) struct OpenQuery {
     /// Its stream, or what it waits for.
     pub(crate) link: QueryLink,
     /// Body bytes written to the browser and not yet returned upstream as
-    /// credit (queries only; live streams are not credit-paced).
+    /// credit (unshared queries only; live streams are not credit-paced and
+    /// a shared query's log gives credit back itself).
     pub(crate) credit_owed: u64,
+    /// A shared query: its reader slot in its stream's log, from which its
+    /// frames are pulled as its ring drains (`share_log.rs`).
+    pub(crate) reader: Option<u32>,
     /// When a query ends with `query_timeout` (`timeouts.query_seconds`);
     /// `None` for a live subscription. Checked by the worker's sweep: no
     /// timer task holds the session.

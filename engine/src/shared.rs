@@ -111,6 +111,11 @@ impl Shared {
             runtime: self.runtime.name(),
             queued_queries: self.registry.queued_queries.load(Ordering::Relaxed),
             queries_queued_total: self.registry.queries_queued_total.load(Ordering::Relaxed),
+            share_log_bytes: self.registry.share.held.load(Ordering::Relaxed),
+            share_reserved_bytes: self.registry.share.reserved.load(Ordering::Relaxed),
+            shared_joins_total: self.registry.share.joins.load(Ordering::Relaxed),
+            shared_reuses_total: self.registry.share.reuses.load(Ordering::Relaxed),
+            share_refused_total: self.registry.share.refused.load(Ordering::Relaxed),
         }
     }
 }

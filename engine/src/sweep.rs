@@ -74,5 +74,10 @@ pub async fn sweep(worker: Rc<Worker>) {
         if worker.live_waiting.get() {
             crate::browser::resume_waiting(&worker, connectors_changed, now);
         }
+        // Completed shared queries kept for reuse whose time is over are
+        // forgotten (by one worker: the registry is shared).
+        if worker.index == 0 && worker.shared.config.queries.reuse_seconds > 0 {
+            worker.shared.registry.expire_kept(now);
+        }
     }
 }

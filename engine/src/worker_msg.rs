@@ -12,7 +12,7 @@ use std::time::Duration;
 use volley_protocol::message::ErrorBody;
 
 use crate::frame::SharedFrame;
-use crate::registry::{Stream, Subscriber};
+use crate::registry::{Opened, Subscriber};
 use crate::revocation::Revocation;
 
 /// A stream-level event, turned into one browser message per local subscriber.
@@ -54,10 +54,10 @@ pub enum WorkerMsg {
     /// reconnect): close every local session and tunnel it now covers.
     Recheck,
     /// A query that waited in its tenant's admission queue got a stream
-    /// (opened in the registry, with it attached): the session's worker
-    /// sends `Open`, or ends the stream if the query is gone.
-    /// The `u64` is the wait's ticket (`registry::Waiter::ticket`).
-    Admitted(Subscriber, u64, Arc<Stream>),
+    /// (a new one, or a shared one it joined, with it attached): the
+    /// session's worker sends `Open` for a new one, or detaches it if the
+    /// query is gone. The `u64` is the wait's ticket (`registry::Waiter::ticket`).
+    Admitted(Subscriber, u64, Opened),
     /// Stop: close every connection with 1001 and exit.
     Shutdown,
     /// Test-only fault injection: block this worker's thread for this long,

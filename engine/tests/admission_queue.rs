@@ -50,6 +50,8 @@ fn until_started(browser: &mut Browser) -> serde_json::Value {
 #[test]
 fn queries_past_the_stream_limit_wait_for_a_slot_and_all_complete() {
     let mut config = config();
+    // Identical queries would share one stream: these wait for slots.
+    config.queries.share_log_bytes = 0;
     config.limits.streams_per_connector_max = SLOTS;
     let gateway = start(config);
     let addr = gateway.local_addr();
@@ -89,6 +91,8 @@ fn queries_past_the_stream_limit_wait_for_a_slot_and_all_complete() {
 #[test]
 fn a_full_queue_and_a_long_wait_are_refused_and_a_cancelled_wait_never_reaches_the_connector() {
     let mut config = config();
+    // Identical queries would share one stream: these wait for slots.
+    config.queries.share_log_bytes = 0;
     config.limits.streams_per_connector_max = SLOTS;
     config.queries.queue_max = 2;
     config.queries.queue_timeout_seconds = 2;
@@ -140,6 +144,8 @@ fn a_full_queue_and_a_long_wait_are_refused_and_a_cancelled_wait_never_reaches_t
 #[test]
 fn a_session_that_leaves_while_queued_frees_its_place() {
     let mut config = config();
+    // Identical queries would share one stream: these wait for slots.
+    config.queries.share_log_bytes = 0;
     config.limits.streams_per_connector_max = 1;
     let (gateway, addr, connector, token) = stalling(config);
     let mut holder = Browser::connect(addr, &token, true);

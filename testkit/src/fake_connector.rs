@@ -50,6 +50,10 @@ pub enum Behaviour {
     /// Ignores `cancel` and goes on sending the stream's frames (a
     /// misbehaving connector; live frames too).
     IgnoreCancel,
+    /// Sends one frame, then waits this many milliseconds (a slow source:
+    /// the stream runs long enough for others to join it). The wait holds
+    /// the connector's thread, so its other streams wait too.
+    Paced(u64),
 }
 
 /// One dataset the fake connector serves.
@@ -524,9 +528,15 @@ impl Fake {
                 if self.ws.send(WsMessage::Binary(frame)).is_err() {
                     return false;
                 }
+                if let Behaviour::Paced(ms) = dataset.behaviour {
+                    std::thread::sleep(Duration::from_millis(ms));
+                    break;
+                }
             }
-            let ends =
-                matches!(dataset.behaviour, Behaviour::Normal | Behaviour::StrictCredit | Behaviour::IgnoreCancel);
+            let ends = matches!(
+                dataset.behaviour,
+                Behaviour::Normal | Behaviour::StrictCredit | Behaviour::IgnoreCancel | Behaviour::Paced(_)
+            );
             if !a.live && ends && a.next == dataset.frames.len() {
                 finished.push(index);
             }

@@ -251,8 +251,11 @@ fn written(worker: &Rc<Worker>, session: &BrowserSession, items: &[OutItem], occ
         }
         let body = frame.body().len() as u64;
         // Several query ids of a session may share one stream: the first
-        // one holds the stream's credit.
-        if let Some(query) = queries.iter_mut().find(|q| q.stream().is_some_and(|s| s.id == frame.stream_id && !s.live))
+        // one holds the stream's credit. A shared query's log gives its
+        // credit back itself.
+        if let Some(query) = queries
+            .iter_mut()
+            .find(|q| q.reader.is_none() && q.stream().is_some_and(|s| s.id == frame.stream_id && !s.live))
         {
             query.credit_owed += body;
         }
@@ -277,6 +280,10 @@ fn written(worker: &Rc<Worker>, session: &BrowserSession, items: &[OutItem], occ
             }
         }
     }
+    drop(queries);
+    drop(metrics);
+    // The ring has room again: shared queries take their next frames.
+    crate::worker::pull_session(worker, session);
 }
 
 /// One sweep's checks of a session (see `sweep::sweep`): token

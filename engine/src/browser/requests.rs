@@ -16,7 +16,7 @@ use volley_protocol::Codec;
 
 use crate::conn::writev::OutItem;
 use crate::frame::Level;
-use crate::registry::{OpenError, Stream, Subscriber, Unreachable};
+use crate::registry::{OpenError, Opened, QueryParams, Stream, Subscriber, Unreachable};
 use crate::session::{BrowserSession, OpenQuery, QueryLink};
 use crate::worker::{LocalSub, Worker};
 
@@ -130,8 +130,8 @@ fn open(
         return;
     }
     let codecs = config.compression.preference(compression);
-    let stream = match attach(worker, session, &query_id, &dataset, live, &codecs) {
-        Ok(stream) => stream,
+    let (stream, reader) = match attach(worker, session, &query_id, &dataset, live, &codecs) {
+        Ok(attached) => attached,
         // Every tunnel serving it is at its stream limit: the query waits
         // for a slot in its tenant's queue (§5.1).
         Err(Refused::Open(OpenError::Busy)) if !live => {
@@ -146,13 +146,19 @@ fn open(
     };
     let deadline = (!live).then(|| Instant::now() + Duration::from_secs(config.timeouts.query_seconds));
     session.queries.borrow_mut().push(OpenQuery {
-        id: query_id,
-        link: QueryLink::Attached(stream),
+        id: query_id.clone(),
+        link: QueryLink::Attached(stream.clone()),
         credit_owed: 0,
+        reader,
         deadline,
         attached: None,
         codecs: if live { codecs } else { Vec::new() },
     });
+    // A shared query's reader takes what its stream's log holds already
+    // (all of it, for a completed stream kept for reuse).
+    if let Some(slot) = reader {
+        worker.pull_reader(session, &stream, slot, &query_id);
+    }
 }
 
 /// Why [`attach`] attached nothing.
@@ -210,8 +216,11 @@ impl Refused {
 /// Attaches the session's query or subscription `query_id` to a stream of
 /// `dataset` through the registry — a new one (whose connector is sent
 /// `Open`), or, for a subscription, the running live stream, whose kept
-/// frames it is sent first — and to this worker's tables. The caller
-/// records it in the session's queries.
+/// frames it is sent first, or for a query an identical query's shared
+/// stream, which it joins — and to this worker's tables. Returns the stream
+/// and the query's reader slot in its log when it is shared. The caller
+/// records it in the session's queries (and then has a shared query's
+/// reader pull what the log holds).
 pub(super) fn attach(
     worker: &Rc<Worker>,
     session: &Rc<BrowserSession>,
@@ -219,27 +228,20 @@ pub(super) fn attach(
     dataset: &str,
     live: bool,
     codecs: &[Option<Codec>],
-) -> Result<Arc<Stream>, Refused> {
+) -> Result<(Arc<Stream>, Option<u32>), Refused> {
     let shared = &worker.shared;
     let config = &shared.config;
     let tenant = &session.claims.cuenta_id;
     let subscriber = Subscriber { worker: worker.index, session: session.id, query_id: query_id.to_owned() };
     let opened = if live {
-        shared.registry.open_live(tenant, dataset, subscriber, config.limits.streams_per_connector_max, codecs)
-    } else {
         shared
             .registry
-            .open_query(
-                tenant,
-                dataset,
-                subscriber,
-                config.limits.credit_bytes,
-                config.limits.streams_per_connector_max,
-                codecs,
-            )
-            .map(|stream| (stream, true))
+            .open_live(tenant, dataset, subscriber, config.limits.streams_per_connector_max, codecs)
+            .map(|(stream, is_new)| Opened { stream, reader: None, is_new })
+    } else {
+        shared.registry.open_query(tenant, dataset, subscriber, QueryParams::from_config(config), codecs)
     };
-    let (stream, is_new) = opened.map_err(Refused::Open)?;
+    let Opened { stream, reader, is_new } = opened.map_err(Refused::Open)?;
     let mut sub = LocalSub {
         session: session.clone(),
         query_id: query_id.to_owned(),
@@ -252,8 +254,9 @@ pub(super) fn attach(
         opened_at: Instant::now(),
         first_frame_seen: false,
         snapshot_through: None,
+        reader: reader.map(|slot| (stream.clone(), slot)),
     };
-    if !is_new {
+    if live && !is_new {
         // Late joiner of a live stream: schema, dictionaries and the recent
         // batches first, then the next batch.
         let state = stream.state.lock();
@@ -299,7 +302,7 @@ pub(super) fn attach(
             return Err(Refused::Unreachable(why));
         }
     }
-    Ok(stream)
+    Ok((stream, reader))
 }
 
 /// The datasets `session` may read from the connectors online now.

@@ -103,7 +103,7 @@ fn resume(worker: &Rc<Worker>, session: &Rc<BrowserSession>, due: Due, now: Inst
     // Read before the try: a connector that registers during it changes it.
     let seen = worker.shared.registry.tenant_generation(&session.claims.cuenta_id);
     match attach(worker, session, query_id, dataset, true, &codecs) {
-        Ok(stream) => {
+        Ok((stream, _)) => {
             let mut queries = session.queries.borrow_mut();
             if let Some(query) = queries.iter_mut().find(|q| q.id == query_id) {
                 query.link = QueryLink::Attached(stream);

@@ -66,8 +66,9 @@ impl Default for Rings {
     }
 }
 
-/// `queries:` — what happens to a query that finds every tunnel serving its
-/// dataset at its stream limit (PROTOCOL.md §5.1).
+/// `queries:` — identical queries sharing one upstream stream, and what
+/// happens to a query that finds every tunnel serving its dataset at its
+/// stream limit (PROTOCOL.md §5.1).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueriesConfig {
@@ -77,11 +78,30 @@ pub struct QueriesConfig {
     /// Longest a query waits for a slot before it is refused with
     /// `too_many_requests`, seconds. Default 30.
     pub queue_timeout_seconds: u64,
+    /// Bytes one shared query's log may hold (`share_log.rs`): identical
+    /// queries join a running stream while its log holds it from its first
+    /// frame; a stream larger than this stops taking readers once it has to
+    /// drop a frame. 0 turns sharing off. Default 32 MiB.
+    pub share_log_bytes: usize,
+    /// Bytes all shared query logs may hold together; each shared stream
+    /// reserves `share_log_bytes` of it while it runs (or is kept), and a
+    /// query that finds it taken gets a stream of its own. Default 512 MiB.
+    pub share_total_bytes: usize,
+    /// Seconds a completed shared query is kept so that an identical query
+    /// is answered from it without asking the connector again; 0 (the
+    /// default) keeps nothing. Such an answer is as old as this at most.
+    pub reuse_seconds: u64,
 }
 
 impl Default for QueriesConfig {
     fn default() -> Self {
-        QueriesConfig { queue_max: 1024, queue_timeout_seconds: 30 }
+        QueriesConfig {
+            queue_max: 1024,
+            queue_timeout_seconds: 30,
+            share_log_bytes: 32 << 20,
+            share_total_bytes: 512 << 20,
+            reuse_seconds: 0,
+        }
     }
 }
 

@@ -20,8 +20,16 @@ pub async fn on_text(worker: &Rc<Worker>, tunnel: &Rc<Tunnel>, text: &str) {
     match event {
         TunnelEvent::Described { stream_id, schema, records } => {
             let Some(stream) = tunnel.stream(stream_id) else { return };
+            // A shared query's readers get it from its log, whenever they join.
+            let mask = {
+                let mut state = stream.state.lock();
+                if let Some(log) = state.share.as_mut() {
+                    log.set_info(schema.clone(), records);
+                }
+                stream.destinations()
+            };
             let event = StreamEvent::FlightInfo { schema, records };
-            worker.route(stream.destinations(), WorkerMsg::Event(stream_id, event)).await;
+            worker.route(mask, WorkerMsg::Event(stream_id, event)).await;
         }
         TunnelEvent::Started { stream_id, schema } => {
             let Some(stream) = tunnel.stream(stream_id) else { return };
@@ -31,6 +39,9 @@ pub async fn on_text(worker: &Rc<Worker>, tunnel: &Rc<Tunnel>, text: &str) {
                 let mut state = stream.state.lock();
                 state.started = true;
                 state.schema_b64 = Some(schema.clone());
+                if let Some(log) = state.share.as_mut() {
+                    log.set_schema(schema.clone());
+                }
                 stream.destinations()
             };
             worker.route(mask, WorkerMsg::Event(stream_id, StreamEvent::Start { schema })).await;

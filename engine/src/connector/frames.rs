@@ -40,12 +40,18 @@ pub async fn on_binary(
         // Level 1: one stream at a time, whose reader paces the socket.
         let len = i64::try_from(payload.len()).unwrap_or(i64::MAX);
         let frame = SharedFrame::from_level1(payload, stream_id, sequence, read_at);
-        worker.route(stream.destinations(), WorkerMsg::Frame(frame)).await;
+        let mask = if stream.shared { share(&stream, &frame) } else { stream.destinations() };
+        worker.route(mask, WorkerMsg::Frame(frame)).await;
         wait_for_readers(&stream, len).await;
         return Ok(());
     };
-    let mut mask = stream.destinations();
     let frame = SharedFrame::from_level2(payload, header, read_at);
+    if stream.shared {
+        let mask = share(&stream, &frame);
+        worker.route(mask, WorkerMsg::Frame(frame)).await;
+        return Ok(());
+    }
+    let mut mask = stream.destinations();
     let limits = tunnel.retain_limits;
     let kept_kind = match header.kind {
         FrameKind::Schema | FrameKind::Dictionary => true,
@@ -76,6 +82,17 @@ pub async fn on_binary(
     }
     worker.route(mask, WorkerMsg::Frame(frame)).await;
     Ok(())
+}
+
+/// A shared query's frame goes into its log (`share_log.rs`), from which
+/// its readers pull it; returns the workers to tell, read under the lock
+/// joiners take: a joiner either finds the frame in the log or is told.
+fn share(stream: &Stream, frame: &Arc<SharedFrame>) -> u64 {
+    let mut state = stream.state.lock();
+    if let Some(log) = state.share.as_mut() {
+        log.append(frame.clone());
+    }
+    stream.destinations()
 }
 
 /// Level-1 flow control (the protocol has none at level 1): the socket is

@@ -22,7 +22,7 @@ mod register;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use volley_protocol::message::{ErrorBody, ErrorCode, RegisterOk, RegisterReply};
@@ -267,6 +267,14 @@ impl Drop for Registered {
 
 /// Ends a stream for its subscribers and in the registry.
 async fn end_stream(worker: &Rc<Worker>, stream: &Arc<Stream>, total_bytes: u64, error: Option<ErrorBody>) {
+    if stream.shared {
+        // Its readers get the end from its log once they took every frame;
+        // a completed one may be kept for identical queries (`reuse_seconds`).
+        let reuse = Duration::from_secs(worker.shared.config.queries.reuse_seconds);
+        if let Some(log) = stream.state.lock().share.as_mut() {
+            log.finish(total_bytes, error.clone(), Some(reuse), Instant::now());
+        }
+    }
     let mask = worker.shared.registry.end_stream(stream);
     // A slot is free: the tenant's next waiting query may have it.
     worker.admit_queued(&stream.tenant);

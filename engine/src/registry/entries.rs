@@ -16,6 +16,7 @@ use volley_protocol::Codec;
 use crate::frame::Level;
 use crate::mailbox::{Mailbox, PushError};
 use crate::retained::Retained;
+use crate::share_log::ShareLog;
 
 /// A command for a connector tunnel, handled on the tunnel's worker.
 #[derive(Debug)]
@@ -116,6 +117,9 @@ pub struct StreamState {
     pub started: bool,
     /// The stream is over; nobody may attach.
     pub ended: bool,
+    /// A shared query's log (`share_log.rs`): its readers take frames from
+    /// it at their own pace. `None` for live streams and unshared queries.
+    pub share: Option<ShareLog>,
 }
 
 impl StreamState {
@@ -127,6 +131,7 @@ impl StreamState {
             retained: Retained::new(retained_total, window_total),
             started: false,
             ended: false,
+            share: None,
         }
     }
 }
@@ -148,6 +153,9 @@ pub struct Stream {
     pub compression: Option<Codec>,
     /// The tunnel serving it.
     pub connector: Arc<ConnectorHandle>,
+    /// A shared query (it has a [`ShareLog`] in its state): its frames go
+    /// into the log and its readers pull them from there.
+    pub shared: bool,
     /// Bit `w` set: worker `w` has subscribers. Read per frame without locking.
     pub dest_workers: AtomicU64,
     /// Level-1 flow control: bytes the connector may still send before the
@@ -208,9 +216,27 @@ impl Stream {
         true
     }
 
+    /// Joins `subscriber` to this shared query as a reader from the first
+    /// frame; its slot in the log, or `None` when the log takes no one new
+    /// (it dropped a frame, the stream failed, or a completed stream's
+    /// reuse time is over). A completed stream kept for reuse gets no
+    /// subscriber: nothing will be routed to it again.
+    pub fn join_shared(&self, subscriber: Subscriber, now: std::time::Instant) -> Option<u32> {
+        let mut state = self.state.lock();
+        let slot = state.share.as_mut()?.join(now, subscriber.session, &subscriber.query_id)?;
+        if !state.ended {
+            self.dest_workers.fetch_or(1 << subscriber.worker, Ordering::AcqRel);
+            state.subscribers.push(subscriber);
+        }
+        Some(slot)
+    }
+
     /// Removes a session's subscription; returns how many subscribers remain.
     pub fn detach(&self, worker: usize, session: u64, query_id: &str) -> usize {
         let mut state = self.state.lock();
+        if let Some(log) = state.share.as_mut() {
+            log.leave(session, query_id);
+        }
         state.subscribers.retain(|s| !(s.session == session && s.query_id == query_id));
         if !state.subscribers.iter().any(|s| s.worker == worker) {
             self.dest_workers.fetch_and(!(1 << worker), Ordering::AcqRel);

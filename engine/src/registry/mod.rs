@@ -20,6 +20,7 @@ use parking_lot::{Mutex, RwLock};
 use volley_protocol::Codec;
 
 use crate::frame::Level;
+use crate::share_log::{ShareBudget, ShareLog};
 
 /// Shards per table; a power of two.
 pub const SHARDS: usize = 16;
@@ -34,8 +35,44 @@ mod queue;
 pub use entries::{ConnectorCmd, ConnectorHandle, Stream, StreamState, Subscriber, Unreachable};
 pub use queue::Waiter;
 
-/// What makes a live stream shareable: the dataset and the codec its bytes carry.
+/// What makes a stream shareable within a tenant: the dataset and the codec
+/// its bytes carry (live streams; and queries, which have no parameters).
 type LiveKey = (String, Option<Codec>);
+
+/// What a query's stream is opened with.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryParams {
+    /// Credit a new stream's connector starts with (`limits.credit_bytes`).
+    pub credit_bytes: u64,
+    /// `limits.streams_per_connector_max`.
+    pub streams_per_connector_max: usize,
+    /// `queries.share_log_bytes`: a new stream's log bound; 0: not shared.
+    pub share_log_bytes: usize,
+}
+
+impl QueryParams {
+    /// What the configuration says.
+    pub fn from_config(config: &crate::config::GatewayConfig) -> QueryParams {
+        QueryParams {
+            credit_bytes: config.limits.credit_bytes,
+            streams_per_connector_max: config.limits.streams_per_connector_max,
+            share_log_bytes: config.queries.share_log_bytes,
+        }
+    }
+}
+
+/// A query attached to a stream by [`Registry::open_query`] or
+/// [`Registry::admit_waiting`].
+#[derive(Debug, Clone)]
+pub struct Opened {
+    /// The stream.
+    pub stream: Arc<Stream>,
+    /// Its reader slot in the stream's log, when the stream is shared.
+    pub reader: Option<u32>,
+    /// A new stream: the caller asks its connector to start it. False: the
+    /// query joined a shared stream that runs (or completed and is kept).
+    pub is_new: bool,
+}
 
 #[derive(Debug, Default)]
 struct TenantEntry {
@@ -43,6 +80,9 @@ struct TenantEntry {
     next: usize,
     /// (dataset, codec) → live stream shared by all its subscribers.
     live: HashMap<LiveKey, Arc<Stream>>,
+    /// (dataset, codec) → the newest shared query stream: identical queries
+    /// join it while its log takes readers (`share_log.rs`).
+    shared: HashMap<LiveKey, Arc<Stream>>,
     /// Queries waiting for a stream slot, oldest first (`queue.rs`).
     queue: std::collections::VecDeque<Waiter>,
     /// The registry's `datasets_generation` when a connector of this tenant
@@ -106,6 +146,8 @@ pub struct Registry {
     pub queued_queries: AtomicUsize,
     /// Queries that ever waited in an admission queue.
     pub queries_queued_total: AtomicU64,
+    /// Shared query logs: their gateway-wide budget and counters.
+    pub share: Arc<ShareBudget>,
 }
 
 impl Default for Registry {
@@ -115,7 +157,13 @@ impl Default for Registry {
 }
 
 impl Registry {
-    /// An empty registry.
+    /// An empty registry whose shared query logs may hold
+    /// `share_total_bytes` together (`queries.share_total_bytes`).
+    pub fn with_share_budget(share_total_bytes: usize) -> Registry {
+        Registry { share: Arc::new(ShareBudget::new(share_total_bytes)), ..Registry::new() }
+    }
+
+    /// An empty registry (queries are not shared).
     pub fn new() -> Registry {
         Registry {
             tenants: std::array::from_fn(|_| RwLock::new(HashMap::new())),
@@ -129,6 +177,7 @@ impl Registry {
             window_bytes: Arc::new(AtomicUsize::new(0)),
             queued_queries: AtomicUsize::new(0),
             queries_queued_total: AtomicU64::new(0),
+            share: Arc::new(ShareBudget::new(0)),
         }
     }
 
@@ -171,7 +220,8 @@ impl Registry {
                 entry.generation = self.datasets_generation.fetch_add(1, Ordering::Release) + 1;
             }
             entry.live.retain(|_, stream| stream.connector.id != handle.id);
-            if entry.connectors.is_empty() && entry.live.is_empty() && entry.queue.is_empty() {
+            if entry.connectors.is_empty() && entry.live.is_empty() && entry.queue.is_empty() && entry.shared.is_empty()
+            {
                 shard.remove(&handle.tenant);
             }
         }
@@ -250,48 +300,104 @@ impl Registry {
         Err(OpenError::Busy)
     }
 
-    /// Creates a query stream on one of the tenant's tunnels (round robin),
-    /// with `subscriber` as its only reader. The caller sends `Open` to it.
+    /// Attaches a query to a stream: it joins the running (or kept) shared
+    /// stream of an identical query if there is one that takes readers,
+    /// else a new stream is created on one of the tenant's tunnels (round
+    /// robin), shared when sharing is on and the gateway's log budget has
+    /// room, with `subscriber` as its first reader. For a new stream the
+    /// caller sends `Open`.
     ///
     /// `codecs` is what the request may get, most preferred first, ending
-    /// with `None` ([`crate::config::CompressionConfig::preference`]): the
-    /// stream gets the first one that a tunnel serving the dataset offers
-    /// and has room for.
+    /// with `None` ([`crate::config::CompressionConfig::preference`]): it
+    /// joins a shared stream of the first of them that has one, or else
+    /// the new stream gets the first one that a tunnel serving the dataset
+    /// offers and has room for.
     pub fn open_query(
         &self,
         tenant: &str,
         dataset: &str,
         subscriber: Subscriber,
-        credit_bytes: u64,
-        streams_per_connector_max: usize,
+        params: QueryParams,
         codecs: &[Option<Codec>],
-    ) -> Result<Arc<Stream>, OpenError> {
-        let (connector, codec) = {
-            let mut shard = self.tenant_shard(tenant).write();
-            let entry = shard.get_mut(tenant).ok_or(OpenError::Offline)?;
-            let mut last = OpenError::NoCodec;
-            let mut picked = None;
-            for codec in codecs {
-                match self.pick_connector(entry, dataset, false, *codec, streams_per_connector_max) {
-                    Ok(connector) => {
-                        picked = Some((connector, *codec));
-                        break;
-                    }
-                    Err(e @ (OpenError::NoCodec | OpenError::Busy)) => last = last.worse(e),
-                    Err(e) => return Err(e),
+    ) -> Result<Opened, OpenError> {
+        let now = std::time::Instant::now();
+        let mut shard = self.tenant_shard(tenant).write();
+        let entry = shard.get_mut(tenant).ok_or(OpenError::Offline)?;
+        if let Some(joined) = self.join_shared(entry, dataset, codecs, &subscriber, now) {
+            return Ok(joined);
+        }
+        let mut last = OpenError::NoCodec;
+        let mut picked = None;
+        for codec in codecs {
+            match self.pick_connector(entry, dataset, false, *codec, params.streams_per_connector_max) {
+                Ok(connector) => {
+                    picked = Some((connector, *codec));
+                    break;
                 }
+                Err(e @ (OpenError::NoCodec | OpenError::Busy)) => last = last.worse(e),
+                Err(e) => return Err(e),
             }
-            let picked = picked.ok_or(last)?;
-            // Queries already wait for this dataset: this one waits behind them.
-            if Registry::has_waiters(entry, dataset) {
-                return Err(OpenError::Busy);
+        }
+        let (connector, codec) = picked.ok_or(last)?;
+        // Queries already wait for this dataset: this one waits behind them.
+        if Registry::has_waiters(entry, dataset) {
+            return Err(OpenError::Busy);
+        }
+        Ok(self.start_query(entry, tenant, dataset, codec, connector, subscriber, params, now))
+    }
+
+    /// Joins `subscriber` to a shared stream of `dataset` with one of
+    /// `codecs` (the first that has one taking readers).
+    fn join_shared(
+        &self,
+        entry: &TenantEntry,
+        dataset: &str,
+        codecs: &[Option<Codec>],
+        subscriber: &Subscriber,
+        now: std::time::Instant,
+    ) -> Option<Opened> {
+        if entry.shared.is_empty() {
+            return None;
+        }
+        codecs.iter().find_map(|codec| {
+            let stream = entry.shared.get(&(dataset.to_owned(), *codec))?;
+            let reader = stream.join_shared(subscriber.clone(), now)?;
+            self.share.joins.fetch_add(1, Ordering::Relaxed);
+            if stream.state.lock().ended {
+                self.share.reuses.fetch_add(1, Ordering::Relaxed);
             }
-            picked
-        };
-        let stream = self.new_stream(tenant, dataset, false, codec, connector, credit_bytes);
-        let attached = stream.attach(subscriber);
-        debug_assert!(attached, "a new stream has not ended");
-        Ok(stream)
+            Some(Opened { stream: stream.clone(), reader: Some(reader), is_new: false })
+        })
+    }
+
+    /// A new query stream on `connector` with `subscriber` as its first
+    /// reader; shared (with a log) when sharing is on and the budget has room.
+    #[allow(clippy::too_many_arguments)] // two call sites, all of it needed
+    fn start_query(
+        &self,
+        entry: &mut TenantEntry,
+        tenant: &str,
+        dataset: &str,
+        codec: Option<Codec>,
+        connector: Arc<ConnectorHandle>,
+        subscriber: Subscriber,
+        params: QueryParams,
+        now: std::time::Instant,
+    ) -> Opened {
+        let log = (params.share_log_bytes > 0)
+            .then(|| ShareLog::new(params.share_log_bytes, params.credit_bytes, self.share.clone()))
+            .flatten();
+        let shared = log.is_some();
+        let stream = self.new_stream(tenant, dataset, false, codec, connector, params.credit_bytes, log);
+        if !shared {
+            let attached = stream.attach(subscriber);
+            debug_assert!(attached, "a new stream has not ended");
+            return Opened { stream, reader: None, is_new: true };
+        }
+        let reader = stream.join_shared(subscriber, now);
+        debug_assert!(reader.is_some(), "a new shared stream takes readers");
+        entry.shared.insert((dataset.to_owned(), codec), stream.clone());
+        Opened { stream, reader, is_new: true }
     }
 
     /// Attaches `subscriber` to the tenant's live stream of `dataset` with
@@ -325,7 +431,7 @@ impl Registry {
                 }
                 Err(e) => return Err(e),
             };
-            let stream = self.new_stream(tenant, dataset, true, *codec, connector, u64::MAX / 4);
+            let stream = self.new_stream(tenant, dataset, true, *codec, connector, u64::MAX / 4, None);
             let attached = stream.attach(subscriber);
             debug_assert!(attached, "a new stream has not ended");
             entry.live.insert(key, stream.clone());
@@ -334,6 +440,7 @@ impl Registry {
         Err(last)
     }
 
+    #[allow(clippy::too_many_arguments)] // each is a field of the new stream
     fn new_stream(
         &self,
         tenant: &str,
@@ -342,8 +449,12 @@ impl Registry {
         compression: Option<Codec>,
         connector: Arc<ConnectorHandle>,
         credit_bytes: u64,
+        share: Option<ShareLog>,
     ) -> Arc<Stream> {
         let id = self.new_stream_id();
+        let mut state = StreamState::new(self.retained_bytes.clone(), self.window_bytes.clone());
+        let shared = share.is_some();
+        state.share = share;
         connector.active_streams.fetch_add(1, Ordering::Relaxed);
         let stream = Arc::new(Stream {
             id,
@@ -352,10 +463,11 @@ impl Registry {
             live,
             compression,
             connector,
+            shared,
             dest_workers: AtomicU64::new(0),
             credit_available: AtomicI64::new(i64::try_from(credit_bytes).unwrap_or(i64::MAX)),
             credit_waker: AtomicWaker::new(),
-            state: Mutex::new(StreamState::new(self.retained_bytes.clone(), self.window_bytes.clone())),
+            state: Mutex::new(state),
         });
         self.stream_shard(id).lock().insert(id, stream.clone());
         stream
@@ -373,6 +485,7 @@ impl Registry {
     /// end to these reaches every one.
     pub fn end_stream(&self, stream: &Stream) -> u64 {
         let mask;
+        let kept;
         {
             let mut state = stream.state.lock();
             if state.ended {
@@ -380,6 +493,15 @@ impl Registry {
             }
             state.ended = true;
             mask = stream.destinations();
+            // A shared query's log stays while readers read it, or while it
+            // is kept for reuse; otherwise it goes now.
+            kept = state.share.as_mut().is_some_and(|log| {
+                let kept = log.kept_until().is_some();
+                if !kept && log.readers() == 0 {
+                    log.release();
+                }
+                kept
+            });
             state.retained.clear();
             // Nobody attaches to an ended stream, but a live subscription
             // waiting for a connector still holds it (`OpenQuery::waiting`):
@@ -389,15 +511,51 @@ impl Registry {
         }
         stream.connector.active_streams.fetch_sub(1, Ordering::Relaxed);
         self.stream_shard(stream.id).lock().remove(&stream.id);
-        if stream.live {
+        if stream.live || (stream.shared && !kept) {
             let mut shard = self.tenant_shard(&stream.tenant).write();
             if let Some(entry) = shard.get_mut(&stream.tenant) {
                 let key: LiveKey = (stream.dataset.clone(), stream.compression);
-                if entry.live.get(&key).is_some_and(|s| s.id == stream.id) {
-                    entry.live.remove(&key);
+                let table = if stream.live { &mut entry.live } else { &mut entry.shared };
+                if table.get(&key).is_some_and(|s| s.id == stream.id) {
+                    table.remove(&key);
                 }
             }
         }
         mask
+    }
+
+    /// Forgets completed shared queries kept for `queries.reuse_seconds`
+    /// whose time is over (the sweep calls it): later identical queries ask
+    /// the connector again. Returns how many it forgot.
+    pub fn expire_kept(&self, now: std::time::Instant) -> usize {
+        let mut forgotten = 0;
+        for shard in &self.tenants {
+            if shard.read().values().all(|entry| entry.shared.is_empty()) {
+                continue;
+            }
+            let mut shard = shard.write();
+            for entry in shard.values_mut() {
+                entry.shared.retain(|_, stream| {
+                    let mut state = stream.state.lock();
+                    if !state.ended {
+                        return true;
+                    }
+                    let Some(log) = state.share.as_mut() else { return false };
+                    let keep = log.kept_until().is_some_and(|until| now < until);
+                    if !keep {
+                        log.expire(now);
+                        forgotten += 1;
+                    }
+                    keep
+                });
+            }
+            shard.retain(|_, entry| {
+                !(entry.connectors.is_empty()
+                    && entry.live.is_empty()
+                    && entry.queue.is_empty()
+                    && entry.shared.is_empty())
+            });
+        }
+        forgotten
     }
 }

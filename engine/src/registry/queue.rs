@@ -13,11 +13,10 @@
 #![deny(clippy::indexing_slicing, clippy::string_slice)]
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use volley_protocol::Codec;
 
-use super::{OpenError, Registry, Stream, Subscriber};
+use super::{OpenError, Registry, Subscriber};
 
 /// A query waiting for a stream slot.
 #[derive(Debug, Clone)]
@@ -77,39 +76,47 @@ impl Registry {
         entry.queue.iter().any(|w| w.dataset == dataset)
     }
 
-    /// Opens, in queue order, a stream for every waiter of the tenant that a
-    /// tunnel now has room for (one that does not is skipped: a later
-    /// waiter for another dataset may fit). Each stream has its waiter
-    /// attached; the caller hands it to the waiter's worker, which sends
-    /// `Open` (or ends it, if the browser left meanwhile).
-    pub fn admit_waiting(
-        &self,
-        tenant: &str,
-        credit_bytes: u64,
-        streams_per_connector_max: usize,
-    ) -> Vec<(Waiter, Arc<Stream>)> {
+    /// Admits, in queue order, every waiter of the tenant that can go now:
+    /// one whose identical query runs shared joins it (no slot needed);
+    /// another gets a new stream if a tunnel has room (one that has none is
+    /// skipped: a later waiter for another dataset may fit, or join). Each
+    /// admitted waiter is attached to its stream; the caller hands it to
+    /// the waiter's worker, which sends `Open` for a new stream (or ends
+    /// it, if the browser left meanwhile).
+    pub fn admit_waiting(&self, tenant: &str, params: super::QueryParams) -> Vec<(Waiter, super::Opened)> {
+        let now = std::time::Instant::now();
         let mut admitted = Vec::new();
         let mut shard = self.tenant_shard(tenant).write();
         let Some(entry) = shard.get_mut(tenant) else { return admitted };
-        // No tunnel of the tenant has a free slot: nothing to scan (this runs
-        // on every stream end and every queued query).
         let has_room = |entry: &super::TenantEntry| {
-            entry.connectors.iter().any(|c| c.active_streams.load(Ordering::Relaxed) < streams_per_connector_max)
+            entry.connectors.iter().any(|c| c.active_streams.load(Ordering::Relaxed) < params.streams_per_connector_max)
         };
-        // Datasets found without room in this pass: their later waiters are skipped.
+        // Datasets found without room in this pass: their later waiters are
+        // skipped unless they can join a shared stream.
         let mut full: Vec<String> = Vec::new();
         let mut at = 0;
         while let Some(waiter) = entry.queue.get(at) {
-            if !has_room(entry) {
+            let joined = self.join_shared(entry, &waiter.dataset, &waiter.codecs, &waiter.subscriber, now);
+            if let Some(joined) = joined {
+                if let Some(waiter) = entry.queue.remove(at) {
+                    self.queued_queries.fetch_sub(1, Ordering::Relaxed);
+                    admitted.push((waiter, joined));
+                }
+                continue;
+            }
+            // No tunnel of the tenant has a free slot and nothing runs to
+            // join: nothing more to scan (this runs on every stream end and
+            // every queued query).
+            if !has_room(entry) && entry.shared.is_empty() {
                 break;
             }
-            if full.contains(&waiter.dataset) {
+            if full.contains(&waiter.dataset) || !has_room(entry) {
                 at += 1;
                 continue;
             }
             let (dataset, codecs) = (waiter.dataset.clone(), waiter.codecs.clone());
             let picked = codecs.iter().find_map(|codec| {
-                match self.pick_connector(entry, &dataset, false, *codec, streams_per_connector_max) {
+                match self.pick_connector(entry, &dataset, false, *codec, params.streams_per_connector_max) {
                     Ok(connector) => Some((connector, *codec)),
                     Err(OpenError::Busy | OpenError::NoCodec | OpenError::Offline | OpenError::NotFound)
                     | Err(OpenError::NotLive) => None,
@@ -122,10 +129,9 @@ impl Registry {
             };
             let Some(waiter) = entry.queue.remove(at) else { break };
             self.queued_queries.fetch_sub(1, Ordering::Relaxed);
-            let stream = self.new_stream(tenant, &waiter.dataset, false, codec, connector, credit_bytes);
-            let attached = stream.attach(waiter.subscriber.clone());
-            debug_assert!(attached, "a new stream has not ended");
-            admitted.push((waiter, stream));
+            let subscriber = waiter.subscriber.clone();
+            let opened = self.start_query(entry, tenant, &dataset, codec, connector, subscriber, params, now);
+            admitted.push((waiter, opened));
         }
         admitted
     }

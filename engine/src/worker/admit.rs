@@ -8,14 +8,13 @@
 #![deny(clippy::indexing_slicing, clippy::string_slice)]
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use volley_protocol::message::ErrorCode;
 
 use super::{LocalSub, Worker, WorkerMsg};
 use crate::metrics::WorkerMetrics;
-use crate::registry::{Stream, Subscriber};
+use crate::registry::{Opened, QueryParams, Subscriber};
 use crate::session::{OpenQuery, QueryLink};
 
 /// A query of one of this worker's sessions, waiting in its tenant's queue.
@@ -68,27 +67,35 @@ impl Worker {
         if registry.queued_queries.load(Ordering::Relaxed) == 0 {
             return;
         }
-        let limits = &self.shared.config.limits;
-        for (waiter, stream) in registry.admit_waiting(tenant, limits.credit_bytes, limits.streams_per_connector_max) {
-            let message = WorkerMsg::Admitted(waiter.subscriber.clone(), waiter.ticket, stream.clone());
+        let params = QueryParams::from_config(&self.shared.config);
+        for (waiter, opened) in registry.admit_waiting(tenant, params) {
+            let stream = opened.stream.clone();
+            let message = WorkerMsg::Admitted(waiter.subscriber.clone(), waiter.ticket, opened);
             let pushed = match self.shared.inboxes.get(waiter.subscriber.worker) {
                 Some(inbox) => inbox.push(message).is_ok(),
                 None => false,
             };
             // The session's worker cannot be told now (its inbox is full):
-            // the stream ends before it was opened upstream and the query
-            // goes back to the head of the queue, for the next slot.
+            // a new stream ends before it was opened upstream (a joined one
+            // loses the reader) and the query goes back to the head of the
+            // queue, for the next slot.
             if !pushed {
-                registry.end_stream(&stream);
+                let subscriber = &waiter.subscriber;
+                if stream.detach(subscriber.worker, subscriber.session, &subscriber.query_id) == 0 {
+                    registry.end_stream(&stream);
+                }
                 registry.requeue_front(tenant, waiter);
             }
         }
     }
 
-    /// A queued query was given `stream`: it starts (`Open` to the
-    /// connector), or, when its session or the query is gone, the stream
-    /// ends before it was ever opened upstream.
-    pub(super) fn admitted(&self, subscriber: &Subscriber, ticket: u64, stream: &Arc<Stream>) {
+    /// A queued query was given a stream: a new one starts (`Open` to the
+    /// connector), a shared one it joined is read from its log; when its
+    /// session or the query is gone, it leaves the stream (a new stream
+    /// then ends before it was ever opened upstream).
+    pub(super) fn admitted(&self, subscriber: &Subscriber, ticket: u64, opened: &Opened) {
+        let Opened { stream, reader, is_new } = opened;
+        let (reader, is_new) = (*reader, *is_new);
         let queued = {
             let mut local = self.local.borrow_mut();
             let at = local.queued.iter().position(|q| q.ticket == ticket);
@@ -122,6 +129,7 @@ impl Worker {
                 opened_at: queued.since,
                 first_frame_seen: false,
                 snapshot_through: None,
+                reader: reader.map(|slot| (stream.clone(), slot)),
             },
         );
         let query_seconds = self.shared.config.timeouts.query_seconds;
@@ -129,11 +137,18 @@ impl Worker {
             id: queued.query_id.clone(),
             link: QueryLink::Attached(stream.clone()),
             credit_owed: 0,
+            reader,
             // The query's own time starts when it is admitted.
             deadline: Some(Instant::now() + Duration::from_secs(query_seconds)),
             attached: None,
             codecs: Vec::new(),
         });
+        if !is_new {
+            if let Some(slot) = reader {
+                self.pull_reader(&session, stream, slot, &queued.query_id);
+            }
+            return;
+        }
         if let Err(why) = stream.request_open() {
             session.take_query(&queued.query_id);
             self.detach(stream, session.id, &queued.query_id);

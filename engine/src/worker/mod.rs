@@ -35,8 +35,10 @@ pub use crate::worker_msg::{StreamEvent, WorkerMsg};
 
 mod admit;
 mod revoke;
+mod share;
 
 pub use admit::QueuedQuery;
+pub(crate) use share::pull_session;
 
 /// Inbox messages drained per wake.
 pub const INBOX_BATCH_MAX: usize = 256;
@@ -70,6 +72,10 @@ pub struct LocalSub {
     /// this worker are older than the snapshot or in it: dropped for this
     /// subscriber, so it never sees a sequence twice or go backwards.
     pub snapshot_through: Option<u64>,
+    /// A shared query's reader: its stream and its slot in the stream's
+    /// log, from which it pulls (`share.rs`). Every reader of a shared
+    /// stream has one; no subscriber of another stream does.
+    pub reader: Option<(Arc<Stream>, u32)>,
 }
 
 /// Worker-local tables.
@@ -192,7 +198,7 @@ impl Worker {
             WorkerMsg::Event(stream_id, event) => self.deliver_event(stream_id, &event),
             WorkerMsg::Revoke(revocation) => self.revoke(&revocation),
             WorkerMsg::Recheck => self.recheck(),
-            WorkerMsg::Admitted(subscriber, ticket, stream) => self.admitted(&subscriber, ticket, &stream),
+            WorkerMsg::Admitted(subscriber, ticket, opened) => self.admitted(&subscriber, ticket, &opened),
             WorkerMsg::Shutdown => {}
             WorkerMsg::Stall(duration) => {
                 if self.shared.config.test_fault_routes {
@@ -206,6 +212,12 @@ impl Worker {
     fn deliver_frame(&self, frame: &Arc<SharedFrame>) {
         let mut local = self.local.borrow_mut();
         let Some(subs) = local.subs.get_mut(&frame.stream_id) else { return };
+        // A shared query's frame is in its log: readers pull it from there.
+        if subs.first().is_some_and(|sub| sub.reader.is_some()) {
+            drop(local);
+            self.pull_readers(frame.stream_id);
+            return;
+        }
         let mut metrics = self.metrics.borrow_mut();
         let policy = self.shared.config.rings.slow_reader_policy;
         let total_max = self.shared.config.rings.total_bytes_max;
@@ -283,6 +295,12 @@ impl Worker {
     }
 
     fn deliver_event(&self, stream_id: u32, event: &StreamEvent) {
+        // A shared query's info, start and end are in its log: each reader
+        // gets them in its turn (the end once it took every frame).
+        if self.is_shared(stream_id) {
+            self.pull_readers(stream_id);
+            return;
+        }
         let mut local = self.local.borrow_mut();
         let mut metrics = self.metrics.borrow_mut();
         if let StreamEvent::End { error, .. } = event {
@@ -334,7 +352,9 @@ impl Worker {
     pub fn detach(&self, stream: &Arc<Stream>, session: u64, query_id: &str) {
         self.remove_sub(stream.id, session, query_id);
         let remaining = stream.detach(self.index, session, query_id);
-        if remaining == 0 {
+        // An ended stream (a completed shared query kept for reuse, whose
+        // readers leave) has nothing to cancel.
+        if remaining == 0 && !stream.state.lock().ended {
             self.shared.registry.end_stream(stream);
             let _ = stream.connector.mailbox.push(crate::registry::ConnectorCmd::Cancel(stream.id));
             // A slot is free: the tenant's next waiting query may have it.
