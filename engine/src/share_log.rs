@@ -203,9 +203,11 @@ impl ShareLog {
     }
 
     /// Adds a reader at the first frame; its slot, or `None` when the log
-    /// takes no one new.
+    /// takes no one new, or when `session` reads it already under another
+    /// query id (its frames carry one stream id, so a level-2 page could not
+    /// tell two readers of one stream on one socket apart).
     pub fn join(&mut self, now: Instant, session: u64, query_id: &str) -> Option<u32> {
-        if !self.joinable(now) {
+        if !self.joinable(now) || self.readers.iter().flatten().any(|r| r.session == session) {
             return None;
         }
         let reader =
@@ -651,6 +653,15 @@ mod tests {
         assert_eq!(budget.refused.load(Ordering::Relaxed), 1);
         drop(one);
         assert!(ShareLog::new(2 << 20, KIB as u64, budget.clone()).is_some(), "room again once the first is gone");
+    }
+
+    #[test]
+    fn a_session_reads_a_stream_once() {
+        let (mut log, _) = log(1 << 20, KIB as u64);
+        let now = Instant::now();
+        log.join(now, 1, "q1").expect("joins");
+        assert!(log.join(now, 1, "q2").is_none(), "the same socket would see one stream id for two queries");
+        assert!(log.join(now, 2, "q2").is_some());
     }
 
     #[test]
