@@ -13,7 +13,7 @@
 //! forgot it, or Redis was unreachable longer than a lease) with no newer
 //! epoch given out is written again by its node ([`Renewal::Restored`]).
 //!
-//! The unit tests below state the same rule in Rust (`renewal`), as the
+//! `renewal`, compiled for the unit tests only, states the same rule in Rust, as the
 //! specification the Lua must match.
 
 // Peer input (ARCHITECTURE.md invariant 6): no indexing or slicing that a
@@ -169,7 +169,7 @@ impl Scripts {
             .invoke(c)
     }
 
-    /// Renews the lease this node holds at `epoch` (see [`renewal`]).
+    /// Renews the lease this node holds at `epoch` (the fencing rule of the module doc).
     pub fn renew(&self, c: &mut Connection, lease: &LeaseWrite<'_>, epoch: u64) -> RedisResult<Renewal> {
         let (status, found): (i64, u64) = self
             .renew
