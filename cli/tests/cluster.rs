@@ -164,9 +164,12 @@ fn a_node_paused_past_its_lease_closes_its_stale_tunnel_and_never_overwrites_the
     // The directory keeps the newer registration, lease after lease.
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(LEASE_SECONDS * 2) {
-        assert_eq!(lease(&redis, "conn-b"), Some(("g2".to_owned(), 2)), "{}", g1.output());
+        // (A renewal late on a loaded machine may let it lapse a moment; it never changes hands.)
+        let now = lease(&redis, "conn-b");
+        assert!(now.is_none() || now == Some(("g2".to_owned(), 2)), "{now:?}\n{}", g1.output());
         std::thread::sleep(Duration::from_millis(100));
     }
+    assert!(wait_lease(&redis, "conn-b", Some(("g2", 2))), "{}", g1.output());
     assert!(newer.alive.load(Ordering::Acquire), "the newer tunnel is untouched");
     let (_, text) = status(&redis.url());
     assert!(row(&text, &[TENANT, "conn-b", "g2", "2"]), "{text}");
