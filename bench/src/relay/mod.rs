@@ -7,12 +7,16 @@
 //!
 //! Not in [`measure`] (it takes as long as the scenario it is compared
 //! with): [`relay_fanout_latency`], the same relay writing every read to many
-//! readers on a few epoll threads, which the `latency` scenario runs itself.
+//! readers on a few epoll threads, which the `latency` scenario runs itself;
+//! and [`relay_fanout`], the relay writing one bulk transfer to many readers,
+//! which the `query-fanout` scenario runs itself.
 //!
 //! Files: the bulk figures, the relay itself and [`measure`] are here;
 //! `latency` paces stamped records through the relay (one reader, or many
-//! on epoll threads); `harness` measures the bench's own capacity.
+//! on epoll threads); `fanout` fans one bulk transfer out to many readers;
+//! `harness` measures the bench's own capacity.
 
+mod fanout;
 mod harness;
 mod latency;
 
@@ -24,6 +28,7 @@ use serde_json::{json, Value};
 
 use crate::hist;
 
+pub use fanout::{relay_fanout, RelayFanout, RELAY_FANOUT_TIMEOUT};
 pub use harness::harness_capacity;
 pub use latency::{relay_fanout_latency, relay_latency, FANOUT_GRACE};
 
