@@ -19,7 +19,7 @@
 //!   the harness's own capacity (the relay's latency and the harness each in
 //!   a file of their own).
 //! - [`scenarios`]: throughput, fanout, latency, small-frames, idle,
-//!   query-storm, baseline → a [`ScenarioResult`]; a file per scenario,
+//!   query-storm, query-fanout, baseline → a [`ScenarioResult`]; a file per scenario,
 //!   plus the browser groups' planning and merging (`fleet`) and the
 //!   progress line.
 //! - [`source`]: not the gateway: the connector's source → IPC path (CSV,
@@ -30,7 +30,7 @@
 //! - [`hist`]: HDR helpers; [`record`]: JSON + SVG records and the report.
 //! - Leaves every module above may use: [`scenario`] (what a scenario is
 //!   given and gives back), [`procfs`] (a process's memory, open files and
-//!   CPU time), [`units`] (saturating conversions). `lib.rs` itself only
+//!   CPU time), [`units`] (saturating conversions, byte counts with units). `lib.rs` itself only
 //!   runs a scenario, measures the baseline and prints the summary, so no
 //!   module depends on it.
 
@@ -78,6 +78,7 @@ pub fn run_scenario(
         Scenario::SmallFrames => scenarios::small_frames(&ctx),
         Scenario::Idle => scenarios::idle(&ctx),
         Scenario::QueryStorm => scenarios::query_storm(&ctx),
+        Scenario::QueryFanout => scenarios::query_fanout(&ctx),
         Scenario::Baseline => scenarios::baseline(&ctx),
     }?;
     result.scenario = scenario.name().to_owned();

@@ -28,6 +28,10 @@ pub enum Scenario {
     Idle,
     /// B browsers × Q queries against M connectors.
     QueryStorm,
+    /// B browsers each send one query for the same dataset at once through
+    /// one connector (shared upstream), beside a plain TCP relay fanning out
+    /// the same bytes to as many readers.
+    QueryFanout,
     /// The machine's limits only.
     Baseline,
 }
@@ -42,6 +46,7 @@ impl Scenario {
             Scenario::SmallFrames => "small-frames",
             Scenario::Idle => "idle",
             Scenario::QueryStorm => "query-storm",
+            Scenario::QueryFanout => "query-fanout",
             Scenario::Baseline => "baseline",
         }
     }
@@ -58,6 +63,8 @@ pub struct Options {
     pub browsers: Option<usize>,
     /// Payload bytes per frame.
     pub frame_bytes: Option<usize>,
+    /// Bytes of the dataset each browser queries (`query-fanout`).
+    pub size_bytes: Option<u64>,
     /// Frames per second.
     pub rate_per_second: Option<u64>,
     /// The gateway's pid when known (RSS and CPU time are read from /proc).

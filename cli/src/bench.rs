@@ -51,6 +51,10 @@ pub struct BenchArgs {
     /// Frames per second each connector sends.
     #[arg(long = "rate", value_name = "R")]
     pub rate_per_second: Option<u64>,
+    /// `query-fanout`: the dataset's size, e.g. 4MiB, 512KiB or 1000000
+    /// [default: 4MiB].
+    #[arg(long = "size", value_name = "BYTES", value_parser = volley_bench::units::parse_bytes)]
+    pub size_bytes: Option<u64>,
     /// `source`: rows of generated data [default: 2000000].
     #[arg(long, value_name = "N")]
     pub rows: Option<u64>,
@@ -78,6 +82,10 @@ pub enum Scenario {
     Idle,
     /// Many short queries at once.
     QueryStorm,
+    /// Many browsers send one query for the same dataset at once through
+    /// one connector (shared upstream), beside a plain TCP relay fanning out
+    /// the same bytes to as many readers.
+    QueryFanout,
     /// Reference measurements on this machine (memcpy, loopback TCP, plain relay).
     Baseline,
     /// The connector's source → IPC path (CSV, Parquet, PostgreSQL; no
@@ -101,6 +109,7 @@ impl Scenario {
             Scenario::SmallFrames => S::SmallFrames,
             Scenario::Idle => S::Idle,
             Scenario::QueryStorm => S::QueryStorm,
+            Scenario::QueryFanout => S::QueryFanout,
             Scenario::Baseline => S::Baseline,
             Scenario::Report | Scenario::Source | Scenario::Runtimes => return None,
         })
@@ -332,6 +341,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         browsers: args.browsers,
         frame_bytes: args.frame_bytes,
         rate_per_second: args.rate_per_second,
+        size_bytes: args.size_bytes,
         gateway_pid: None,
         baseline: None,
         progress: true,

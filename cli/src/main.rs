@@ -285,9 +285,18 @@ mod tests {
         };
         assert_eq!((demo.port, demo.no_open, demo.extra_datasets.len()), (9000, true, 2));
 
-        for scenario in
-            ["throughput", "fanout", "latency", "small-frames", "idle", "query-storm", "baseline", "source", "report"]
-        {
+        for scenario in [
+            "throughput",
+            "fanout",
+            "latency",
+            "small-frames",
+            "idle",
+            "query-storm",
+            "query-fanout",
+            "baseline",
+            "source",
+            "report",
+        ] {
             assert!(matches!(parse(&["bench", scenario]), Ok(Command::Bench(_))), "{scenario}");
         }
         assert!(parse(&["bench", "warp-speed"]).is_err());
@@ -318,6 +327,11 @@ mod tests {
         assert_eq!((bench.duration_seconds, bench.connectors, bench.browsers), (Some(30), Some(2), Some(100)));
         assert_eq!((bench.frame_bytes, bench.rate_per_second), (Some(65536), Some(1000)));
         assert_eq!(bench.out_dir, std::path::PathBuf::from("/tmp/r"));
+        let Ok(Command::Bench(bench)) = parse(&["bench", "query-fanout", "--size", "4MiB"]) else {
+            panic!("bench query-fanout --size");
+        };
+        assert_eq!((bench.scenario, bench.size_bytes), (bench::Scenario::QueryFanout, Some(4 << 20)));
+        assert!(parse(&["bench", "query-fanout", "--size", "4 parsecs"]).is_err(), "a size needs a known unit");
 
         assert!(
             matches!(parse(&["token", "--secret", "s", "--tenant", "t", "--user", "u", "--ttl", "-10"]), Ok(Command::Token(t)) if t.ttl_seconds == Some(-10))

@@ -127,6 +127,31 @@ fn bench_fanout_to_ten_browsers_completes() {
 }
 
 #[test]
+fn bench_query_fanout_serves_every_browser_from_one_upstream_stream_beside_the_relay() {
+    let out = out_dir("query-fanout");
+    let record = run_bench(&["query-fanout", "--browsers", "50", "--size", "1MiB", "--duration", "1"], &out);
+    assert_record(&record, "query-fanout");
+    let figures = &record["figures"];
+    assert_eq!((figures["browsers"].as_u64(), figures["served"].as_u64()), (Some(50), Some(50)), "{figures}");
+    assert_eq!(figures["dataset_bytes"].as_u64(), Some(1 << 20));
+    // Sharing: one upstream stream, two if a query raced the stream's end (PROTOCOL.md §5.1).
+    let upstream = figures["upstream_streams"].as_u64().expect("upstream_streams");
+    assert!((1..=2).contains(&upstream), "upstream streams: {upstream}");
+    assert!(figures["connector_bytes_over_dataset"].as_f64().is_some_and(|r| r <= 2.0), "{figures}");
+    let relay = &figures["relay"];
+    assert_eq!((relay["readers"].as_u64(), relay["bytes_per_reader"].as_u64()), (Some(50), Some(1 << 20)));
+    assert!(relay["aggregate_gbps"].as_f64().is_some_and(|g| g > 0.0), "relay: {relay}");
+    assert!(record["baseline_ratio"].as_f64().is_some_and(|r| r > 0.0), "gateway / relay");
+    assert_eq!(record["histograms"]["relay_completion"]["count"].as_u64(), Some(50));
+    assert_eq!(record["histograms"]["query_completion"]["count"].as_u64(), Some(50));
+    for goal in ["served", "connector_bytes_over_dataset", "aggregate_over_relay", "completion_p99_s"] {
+        assert!(figures["goals"][goal]["met"].is_boolean(), "goal {goal}: {}", figures["goals"]);
+    }
+    assert_eq!(figures["goals"]["served"]["met"], true);
+    let _ = std::fs::remove_dir_all(out);
+}
+
+#[test]
 fn bench_idle_reads_the_gateway_rss() {
     let out = out_dir("idle");
     let record = run_bench(&["idle", "--browsers", "200", "--duration", "1"], &out);

@@ -50,7 +50,8 @@ fn connect(addr: SocketAddr, token: &str) -> Result<(TcpStream, Parser, Vec<Even
 }
 
 /// Runs one group to its end; `ready` is called once every browser is
-/// connected and (for subscriptions) has its `stream_start`.
+/// connected and (for subscriptions) has its `stream_start`. Queries are sent
+/// when `ready` returns (for a gated group, it returns at the fleet's go).
 pub fn run_group(spec: &GroupSpec, ready: &dyn Fn()) -> GroupResult {
     let mut result = GroupResult::default();
     let mut latency_scheduled = hist::new_ns();
@@ -263,6 +264,8 @@ fn handle_event(
                 Some("stream_end") | Some("error") => {
                     if msg["type"] == "error" || msg["error"].is_object() {
                         result.error(text.chars().take(300).collect());
+                    } else {
+                        result.queries_ok += 1;
                     }
                     if let Some(sent) = session.query_sent.take() {
                         hist::record(query, crate::units::sat_u64(sent.elapsed().as_micros()));

@@ -59,6 +59,10 @@ pub struct GroupSpec {
     pub stamped: bool,
     /// Give up after this many seconds.
     pub timeout_seconds: u64,
+    /// Once connected, wait for the fleet's [`Fleet::go`] before sending the
+    /// action, so that every group's browsers send it at once.
+    #[serde(default)]
+    pub gated: bool,
 }
 
 /// What one group measured.
@@ -86,6 +90,9 @@ pub struct GroupResult {
     pub errors: Vec<String>,
     /// Errors in all.
     pub error_count: u64,
+    /// Queries that ended with a `stream_end` carrying no error.
+    #[serde(default)]
+    pub queries_ok: u64,
     /// HDR V2 base64: latency from scheduled send time, ns.
     pub latency_scheduled_ns: Option<String>,
     /// HDR V2 base64: latency from actual send time, ns.

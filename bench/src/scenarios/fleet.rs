@@ -19,6 +19,7 @@ pub(super) struct Merged {
     pub(super) last_frame: u64,
     pub(super) errors: Vec<String>,
     pub(super) error_count: u64,
+    pub(super) queries_ok: u64,
     pub(super) latency_scheduled: hdrhistogram::Histogram<u64>,
     pub(super) latency_sent: hdrhistogram::Histogram<u64>,
     pub(super) ttfb: hdrhistogram::Histogram<u64>,
@@ -38,6 +39,7 @@ pub(super) fn merge(groups: Vec<GroupResult>) -> Result<Merged, String> {
         last_frame: 0,
         errors: Vec::new(),
         error_count: 0,
+        queries_ok: 0,
         latency_scheduled: hist::new_ns(),
         latency_sent: hist::new_ns(),
         ttfb: hist::new_us(),
@@ -56,6 +58,7 @@ pub(super) fn merge(groups: Vec<GroupResult>) -> Result<Merged, String> {
         }
         m.last_frame = m.last_frame.max(g.last_frame_nanos);
         m.error_count += g.error_count;
+        m.queries_ok += g.queries_ok;
         m.errors.extend(g.errors);
         hist::merge_encoded(&mut m.latency_scheduled, g.latency_scheduled_ns.as_ref())?;
         hist::merge_encoded(&mut m.latency_sent, g.latency_sent_ns.as_ref())?;
@@ -98,6 +101,7 @@ pub(super) fn plan_groups(
             action: action.clone(),
             stamped,
             timeout_seconds: timeout,
+            gated: false,
         })
         .filter(|s| s.count > 0)
         .collect();

@@ -5,7 +5,8 @@
 //! timer, so a run always finishes whole streams.
 //!
 //! A file per scenario (`query_stream`: throughput and small frames, both
-//! one query stream; `fanout`, `latency`, `idle`, `query_storm`; the
+//! one query stream; `fanout`, `latency`, `idle`, `query_storm`,
+//! `query_fanout`; the
 //! baseline alone is here), plus what they share: the [`Context`] here,
 //! `fleet` (how browsers are split into groups, and their results merged)
 //! and `progress` (the [`Progress`] line on stderr). Every public item is
@@ -16,6 +17,7 @@ mod fleet;
 mod idle;
 mod latency;
 mod progress;
+mod query_fanout;
 mod query_storm;
 mod query_stream;
 
@@ -31,6 +33,7 @@ pub use fanout::fanout;
 pub use idle::{idle, IDLE_FD_MARGIN, IDLE_SETTLE, IDLE_WARM_UP_SESSIONS};
 pub use latency::latency;
 pub use progress::Progress;
+pub use query_fanout::{query_fanout, QUERY_FANOUT_BROWSERS_DEFAULT, QUERY_FANOUT_SIZE_DEFAULT};
 pub use query_storm::query_storm;
 pub use query_stream::{small_frames, throughput, THROUGHPUT_REPETITIONS};
 
