@@ -21,6 +21,7 @@ import {
   Filler,
 } from 'chart.js';
 import { connect, VolleyError } from './client.js';
+import { formatBytes } from './format.js';
 import { aggregateByCategory, bucketByTime, formatTime, sampleStride, timeTicks } from './chart-model.js';
 import { RowTable } from './table-view.js';
 
@@ -148,19 +149,6 @@ function showError(error, dataset = '') {
 
 
 // ---------------------------------------------------------------- format
-
-/** @param {number} n */
-function formatBytes(n) {
-  if (n < 1024) return `${n} B`;
-  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n / 1024;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i += 1;
-  }
-  return `${v.toFixed(v < 10 ? 2 : 1)} ${units[i]}`;
-}
 
 /** @param {number} n */
 const formatCount = (n) => n.toLocaleString('en');

@@ -5,6 +5,7 @@
  * first byte, plus the p50/p99 relay latency time series.
  */
 import { Chart, LineController, LineElement, PointElement, LinearScale, LogarithmicScale, Tooltip, Legend } from 'chart.js';
+import { formatBytes } from './format.js';
 
 Chart.register(LineController, LineElement, PointElement, LinearScale, LogarithmicScale, Tooltip, Legend);
 // Colours follow the page's theme (style.css: light, or dark under
@@ -196,6 +197,12 @@ function render(metrics) {
   // The admission queue (PROTOCOL.md §5.1): waiting now / ever waited; the
   // waits themselves are the queue_wait_ms histogram in the table below.
   $('m-queued').textContent = `${metrics.queued_queries ?? 0} / ${metrics.counters?.queries_queued ?? 0}`;
+  // Shared queries (§5.1): queries that joined an identical running one
+  // (each an upstream stream saved; of them, answered from a kept one) and
+  // what the shared logs hold now.
+  const counters = metrics.counters ?? {};
+  $('m-shared').textContent =
+    `${counters.shared_joins ?? 0} saved (${counters.shared_reuses ?? 0} reused) · ${formatBytes(metrics.share_log_bytes ?? 0)} held`;
 
   CURVES.forEach((c, i) => {
     distChart.data.datasets[i].data = distributionPoints(histograms[c.key]);

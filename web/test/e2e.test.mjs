@@ -872,6 +872,9 @@ describe('dashboard against the real volley demo', { skip: skip ?? false }, () =
       // The admission queue's figures (waiting now / ever) and its wait histogram.
       const queued = await page.textContent('[data-testid=latency-queued]');
       assert.match(queued ?? '', /^\d+ \/ \d+$/, `queued queries shown: ${queued}`);
+      // Shared queries: streams saved, of them reused, and the logs' bytes.
+      const shared = await page.textContent('[data-testid=latency-shared]');
+      assert.match(shared ?? '', /^\d+ saved \(\d+ reused\) · [\d.]+ (B|KiB|MiB|GiB)/, `shared queries shown: ${shared}`);
       const rows = await page.$$eval('[data-testid=histogram-table] tbody td:first-child', (cells) => cells.map((c) => c.textContent));
       assert.ok(rows.includes('queue_wait_ms'), `the queue wait histogram is listed: ${rows}`);
       await page.screenshot({ path: path.join(artifacts, 'latency.png'), fullPage: true });
