@@ -210,3 +210,24 @@ fn without_redis_local_queries_go_on_and_the_lease_comes_back_within_a_lease() {
     assert!(wait_until(Duration::from_secs(2), || health(&g1)["cluster"]["redis"] == "reachable"));
     assert_eq!(health(&g1)["cluster"]["leases_held"], 2);
 }
+
+#[test]
+fn two_gateways_given_the_same_node_id_still_fence_each_other() {
+    let Some(redis) = RedisServer::start(free_redis_port()) else { return };
+    let a = start(node_config("same", &redis));
+    let b = start(node_config("same", &redis));
+    let old = connector(&a, "conn-e");
+    assert!(wait_lease(&redis, "conn-e", Some(("same", 1)), Duration::from_secs(5)));
+    let _newer = connector(&b, "conn-e");
+    assert!(wait_lease(&redis, "conn-e", Some(("same", 2)), Duration::from_secs(5)));
+    // The scripts compare the process, not the node id: a's renewal is lost.
+    assert!(
+        wait_until(Duration::from_secs(LEASE_SECONDS * 2), || !old.alive.load(Ordering::Acquire)),
+        "the older process closed its tunnel"
+    );
+    assert_eq!(health(&a)["cluster"]["lost_leases"], 1);
+    let instance = |g: &Gateway| g.shared().cluster.as_ref().expect("clustered").instance.clone();
+    let holder: Option<String> = redis.command(&["HGET", &ConnectorKeys::new(TENANT, "conn-e").lease, "instance"]);
+    assert_eq!(holder, Some(instance(&b)));
+    assert_ne!(instance(&a), instance(&b));
+}

@@ -5,8 +5,8 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `volley:node:{<node>}` | hash | `node`, `advertise`, `started` (Unix s), `heartbeat` (Unix ms); TTL one lease |
-//! | `volley:{<tenant>}:lease:<connector>` | hash | `tenant`, `connector`, `node`, `epoch`, `advertise`, `tunnels`, `since` (Unix s); TTL one lease |
+//! | `volley:node:{<node>}` | hash | `node`, `instance`, `advertise`, `started` (Unix s), `heartbeat_ms` (Unix ms); TTL one lease |
+//! | `volley:{<tenant>}:lease:<connector>` | hash | `tenant`, `connector`, `node`, `instance` (the process the scripts compare), `epoch`, `advertise`, `tunnels`, `since` (Unix s); TTL one lease |
 //! | `volley:{<tenant>}:epoch:<connector>` | string | the last epoch given out (`INCR` per registration); TTL [`EPOCH_TTL_SECONDS`] |
 //! | `volley:{<tenant>}:connectors` | set | connector ids with a lease (may name expired ones; lookups drop those) |
 //!

@@ -57,6 +57,11 @@ pub fn command_timeout(lease_seconds: u64) -> Duration {
 pub struct Directory {
     /// Node id, advertised address, lease.
     pub identity: ClusterIdentity,
+    /// This process: `<node_id>/<pid>-<random>`. The leases record it and
+    /// the scripts compare it, so two gateways started with the same node id
+    /// (two on one host with the default, the host name) still fence each
+    /// other; each warns when it sees the other's heartbeat.
+    pub instance: String,
     /// `redis.url`.
     pub(crate) redis_url: String,
     /// Counters for `/health` and `/metrics`.
@@ -74,7 +79,16 @@ impl Directory {
     pub fn new(identity: ClusterIdentity, redis_url: &str) -> Directory {
         let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
         let lookup = Lookup::new(redis_url, command_timeout(identity.lease_seconds));
-        Directory { identity, redis_url: redis_url.to_owned(), stats: Stats::default(), lookup, wake_tx, wake_rx }
+        let instance = format!("{}/{}-{:08x}", identity.node_id, std::process::id(), fastrand::u32(..));
+        Directory {
+            identity,
+            instance,
+            redis_url: redis_url.to_owned(),
+            stats: Stats::default(),
+            lookup,
+            wake_tx,
+            wake_rx,
+        }
     }
 
     /// Tells the directory thread the registry changed (a tunnel registered

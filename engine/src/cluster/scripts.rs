@@ -24,8 +24,8 @@ use redis::{Connection, RedisResult, Script};
 
 use super::keys::{ConnectorKeys, EPOCH_TTL_SECONDS};
 
-/// `KEYS`: epoch counter, lease, tenant index. `ARGV`: node, lease ms,
-/// tenant, connector, advertise, tunnels, since, counter TTL s.
+/// `KEYS`: epoch counter, lease, tenant index. `ARGV`: instance, lease ms,
+/// tenant, connector, advertise, tunnels, since, counter TTL s, node.
 /// Returns the new epoch: one more than the counter, and than the lease's
 /// epoch should the counter have been lost while the lease was not.
 const REGISTER: &str = r"
@@ -37,21 +37,21 @@ if held >= epoch then
 end
 redis.call('EXPIRE', KEYS[1], ARGV[8])
 redis.call('DEL', KEYS[2])
-redis.call('HSET', KEYS[2], 'tenant', ARGV[3], 'connector', ARGV[4], 'node', ARGV[1], 'epoch', epoch,
-  'advertise', ARGV[5], 'tunnels', ARGV[6], 'since', ARGV[7])
+redis.call('HSET', KEYS[2], 'tenant', ARGV[3], 'connector', ARGV[4], 'node', ARGV[9], 'instance', ARGV[1],
+  'epoch', epoch, 'advertise', ARGV[5], 'tunnels', ARGV[6], 'since', ARGV[7])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 redis.call('SADD', KEYS[3], ARGV[4])
 return epoch
 ";
 
-/// `KEYS`: epoch counter, lease, tenant index. `ARGV`: node, epoch, lease
-/// ms, tenant, connector, advertise, tunnels, since, counter TTL s.
+/// `KEYS`: epoch counter, lease, tenant index. `ARGV`: instance, epoch, lease
+/// ms, tenant, connector, advertise, tunnels, since, counter TTL s, node.
 /// Returns `{1, epoch}` renewed, `{2, epoch}` restored, `{0, newer epoch}` lost.
 const RENEW: &str = r"
 local epoch = tonumber(ARGV[2])
 local counter = tonumber(redis.call('GET', KEYS[1]) or '0')
 if counter > epoch then return {0, counter} end
-local held = redis.call('HMGET', KEYS[2], 'node', 'epoch')
+local held = redis.call('HMGET', KEYS[2], 'instance', 'epoch')
 local held_epoch = tonumber(held[2] or '0')
 if held[1] and (held_epoch > epoch or (held_epoch == epoch and held[1] ~= ARGV[1])) then
   return {0, held_epoch}
@@ -63,17 +63,17 @@ if not held[1] then
 end
 if counter < epoch then redis.call('SET', KEYS[1], epoch) end
 redis.call('EXPIRE', KEYS[1], ARGV[9])
-redis.call('HSET', KEYS[2], 'tenant', ARGV[4], 'connector', ARGV[5], 'node', ARGV[1], 'epoch', epoch,
-  'advertise', ARGV[6], 'tunnels', ARGV[7], 'since', ARGV[8])
+redis.call('HSET', KEYS[2], 'tenant', ARGV[4], 'connector', ARGV[5], 'node', ARGV[10], 'instance', ARGV[1],
+  'epoch', epoch, 'advertise', ARGV[6], 'tunnels', ARGV[7], 'since', ARGV[8])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 redis.call('SADD', KEYS[3], ARGV[5])
 return {status, epoch}
 ";
 
-/// `KEYS`: lease, tenant index. `ARGV`: node, epoch, connector.
+/// `KEYS`: lease, tenant index. `ARGV`: instance, epoch, connector.
 /// Deletes the lease only if this node holds it at this epoch; returns 1 then.
 const RELEASE: &str = r"
-local held = redis.call('HMGET', KEYS[1], 'node', 'epoch')
+local held = redis.call('HMGET', KEYS[1], 'instance', 'epoch')
 if held[1] == ARGV[1] and held[2] == ARGV[2] then
   redis.call('DEL', KEYS[1])
   redis.call('SREM', KEYS[2], ARGV[3])
@@ -98,7 +98,7 @@ pub enum Renewal {
 
 /// The rule the renewal script applies, in Rust: `counter` is the
 /// connector's epoch counter (0 when absent), `held` the lease as Redis
-/// has it (node, epoch), `node` and `epoch` the renewing node's.
+/// has it (instance, epoch), `node` and `epoch` the renewing process's.
 #[cfg(test)]
 fn renewal(counter: u64, held: Option<(&str, u64)>, node: &str, epoch: u64) -> Renewal {
     if counter > epoch {
@@ -121,8 +121,12 @@ pub struct LeaseWrite<'a> {
     pub tenant: &'a str,
     /// Connector id.
     pub connector: &'a str,
-    /// This node.
+    /// This node's id.
     pub node: &'a str,
+    /// This gateway process ([`super::Directory::instance`]): what the
+    /// scripts compare, so that two processes given the same node id still
+    /// fence each other.
+    pub instance: &'a str,
     /// This node's advertised address.
     pub advertise: &'a str,
     /// The local tunnels, e.g. `c-3,c-7`.
@@ -158,7 +162,7 @@ impl Scripts {
             .key(&lease.keys.epoch)
             .key(&lease.keys.lease)
             .key(&lease.keys.index)
-            .arg(lease.node)
+            .arg(lease.instance)
             .arg(lease.lease_ms)
             .arg(lease.tenant)
             .arg(lease.connector)
@@ -166,6 +170,7 @@ impl Scripts {
             .arg(lease.tunnels)
             .arg(lease.since)
             .arg(EPOCH_TTL_SECONDS)
+            .arg(lease.node)
             .invoke(c)
     }
 
@@ -176,7 +181,7 @@ impl Scripts {
             .key(&lease.keys.epoch)
             .key(&lease.keys.lease)
             .key(&lease.keys.index)
-            .arg(lease.node)
+            .arg(lease.instance)
             .arg(epoch)
             .arg(lease.lease_ms)
             .arg(lease.tenant)
@@ -185,21 +190,22 @@ impl Scripts {
             .arg(lease.tunnels)
             .arg(lease.since)
             .arg(EPOCH_TTL_SECONDS)
+            .arg(lease.node)
             .invoke(c)?;
         Ok(renewal_reply(status, found))
     }
 
-    /// Deletes the lease if this node still holds it at `epoch`; true then.
+    /// Deletes the lease if this process (`instance`) still holds it at `epoch`; true then.
     pub fn release(
         &self,
         c: &mut Connection,
         keys: &ConnectorKeys,
         connector: &str,
-        node: &str,
+        instance: &str,
         epoch: u64,
     ) -> RedisResult<bool> {
         let deleted: i64 =
-            self.release.key(&keys.lease).key(&keys.index).arg(node).arg(epoch).arg(connector).invoke(c)?;
+            self.release.key(&keys.lease).key(&keys.index).arg(instance).arg(epoch).arg(connector).invoke(c)?;
         Ok(deleted == 1)
     }
 }

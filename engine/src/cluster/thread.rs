@@ -75,6 +75,8 @@ struct Node<'a> {
     closing: Vec<(u64, String)>,
     /// When each lease this node holds was first registered here, Unix seconds.
     since: HashMap<LeaseKey, i64>,
+    /// Another process heartbeating under this node id was reported.
+    duplicate_warned: bool,
 }
 
 fn run(shared: &Shared) {
@@ -99,6 +101,7 @@ fn run(shared: &Shared) {
         started: crate::clock::unix_now(),
         closing: Vec::new(),
         since: HashMap::new(),
+        duplicate_warned: false,
     };
     let mut next_tick = Instant::now();
     while !shared.is_stopping() {
@@ -196,7 +199,6 @@ impl Node<'_> {
         handles: &[Arc<ConnectorHandle>],
     ) -> RedisResult<()> {
         let directory = self.directory;
-        let identity = &directory.identity;
         let stats = &directory.stats;
         for action in actions {
             match action {
@@ -204,7 +206,7 @@ impl Node<'_> {
                     self.since.remove(key);
                     let (tenant, connector) = key;
                     let keys = ConnectorKeys::new(tenant, connector);
-                    self.scripts.release(c, &keys, connector, &identity.node_id, *epoch)?;
+                    self.scripts.release(c, &keys, connector, &directory.instance, *epoch)?;
                 }
                 Action::Register(key) => {
                     let since = *self.since.entry(key.clone()).or_insert_with(crate::clock::unix_now);
@@ -257,6 +259,7 @@ impl Node<'_> {
             tenant: &key.0,
             connector: &key.1,
             node: &identity.node_id,
+            instance: &self.directory.instance,
             advertise: &identity.advertise,
             tunnels,
             since,
@@ -264,10 +267,25 @@ impl Node<'_> {
         }
     }
 
-    /// Writes this node's key, alive for one lease.
-    fn heartbeat(&self, c: &mut Connection) -> RedisResult<()> {
+    /// Writes this node's key, alive for one lease; warns (once) when
+    /// another process heartbeats under the same node id.
+    fn heartbeat(&mut self, c: &mut Connection) -> RedisResult<()> {
         let identity = &self.directory.identity;
         let key = keys::node(&identity.node_id);
+        let holder: Option<String> = redis::cmd("HGET").arg(&key).arg("instance").query(c)?;
+        if let Some(other) = holder.filter(|holder| *holder != self.directory.instance) {
+            if !self.duplicate_warned {
+                self.duplicate_warned = true;
+                log::error!(
+                    "cluster: another gateway ({other}) heartbeats as node {:?} too; this one is {}. Give every \
+                     node its own cluster.node_id (the default is the host name, the same for two gateways on one \
+                     host): meanwhile `volley cluster status` shows one of them, and their connectors' leases \
+                     fence each other as if they were on two nodes",
+                    identity.node_id,
+                    self.directory.instance
+                );
+            }
+        }
         let now_ms = i64::try_from(
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis(),
         )
@@ -278,6 +296,8 @@ impl Node<'_> {
             .arg(&key)
             .arg("node")
             .arg(&identity.node_id)
+            .arg("instance")
+            .arg(&self.directory.instance)
             .arg("advertise")
             .arg(&identity.advertise)
             .arg("started")
@@ -338,15 +358,21 @@ impl Node<'_> {
             None => connect(&self.directory.redis_url, command_timeout(self.directory.identity.lease_seconds)),
         };
         let node_id = &self.directory.identity.node_id;
+        let instance = &self.directory.instance;
         let left = connection.and_then(|mut c| {
             let mut released = 0;
             for ((tenant, connector), epoch) in &held {
                 let keys = ConnectorKeys::new(tenant, connector);
-                if self.scripts.release(&mut c, &keys, connector, node_id, *epoch)? {
+                if self.scripts.release(&mut c, &keys, connector, instance, *epoch)? {
                     released += 1;
                 }
             }
-            let _: i64 = redis::cmd("DEL").arg(keys::node(node_id)).query(&mut c)?;
+            // Only this process's key: another one with the same id keeps its own.
+            let node_key = keys::node(node_id);
+            let holder: Option<String> = redis::cmd("HGET").arg(&node_key).arg("instance").query(&mut c)?;
+            if holder.as_deref() == Some(instance.as_str()) {
+                let _: i64 = redis::cmd("DEL").arg(&node_key).query(&mut c)?;
+            }
             Ok(released)
         });
         self.directory.stats.leases_held.store(0, Ordering::Relaxed);
