@@ -70,10 +70,12 @@ pub fn query_fanout(ctx: &Context) -> Result<ScenarioResult, String> {
     let pid = ctx.options.gateway_pid;
     let rss_before = pid.and_then(crate::procfs::rss_bytes);
     let cpu_before = ctx.gateway_cpu();
+    let machine = CpuSample::take();
     let go_nanos = crate::wire::now_nanos();
     fleet.go()?;
     let groups = fleet.join()?;
     let cpu = ctx.gateway_cpu().zip(cpu_before).map(|(a, b)| a - b);
+    let machine = machine.since(cpu);
     let rss_after = pid.and_then(crate::procfs::rss_bytes);
     let rss_peak = pid.and_then(crate::procfs::rss_peak_bytes);
     drop(progress);
@@ -138,7 +140,7 @@ pub fn query_fanout(ctx: &Context) -> Result<ScenarioResult, String> {
             "seconds": seconds, "aggregate_gbps": gbps,
             "completion_p50_us": m.query.value_at_quantile(0.5), "completion_p99_us": m.query.value_at_quantile(0.99),
             "ttfb_p50_us": m.ttfb.value_at_quantile(0.5), "ttfb_p99_us": m.ttfb.value_at_quantile(0.99),
-            "gateway_cpu_seconds": cpu, "gateway_rss_before_bytes": rss_before,
+            "gateway_cpu_seconds": cpu, "cpu_seconds_during_run": machine, "gateway_rss_before_bytes": rss_before,
             "gateway_rss_after_bytes": rss_after, "gateway_rss_peak_bytes": rss_peak,
             "relay": relay_figures,
             "goals": goals,
@@ -148,10 +150,46 @@ pub fn query_fanout(ctx: &Context) -> Result<ScenarioResult, String> {
         notes: vec![
             "every browser is connected before any sends its query; then all groups send at once (a gate). served = queries that ended with stream_end and no error; completion and TTFB are from each browser's own send; aggregate = delivered bytes (level-2 frame headers included) / (go → last browser's stream_end)".into(),
             "connector_bytes_sent counts the simulated connector's frame payloads; identical queries share one upstream stream while its log is complete (PROTOCOL.md §5.1), so upstream_streams is 1 unless a query arrives after the log dropped frames".into(),
+            "cpu_seconds_during_run (go → every browser done): the bench process (connector, and browsers when they are threads), the browser processes (their whole life, connecting included: counted when they exit), the whole machine (/proc/stat), and what is left for other processes on it; capacity = cores × wall seconds".into(),
             "relay: one sender writes the dataset once in frame-sized writes, one relay thread writes each read to every reader socket in turn, readers on as many epoll threads as there are browser groups; time = first write → the last reader's last byte".into(),
         ],
         ..Default::default()
     })
+}
+
+/// CPU counters at the go, to say where the machine's time went during the run.
+struct CpuSample {
+    at: std::time::Instant,
+    bench: Option<f64>,
+    children: Option<f64>,
+    machine: Option<f64>,
+}
+
+impl CpuSample {
+    fn take() -> CpuSample {
+        CpuSample {
+            at: std::time::Instant::now(),
+            bench: crate::procfs::cpu_seconds(std::process::id()),
+            children: crate::procfs::children_cpu_seconds(),
+            machine: crate::procfs::machine_busy_seconds(),
+        }
+    }
+
+    /// CPU seconds since [`CpuSample::take`], with the gateway's `gateway` seconds.
+    fn since(self, gateway: Option<f64>) -> Value {
+        let now = CpuSample::take();
+        let delta = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a - b);
+        let bench = delta(now.bench, self.bench);
+        let children = delta(now.children, self.children);
+        let machine = delta(now.machine, self.machine);
+        let ours = [gateway, bench, children].into_iter().sum::<Option<f64>>();
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        json!({
+            "wall": (now.at - self.at).as_secs_f64(), "capacity": (now.at - self.at).as_secs_f64() * cores as f64,
+            "gateway": gateway, "bench_process": bench, "browser_processes": children, "machine_busy": machine,
+            "other_processes": machine.zip(ours).map(|(m, o)| (m - o).max(0.0)),
+        })
+    }
 }
 
 /// `4 MiB`, `512 KiB` or `1000 B`: the dataset's size for the headline.
