@@ -100,12 +100,24 @@ impl SharedFrame {
     /// as read is a view of a read buffer it shares with other frames. Not
     /// counted in [`SHARED_FRAMES_BUILT`], which counts frames read.
     pub fn retained_copy(&self) -> Arc<SharedFrame> {
+        self.copy(true)
+    }
+
+    /// A copy with an allocation of its own that is still this frame as
+    /// read (timed as relay latency): what a shared query's log keeps of a
+    /// small frame (`crate::share_log::LOG_COPY_BELOW_BYTES`). Not counted
+    /// in [`SHARED_FRAMES_BUILT`].
+    pub fn owned_copy(&self) -> Arc<SharedFrame> {
+        self.copy(false)
+    }
+
+    fn copy(&self, replayed: bool) -> Arc<SharedFrame> {
         Arc::new(SharedFrame {
             stream_id: self.stream_id,
             kind: self.kind,
             sequence: self.sequence,
             read_at: self.read_at,
-            replayed: true,
+            replayed,
             prefix: self.prefix.clone(),
             body: Bytes::copy_from_slice(&self.body),
             ws_header_level2: self.ws_header_level2,

@@ -10,10 +10,15 @@
 //!   that order, whenever it joined.
 //! - **Upstream credit** is given back as the *leading* reader takes bytes,
 //!   and only while the log, with what the connector may still send, stays
-//!   within its bound ([`ShareLog::pull`] returns what to give back). So a
-//!   slow reader never holds a fast one back while the log has room; once it
-//!   has none, the connector waits for the slowest reader, as a single
-//!   reader's stream waits for its reader.
+//!   within three quarters of its bound ([`ShareLog::pull`] returns what to
+//!   give back). So a slow reader never holds a fast one back while the log
+//!   has room; once it has none, the connector waits for the slowest
+//!   reader, as a single reader's stream waits for its reader. Credit counts
+//!   payload bytes while the log also counts each frame's bookkeeping, so a
+//!   connector sending tiny frames could still make the log pass its bound
+//!   within its credit: past the bound ([`ShareLog::over_bound`]) the
+//!   tunnel's reader stops reading until readers made room (backpressure,
+//!   as for a full inbox). Frames of 1 KiB or more never get there.
 //! - **Joining** is possible while the log holds the stream from its first
 //!   frame: before any frame was dropped, and, when the stream completed,
 //!   for `queries.reuse_seconds` after. Frames are dropped only when the log
@@ -44,6 +49,13 @@ use crate::frame::SharedFrame;
 /// bookkeeping (its `SharedFrame` with both WebSocket headers, the
 /// refcounts, the log's slot for it), rounded up.
 pub const LOG_FRAME_OVERHEAD_BYTES: usize = 192;
+
+/// Frames shorter than this are copied into an allocation of their own
+/// before they go into a log (once per stream, not per reader): a frame as
+/// read is a view of the tunnel's read buffer (256 KiB), and a small frame
+/// kept for long would pin all of it while counting a little. A longer
+/// frame is kept as read: it pins at most four times what it counts.
+pub const LOG_COPY_BELOW_BYTES: usize = 64 * 1024;
 
 /// The gateway-wide budget of shared query logs (`queries.share_total_bytes`)
 /// and what they hold now.
@@ -341,14 +353,19 @@ impl ShareLog {
 
     /// The session's reader `query_id` left before its end (cancelled,
     /// timed out, its session closed); nothing when it is not reading.
-    pub fn leave(&mut self, session: u64, query_id: &str) {
+    /// Returns the credit to give the connector now: the frames only this
+    /// reader still held back may have been the log's last room.
+    pub fn leave(&mut self, session: u64, query_id: &str) -> u64 {
         let found = self.readers.iter().enumerate().find_map(|(slot, reader)| {
             reader.as_ref().filter(|r| r.session == session && r.query_id == query_id).map(|r| (slot, r.cursor))
         });
-        if let Some((slot, cursor)) = found {
-            self.remove(u32::try_from(slot).unwrap_or(u32::MAX), cursor);
-            self.trim();
+        let Some((slot, cursor)) = found else { return 0 };
+        self.remove(u32::try_from(slot).unwrap_or(u32::MAX), cursor);
+        self.trim();
+        if self.cursors.is_empty() {
+            return 0;
         }
+        self.credit_due()
     }
 
     /// A kept log's reuse time is over: nobody joins any more, and the log
@@ -415,9 +432,18 @@ impl ShareLog {
         self.returned.saturating_add(self.credit_initial).saturating_sub(self.appended_body)
     }
 
-    /// Room left in the bound, counting what the connector may still send.
+    /// Room left for credit: three quarters of the bound, less what the log
+    /// holds and what the connector may still send. The last quarter is for
+    /// the frames' bookkeeping, which credit does not count.
     fn room(&self) -> u64 {
-        (self.bound as u64).saturating_sub((self.held as u64).saturating_add(self.outstanding()))
+        let target = self.bound as u64 / 4 * 3;
+        target.saturating_sub((self.held as u64).saturating_add(self.outstanding()))
+    }
+
+    /// True when the log holds more than its bound (a connector sending
+    /// tiny frames): the tunnel's reader waits until readers made room.
+    pub fn over_bound(&self) -> bool {
+        self.held > self.bound && self.end.is_none() && self.reserved > 0
     }
 
     /// Credit to give back now (recorded as given): what the leading reader

@@ -16,7 +16,7 @@ use volley_testkit::browser::{stalled_browser, Browser, Received};
 use volley_testkit::engine::{config, max_sampler, start, wait_connectors};
 use volley_testkit::fake_connector::{spawn_connector, Behaviour, ConnectorSpec, DatasetSpec};
 use volley_testkit::ipc::synthetic_frames;
-use volley_testkit::tokens::{session_token, TENANT};
+use volley_testkit::tokens::{session_token, session_token_with, unix_now, SECRET, TENANT};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -280,4 +280,185 @@ fn a_thousand_queries_over_sixteen_stream_slots_all_succeed_by_sharing_or_waitin
         "each query joined or had its own"
     );
     assert!(do_gets < 1000, "sharing saved upstream streams ({do_gets} for 1000 queries)");
+}
+
+/// Waits up to `timeout` for `query_id`'s `stream_end` (or error); returns
+/// it, with the binary bytes that came before, or `None` when nothing ended.
+fn wait_end(browser: &mut Browser, query_id: &str, timeout: Duration) -> Option<(serde_json::Value, usize)> {
+    let deadline = Instant::now() + timeout;
+    let mut bytes = 0;
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        match browser.next(left) {
+            Some(Received::Json(v))
+                if (v["type"] == "stream_end" || v["type"] == "error") && v["query_id"] == query_id =>
+            {
+                return Some((v, bytes));
+            }
+            Some(Received::Json(_)) => {}
+            Some(Received::Binary(data)) => bytes += data.len(),
+            Some(Received::Close(code)) => panic!("closed: {code:?}"),
+            None => return None,
+        }
+    }
+}
+
+/// A hostile connector sends a shared query's stream as tiny frames (a
+/// 16-byte header and a 16-byte body each), all within its credit, while
+/// the reader's ring is full. Credit counts payload bytes and the log
+/// counts each frame's bookkeeping too (7x here), so the log passes its
+/// bound within one credit window: the tunnel is then not read until
+/// readers made room, and the log stays within its bound (and one frame).
+#[test]
+fn tiny_frames_within_credit_keep_a_shared_log_within_its_bound() {
+    let mut config = config();
+    config.limits.credit_bytes = 64 * 1024;
+    config.queries.share_log_bytes = 128 * 1024;
+    config.rings.session_bytes_max = 1 << 20;
+    let bound = config.queries.share_log_bytes;
+    let gateway = start(config);
+    let addr = gateway.local_addr();
+    // "big" fills the reader's ring (1 MiB) to within 1 KiB, so that it
+    // takes (almost) nothing of "tiny".
+    let big = synthetic_frames(3072, 1024);
+    // 2048 frames of 16 + 16 bytes: exactly the 64 KiB of initial credit.
+    let tiny: Vec<(FrameKind, Bytes)> =
+        (0..2048).map(|_| (FrameKind::RecordBatch, Bytes::from_static(&[7u8; 16]))).collect();
+    let connector = spawn_connector(
+        addr,
+        ConnectorSpec::level2(vec![DatasetSpec::query("big", big), DatasetSpec::query("tiny", tiny)]),
+    );
+    wait_connectors(&gateway, 1);
+    let (stop, most_held) = max_sampler(&gateway, |shared| shared.registry.share.held.load(Ordering::Relaxed));
+
+    let token = session_token(TENANT, &["big", "tiny"]);
+    let mut slow = stalled_browser(addr, &token);
+    slow.send(json!({"action": "query", "dataset": "big", "query_id": "b"}));
+    std::thread::sleep(Duration::from_secs(2));
+    slow.send(json!({"action": "query", "dataset": "tiny", "query_id": "t"}));
+    assert!(connector.wait_command("do_get", Duration::from_secs(5)).is_some());
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Release);
+    let most_held = most_held.join().expect("sampler");
+    eprintln!(
+        "most held {most_held}, now {}, ring data {}, do_gets {:?}",
+        gateway.shared().registry.share.held.load(Ordering::Relaxed),
+        gateway.shared().ring_totals.data.load(Ordering::Relaxed),
+        connector.commands("do_get").len()
+    );
+    // Two logs (big's and tiny's), each bounded by share_log_bytes.
+    assert!(
+        most_held <= 2 * bound,
+        "two shared logs held {most_held} bytes together, over 2 x share_log_bytes = {} (tiny frames within credit)",
+        2 * bound
+    );
+}
+
+/// Two readers share a stream larger than the log; the one that does not
+/// read fills its ring and holds the log at its bound, so the connector has
+/// no credit. Then it leaves (its socket closes): the room it held goes
+/// upstream as credit at once, though the remaining reader, its ring empty,
+/// writes nothing that would pull (no heartbeat either: 600 s here).
+#[test]
+fn a_slow_reader_leaving_lets_the_others_go_on_at_once() {
+    let mut config = config();
+    config.limits.credit_bytes = 64 * 1024;
+    config.queries.share_log_bytes = 128 * 1024;
+    config.limits.heartbeat_seconds = 600;
+    config.timeouts.query_seconds = 120;
+    let gateway = start(config);
+    let addr = gateway.local_addr();
+    // 16 MiB: more than the slow reader's ring (8 MiB) and its socket hold.
+    let frames = synthetic_frames(1024, 16 * 1024);
+    let connector = spawn_connector(addr, ConnectorSpec::level2(vec![DatasetSpec::query("ventas", frames.clone())]));
+    wait_connectors(&gateway, 1);
+    let token = session_token(TENANT, &["ventas"]);
+
+    let mut slow = stalled_browser(addr, &token);
+    slow.send(json!({"action": "query", "dataset": "ventas", "query_id": "q"}));
+    let mut fast = Browser::connect(addr, &token, true);
+    fast.send(json!({"action": "query", "dataset": "ventas", "query_id": "q"}));
+    // Fast reads until nothing comes for a second: the slow one holds the log.
+    let mut got = 0;
+    loop {
+        match fast.next(Duration::from_secs(1)) {
+            Some(Received::Binary(data)) => got += data.len(),
+            Some(Received::Json(v)) => assert_ne!(v["type"], "stream_end", "ended before the stall: {v}"),
+            Some(other) => panic!("{other:?}"),
+            None => break,
+        }
+    }
+    assert!(got < table(&frames).len(), "the slow reader held the stream back ({got} bytes read)");
+    assert_eq!(connector.commands("do_get").len(), 1, "one upstream stream");
+    drop(slow);
+    let ended = wait_end(&mut fast, "q", Duration::from_secs(10));
+    let Some((end, rest)) = ended else {
+        panic!("after the slow reader left, the fast one got nothing for 10 s (it had read {got} bytes)")
+    };
+    assert!(end["error"].is_null(), "{end}");
+    assert_eq!(got + rest, table(&frames).len() + 16 * 1024, "frames plus their 16-byte headers");
+}
+
+/// A queued query whose session is closing when its turn comes (here: its
+/// token expired and it does not read, so its close frame cannot be written
+/// and the session lingers for CLOSE_GRACE) gets a new shared stream from
+/// `admit_waiting`, and the identical query queued behind it joins that
+/// stream in the same pass. The closing session's worker leaves the stream
+/// before its `Open` was sent: it must still be opened for the joiner.
+#[test]
+fn joiners_of_a_new_stream_whose_first_waiter_left_still_get_their_table() {
+    let mut config = config();
+    config.limits.streams_per_connector_max = 2;
+    config.limits.protocol.token_leeway_seconds = 0;
+    let gateway = start(config);
+    let addr = gateway.local_addr();
+    let x = synthetic_frames(16, 4 * 1024);
+    let connector = spawn_connector(
+        addr,
+        ConnectorSpec::level2(vec![
+            DatasetSpec::query("hold1", synthetic_frames(3000, 256)).with(Behaviour::Paced(3)),
+            DatasetSpec::query("hold2", synthetic_frames(1500, 32 * 1024)).with(Behaviour::Paced(3)),
+            DatasetSpec::query("x", x.clone()),
+        ]),
+    );
+    wait_connectors(&gateway, 1);
+    let token = session_token(TENANT, &["*"]);
+    let registry = &gateway.shared().registry;
+
+    // b1 and b2 hold both stream slots; b2 reads hold2 to its end.
+    let mut b1 = Browser::connect(addr, &token, true);
+    b1.send(json!({"action": "query", "dataset": "hold1", "query_id": "h1"}));
+    let mut b2 = Browser::connect(addr, &token, true);
+    b2.send(json!({"action": "query", "dataset": "hold2", "query_id": "h2"}));
+    let b2 = std::thread::spawn(move || b2.collect("h2", Duration::from_secs(60)));
+    assert!(volley_testkit::wait_until(Duration::from_secs(5), || connector.commands("do_get").len() == 2));
+    // h (never reads) queues for x, then joins hold2, which fills its
+    // socket and ring; its token expires in two or three seconds.
+    let exp = unix_now() + 2;
+    let short = session_token_with(TENANT, &["*"], exp, SECRET);
+    let mut h = stalled_browser(addr, &short);
+    h.send(json!({"action": "query", "dataset": "x", "query_id": "q"}));
+    assert!(volley_testkit::wait_until(Duration::from_secs(5), || registry.queued_queries.load(Ordering::Relaxed) == 1));
+    h.send(json!({"action": "query", "dataset": "hold2", "query_id": "a"}));
+    // v queues for x behind it.
+    let mut v = Browser::connect(addr, &token, true);
+    v.send(json!({"action": "query", "dataset": "x", "query_id": "q"}));
+    assert!(volley_testkit::wait_until(Duration::from_secs(5), || registry.queued_queries.load(Ordering::Relaxed) == 2));
+    // h's session is closing (token expired at exp + 1; it is killed 2 s
+    // later, CLOSE_GRACE): a slot frees now.
+    let closing_at = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(exp).unwrap() * 1000 + 1400);
+    while std::time::SystemTime::now() < closing_at {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(registry.queued_queries.load(Ordering::Relaxed), 2, "h still queued");
+    b1.send(json!({"action": "cancel", "query_id": "h1"}));
+    let ended = wait_end(&mut v, "q", Duration::from_secs(10));
+    let do_gets: Vec<_> = connector.commands("do_get");
+    let Some((end, bytes)) = ended else {
+        panic!("v got nothing in 10 s: its stream was never opened upstream (do_gets: {do_gets:?})")
+    };
+    assert!(end["error"].is_null(), "{end}");
+    assert_eq!(bytes, table(&x).len() + 16 * 16, "v got x");
+    drop(h);
+    let _ = b2.join();
 }

@@ -298,7 +298,9 @@ pub(super) fn attach(
     worker.add_sub(stream.id, sub);
     if is_new {
         if let Err(why) = stream.request_open() {
-            worker.detach(&stream, session.id, query_id);
+            // Others may have joined the new stream meanwhile: they are told too.
+            let subscriber = Subscriber { worker: worker.index, session: session.id, query_id: query_id.to_owned() };
+            worker.leave_unopened(&stream, &subscriber, Some(why));
             return Err(Refused::Unreachable(why));
         }
     }

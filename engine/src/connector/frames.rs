@@ -21,6 +21,7 @@ use super::{end_stream, Tunnel};
 use crate::frame::SharedFrame;
 use crate::registry::Stream;
 use crate::retained::RetainRefused;
+use crate::share_log::LOG_COPY_BELOW_BYTES;
 use crate::worker::{Worker, WorkerMsg};
 
 /// Routes one binary frame; a violation closes the tunnel.
@@ -40,15 +41,25 @@ pub async fn on_binary(
         // Level 1: one stream at a time, whose reader paces the socket.
         let len = i64::try_from(payload.len()).unwrap_or(i64::MAX);
         let frame = SharedFrame::from_level1(payload, stream_id, sequence, read_at);
-        let mask = if stream.shared { share(&stream, &frame) } else { stream.destinations() };
-        worker.route(mask, WorkerMsg::Frame(frame)).await;
+        if stream.shared {
+            let (frame, mask, over) = share(&stream, frame);
+            worker.route(mask, WorkerMsg::Frame(frame)).await;
+            if over {
+                wait_for_log_room(&stream).await;
+            }
+        } else {
+            worker.route(stream.destinations(), WorkerMsg::Frame(frame)).await;
+        }
         wait_for_readers(&stream, len).await;
         return Ok(());
     };
     let frame = SharedFrame::from_level2(payload, header, read_at);
     if stream.shared {
-        let mask = share(&stream, &frame);
+        let (frame, mask, over) = share(&stream, frame);
         worker.route(mask, WorkerMsg::Frame(frame)).await;
+        if over {
+            wait_for_log_room(&stream).await;
+        }
         return Ok(());
     }
     let mut mask = stream.destinations();
@@ -85,14 +96,36 @@ pub async fn on_binary(
 }
 
 /// A shared query's frame goes into its log (`share_log.rs`), from which
-/// its readers pull it; returns the workers to tell, read under the lock
-/// joiners take: a joiner either finds the frame in the log or is told.
-fn share(stream: &Stream, frame: &Arc<SharedFrame>) -> u64 {
+/// its readers pull it — a small one as a copy of its own
+/// (`LOG_COPY_BELOW_BYTES`, made before the lock). Returns the frame to
+/// route, the workers to tell (read under the lock joiners take: a joiner
+/// either finds the frame in the log or is told), and whether the log is
+/// now past its bound.
+fn share(stream: &Stream, frame: Arc<SharedFrame>) -> (Arc<SharedFrame>, u64, bool) {
+    let frame = if frame.read_len() < LOG_COPY_BELOW_BYTES { frame.owned_copy() } else { frame };
     let mut state = stream.state.lock();
-    if let Some(log) = state.share.as_mut() {
+    let over = state.share.as_mut().is_some_and(|log| {
         log.append(frame.clone());
-    }
-    stream.destinations()
+        log.over_bound()
+    });
+    (frame, stream.destinations(), over)
+}
+
+/// A shared query's log is past its bound (a connector sending tiny
+/// frames within its credit): the tunnel is not read again until its
+/// readers made room, the stream ended, or nobody reads it. Woken by pulls
+/// and by readers leaving (`Stream::credit_waker`).
+async fn wait_for_log_room(stream: &Stream) {
+    poll_fn(|cx| {
+        stream.credit_waker.register(cx.waker());
+        let over = stream.state.lock().share.as_ref().is_some_and(|log| log.over_bound());
+        if !over || stream.destinations() == 0 {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
 }
 
 /// Level-1 flow control (the protocol has none at level 1): the socket is

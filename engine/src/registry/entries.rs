@@ -231,17 +231,47 @@ impl Stream {
         Some(slot)
     }
 
-    /// Removes a session's subscription; returns how many subscribers remain.
+    /// Removes a session's subscription; returns how many subscribers
+    /// remain. A shared query's reader leaves its log, and the room it
+    /// frees goes upstream as credit at once (the readers left may be
+    /// waiting for the connector with nothing to write).
     pub fn detach(&self, worker: usize, session: u64, query_id: &str) -> usize {
-        let mut state = self.state.lock();
-        if let Some(log) = state.share.as_mut() {
-            log.leave(session, query_id);
+        let (remaining, credit) = {
+            let mut state = self.state.lock();
+            let credit = state.share.as_mut().map_or(0, |log| log.leave(session, query_id));
+            state.subscribers.retain(|s| !(s.session == session && s.query_id == query_id));
+            if !state.subscribers.iter().any(|s| s.worker == worker) {
+                self.dest_workers.fetch_and(!(1 << worker), Ordering::AcqRel);
+            }
+            (state.subscribers.len(), credit)
+        };
+        if self.shared {
+            self.give_credit(credit);
+            // A tunnel reader waiting for room in the log tries again.
+            self.credit_waker.wake();
         }
-        state.subscribers.retain(|s| !(s.session == session && s.query_id == query_id));
-        if !state.subscribers.iter().any(|s| s.worker == worker) {
-            self.dest_workers.fetch_and(!(1 << worker), Ordering::AcqRel);
+        remaining
+    }
+
+    /// Gives `credit` bytes of a shared query back to its connector (level
+    /// 2: a `credit` message; level 1: its reader goes on). A credit message
+    /// that cannot be queued (the tunnel's command queue is full) is taken
+    /// back by the log and given with the next pull.
+    pub fn give_credit(&self, credit: u64) {
+        if credit == 0 {
+            return;
         }
-        state.subscribers.len()
+        match self.connector.level {
+            Level::One => self.return_credit(credit),
+            Level::Two => {
+                let cmd = ConnectorCmd::Credit { stream_id: self.id, bytes: credit };
+                if self.connector.mailbox.push(cmd).is_err() {
+                    if let Some(log) = self.state.lock().share.as_mut() {
+                        log.take_back(credit);
+                    }
+                }
+            }
+        }
     }
 
     /// The worker bitmask.

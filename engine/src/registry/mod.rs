@@ -91,6 +91,13 @@ struct TenantEntry {
     generation: u64,
 }
 
+impl TenantEntry {
+    /// Nothing of the tenant is left: no connector, stream, waiter.
+    fn is_empty(&self) -> bool {
+        self.connectors.is_empty() && self.live.is_empty() && self.queue.is_empty() && self.shared.is_empty()
+    }
+}
+
 /// Why a stream could not be opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OpenError {
@@ -220,8 +227,7 @@ impl Registry {
                 entry.generation = self.datasets_generation.fetch_add(1, Ordering::Release) + 1;
             }
             entry.live.retain(|_, stream| stream.connector.id != handle.id);
-            if entry.connectors.is_empty() && entry.live.is_empty() && entry.queue.is_empty() && entry.shared.is_empty()
-            {
+            if entry.is_empty() {
                 shard.remove(&handle.tenant);
             }
         }
@@ -519,6 +525,10 @@ impl Registry {
                 if table.get(&key).is_some_and(|s| s.id == stream.id) {
                     table.remove(&key);
                 }
+                // Its connectors left before it ended: nothing keeps the tenant's entry.
+                if entry.is_empty() {
+                    shard.remove(&stream.tenant);
+                }
             }
         }
         mask
@@ -549,12 +559,7 @@ impl Registry {
                     keep
                 });
             }
-            shard.retain(|_, entry| {
-                !(entry.connectors.is_empty()
-                    && entry.live.is_empty()
-                    && entry.queue.is_empty()
-                    && entry.shared.is_empty())
-            });
+            shard.retain(|_, entry| !entry.is_empty());
         }
         forgotten
     }

@@ -69,20 +69,22 @@ impl Worker {
         }
         let params = QueryParams::from_config(&self.shared.config);
         for (waiter, opened) in registry.admit_waiting(tenant, params) {
-            let stream = opened.stream.clone();
+            let (stream, is_new) = (opened.stream.clone(), opened.is_new);
             let message = WorkerMsg::Admitted(waiter.subscriber.clone(), waiter.ticket, opened);
             let pushed = match self.shared.inboxes.get(waiter.subscriber.worker) {
                 Some(inbox) => inbox.push(message).is_ok(),
                 None => false,
             };
             // The session's worker cannot be told now (its inbox is full):
-            // a new stream ends before it was opened upstream (a joined one
-            // loses the reader) and the query goes back to the head of the
-            // queue, for the next slot.
+            // the query leaves its stream (a new one ends before it was
+            // opened upstream, or opens for the queries that joined it) and
+            // goes back to the head of the queue, for the next slot.
             if !pushed {
                 let subscriber = &waiter.subscriber;
-                if stream.detach(subscriber.worker, subscriber.session, &subscriber.query_id) == 0 {
-                    registry.end_stream(&stream);
+                if is_new {
+                    self.leave_unopened(&stream, subscriber, None);
+                } else if stream.detach(subscriber.worker, subscriber.session, &subscriber.query_id) == 0 {
+                    self.unread(&stream);
                 }
                 registry.requeue_front(tenant, waiter);
             }
@@ -102,14 +104,19 @@ impl Worker {
             at.map(|at| local.queued.remove(at))
         };
         let session = self.local.borrow().sessions.get(&subscriber.session).cloned();
-        let (Some(queued), Some(session)) = (queued, session) else {
-            self.detach(stream, subscriber.session, &subscriber.query_id);
+        let gone = match (&queued, &session) {
+            (Some(_), Some(session)) => session.ring.borrow().is_closing(),
+            _ => true,
+        };
+        let (Some(queued), Some(session), false) = (queued, session, gone) else {
+            // A new stream this query was to open may have joiners by now.
+            if is_new {
+                self.leave_unopened(stream, subscriber, None);
+            } else {
+                self.detach(stream, subscriber.session, &subscriber.query_id);
+            }
             return;
         };
-        if session.ring.borrow().is_closing() {
-            self.detach(stream, subscriber.session, &subscriber.query_id);
-            return;
-        }
         WorkerMetrics::record(
             &mut self.metrics.borrow_mut().queue_wait_ms,
             u64::try_from(queued.since.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -151,7 +158,7 @@ impl Worker {
         }
         if let Err(why) = stream.request_open() {
             session.take_query(&queued.query_id);
-            self.detach(stream, session.id, &queued.query_id);
+            self.leave_unopened(stream, subscriber, Some(why));
             let (code, message) = why.explain(&stream.dataset);
             session.error(code, message, Some(queued.query_id));
         }

@@ -110,18 +110,21 @@ pub struct Worker {
     /// Some session of this worker may have a live subscription waiting
     /// for a connector (`browser::resume_waiting` clears it when none does).
     pub live_waiting: std::cell::Cell<bool>,
+    /// This worker, for the few `&self` paths that spawn a task.
+    me: Weak<Worker>,
 }
 
 impl Worker {
     /// A worker's state.
     pub fn new(index: usize, shared: Arc<Shared>) -> Rc<Worker> {
-        Rc::new(Worker {
+        Rc::new_cyclic(|me| Worker {
             index,
             shared,
             local: RefCell::new(Local::default()),
             metrics: RefCell::new(WorkerMetrics::default()),
             datasets_generation_seen: std::cell::Cell::new(0),
             live_waiting: std::cell::Cell::new(false),
+            me: me.clone(),
         })
     }
 
@@ -351,15 +354,22 @@ impl Worker {
     /// Detaches a browser from a stream; the last reader leaving cancels it upstream.
     pub fn detach(&self, stream: &Arc<Stream>, session: u64, query_id: &str) {
         self.remove_sub(stream.id, session, query_id);
-        let remaining = stream.detach(self.index, session, query_id);
-        // An ended stream (a completed shared query kept for reuse, whose
-        // readers leave) has nothing to cancel.
-        if remaining == 0 && !stream.state.lock().ended {
-            self.shared.registry.end_stream(stream);
-            let _ = stream.connector.mailbox.push(crate::registry::ConnectorCmd::Cancel(stream.id));
-            // A slot is free: the tenant's next waiting query may have it.
-            self.admit_queued(&stream.tenant);
+        if stream.detach(self.index, session, query_id) == 0 {
+            self.unread(stream);
         }
+    }
+
+    /// Nobody reads `stream` any more: it ends and is cancelled upstream,
+    /// unless it ended already (a completed shared query kept for reuse,
+    /// whose readers leave, has nothing to cancel).
+    pub fn unread(&self, stream: &Arc<Stream>) {
+        if stream.state.lock().ended {
+            return;
+        }
+        self.shared.registry.end_stream(stream);
+        let _ = stream.connector.mailbox.push(crate::registry::ConnectorCmd::Cancel(stream.id));
+        // A slot is free: the tenant's next waiting query may have it.
+        self.admit_queued(&stream.tenant);
     }
 }
 

@@ -13,12 +13,14 @@ use std::sync::Arc;
 
 use volley_protocol::message::{BrowserEvent, ErrorBody, ErrorCode};
 
-use super::Worker;
+use std::time::Instant;
+
+use super::{StreamEvent, Worker, WorkerMsg};
 use crate::conn::writev::OutItem;
 use crate::conn::Ring;
 use crate::frame::{Level, SharedFrame};
 use crate::metrics::WorkerMetrics;
-use crate::registry::{ConnectorCmd, Stream};
+use crate::registry::{Stream, Subscriber, Unreachable};
 use crate::session::BrowserSession;
 use crate::share_log::Sink;
 
@@ -26,6 +28,10 @@ use crate::share_log::Sink;
 /// that reader's messages.
 struct ReaderSink<'a> {
     ring: &'a mut Ring,
+    /// What the ring may hold of queued bytes for a pull to add a frame:
+    /// the ring's budget, at most `limits.credit_bytes` — what a query of
+    /// its own could have queued there.
+    cap: usize,
     level: Level,
     stream: &'a Stream,
     query_id: &'a str,
@@ -35,9 +41,9 @@ struct ReaderSink<'a> {
 
 impl Sink for ReaderSink<'_> {
     fn has_room(&self, frame: &SharedFrame) -> bool {
-        // An empty ring takes any frame, so a frame larger than the ring's
-        // budget still goes, alone.
-        self.ring.bytes() == 0 || self.ring.fits(frame.wire_len(self.level))
+        // An empty ring takes any frame, so a frame larger than the cap
+        // still goes, alone.
+        self.ring.bytes() == 0 || self.ring.bytes().saturating_add(frame.wire_len(self.level)) <= self.cap
     }
 
     fn info(&mut self, schema: &str, records: i64) {
@@ -114,8 +120,10 @@ impl Worker {
                 let Some((_, slot)) = sub.reader else { continue };
                 let session = sub.session.clone();
                 let mut ring = session.ring.borrow_mut();
+                let cap = self.reader_cap(&ring);
                 let mut sink = ReaderSink {
                     ring: &mut ring,
+                    cap,
                     level: session.level,
                     stream: &stream,
                     query_id: &sub.query_id,
@@ -128,19 +136,35 @@ impl Worker {
                 }
                 credit += pulled.credit;
                 if pulled.done {
-                    WorkerMetrics::record(
-                        &mut metrics.stream_duration_ms,
-                        u64::try_from(sub.opened_at.elapsed().as_millis()).unwrap_or(u64::MAX),
-                    );
                     done.push((session.clone(), sub.query_id.clone()));
                 }
             }
             credit
         };
-        give_credit(&stream, credit);
+        after_pulls(&stream, credit);
         for (session, query_id) in done {
             self.reader_done(&stream, &session, &query_id);
         }
+    }
+
+    /// A reader pulled frames outside [`Worker::pull_readers`]: its first
+    /// ones are its time to first byte.
+    fn first_frames(&self, stream_id: u32, session: u64, query_id: &str) {
+        let mut local = self.local.borrow_mut();
+        let Some(subs) = local.subs.get_mut(&stream_id) else { return };
+        let Some(sub) = subs.iter_mut().find(|sub| sub.session.id == session && sub.query_id == query_id) else {
+            return;
+        };
+        if !sub.first_frame_seen {
+            sub.first_frame_seen = true;
+            WorkerMetrics::record_us(&mut self.metrics.borrow_mut().ttfb_us, sub.opened_at.elapsed());
+        }
+    }
+
+    /// How much of `ring` a pull may fill (see [`ReaderSink::cap`]).
+    fn reader_cap(&self, ring: &Ring) -> usize {
+        let credit = usize::try_from(self.shared.config.limits.credit_bytes).unwrap_or(usize::MAX);
+        ring.budget().min(credit)
     }
 
     /// One reader takes what its ring has room for: its session's ring
@@ -150,44 +174,84 @@ impl Worker {
             let mut state = stream.state.lock();
             let Some(log) = state.share.as_mut() else { return };
             let mut ring = session.ring.borrow_mut();
-            let mut sink = ReaderSink { ring: &mut ring, level: session.level, stream, query_id, frames: 0 };
-            log.pull(slot, &mut sink)
+            let cap = self.reader_cap(&ring);
+            let mut sink = ReaderSink { ring: &mut ring, cap, level: session.level, stream, query_id, frames: 0 };
+            let pulled = log.pull(slot, &mut sink);
+            (pulled, sink.frames)
         };
-        give_credit(stream, pulled.credit);
+        let (pulled, frames) = pulled;
+        after_pulls(stream, pulled.credit);
+        if frames > 0 {
+            self.first_frames(stream.id, session.id, query_id);
+        }
         if pulled.done {
             self.reader_done(stream, session, query_id);
         }
+    }
+
+    /// The query that was to open the new shared stream `stream` leaves it
+    /// before its `Open` was sent: its session or query went away, it could
+    /// not be told it was admitted, or its connector could not be asked
+    /// (`unreachable`). Alone on it, the stream ends as if it never was.
+    /// If identical queries joined it meanwhile, it is opened for them; if
+    /// its connector cannot be asked, it ends for them with the reason.
+    pub(crate) fn leave_unopened(
+        &self,
+        stream: &Arc<Stream>,
+        subscriber: &Subscriber,
+        unreachable: Option<Unreachable>,
+    ) {
+        let Subscriber { worker, session, query_id } = subscriber;
+        self.remove_sub(stream.id, *session, query_id);
+        if stream.detach(*worker, *session, query_id) == 0 {
+            self.shared.registry.end_stream(stream);
+            self.admit_queued(&stream.tenant);
+            return;
+        }
+        let why = match unreachable {
+            Some(why) => why,
+            None => match stream.request_open() {
+                Ok(()) => return,
+                Err(why) => why,
+            },
+        };
+        let (code, message) = why.explain(&stream.dataset);
+        let error = ErrorBody::new(code, message);
+        if let Some(log) = stream.state.lock().share.as_mut() {
+            log.finish(0, Some(error.clone()), None, Instant::now());
+        }
+        let mask = self.shared.registry.end_stream(stream);
+        self.admit_queued(&stream.tenant);
+        let Some(me) = self.me.upgrade() else { return };
+        let end = WorkerMsg::Event(stream.id, StreamEvent::End { total_bytes: 0, error: Some(error) });
+        let worker = me.clone();
+        crate::task::spawn(&me, "end an unopened shared stream", async move { worker.route(mask, end).await });
     }
 
     /// A reader got its end: it leaves the worker's tables, its session's
     /// queries and the stream's subscribers (the stream has ended or is
     /// ending: nothing to cancel).
     fn reader_done(&self, stream: &Stream, session: &BrowserSession, query_id: &str) {
+        let opened_at = self.local.borrow().subs.get(&stream.id).and_then(|subs| {
+            subs.iter().find(|sub| sub.session.id == session.id && sub.query_id == query_id).map(|sub| sub.opened_at)
+        });
+        if let Some(opened_at) = opened_at {
+            WorkerMetrics::record(
+                &mut self.metrics.borrow_mut().stream_duration_ms,
+                u64::try_from(opened_at.elapsed().as_millis()).unwrap_or(u64::MAX),
+            );
+        }
         self.remove_sub(stream.id, session.id, query_id);
         session.forget_query(query_id);
         stream.detach(self.index, session.id, query_id);
     }
 }
 
-/// Gives `credit` bytes back to the connector of a shared query (level 2: a
-/// `credit` message; level 1: its reader goes on). A credit message that
-/// cannot be queued (the tunnel's command queue is full) is taken back by
-/// the log and given with the next pull.
-fn give_credit(stream: &Stream, credit: u64) {
-    if credit == 0 {
-        return;
-    }
-    match stream.connector.level {
-        Level::One => stream.return_credit(credit),
-        Level::Two => {
-            let cmd = ConnectorCmd::Credit { stream_id: stream.id, bytes: credit };
-            if stream.connector.mailbox.push(cmd).is_err() {
-                if let Some(log) = stream.state.lock().share.as_mut() {
-                    log.take_back(credit);
-                }
-            }
-        }
-    }
+/// After pulls: the credit they freed goes upstream, and a tunnel reader
+/// waiting for room in the log (tiny frames past its bound) tries again.
+fn after_pulls(stream: &Stream, credit: u64) {
+    stream.give_credit(credit);
+    stream.credit_waker.wake();
 }
 
 /// The shared queries of `session` take what its ring has room for now
