@@ -16,8 +16,8 @@
 //!   threads or child processes (`bench-worker`), plus idle sessions; a file
 //!   each for the group, the fleet and the idle sessions.
 //! - [`relay`]: the baseline: memcpy, loopback TCP, a plain TCP relay, and
-//!   the harness's own capacity (the relay's latency and the harness each in
-//!   a file of their own).
+//!   the harness's own capacity (the relay's latency, its bulk fan-out to
+//!   many readers and the harness each in a file of their own).
 //! - [`scenarios`]: throughput, fanout, latency, small-frames, idle,
 //!   query-storm, query-fanout, baseline → a [`ScenarioResult`]; a file per scenario,
 //!   plus the browser groups' planning and merging (`fleet`) and the
