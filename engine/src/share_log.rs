@@ -119,6 +119,8 @@ pub struct Pulled {
     pub credit: u64,
     /// The reader got its end and left the log.
     pub done: bool,
+    /// The reader got its first frames (its time to first byte ends).
+    pub first: bool,
 }
 
 #[derive(Debug)]
@@ -319,6 +321,7 @@ impl ShareLog {
                 sink.start(schema);
             }
         }
+        let taken_before = reader.taken;
         if reader.started {
             while reader.cursor < self.appended {
                 let at = usize::try_from(reader.cursor.saturating_sub(self.base)).unwrap_or(usize::MAX);
@@ -342,13 +345,14 @@ impl ShareLog {
             }
         }
         let after = reader.cursor;
+        let first = taken_before == 0 && reader.taken > 0;
         if done {
             self.remove(slot, before);
         } else if after != before {
             self.move_cursor(before, after);
         }
         self.trim();
-        Pulled { credit: self.credit_due(), done }
+        Pulled { credit: self.credit_due(), done, first }
     }
 
     /// The session's reader `query_id` left before its end (cancelled,
@@ -561,7 +565,8 @@ mod tests {
             log.append(frame(sequence, 16 * KIB));
         }
         let mut a = reader(usize::MAX);
-        assert_eq!(log.pull(fast, &mut a), Pulled { credit: 64 * KIB as u64, done: false }, "the lead took it all");
+        let pulled = log.pull(fast, &mut a);
+        assert_eq!(pulled, Pulled { credit: 64 * KIB as u64, done: false, first: true }, "the lead took it all");
         let mut b = reader(1);
         log.pull(slow, &mut b);
         assert_eq!(b.got, ["info 40", "start S", "frame 0"]);

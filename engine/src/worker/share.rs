@@ -35,8 +35,6 @@ struct ReaderSink<'a> {
     level: Level,
     stream: &'a Stream,
     query_id: &'a str,
-    /// Frames queued by this pull.
-    frames: u64,
 }
 
 impl Sink for ReaderSink<'_> {
@@ -71,7 +69,6 @@ impl Sink for ReaderSink<'_> {
 
     fn frame(&mut self, frame: &Arc<SharedFrame>) {
         self.ring.push(OutItem::Frame(frame.clone(), self.level));
-        self.frames += 1;
     }
 
     fn end(&mut self, total_bytes: u64, error: Option<&ErrorBody>, started: bool) {
@@ -121,16 +118,10 @@ impl Worker {
                 let session = sub.session.clone();
                 let mut ring = session.ring.borrow_mut();
                 let cap = self.reader_cap(&ring);
-                let mut sink = ReaderSink {
-                    ring: &mut ring,
-                    cap,
-                    level: session.level,
-                    stream: &stream,
-                    query_id: &sub.query_id,
-                    frames: 0,
-                };
+                let mut sink =
+                    ReaderSink { ring: &mut ring, cap, level: session.level, stream: &stream, query_id: &sub.query_id };
                 let pulled = log.pull(slot, &mut sink);
-                if sink.frames > 0 && !sub.first_frame_seen {
+                if pulled.first && !sub.first_frame_seen {
                     sub.first_frame_seen = true;
                     WorkerMetrics::record_us(&mut metrics.ttfb_us, sub.opened_at.elapsed());
                 }
@@ -175,13 +166,11 @@ impl Worker {
             let Some(log) = state.share.as_mut() else { return };
             let mut ring = session.ring.borrow_mut();
             let cap = self.reader_cap(&ring);
-            let mut sink = ReaderSink { ring: &mut ring, cap, level: session.level, stream, query_id, frames: 0 };
-            let pulled = log.pull(slot, &mut sink);
-            (pulled, sink.frames)
+            let mut sink = ReaderSink { ring: &mut ring, cap, level: session.level, stream, query_id };
+            log.pull(slot, &mut sink)
         };
-        let (pulled, frames) = pulled;
         after_pulls(stream, pulled.credit);
-        if frames > 0 {
+        if pulled.first {
             self.first_frames(stream.id, session.id, query_id);
         }
         if pulled.done {
