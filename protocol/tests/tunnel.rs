@@ -229,3 +229,43 @@ fn the_gateway_answers_what_it_cannot_accept_and_drops_answers_to_nothing() {
     let bad_header = FrameHeader { kind: FrameKind::Schema, flags: 0, stream_id: 1, sequence: 0 }.encode();
     assert!(gateway.handle_binary(&bad_header[..4]).is_err());
 }
+
+/// A draining gateway asks a level-2 tunnel once to move; the connector
+/// hears it once, keeps serving its running stream, and may leave only when
+/// that stream ended and its replacement is settled. A level-1 tunnel is
+/// never asked (its connector knows no such command).
+#[test]
+fn reconnect_is_sent_once_and_the_connection_leaves_after_its_streams_and_replacement() {
+    let mut gateway = GatewayEnd::new(true, CREDIT, FRAME_MAX, 64);
+    let mut connector = ConnectorEnd::new(true, vec![]);
+    gateway.open(3, query("ventas"), "stream three").unwrap();
+    let order = start(&mut gateway, &mut connector, 30);
+    assert!(!connector.may_leave(true, |_| true), "not asked to move: it stays");
+
+    assert!(gateway.reconnect("gateway draining", 20));
+    assert!(!gateway.reconnect("gateway draining", 20), "once per tunnel");
+    let texts = to_connector(&mut gateway);
+    assert_eq!(texts.len(), 1, "{texts:?}");
+    assert!(matches!(connector.handle_text(&texts[0]), ConnectorAction::Nothing));
+    let order_to_move = connector.take_move().expect("the move is handed out");
+    assert_eq!((order_to_move.reason.as_str(), order_to_move.grace_seconds), ("gateway draining", Some(20)));
+    assert_eq!(connector.take_move(), None, "once");
+    assert!(connector.is_moving());
+    assert!(matches!(connector.handle_text(&texts[0]), ConnectorAction::Ignored(_)), "a second one is ignored");
+    assert_eq!(connector.take_move(), None);
+
+    // The running stream is still served: credit still reaches it.
+    assert!(gateway.credit(3, 1024));
+    let texts = to_connector(&mut gateway);
+    assert!(matches!(connector.handle_text(&texts[0]), ConnectorAction::Credit { stream: 30, bytes: 1024 }));
+    assert!(!connector.may_leave(true, |_| false), "its stream is still running");
+    assert!(!connector.may_leave(false, |_| true), "its replacement is not settled yet");
+    assert!(connector.may_leave(true, |_| true));
+    connector.reap(|_| true);
+    assert!(connector.may_leave(true, |_| false), "no stream left");
+    assert_eq!(order.id, 3);
+
+    let mut level1 = GatewayEnd::<&'static str>::new(false, CREDIT, FRAME_MAX, 64);
+    assert!(!level1.reconnect("gateway draining", 20));
+    assert!(to_connector(&mut level1).is_empty());
+}

@@ -343,6 +343,17 @@ pub enum GatewayCommand {
     },
     /// Heartbeat.
     Ping,
+    /// The gateway is going away (a drain, PROTOCOL.md §4.2): open a tunnel
+    /// to another gateway now, then close this one once its streams ended,
+    /// at the latest after `grace_seconds`.
+    Reconnect {
+        /// Why, for the connector's log.
+        reason: String,
+        /// How long the gateway still serves this tunnel's streams; absent:
+        /// the connector's own bound.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grace_seconds: Option<u64>,
+    },
 }
 
 impl GatewayCommand {
@@ -350,7 +361,7 @@ impl GatewayCommand {
     pub fn parse(text: &str) -> Result<GatewayCommand, ParseError> {
         let map = parse_object(text)?;
         match tag(&map, "action")? {
-            Some("get_flight_info" | "do_get" | "credit" | "cancel" | "ping") => typed(map, "command"),
+            Some("get_flight_info" | "do_get" | "credit" | "cancel" | "ping" | "reconnect") => typed(map, "command"),
             Some(other) => Err(ParseError::new(ErrorCode::UnknownAction, format!("unknown action {other:?}"))),
             None => Err(ParseError::new(ErrorCode::BadRequest, "command has no action")),
         }
@@ -383,5 +394,15 @@ mod tests {
         assert_eq!(register.protocol, None);
         assert_eq!(register.token, None);
         assert_eq!(register.datasets, vec!["ventas".to_owned()]);
+    }
+
+    #[test]
+    fn reconnect_round_trips_and_its_grace_is_optional() {
+        let command = GatewayCommand::Reconnect { reason: "gateway draining".into(), grace_seconds: Some(20) };
+        let text = command.to_json();
+        assert_eq!(text, r#"{"action":"reconnect","reason":"gateway draining","grace_seconds":20}"#);
+        assert_eq!(GatewayCommand::parse(&text).unwrap(), command);
+        let bare = GatewayCommand::parse(r#"{"action":"reconnect","reason":"x","later":1}"#).unwrap();
+        assert_eq!(bare, GatewayCommand::Reconnect { reason: "x".into(), grace_seconds: None });
     }
 }

@@ -30,6 +30,17 @@ pub struct StreamOrder {
     pub history_bytes: Option<u64>,
 }
 
+/// The gateway is draining (`reconnect`, PROTOCOL.md §4.2): open a tunnel
+/// to another gateway now, and close this one once its streams ended (see
+/// [`ConnectorEnd::may_leave`]), at the latest after `grace_seconds`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MoveOrder {
+    /// The gateway's reason, for the log.
+    pub reason: String,
+    /// How long the gateway still serves this tunnel; `None`: unsaid.
+    pub grace_seconds: Option<u64>,
+}
+
 /// What the connector must do about a command from the gateway.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ConnectorAction<'a, S> {
@@ -51,6 +62,7 @@ pub enum ConnectorAction<'a, S> {
     },
     /// Stop this stream's producer: it ends with `stream_end` (`cancelled`).
     Stop(&'a S),
+
     /// Nothing (an answer may be queued: [`ConnectorEnd::poll_transmit`]).
     Nothing,
     /// A command this connector does not understand or that names nothing
@@ -70,6 +82,10 @@ pub struct ConnectorEnd<S> {
     /// Where the search for the next level-1 stream's number starts.
     next_local_id: u32,
     transmit: VecDeque<ConnectorMessage>,
+    /// The gateway asked this connection to move (`reconnect`).
+    moving: bool,
+    /// That request, until [`ConnectorEnd::take_move`] takes it.
+    move_order: Option<MoveOrder>,
 }
 
 impl<S> ConnectorEnd<S> {
@@ -82,6 +98,8 @@ impl<S> ConnectorEnd<S> {
             ids: HashMap::new(),
             next_local_id: 1,
             transmit: VecDeque::new(),
+            moving: false,
+            move_order: None,
         }
     }
 
@@ -162,6 +180,16 @@ impl<S> ConnectorEnd<S> {
                     "credit of {bytes} bytes for stream {stream_id}, which is not open"
                 )),
             },
+            GatewayCommand::Reconnect { .. } if self.moving => {
+                ConnectorAction::Ignored("reconnect: this tunnel is already moving to another gateway".into())
+            }
+            // Not an action of its own (connectors that do not move, such as
+            // test and bench ones, need not know it): `take_move` hands it out.
+            GatewayCommand::Reconnect { reason, grace_seconds } => {
+                self.moving = true;
+                self.move_order = Some(MoveOrder { reason, grace_seconds });
+                ConnectorAction::Nothing
+            }
             GatewayCommand::Cancel { request_id } => {
                 match self.ids.get(&request_id).and_then(|id| self.by_id.get(id)) {
                     Some((_, stream)) => ConnectorAction::Stop(stream),
@@ -169,6 +197,26 @@ impl<S> ConnectorEnd<S> {
                 }
             }
         }
+    }
+
+    /// The gateway's request to move to another gateway, once: after a
+    /// command was handled, the connector asks whether it was `reconnect`.
+    pub fn take_move(&mut self) -> Option<MoveOrder> {
+        self.move_order.take()
+    }
+
+    /// The gateway asked this connection to move to another gateway.
+    pub fn is_moving(&self) -> bool {
+        self.moving
+    }
+
+    /// Whether a connection asked to move may close now: its streams have
+    /// ended (`done` says which have) and its replacement is settled —
+    /// registered with another gateway, or the attempt failed (then waiting
+    /// longer only delays the streams' end). A connection that was not
+    /// asked to move stays.
+    pub fn may_leave(&self, replacement_settled: bool, mut done: impl FnMut(&S) -> bool) -> bool {
+        self.moving && replacement_settled && self.by_id.values().all(|(_, value)| done(value))
     }
 
     /// The answer to a [`ConnectorAction::Describe`]: the dataset's schema

@@ -152,6 +152,8 @@ pub struct GatewayEnd<S> {
     current: Option<u32>,
     next_request: u64,
     transmit: VecDeque<Transmit>,
+    /// `reconnect` was sent.
+    asked_to_move: bool,
 }
 
 impl<S> GatewayEnd<S> {
@@ -170,6 +172,7 @@ impl<S> GatewayEnd<S> {
             current: None,
             next_request: 0,
             transmit: VecDeque::new(),
+            asked_to_move: false,
         }
     }
 
@@ -196,6 +199,20 @@ impl<S> GatewayEnd<S> {
     /// The next message to send, if any.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmit.pop_front()
+    }
+
+    /// The gateway is draining: asks the connector to move to another
+    /// gateway (`reconnect`, PROTOCOL.md §4.2), once per tunnel and at level
+    /// 2 only (a level-1 connector knows no such command). True when it
+    /// was queued now.
+    pub fn reconnect(&mut self, reason: &str, grace_seconds: u64) -> bool {
+        if self.asked_to_move || !self.level2 {
+            return false;
+        }
+        self.asked_to_move = true;
+        let command = GatewayCommand::Reconnect { reason: reason.to_owned(), grace_seconds: Some(grace_seconds) };
+        self.transmit.push_back(Transmit::Command(command));
+        true
     }
 
     /// Opens a stream under `stream_id` (unique in the gateway): asks for its

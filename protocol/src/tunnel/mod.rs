@@ -25,7 +25,7 @@ mod connector;
 mod framer;
 mod gateway;
 
-pub use connector::{ConnectorAction, ConnectorEnd, StreamOrder};
+pub use connector::{ConnectorAction, ConnectorEnd, MoveOrder, StreamOrder};
 pub use framer::Framer;
 pub use gateway::{Binary, GatewayEnd, OpenStream, Transmit, TunnelEvent, Violation};
 

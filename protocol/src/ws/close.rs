@@ -25,6 +25,10 @@ pub mod close_code {
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// A bug or an unexpected failure.
     pub const INTERNAL_ERROR: u16 = 1011;
+    /// Service restart: the gateway is draining (SIGTERM); reconnect, to
+    /// another gateway when there is one. Sent only: [`super::is_valid_close_code`]
+    /// refuses it from a peer (unassigned in RFC 6455; Autobahn case 7.9).
+    pub const SERVICE_RESTART: u16 = 1012;
     /// The session was revoked.
     pub const REVOKED: u16 = 4000;
     /// The token expired while connected.
