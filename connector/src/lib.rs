@@ -19,10 +19,11 @@
 //!   dataset to it as an iterator of [`slice::EncodedMessage`].
 //!
 //! - [`tunnel`]: `parallel_connections` reverse WebSocket connections to the
-//!   gateway (opened by its `dial` submodule: TCP, TLS, WebSocket upgrade);
-//!   what each command asks for is decided by the protocol's
-//!   `tunnel::ConnectorEnd`, which the connection drives; reconnects forever
-//!   with backoff and jitter.
+//!   gateways `gateway.uri` lists, spread round robin (opened by its `dial`
+//!   submodule: TCP, TLS, WebSocket upgrade); what each command asks for is
+//!   decided by the protocol's `tunnel::ConnectorEnd`, which the connection
+//!   drives; reconnects forever with backoff and jitter, to the next listed
+//!   gateway, and at once when a draining gateway asks it to move.
 //! - `producer`: the thread each `do_get` runs, which sends every encoded
 //!   message as one binary frame (the protocol's `tunnel::Framer`; level 2:
 //!   behind the 16-byte header, within the gateway's credit).

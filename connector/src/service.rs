@@ -1,6 +1,6 @@
 //! Entry points of `volley connector`: [`run`] (serve until stopped) and
 //! [`self_test`] (`--test`: check the config, open every source, print each
-//! dataset's schema and row count, register with the gateway once).
+//! dataset's schema and row count, register with each listed gateway once).
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -26,7 +26,7 @@ pub fn run_config(config: Config, shutdown: Arc<AtomicBool>) {
         config.tenant.id,
         config.datasets.len(),
         config.performance.parallel_connections,
-        config.gateway.uri,
+        config.gateway.describe(),
         config.performance.compression_codecs
     );
     tunnel::run(Arc::new(config), catalog, shutdown);
@@ -54,7 +54,8 @@ pub struct SelfTest {
     pub ok: bool,
 }
 
-/// `volley connector --test`: config, every source, then one registration.
+/// `volley connector --test`: config, every source, then one registration
+/// with each gateway `gateway.uri` lists.
 pub fn self_test(config_path: &Path) -> SelfTest {
     let mut report = SelfTest { lines: Vec::new(), ok: true };
     let config = match Config::load(config_path) {
@@ -107,15 +108,18 @@ pub fn self_test(config_path: &Path) -> SelfTest {
             }
         }
     }
-    match tunnel::connect_and_register(&config, &catalog) {
-        Ok((mut socket, level)) => {
-            report.lines.push(format!("ok   gateway {}: registered (protocol level {level})", config.gateway.uri));
-            let _ = socket.close(None);
-            let _ = socket.flush();
-        }
-        Err(e) => {
-            report.lines.push(format!("FAIL gateway {}: {e}", config.gateway.uri));
-            report.ok = false;
+    // Every listed gateway: a tunnel may go to any of them.
+    for uri in &config.gateway.uris {
+        match tunnel::connect_and_register(&config, uri, &catalog) {
+            Ok((mut socket, level)) => {
+                report.lines.push(format!("ok   gateway {uri}: registered (protocol level {level})"));
+                let _ = socket.close(None);
+                let _ = socket.flush();
+            }
+            Err(e) => {
+                report.lines.push(format!("FAIL gateway {uri}: {e}"));
+                report.ok = false;
+            }
         }
     }
     report

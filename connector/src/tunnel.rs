@@ -1,7 +1,11 @@
 //! The reverse tunnel: `parallel_connections` WebSocket connections dialled
-//! out to the gateway, each registering for the tenant and serving the
-//! streams the gateway asks for, reconnecting forever with exponential
-//! backoff and jitter.
+//! out to the gateways of `gateway.uri` (spread round robin, and over the
+//! addresses a name resolves to), each registering for the tenant and
+//! serving the streams the gateway asks for, reconnecting forever with
+//! exponential backoff and jitter — to the next listed gateway, not the same
+//! one first. A draining gateway's `reconnect` (PROTOCOL.md §4.2) moves a
+//! connection at once: the replacement dials the next gateway while a thread
+//! of the old connection's own finishes its streams, then closes it.
 //!
 //! Threads: one per connection owns its socket (reads commands, writes
 //! frames); one per open stream (`producer`) produces encoded IPC
@@ -34,7 +38,7 @@ use volley_protocol::message::{
 };
 use volley_protocol::tunnel::{ConnectorAction, ConnectorEnd, UNCOUNTED_CREDIT};
 
-use self::dial::{open_socket, set_read_timeout, Socket};
+use self::dial::{open_socket, set_read_timeout, Dialled, Socket};
 use crate::config::{Compression, Config};
 use crate::producer::{Outgoing, StreamHandle};
 use crate::public_error::{open_failure, source_failure};
@@ -53,6 +57,11 @@ pub const IDLE_POLL: Duration = Duration::from_millis(5);
 pub const GATEWAY_SILENCE_MAX: Duration = Duration::from_secs(60);
 /// How long shutdown waits for streams to finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long a connection asked to move may stay open to finish its streams
+/// when the gateway's `reconnect` names no grace.
+pub const MOVE_GRACE_DEFAULT: Duration = Duration::from_secs(30);
+/// The longest a connection asked to move stays open, whatever the gateway says.
+pub const MOVE_GRACE_MAX: Duration = Duration::from_secs(600);
 /// Largest message accepted from the gateway (commands are small JSON).
 pub const GATEWAY_MESSAGE_BYTES_MAX: usize = 1 << 20;
 /// Longest wait for the TCP connect (per resolved address) and for each read
@@ -94,7 +103,9 @@ pub enum TunnelError {
 }
 
 /// Runs the tunnel until `shutdown` is set: `parallel_connections` threads,
-/// each connecting, serving and reconnecting forever.
+/// each connecting, serving and reconnecting forever. Tunnel `i` starts at
+/// the `i`-th gateway of `gateway.uri` (round robin; past the list's end, at
+/// the next address of a name that resolves to several).
 pub fn run(config: Arc<Config>, catalog: Arc<Catalog>, shutdown: Arc<AtomicBool>) {
     let threads: Vec<JoinHandle<()>> = (0..config.performance.parallel_connections.max(1))
         .map(|index| {
@@ -112,30 +123,111 @@ pub fn run(config: Arc<Config>, catalog: Arc<Catalog>, shutdown: Arc<AtomicBool>
     }
 }
 
-fn connection_loop(index: usize, config: &Config, catalog: &Arc<Catalog>, shutdown: &AtomicBool) {
+/// Where a tunnel's next attempt goes: its turn in the gateway list. The
+/// turn advances by one whenever the tunnel loses its gateway or is asked to
+/// move, so it goes to the next gateway, not the same one first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Turn(pub usize);
+
+impl Turn {
+    /// The URI of this turn and the address of its host to try first
+    /// (the round through the list: every round starts at the next address).
+    pub fn target(self, uris: &[String]) -> (&str, usize) {
+        let count = uris.len().max(1);
+        (uris.get(self.0 % count).map_or("", String::as_str), self.0 / count)
+    }
+
+    /// The turn after this one.
+    pub fn next(self) -> Turn {
+        Turn(self.0.wrapping_add(1))
+    }
+}
+
+/// How a served connection ended, when it did not fail.
+enum Served {
+    /// The gateway closed it, or the connector is shutting down.
+    Closed,
+    /// It was asked to move and closed itself once it could.
+    Left,
+    /// It was asked to move and another gateway is listed: the caller hands
+    /// it to a thread of its own and opens the replacement now.
+    HandOff,
+}
+
+/// A registered connection and what its streams share.
+struct Connection {
+    socket: Socket,
+    end: ConnectorEnd<StreamHandle>,
+    out_tx: SyncSender<Outgoing>,
+    out_rx: Receiver<Outgoing>,
+    /// `tunnel N on URI (ADDRESS)`, for log lines.
+    label: String,
+    /// Asked to move: the latest it may stay open.
+    leave_by: Option<Instant>,
+}
+
+/// Whether the replacement of a moving connection is settled (registered, or
+/// its attempt failed); always for a connection that has none.
+type Settled = Arc<AtomicBool>;
+
+/// A connection handed off after a move: the thread that finishes its
+/// streams, and the flag its replacement sets.
+type Moving = (JoinHandle<()>, Settled);
+
+fn connection_loop(index: usize, config: &Arc<Config>, catalog: &Arc<Catalog>, shutdown: &Arc<AtomicBool>) {
     let base = config.performance.reconnect_delay.max(Duration::from_millis(50));
+    let uris = &config.gateway.uris;
     let mut delay = base;
     let mut attempt: u64 = 0;
+    let mut turn = Turn(index);
+    // Connections that were asked to move and still finish their streams.
+    let mut retiring: Vec<JoinHandle<()>> = Vec::new();
+    // The newest of them waits for this attempt to settle before it leaves.
+    let mut replacing: Option<Settled> = None;
     while !shutdown.load(Ordering::Acquire) {
         attempt += 1;
         let started = Instant::now();
-        let outcome = connect_and_serve(index, config, catalog, shutdown);
+        let (uri, _) = turn.target(uris);
+        let outcome = connect_and_serve(index, turn, config, catalog, shutdown, replacing.take());
+        retiring.retain(|thread| !thread.is_finished());
         if shutdown.load(Ordering::Acquire) {
-            return;
+            break;
         }
         if started.elapsed() >= STABLE_CONNECTION {
             delay = base;
         }
-        // Full jitter between half and all of the delay, so a fleet does not reconnect in step.
-        let jittered = delay.mul_f64(0.5 + fastrand::f64() * 0.5);
-        let uri = &config.gateway.uri;
-        let retry = jittered.as_secs_f64();
+        turn = turn.next();
+        let (next, _) = turn.target(uris);
+        let next = if next == uri { "the same gateway".to_owned() } else { next.to_owned() };
         match outcome {
-            Ok(()) => log::info!("tunnel {index}: connection to {uri} closed; reconnecting in {retry:.1} s"),
-            Err(e) => log::warn!("tunnel {index}: {uri}: {e}; retrying in {retry:.1} s (attempt {attempt})"),
+            Ok((Served::HandOff, Some((thread, settled)))) => {
+                // A move is not a failure: at once, and the backoff starts over.
+                retiring.push(thread);
+                replacing = Some(settled);
+                delay = base;
+                continue;
+            }
+            Ok(_) => {
+                // Full jitter between half and all of the delay, so a fleet does not reconnect in step.
+                let jittered = delay.mul_f64(0.5 + fastrand::f64() * 0.5);
+                let retry = jittered.as_secs_f64();
+                log::info!("tunnel {index}: connection to {uri} closed; reconnecting to {next} in {retry:.1} s");
+                sleep_unless(jittered, shutdown);
+            }
+            Err(e) => {
+                let jittered = delay.mul_f64(0.5 + fastrand::f64() * 0.5);
+                let retry = jittered.as_secs_f64();
+                log::warn!("tunnel {index}: {uri}: {e}; retrying in {retry:.1} s with {next} (attempt {attempt})");
+                sleep_unless(jittered, shutdown);
+            }
         }
-        sleep_unless(jittered, shutdown);
         delay = (delay * 2).min(RECONNECT_DELAY_MAX);
+    }
+    if let Some(settled) = replacing {
+        settled.store(true, Ordering::Release);
+    }
+    for thread in retiring {
+        let _ = thread.join();
     }
 }
 
@@ -146,9 +238,15 @@ fn sleep_unless(duration: Duration, shutdown: &AtomicBool) {
     }
 }
 
-/// Opens one connection and registers; returns the socket and the agreed level.
-pub fn connect_and_register(config: &Config, catalog: &Catalog) -> Result<(Socket, u8), TunnelError> {
-    let mut socket = open_socket(&config.gateway)?;
+/// Opens one connection to `uri` (one of `gateway.uri`'s) and registers;
+/// returns the socket and the agreed level.
+pub fn connect_and_register(config: &Config, uri: &str, catalog: &Catalog) -> Result<(Socket, u8), TunnelError> {
+    register_at(config, uri, 0, catalog).map(|(dialled, level)| (dialled.socket, level))
+}
+
+fn register_at(config: &Config, uri: &str, preferred: usize, catalog: &Catalog) -> Result<(Dialled, u8), TunnelError> {
+    let mut dialled = open_socket(&config.gateway, uri, preferred)?;
+    let socket = &mut dialled.socket;
     let datasets: Vec<String> = catalog.names().map(str::to_owned).collect();
     let live: Vec<String> =
         config.datasets.iter().filter(|(_, spec)| spec.is_live()).map(|(name, _)| name.clone()).collect();
@@ -162,12 +260,12 @@ pub fn connect_and_register(config: &Config, catalog: &Catalog) -> Result<(Socke
         compression: config.performance.compression_codecs.iter().map(|codec| codec.as_str().to_owned()).collect(),
     });
     socket.send(Message::text(register.to_json()))?;
-    set_read_timeout(&socket, REGISTER_TIMEOUT)?;
+    set_read_timeout(socket, REGISTER_TIMEOUT)?;
     loop {
         match socket.read()? {
             Message::Text(text) => {
                 return match RegisterReply::parse(text.as_str()) {
-                    Ok(RegisterReply::Ok(ok)) => Ok((socket, ok.protocol.unwrap_or(1))),
+                    Ok(RegisterReply::Ok(ok)) => Ok((dialled, ok.protocol.unwrap_or(1))),
                     Ok(RegisterReply::Refused(error)) => {
                         Err(TunnelError::Refused { code: error.code, message: error.message })
                     }
@@ -182,23 +280,68 @@ pub fn connect_and_register(config: &Config, catalog: &Catalog) -> Result<(Socke
     }
 }
 
+/// Connects at `turn`, registers and serves until the connection ends.
+/// `replacing`: the moving connection this one replaces, told once this
+/// attempt registered or failed. A connection asked to move while another
+/// gateway is listed comes back as [`Served::HandOff`] with the thread that
+/// now serves it and the flag its own replacement must set.
 fn connect_and_serve(
     index: usize,
-    config: &Config,
+    turn: Turn,
+    config: &Arc<Config>,
     catalog: &Arc<Catalog>,
-    shutdown: &AtomicBool,
-) -> Result<(), TunnelError> {
-    let (mut socket, level) = connect_and_register(config, catalog)?;
+    shutdown: &Arc<AtomicBool>,
+    replacing: Option<Settled>,
+) -> Result<(Served, Option<Moving>), TunnelError> {
+    let (uri, preferred) = turn.target(&config.gateway.uris);
+    let registered = register_at(config, uri, preferred, catalog);
+    if let Some(settled) = replacing {
+        settled.store(true, Ordering::Release);
+    }
+    let (dialled, level) = registered?;
+    let count = config.gateway.uris.len();
+    let position = config.gateway.uris.iter().position(|listed| listed == uri).map_or(1, |p| p + 1);
     log::info!(
-        "tunnel {index}: registered with {} as tenant {:?} (level {level})",
-        config.gateway.uri,
+        "tunnel {index}: registered with gateway {position} of {count}, {uri} ({}), as tenant {:?} (level {level})",
+        dialled.addr,
         config.tenant.id
     );
-    set_read_timeout(&socket, IDLE_POLL)?;
+    set_read_timeout(&dialled.socket, IDLE_POLL)?;
     let (out_tx, out_rx) = sync_channel::<Outgoing>(OUTGOING_QUEUE_MAX);
-    let mut end = ConnectorEnd::new(level >= 2, config.performance.compression_codecs.clone());
-    let result = serve(&mut socket, config, catalog, shutdown, &out_tx, &out_rx, &mut end);
-    // Streams still running end here: their producers see the stop flag.
+    let mut connection = Connection {
+        socket: dialled.socket,
+        end: ConnectorEnd::new(level >= 2, config.performance.compression_codecs.clone()),
+        out_tx,
+        out_rx,
+        label: format!("tunnel {index} on {uri} ({})", dialled.addr),
+        leave_by: None,
+    };
+    let elsewhere = count > 1 || dialled.addresses > 1;
+    let result = serve(&mut connection, config, catalog, shutdown, None, elsewhere);
+    if let Ok(Served::HandOff) = result {
+        let settled: Settled = Arc::new(AtomicBool::new(false));
+        let (config, catalog, shutdown, flag) = (config.clone(), catalog.clone(), shutdown.clone(), settled.clone());
+        let thread = std::thread::Builder::new().name(format!("volley-tunnel-{index}-moving")).spawn(move || {
+            let result = serve(&mut connection, &config, &catalog, &shutdown, Some(flag.as_ref()), false);
+            if let Err(e) = &result {
+                log::warn!("{}: {e}", connection.label);
+            }
+            finish(connection, &shutdown);
+        });
+        return match thread {
+            Ok(thread) => Ok((Served::HandOff, Some((thread, settled)))),
+            Err(e) => Err(TunnelError::Io(e)),
+        };
+    }
+    finish(connection, shutdown);
+    result.map(|served| (served, None))
+}
+
+/// The end of a connection: streams still running stop (their producers see
+/// the stop flag) and are drained for at most [`SHUTDOWN_GRACE`]; at
+/// shutdown the gateway is told (1001).
+fn finish(mut connection: Connection, shutdown: &AtomicBool) {
+    let Connection { ref mut socket, ref mut end, out_tx, ref out_rx, .. } = connection;
     for handle in end.streams() {
         handle.release();
     }
@@ -218,18 +361,21 @@ fn connect_and_serve(
         }));
         let _ = socket.flush();
     }
-    result
 }
 
+/// Serves a connection until it ends. `replacement`: set when it was handed
+/// off after a move, the flag its replacement sets. `may_hand_off`: another
+/// gateway is listed, so a move hands it off ([`Served::HandOff`]) rather
+/// than finishing its streams here.
 fn serve(
-    socket: &mut Socket,
+    connection: &mut Connection,
     config: &Config,
     catalog: &Arc<Catalog>,
     shutdown: &AtomicBool,
-    out_tx: &SyncSender<Outgoing>,
-    out_rx: &Receiver<Outgoing>,
-    end: &mut ConnectorEnd<StreamHandle>,
-) -> Result<(), TunnelError> {
+    replacement: Option<&AtomicBool>,
+    may_hand_off: bool,
+) -> Result<Served, TunnelError> {
+    let Connection { socket, end, out_tx, out_rx, label, leave_by } = connection;
     let mut last_heard = Instant::now();
     loop {
         if shutdown.load(Ordering::Acquire) {
@@ -243,16 +389,49 @@ fn serve(
                 std::thread::sleep(Duration::from_millis(5));
             }
             write_pending(socket, out_rx)?;
-            return Ok(());
+            return Ok(Served::Closed);
         }
         write_pending(socket, out_rx)?;
         end.reap(StreamHandle::is_finished);
+        if end.is_moving() {
+            let settled = replacement.is_none_or(|flag| flag.load(Ordering::Acquire));
+            let late = leave_by.is_some_and(|by| Instant::now() >= by);
+            if end.may_leave(settled, StreamHandle::is_finished) || late {
+                let why = if late { "its grace passed" } else { "its streams ended" };
+                log::info!("{label}: closing the tunnel to the draining gateway ({why})");
+                let _ = socket.close(Some(tungstenite::protocol::CloseFrame {
+                    code: tungstenite::protocol::frame::coding::CloseCode::Normal,
+                    reason: "moved to another gateway".into(),
+                }));
+                let _ = socket.flush();
+                return Ok(Served::Left);
+            }
+        }
         match socket.read() {
             Ok(Message::Text(text)) => {
                 last_heard = Instant::now();
                 handle_command(text.as_str(), config, catalog, out_tx, end, socket)?;
+                if let Some(order) = end.take_move() {
+                    let grace = order.grace_seconds.map_or(MOVE_GRACE_DEFAULT, Duration::from_secs).min(MOVE_GRACE_MAX);
+                    *leave_by = Some(Instant::now() + grace);
+                    let running = end.streams().filter(|h| !h.is_finished()).count();
+                    if may_hand_off {
+                        log::info!(
+                            "{label}: the gateway asks connectors to move ({}): opening a tunnel to the next \
+                             gateway now; this one closes once its {running} running stream(s) ended, within {grace:?}",
+                            order.reason
+                        );
+                        return Ok(Served::HandOff);
+                    }
+                    log::info!(
+                        "{label}: the gateway asks connectors to move ({}), but gateway.uri lists no other \
+                         gateway: this tunnel closes once its {running} running stream(s) ended and reconnects \
+                         with the usual delay; list the cluster's other gateways under gateway.uri to move at once",
+                        order.reason
+                    );
+                }
             }
-            Ok(Message::Close(_)) => return Ok(()),
+            Ok(Message::Close(_)) => return Ok(Served::Closed),
             Ok(_) => last_heard = Instant::now(),
             Err(tungstenite::Error::Io(e))
                 if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
@@ -261,7 +440,7 @@ fn serve(
                     return Err(TunnelError::Silent);
                 }
             }
-            Err(tungstenite::Error::ConnectionClosed) => return Ok(()),
+            Err(tungstenite::Error::ConnectionClosed) => return Ok(Served::Closed),
             Err(e) => return Err(e.into()),
         }
     }

@@ -277,3 +277,42 @@ fn an_odbc_dataset_in_a_build_without_odbc_says_what_to_install_and_enable() {
         assert!(message.contains(needle), "{needle:?} missing from: {message}");
     }
 }
+
+#[test]
+fn gateway_uri_is_one_uri_or_a_list_of_them() {
+    let dir = dir_with_files();
+    let one = load(HEAD, dir.path()).unwrap();
+    assert_eq!(one.gateway.uris, vec!["ws://gw.example:8081/ws/connect".to_owned()]);
+    let text =
+        "gateway:\n  uri:\n    - ws://gw-1:8081/ws/connect\n    - wss://gw-2:443/ws/connect\ntenant:\n  id: abc\n";
+    let listed = load(text, dir.path()).unwrap();
+    assert_eq!(listed.gateway.uris, vec!["ws://gw-1:8081/ws/connect", "wss://gw-2:443/ws/connect"]);
+    assert_eq!(listed.gateway.describe(), "ws://gw-1:8081/ws/connect, wss://gw-2:443/ws/connect");
+}
+
+#[test]
+fn a_gateway_list_names_the_entry_that_is_wrong_and_what_to_write() {
+    let dir = dir_with_files();
+    let refusal = |uri: &str| {
+        let text = format!("gateway: {{ uri: {uri} }}\ntenant: {{ id: a }}\n");
+        load(&text, dir.path()).expect_err(uri).to_string()
+    };
+    let empty = refusal("[]");
+    assert!(empty.contains("gateway.uri") && empty.contains("empty list") && empty.contains("ws://"), "{empty}");
+    let bad = refusal("[\"ws://gw-1/ws/connect\", \"http://gw-2/ws\"]");
+    assert!(bad.contains("entry 2 of 2") && bad.contains("http://gw-2/ws"), "{bad}");
+    assert!(bad.contains("must start with ws:// or wss://") && bad.contains("ws://host:port/ws/connect"), "{bad}");
+    let twice = refusal("[\"ws://gw-1/ws/connect\", \"ws://gw-1/ws/connect\"]");
+    assert!(twice.contains("entry 2 of 2") && twice.contains("repeats entry 1"), "{twice}");
+    let number = refusal("[\"ws://gw-1/ws/connect\", 7]");
+    assert!(number.contains("entry 2 of 2") && number.contains("a number is not a URI"), "{number}");
+    let map = refusal("{ host: gw }");
+    assert!(map.contains("a map is neither a URI nor a list of URIs"), "{map}");
+    let many: Vec<String> =
+        (0..=volley_connector::config::GATEWAY_URIS_MAX).map(|i| format!("\"ws://gw-{i}/\"")).collect();
+    let many = refusal(&format!("[{}]", many.join(", ")));
+    assert!(many.contains("more than 64"), "{many}");
+    // The seed's single string keeps its message.
+    let text = "gateway: { uri: \"http://gw/ws\" }\ntenant: { id: a }\n";
+    assert!(matches!(load(text, dir.path()), Err(ConfigError::GatewayUri { .. })));
+}

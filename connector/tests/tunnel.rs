@@ -138,3 +138,77 @@ fn cancel_ends_the_stream_of_its_request_and_credit_still_reaches_the_other() {
     gateway.serve(&mut streams, |s| s[1].end.is_some());
     assert_whole_dataset(&streams[1], &config);
 }
+
+/// The connector's config with `gateway.uri` listing both listeners, one
+/// tunnel, and a reconnect delay long enough to tell a move from a retry.
+fn listing(first: &TcpListener, second: &TcpListener) -> Config {
+    let uris: Vec<String> =
+        [first, second].iter().map(|l| format!("ws://{}/ws/connect", l.local_addr().expect("addr"))).collect();
+    let csv = testdata().join("csv").join("aggregate_test_100.csv");
+    let yaml = json!({
+        "gateway": {"uri": uris},
+        "tenant": {"id": "t1"},
+        "performance": {"parallel_connections": 1, "reconnect_delay": 30.0, "max_chunk_size": 4096, "min_chunk_size": 1024},
+        "datasets": {"agg": {"type": "csv", "path": csv, "batch_rows": 10}},
+    });
+    Config::from_yaml(&yaml.to_string(), &testdata()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Turn `i` of a tunnel: the list round robin, and each round one address
+/// further through a name's addresses.
+#[test]
+fn a_tunnels_turns_go_round_the_list_and_then_round_a_names_addresses() {
+    use volley_connector::tunnel::Turn;
+    let uris = vec!["ws://a/".to_owned(), "ws://b/".to_owned()];
+    let targets: Vec<(&str, usize)> = (0..5).map(|i| Turn(i).target(&uris)).collect();
+    assert_eq!(targets, vec![("ws://a/", 0), ("ws://b/", 0), ("ws://a/", 1), ("ws://b/", 1), ("ws://a/", 2)]);
+    assert_eq!(Turn(1).next(), Turn(2));
+    assert_eq!(Turn(3).target(&uris[..1]), ("ws://a/", 3));
+}
+
+/// PROTOCOL.md §4.2 `reconnect` while a stream runs: the connector registers
+/// with the other listed gateway at once (its reconnect delay is 30 s),
+/// keeps serving the running stream on the old tunnel to its end, and only
+/// then closes the old tunnel with 1000.
+#[test]
+fn reconnect_moves_the_tunnel_at_once_and_the_old_one_closes_after_its_stream() {
+    let first = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let second = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let config = listing(&first, &second);
+    let _tunnel = Tunnel::start(config.clone());
+    let (mut old, _) = ScriptedGateway::accept_level2(&first);
+
+    let mut stream = CreditedStream::new("r1", 5, WINDOW);
+    old.send(stream.do_get("agg"));
+    // The stream starts and waits for credit: then the gateway drains.
+    old.serve(std::slice::from_mut(&mut stream), |s| s[0].waits_for_credit());
+    let asked = Instant::now();
+    old.send(json!({"action": "reconnect", "reason": "gateway draining", "grace_seconds": 20}));
+    let (_new, register) = ScriptedGateway::accept_level2(&second);
+    assert_eq!(register["tenant_id"], "t1");
+    assert!(asked.elapsed() < Duration::from_secs(5), "moved after {:?}: not at once", asked.elapsed());
+
+    // The old tunnel still serves its stream to the end, then closes.
+    old.serve(std::slice::from_mut(&mut stream), |s| s[0].end.is_some());
+    assert_whole_dataset(&stream, &config);
+    let closed = match old.try_read() {
+        Err(why) => why,
+        Ok(message) => panic!("nothing more after the stream's end, got {message:?}"),
+    };
+    assert!(closed.contains("closed the socket") && closed.contains("Normal"), "{closed}");
+}
+
+/// With one gateway listed, `reconnect` does not move the tunnel at once:
+/// it closes once its streams ended (here: none) and reconnects to the same
+/// gateway after its reconnect delay.
+#[test]
+fn reconnect_with_no_other_gateway_closes_the_idle_tunnel_and_redials_after_the_delay() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let _tunnel = Tunnel::start(config(&listener));
+    let (mut gateway, _) = ScriptedGateway::accept_level2(&listener);
+    gateway.send(json!({"action": "reconnect", "reason": "gateway draining"}));
+    let closed = gateway.try_read().expect_err("the idle tunnel closes");
+    assert!(closed.contains("Normal"), "{closed}");
+    let (_again, register) = ScriptedGateway::accept_level2(&listener);
+    assert_eq!(register["tenant_id"], "t1");
+}

@@ -27,6 +27,22 @@ pub fn connector_config(addr: SocketAddr, tenant: &str, token: &str, performance
     })
 }
 
+/// [`connector_config`] with `gateway.uri` a list: every gateway of
+/// `addrs`, in order (`ws://ADDRESS/ws/connect`).
+pub fn connector_config_listing(
+    addrs: &[SocketAddr],
+    tenant: &str,
+    token: &str,
+    performance: Value,
+    datasets: Value,
+) -> Value {
+    let uris: Vec<String> = addrs.iter().map(|addr| format!("ws://{addr}/ws/connect")).collect();
+    let first = addrs.first().copied().unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9)));
+    let mut config = connector_config(first, tenant, token, performance, datasets);
+    config["gateway"]["uri"] = json!(uris);
+    config
+}
+
 /// The real connector running in this process (`service::run_config` on a thread).
 pub struct InProcessConnector {
     /// `run_config`'s shutdown flag.

@@ -26,6 +26,13 @@ pub enum ConfigError {
     /// `gateway.uri` is not a ws:// or wss:// URL.
     #[error("gateway.uri `{uri}` is invalid: {reason}")]
     GatewayUri { uri: String, reason: &'static str },
+    /// One entry of a `gateway.uri` list is not a ws:// or wss:// URL, or
+    /// repeats another; `entry` counts from 1.
+    #[error(
+        "gateway.uri entry {entry} of {count} (`{uri}`) is invalid: {reason}; write every entry as \
+         ws://host:port/ws/connect or wss://host:port/ws/connect"
+    )]
+    GatewayUriEntry { entry: usize, count: usize, uri: String, reason: String },
     /// A setting outside its documented range.
     #[error("{key} is invalid: {reason}")]
     Setting { key: &'static str, reason: String },

@@ -3,6 +3,8 @@
 
 use volley_protocol::Codec;
 
+/// Most gateways `gateway.uri` may list: a cluster's nodes, not a fleet.
+pub const GATEWAY_URIS_MAX: usize = 64;
 /// Default number of parallel tunnel connections (seed default).
 pub const PARALLEL_CONNECTIONS_DEFAULT: usize = 3;
 /// Upper bound on tunnel connections: each one is a socket and a thread at the gateway.

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use super::error::ConfigError;
 use super::limits::{CONFIG_BYTES_MAX, DATASETS_MAX};
 use super::raw::RawConfig;
-use super::settings::{Config, LogLevel, LoggingConfig};
-use super::validate::{parse_dataset, validate_gateway_uri, validate_performance};
+use super::settings::{Config, GatewayConfig, LogLevel, LoggingConfig};
+use super::validate::{parse_dataset, parse_gateway_uris, validate_performance};
 
 impl Config {
     /// Reads and validates a config file; relative dataset paths resolve
@@ -31,7 +31,7 @@ impl Config {
     /// Parses and validates config text; `base_dir` anchors relative paths.
     pub fn from_yaml(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
         let raw: RawConfig = serde_yaml_ng::from_str(text)?;
-        validate_gateway_uri(&raw.gateway.uri)?;
+        let uris = parse_gateway_uris(&raw.gateway.uri)?;
         if raw.tenant.id.trim().is_empty() {
             return Err(ConfigError::Setting { key: "tenant.id", reason: "must not be empty".into() });
         }
@@ -63,7 +63,7 @@ impl Config {
                 .map_err(|problem| ConfigError::Dataset { name: name.clone(), problem })?;
             datasets.insert(name, spec);
         }
-        let mut gateway = raw.gateway;
+        let mut gateway = GatewayConfig { uris, ca_file: raw.gateway.ca_file };
         if let Some(ca_file) = &mut gateway.ca_file {
             *ca_file = base_dir.join(&*ca_file);
             crate::ca::load_ca_file(ca_file)

@@ -1,7 +1,8 @@
 //! The connector's YAML configuration: gateway, tenant, performance limits,
 //! logging and the dataset catalogue.
 //!
-//! The file is seed-compatible (`gateway.uri`, `tenant.id`,
+//! The file is seed-compatible (`gateway.uri` — one URI, or a list of the
+//! gateways of a cluster —, `tenant.id`,
 //! `performance.parallel_connections`, `performance.max_chunk_size`,
 //! `performance.reconnect_delay`, `logging.level`) and adds `datasets:`, a map
 //! from dataset name to source. A CSV dataset also takes its dialect:
@@ -39,8 +40,8 @@ pub use error::{ConfigError, DatasetProblem, ODBC_NOT_BUILT};
 pub use limits::{
     BATCH_ROWS_DEFAULT, BATCH_ROWS_MAX, CHUNK_BYTES_CEILING, CHUNK_BYTES_FLOOR, CHUNK_BYTES_MAX_DEFAULT,
     CHUNK_BYTES_MIN_DEFAULT, COMPRESSION_CODECS_DEFAULT, CONFIG_BYTES_MAX, DATASETS_MAX, DATASET_NAME_BYTES_MAX,
-    FOLLOW_POLL_MS_DEFAULT, INFER_SCHEMA_ROWS, PARALLEL_CONNECTIONS_DEFAULT, PARALLEL_CONNECTIONS_MAX, POLL_MS_MAX,
-    POLL_MS_MIN, RECONNECT_DELAY_SECONDS_DEFAULT, RECONNECT_DELAY_SECONDS_MAX,
+    FOLLOW_POLL_MS_DEFAULT, GATEWAY_URIS_MAX, INFER_SCHEMA_ROWS, PARALLEL_CONNECTIONS_DEFAULT,
+    PARALLEL_CONNECTIONS_MAX, POLL_MS_MAX, POLL_MS_MIN, RECONNECT_DELAY_SECONDS_DEFAULT, RECONNECT_DELAY_SECONDS_MAX,
 };
 pub use settings::{Compression, Config, GatewayConfig, LogLevel, LoggingConfig, PerformanceConfig, TenantConfig};
 pub use validate::validate_dataset_name;

@@ -7,12 +7,12 @@ use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use super::limits::DATASETS_MAX;
-use super::settings::{GatewayConfig, TenantConfig};
+use super::settings::TenantConfig;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
-    pub(super) gateway: GatewayConfig,
+    pub(super) gateway: RawGateway,
     pub(super) tenant: TenantConfig,
     #[serde(default)]
     pub(super) performance: RawPerformance,
@@ -20,6 +20,15 @@ pub(super) struct RawConfig {
     pub(super) logging: RawLogging,
     #[serde(default)]
     pub(super) datasets: RawDatasets,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGateway {
+    /// One URI or a list of them (see `parse_gateway_uris` in `validate.rs`).
+    pub(super) uri: serde_yaml_ng::Value,
+    #[serde(default)]
+    pub(super) ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Deserialize, Default)]

@@ -25,17 +25,32 @@ pub struct Config {
     pub datasets: BTreeMap<String, SourceSpec>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `gateway:` — where the tunnels go.
+#[derive(Debug, Clone)]
 pub struct GatewayConfig {
-    /// `ws://host:port/ws/connect` or `wss://…`.
-    pub uri: String,
+    /// `gateway.uri`: `ws://host:port/ws/connect` or `wss://…`, one or a
+    /// list (the gateways of a cluster), in the file's order, never empty.
+    /// Tunnels are spread over them round robin (and over the addresses a
+    /// name resolves to); a tunnel that loses its gateway, or is asked to
+    /// move, goes to the next one.
+    pub uris: Vec<String>,
     /// PEM file of the CA(s) that sign the gateway's certificate, for
     /// `wss://` to a gateway with a private CA. Absent: the system's roots
     /// (Mozilla's bundled roots when the system has none). Relative paths
     /// are relative to the config file.
-    #[serde(default)]
     pub ca_file: Option<PathBuf>,
+}
+
+impl GatewayConfig {
+    /// One gateway at `uri` with the system's roots.
+    pub fn single(uri: impl Into<String>) -> GatewayConfig {
+        GatewayConfig { uris: vec![uri.into()], ca_file: None }
+    }
+
+    /// The listed gateways, comma-separated, for log lines.
+    pub fn describe(&self) -> String {
+        self.uris.join(", ")
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

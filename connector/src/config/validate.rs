@@ -13,11 +13,83 @@ use super::datasets::{
 use super::error::{ConfigError, DatasetProblem};
 use super::limits::{
     BATCH_ROWS_MAX, CHUNK_BYTES_CEILING, CHUNK_BYTES_FLOOR, CHUNK_BYTES_MAX_DEFAULT, CHUNK_BYTES_MIN_DEFAULT,
-    COMPRESSION_CODECS_DEFAULT, DATASET_NAME_BYTES_MAX, PARALLEL_CONNECTIONS_DEFAULT, PARALLEL_CONNECTIONS_MAX,
-    POLL_MS_MAX, POLL_MS_MIN, RECONNECT_DELAY_SECONDS_DEFAULT, RECONNECT_DELAY_SECONDS_MAX,
+    COMPRESSION_CODECS_DEFAULT, DATASET_NAME_BYTES_MAX, GATEWAY_URIS_MAX, PARALLEL_CONNECTIONS_DEFAULT,
+    PARALLEL_CONNECTIONS_MAX, POLL_MS_MAX, POLL_MS_MIN, RECONNECT_DELAY_SECONDS_DEFAULT, RECONNECT_DELAY_SECONDS_MAX,
 };
 use super::raw::RawPerformance;
 use super::settings::PerformanceConfig;
+
+/// `gateway.uri`: one URI (the seed's form), or a list of at most
+/// [`GATEWAY_URIS_MAX`] different ones; each must be a ws:// or wss:// URI.
+pub(super) fn parse_gateway_uris(value: &serde_yaml_ng::Value) -> Result<Vec<String>, ConfigError> {
+    use serde_yaml_ng::Value;
+    let setting = |reason: String| ConfigError::Setting { key: "gateway.uri", reason };
+    let items = match value {
+        Value::String(uri) => {
+            validate_gateway_uri(uri)?;
+            return Ok(vec![uri.clone()]);
+        }
+        Value::Sequence(items) => items,
+        other => {
+            return Err(setting(format!(
+                "{} is neither a URI nor a list of URIs: write `uri: ws://gateway:8081/ws/connect`, or list the \
+                 cluster's gateways, `uri: [ws://gw-1:8081/ws/connect, ws://gw-2:8081/ws/connect]`",
+                yaml_kind(other)
+            )))
+        }
+    };
+    if items.is_empty() {
+        return Err(setting(
+            "is an empty list: list at least one gateway, e.g. `uri: [ws://gw-1:8081/ws/connect]`".to_owned(),
+        ));
+    }
+    if items.len() > GATEWAY_URIS_MAX {
+        return Err(setting(format!(
+            "lists {} gateways, more than {GATEWAY_URIS_MAX}: list the cluster's nodes (or one name that \
+             resolves to their addresses)",
+            items.len()
+        )));
+    }
+    let count = items.len();
+    let mut uris: Vec<String> = Vec::with_capacity(count);
+    for (index, item) in items.iter().enumerate() {
+        let entry = index + 1;
+        let Some(uri) = item.as_str() else {
+            return Err(ConfigError::GatewayUriEntry {
+                entry,
+                count,
+                uri: format!("{item:?}"),
+                reason: format!("{} is not a URI", yaml_kind(item)),
+            });
+        };
+        if let Err(ConfigError::GatewayUri { reason, .. }) = validate_gateway_uri(uri) {
+            return Err(ConfigError::GatewayUriEntry { entry, count, uri: uri.to_owned(), reason: reason.to_owned() });
+        }
+        if let Some(first) = uris.iter().position(|seen| seen == uri) {
+            return Err(ConfigError::GatewayUriEntry {
+                entry,
+                count,
+                uri: uri.to_owned(),
+                reason: format!("it repeats entry {}: list each gateway once", first + 1),
+            });
+        }
+        uris.push(uri.to_owned());
+    }
+    Ok(uris)
+}
+
+fn yaml_kind(value: &serde_yaml_ng::Value) -> &'static str {
+    use serde_yaml_ng::Value;
+    match value {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a map",
+        Value::Tagged(_) => "a tagged value",
+    }
+}
 
 pub(super) fn validate_gateway_uri(uri: &str) -> Result<(), ConfigError> {
     let bad = |reason| ConfigError::GatewayUri { uri: uri.to_string(), reason };

@@ -1,13 +1,14 @@
-//! Opening a tunnel's socket: TCP connect, TLS for `wss://` (the roots
-//! `gateway.ca_file` names, else the system's) and the WebSocket upgrade,
-//! each step bounded by [`HANDSHAKE_TIMEOUT`].
+//! Opening a tunnel's socket to one of the listed gateways: TCP connect (to
+//! the address of the name the tunnel's turn prefers, then the others), TLS
+//! for `wss://` (the roots `gateway.ca_file` names, else the system's) and
+//! the WebSocket upgrade, each step bounded by [`HANDSHAKE_TIMEOUT`].
 
 // Peer input (ARCHITECTURE.md invariant 6): no indexing or slicing that a
 // peer-chosen offset could make panic. Use `get`, patterns or iterators.
 #![deny(clippy::indexing_slicing, clippy::string_slice)]
 
 use std::io;
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,15 +66,27 @@ fn client_tls_config(gateway: &GatewayConfig) -> Result<Arc<rustls::ClientConfig
     Ok(Arc::new(config))
 }
 
-/// TCP connect and WebSocket upgrade (TLS for `wss://`), each step bounded
-/// by [`HANDSHAKE_TIMEOUT`]. `tungstenite::connect` has no timeout at all: a
+/// An open socket and where it went.
+pub(super) struct Dialled {
+    pub(super) socket: Socket,
+    /// The address connected to.
+    pub(super) addr: SocketAddr,
+    /// How many addresses the URI's host resolved to (more than one: the
+    /// tunnel has somewhere else to go on the same URI).
+    pub(super) addresses: usize,
+}
+
+/// TCP connect and WebSocket upgrade (TLS for `wss://`) to `uri`, one of
+/// `gateway.uri`'s, each step bounded by [`HANDSHAKE_TIMEOUT`]. Of the
+/// addresses its host resolves to, the one at `preferred` (modulo their
+/// number) is tried first, then the others in order: tunnels spread over a
+/// name's addresses. `tungstenite::connect` has no timeout at all: a
 /// listener that accepts but never answers would block it forever.
-pub(super) fn open_socket(gateway: &GatewayConfig) -> Result<Socket, TunnelError> {
+pub(super) fn open_socket(gateway: &GatewayConfig, uri: &str, preferred: usize) -> Result<Dialled, TunnelError> {
     use std::net::ToSocketAddrs as _;
     use tungstenite::client::IntoClientRequest as _;
     use tungstenite::handshake::HandshakeError;
 
-    let uri = gateway.uri.as_str();
     let request = uri.into_client_request()?;
     let tls = request.uri().scheme_str() == Some("wss");
     let tls_connector = if tls { Some(tungstenite::Connector::Rustls(client_tls_config(gateway)?)) } else { None };
@@ -82,16 +95,22 @@ pub(super) fn open_socket(gateway: &GatewayConfig) -> Result<Socket, TunnelError
     let port = request.uri().port_u16().unwrap_or(if tls { 443 } else { 80 });
     let mut last_error = io::Error::new(io::ErrorKind::NotFound, format!("{host} resolves to no address"));
     let mut stream = None;
-    for addr in (host.as_str(), port).to_socket_addrs().map_err(TunnelError::Unreachable)? {
+    let mut addrs: Vec<SocketAddr> =
+        (host.as_str(), port).to_socket_addrs().map_err(TunnelError::Unreachable)?.collect();
+    let addresses = addrs.len();
+    if addresses > 0 {
+        addrs.rotate_left(preferred % addresses);
+    }
+    for addr in addrs {
         match TcpStream::connect_timeout(&addr, HANDSHAKE_TIMEOUT) {
             Ok(connected) => {
-                stream = Some(connected);
+                stream = Some((connected, addr));
                 break;
             }
             Err(e) => last_error = e,
         }
     }
-    let stream = stream.ok_or(TunnelError::Unreachable(last_error))?;
+    let (stream, addr) = stream.ok_or(TunnelError::Unreachable(last_error))?;
     let _ = stream.set_nodelay(true);
     stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
     stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
@@ -117,5 +136,5 @@ pub(super) fn open_socket(gateway: &GatewayConfig) -> Result<Socket, TunnelError
         MaybeTlsStream::Rustls(stream) => stream.get_ref().set_write_timeout(None)?,
         _ => {}
     }
-    Ok(socket)
+    Ok(Dialled { socket, addr, addresses })
 }
