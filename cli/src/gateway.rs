@@ -1,5 +1,7 @@
-//! `volley gateway`: runs the engine until Ctrl-C or SIGTERM; SIGHUP reloads
-//! the TLS certificate and key.
+//! `volley gateway`: runs the engine until Ctrl-C or SIGTERM, then drains
+//! (`Gateway::drain`: connectors asked to move, browsers closed with 1012
+//! once their queries ended, within `shutdown_grace_seconds`) and exits 0;
+//! SIGHUP reloads the TLS certificate and key.
 //!
 //! Without `--config` it starts as the seed's gateway did: the defaults of
 //! [`GatewayConfig`] (port 8081, `timeouts` 60 s per query and 10 s to
@@ -118,8 +120,9 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
             Err(e) => log::error!("SIGHUP: TLS reload failed, still serving the previous certificate: {e}"),
         }
     }
-    log::info!("shutting down");
-    gateway.shutdown();
+    log::info!("shutting down: draining first (shutdown_grace_seconds at most)");
+    gateway.drain();
+    log::info!("stopped");
     Ok(())
 }
 

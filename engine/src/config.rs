@@ -22,6 +22,11 @@ pub use sections::{
     TlsConfig, DEFAULT_REVOCATION_CHANNEL,
 };
 
+/// Default `shutdown_grace_seconds`.
+pub const SHUTDOWN_GRACE_SECONDS_DEFAULT: u64 = 20;
+/// Largest `shutdown_grace_seconds`: a drain that needs longer is a stuck one.
+pub const SHUTDOWN_GRACE_SECONDS_MAX: u64 = 3600;
+
 /// The gateway's whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -91,6 +96,14 @@ pub struct GatewayConfig {
     /// `cluster:` — one node of several sharing `redis.url` as their
     /// directory (`config/cluster.rs`). Absent: a single gateway.
     pub cluster: Option<ClusterConfig>,
+    /// On SIGTERM the gateway drains (`Gateway::drain`): it accepts nothing
+    /// new, asks its connectors to move (`reconnect`), closes browser
+    /// sessions with 1012 once their running queries ended, and exits once
+    /// nothing runs — after this many seconds at the latest, cutting what
+    /// still runs. Default 20: within Kubernetes' default
+    /// `terminationGracePeriodSeconds` (30), so the gateway exits before it
+    /// would be killed.
+    pub shutdown_grace_seconds: u64,
     /// Test-only: enable the `/echo` WebSocket route used by the conformance suite.
     pub test_echo_route: bool,
     /// Test-only: enable `/test/panic/connection` (a connection task panics)
@@ -125,6 +138,7 @@ impl Default for GatewayConfig {
             queries: QueriesConfig::default(),
             tls: TlsConfig::default(),
             cluster: None,
+            shutdown_grace_seconds: SHUTDOWN_GRACE_SECONDS_DEFAULT,
             test_echo_route: false,
             test_fault_routes: false,
         }
@@ -197,6 +211,12 @@ impl GatewayConfig {
         }
         if self.timeouts.query_seconds == 0 || self.timeouts.connect_seconds == 0 {
             return invalid("timeouts", "query_seconds and connect_seconds must be at least 1");
+        }
+        if self.shutdown_grace_seconds > SHUTDOWN_GRACE_SECONDS_MAX {
+            return invalid(
+                "shutdown_grace_seconds",
+                "must be at most 3600: set it a little below the time your supervisor waits after SIGTERM",
+            );
         }
         let l = &self.limits;
         let p = &l.protocol;

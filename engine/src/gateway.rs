@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::admission::Counter;
 use crate::cluster::{self, Directory};
@@ -34,6 +34,15 @@ use crate::worker_thread::run_worker;
 pub const INSECURE_DEV_SECRET_BYTES: usize = 32;
 /// Listen backlog per worker.
 pub const LISTEN_BACKLOG: i32 = 4096;
+/// How often a drain looks whether it is done (and closes the sessions
+/// whose queries ended meanwhile).
+pub const DRAIN_TICK: Duration = Duration::from_millis(100);
+/// How long a drain waits for idle tunnels to leave by themselves after
+/// `reconnect` — a connector that moves closes its old tunnel once its
+/// replacement registered elsewhere, so its tenant is never without one —
+/// before it closes those that stay (connectors that do not know
+/// `reconnect`).
+pub const DRAIN_MOVE_WAIT: Duration = Duration::from_secs(2);
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -144,6 +153,56 @@ impl Gateway {
         revocation::feed::flush_on_stop(&self.shared);
     }
 
+    /// Drains, then shuts down (SIGTERM): accepts no new connection, asks
+    /// every level-2 tunnel to move to another gateway (`reconnect`,
+    /// PROTOCOL.md §4.2), closes each browser session with 1012 once its
+    /// running queries ended, and stops as [`Gateway::shutdown`] does once
+    /// every session is gone, no tunnel carries a stream and the tunnels
+    /// have left ([`DRAIN_MOVE_WAIT`] for those that do not) — after
+    /// `shutdown_grace_seconds` at the latest, closing what still runs
+    /// (sessions with 1012). The cluster's directory releases the leases
+    /// of the tunnels as they leave, and the node key at the stop.
+    pub fn drain(mut self) {
+        let grace = Duration::from_secs(self.shared.config.shutdown_grace_seconds);
+        let started = Instant::now();
+        self.shared.draining.store(true, Ordering::Release);
+        log::info!(
+            "draining: accepting no new connection, asking connectors to move, closing browser sessions with 1012 \
+             once their queries ended (within shutdown_grace_seconds, {}s)",
+            grace.as_secs()
+        );
+        loop {
+            for inbox in &self.shared.inboxes {
+                let _ = inbox.push(WorkerMsg::Drain);
+            }
+            std::thread::sleep(DRAIN_TICK);
+            let busy: usize = self.shared.drain_busy.iter().map(|count| count.load(Ordering::Acquire)).sum();
+            let tunnels = self.shared.registry.all_connectors();
+            let streaming = tunnels.iter().filter(|t| t.active_streams.load(Ordering::Acquire) > 0).count();
+            let waited = started.elapsed();
+            if busy == 0 && streaming == 0 && (tunnels.is_empty() || waited >= DRAIN_MOVE_WAIT) {
+                log::info!(
+                    "drained in {:.1} s: no browser session left, no stream running; {} tunnel(s) still open are \
+                     closed now",
+                    waited.as_secs_f64(),
+                    tunnels.len()
+                );
+                break;
+            }
+            if waited >= grace {
+                log::warn!(
+                    "shutdown_grace_seconds ({}s) passed with {busy} browser session(s) still open (running a \
+                     query, or not reading what it was sent) and {streaming} tunnel(s) still streaming: closing \
+                     them now (browsers with 1012, to reconnect elsewhere); raise shutdown_grace_seconds if \
+                     queries need longer to finish",
+                    grace.as_secs()
+                );
+                break;
+            }
+        }
+        self.stop();
+    }
+
     /// Blocks until the workers exit (they exit on shutdown).
     pub fn wait(mut self) {
         for thread in self.threads.drain(..) {
@@ -237,6 +296,8 @@ pub fn start(config: GatewayConfig, options: StartOptions) -> Result<Gateway, St
         started: Instant::now(),
         next_id: AtomicU64::new(1),
         stopping: AtomicBool::new(false),
+        draining: AtomicBool::new(false),
+        drain_busy: (0..workers).map(|_| AtomicUsize::new(1)).collect(),
         config,
     });
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();

@@ -7,7 +7,9 @@
 //! Start-up and the process (private; their public items are re-exported here):
 //! - `gateway`: [`start`] (checks the config, binds one `SO_REUSEPORT`
 //!   listener per worker, starts the worker threads and the revocation
-//!   feed), [`StartOptions`], [`StartError`], and the running [`Gateway`].
+//!   feed), [`StartOptions`], [`StartError`], and the running [`Gateway`]
+//!   (its `drain` on SIGTERM: connectors asked to move, sessions closed with
+//!   1012 once their queries ended, within `shutdown_grace_seconds`).
 //! - `shared`: [`Shared`], the process-wide state every worker reads.
 //! - `worker_thread`: one worker thread's body — pinning, its runtime, the
 //!   accept loop, the inbox loop, metrics publishing, shutdown drain, and
@@ -128,7 +130,9 @@ pub use cluster::keys::{hash_tag, node as node_key, ConnectorKeys};
 pub use cluster::lookup::Serving;
 pub use cluster::status::{read_status, ClusterStatus, LeaseStatus, NodeStatus};
 pub use config::GatewayConfig;
-pub use gateway::{start, Gateway, StartError, StartOptions, INSECURE_DEV_SECRET_BYTES, LISTEN_BACKLOG};
+pub use gateway::{
+    start, Gateway, StartError, StartOptions, DRAIN_MOVE_WAIT, DRAIN_TICK, INSECURE_DEV_SECRET_BYTES, LISTEN_BACKLOG,
+};
 pub use runtime::{probe_io_uring, RuntimeChoice, RuntimeKind, URING_ENTRIES};
 // For the engine's own tests, which watch these from outside.
 pub use connector::CONNECTOR_READ_CHUNK_BYTES;

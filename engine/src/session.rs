@@ -44,6 +44,9 @@ pub struct BrowserSession {
     /// A digest of the dataset list this session was last sent (`list` or
     /// `datasets_changed`), so an unchanged list is not sent again; 0: none.
     pub(crate) datasets_sent: Cell<u64>,
+    /// A shared query of this session stopped pulling for lack of room in
+    /// its ring: its writer pulls again once it wrote (`worker/share.rs`).
+    pub(crate) pull_pending: Cell<bool>,
 }
 
 /// One open query or subscription of a session.
@@ -173,6 +176,12 @@ impl BrowserSession {
     /// True when the session has an open query or subscription `query_id`.
     pub(crate) fn has_query(&self, query_id: &str) -> bool {
         self.queries.borrow().iter().any(|q| q.id == query_id)
+    }
+
+    /// A query of this session is running (or waiting for its stream); a
+    /// live subscription is not a running query.
+    pub(crate) fn has_running_query(&self) -> bool {
+        self.queries.borrow().iter().any(|query| query.deadline.is_some())
     }
 
     /// Sends a close frame, then ends the connection.

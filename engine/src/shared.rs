@@ -68,6 +68,13 @@ pub struct Shared {
     pub(crate) started: Instant,
     pub(crate) next_id: AtomicU64,
     pub(crate) stopping: AtomicBool,
+    /// Set when a drain began (SIGTERM, [`crate::Gateway::drain`]): nothing
+    /// new is accepted, tunnels are asked to move, sessions close with 1012
+    /// once their queries ended.
+    pub(crate) draining: AtomicBool,
+    /// Per worker: its browser sessions still open at its last drain pass
+    /// (1 until its first: unknown counts as busy).
+    pub(crate) drain_busy: Vec<AtomicUsize>,
 }
 
 impl Shared {
@@ -79,6 +86,11 @@ impl Shared {
     /// True once shutdown began.
     pub fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
+    }
+
+    /// True once a drain began (it ends in shutdown).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
     }
 
     /// Bytes queued in all rings, data and control.

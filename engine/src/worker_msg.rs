@@ -58,7 +58,12 @@ pub enum WorkerMsg {
     /// session's worker sends `Open` for a new one, or detaches it if the
     /// query is gone. The `u64` is the wait's ticket (`registry::Waiter::ticket`).
     Admitted(Subscriber, u64, Opened),
-    /// Stop: close every connection with 1001 and exit.
+    /// Drain pass (SIGTERM; sent every `DRAIN_TICK` until the gateway
+    /// stops): stop accepting, close with 1012 each session that has no
+    /// running query, count those that have one.
+    Drain,
+    /// Stop: close every connection (sessions with 1012 when draining,
+    /// else 1001; tunnels with 1001) and exit.
     Shutdown,
     /// Test-only fault injection: block this worker's thread for this long,
     /// as a worker busy with other work would be, so that its inbox backs
@@ -81,6 +86,7 @@ impl WorkerMsg {
             WorkerMsg::Revoke(_)
             | WorkerMsg::Recheck
             | WorkerMsg::Admitted(..)
+            | WorkerMsg::Drain
             | WorkerMsg::Shutdown
             | WorkerMsg::Stall(_) => 0,
         }

@@ -64,10 +64,12 @@ pub(crate) fn run_worker(
             let _ = ready.send(Ok(()));
             serving_flag.set(true);
             let accept_canceller = monoio::io::Canceller::new();
+            let accept_handle = accept_canceller.handle();
+            worker.accept_stop.replace(Some(accept_canceller));
             // The worker's own tasks are not contained: a panic in them ends
             // the worker, and the exit guard the process.
             #[allow(clippy::disallowed_methods)]
-            let accept_task = monoio::spawn(accept_loop(worker.clone(), listener, accept_canceller.handle()));
+            let accept_task = monoio::spawn(accept_loop(worker.clone(), listener, accept_handle));
             #[allow(clippy::disallowed_methods)]
             let metrics_task = monoio::spawn(publish_metrics(worker.clone()));
             #[allow(clippy::disallowed_methods)]
@@ -75,11 +77,17 @@ pub(crate) fn run_worker(
             // Only epoll needs turns given out (see `runtime::fair_turn`).
             let turn_keeper = (kind == RuntimeKind::Epoll).then(runtime::spawn_turn_keeper);
             inbox_loop(&worker).await;
-            // Shutdown: stop accepting, close everything with 1001, let it drain.
-            drop(accept_canceller.cancel());
+            // Shutdown: stop accepting, close everything with 1001 (sessions
+            // after a drain with 1012: reconnect elsewhere), let it drain.
+            worker.stop_accepting();
+            let (code, reason) = if shared.is_draining() {
+                (close_code::SERVICE_RESTART, crate::worker::DRAIN_CLOSE_REASON)
+            } else {
+                (close_code::GOING_AWAY, "gateway shutting down")
+            };
             let sessions: Vec<_> = worker.local.borrow().sessions.values().cloned().collect();
             for session in sessions {
-                session.close(close_code::GOING_AWAY, "gateway shutting down");
+                session.close(code, reason);
             }
             for connector in shared.registry.all_connectors() {
                 if connector.worker == index {
@@ -135,7 +143,8 @@ async fn accept_loop(worker: Rc<Worker>, listener: monoio::net::TcpListener, can
         let (stream, peer) = match listener.cancelable_accept(cancel.clone()).await {
             Ok(accepted) => accepted,
             Err(e) => {
-                if worker.shared.stopping.load(Ordering::Acquire) {
+                // Returning drops the listener: new connections are refused.
+                if worker.shared.stopping.load(Ordering::Acquire) || worker.shared.is_draining() {
                     return;
                 }
                 log::warn!("accept failed: {e}");

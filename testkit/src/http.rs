@@ -76,6 +76,39 @@ pub fn wait_health_connectors(addr: SocketAddr, n: u64, timeout: Duration) -> bo
     crate::wait_until(timeout, || health_connectors(addr).is_some_and(|c| c >= n))
 }
 
+/// `/health`'s `connectors` of several gateways sampled on a thread of its
+/// own, every `every`, until [`ConnectorSamples::stop`]: each sample is the
+/// instant it was taken and each gateway's count (`None`: it did not answer).
+pub struct ConnectorSamples {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<(std::time::Instant, Vec<Option<u64>>)>>,
+}
+
+impl ConnectorSamples {
+    /// Starts sampling `addrs`.
+    pub fn start(addrs: Vec<SocketAddr>, every: Duration) -> ConnectorSamples {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !flag.load(Ordering::Acquire) {
+                let counts = addrs.iter().map(|addr| health_connectors(*addr)).collect();
+                samples.push((std::time::Instant::now(), counts));
+                std::thread::sleep(every);
+            }
+            samples
+        });
+        ConnectorSamples { stop, thread }
+    }
+
+    /// Stops sampling; every sample taken.
+    pub fn stop(self) -> Vec<(std::time::Instant, Vec<Option<u64>>)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        self.thread.join().expect("the sampler does not panic")
+    }
+}
+
 /// A WebSocket upgrade request for `path`, with `extra` header lines.
 pub fn upgrade_request(path: &str, extra: &str) -> String {
     format!(

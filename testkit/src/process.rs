@@ -105,6 +105,29 @@ impl VolleyProcess {
         VolleyProcess::spawn_with_log(volley, &args, log_level).listening()
     }
 
+    /// `volley gateway` with `yaml` as its config file `{name}.yaml` in `dir`
+    /// (several gateways may share a directory), once listening; its
+    /// process and its plain-HTTP address.
+    pub fn named_gateway(
+        volley: impl AsRef<OsStr>,
+        dir: &TempDir,
+        name: &str,
+        yaml: &str,
+    ) -> (VolleyProcess, std::net::SocketAddr) {
+        let config = write_file(dir, &format!("{name}.yaml"), yaml.as_bytes());
+        let args = ["gateway", "--config", config.to_str().expect("utf-8")];
+        let (process, url) = VolleyProcess::spawn(volley, &args).listening();
+        let addr = url.strip_prefix("http://").and_then(|a| a.parse().ok());
+        (process, addr.unwrap_or_else(|| panic!("not a plain http://ADDRESS:PORT: {url}")))
+    }
+
+    /// The instant the first line containing `needle` was read, waiting up
+    /// to `timeout` for it.
+    pub fn instant_of(&self, needle: &str, timeout: Duration) -> Option<Instant> {
+        self.wait_for_line(needle, timeout)?;
+        self.instants_of(needle).first().copied()
+    }
+
     /// Waits (at most 20 s) for a gateway's listening line; the process and
     /// the URL from that line.
     pub fn listening(self) -> (VolleyProcess, String) {

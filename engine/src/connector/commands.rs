@@ -108,7 +108,11 @@ pub async fn command_loop(tunnel: Rc<Tunnel>, ctl: Rc<ConnCtl>) {
     }
 }
 
-/// Pings the connector and closes a tunnel that stopped answering.
+/// Why a draining gateway asks its connectors to move (`reconnect`'s reason).
+pub const DRAIN_REASON: &str = "gateway draining (SIGTERM): moving to another gateway";
+
+/// Pings the connector and closes a tunnel that stopped answering; once the
+/// gateway drains, asks the connector to move (`reconnect`, once).
 pub async fn heartbeat(worker: Rc<Worker>, tunnel: Rc<Tunnel>, ctl: Rc<ConnCtl>) {
     let _kill = KillOnDrop::new(ctl.clone());
     let limits = &worker.shared.config.limits;
@@ -120,6 +124,12 @@ pub async fn heartbeat(worker: Rc<Worker>, tunnel: Rc<Tunnel>, ctl: Rc<ConnCtl>)
         monoio::time::sleep(tick).await;
         if ctl.killed() {
             return;
+        }
+        if worker.shared.is_draining() {
+            let grace = worker.shared.config.shutdown_grace_seconds;
+            if tunnel.converse(|conversation| conversation.reconnect(DRAIN_REASON, grace)) {
+                log::info!("connector c-{}: asked to move to another gateway (draining)", tunnel.handle.id);
+            }
         }
         if tunnel.last_seen.get().elapsed() > allowance {
             log::warn!("connector c-{}: no heartbeat for {:?}, closing", tunnel.handle.id, allowance);

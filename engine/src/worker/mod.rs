@@ -42,6 +42,8 @@ pub(crate) use share::pull_session;
 
 /// Inbox messages drained per wake.
 pub const INBOX_BATCH_MAX: usize = 256;
+/// The close reason of a session closed by a drain (close code 1012).
+pub const DRAIN_CLOSE_REASON: &str = "gateway restarting: reconnect";
 /// How often a worker publishes its metrics.
 pub const METRICS_PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -110,6 +112,9 @@ pub struct Worker {
     /// Some session of this worker may have a live subscription waiting
     /// for a connector (`browser::resume_waiting` clears it when none does).
     pub live_waiting: std::cell::Cell<bool>,
+    /// Cancels this worker's accept loop: taken by the first drain pass or
+    /// by shutdown, whichever comes first.
+    pub(crate) accept_stop: RefCell<Option<monoio::io::Canceller>>,
     /// This worker, for the few `&self` paths that spawn a task.
     me: Weak<Worker>,
 }
@@ -124,6 +129,7 @@ impl Worker {
             metrics: RefCell::new(WorkerMetrics::default()),
             datasets_generation_seen: std::cell::Cell::new(0),
             live_waiting: std::cell::Cell::new(false),
+            accept_stop: RefCell::new(None),
             me: me.clone(),
         })
     }
@@ -202,6 +208,7 @@ impl Worker {
             WorkerMsg::Revoke(revocation) => self.revoke(&revocation),
             WorkerMsg::Recheck => self.recheck(),
             WorkerMsg::Admitted(subscriber, ticket, opened) => self.admitted(&subscriber, ticket, &opened),
+            WorkerMsg::Drain => self.drain_pass(),
             WorkerMsg::Shutdown => {}
             WorkerMsg::Stall(duration) => {
                 if self.shared.config.test_fault_routes {
@@ -209,6 +216,36 @@ impl Worker {
                     std::thread::sleep(duration);
                 }
             }
+        }
+    }
+
+    /// Ends this worker's accept loop, which closes its listener: new
+    /// connections are refused (or go to other workers' listeners until
+    /// they too stop).
+    pub(crate) fn stop_accepting(&self) {
+        if let Some(canceller) = self.accept_stop.borrow_mut().take() {
+            drop(canceller.cancel());
+        }
+    }
+
+    /// One drain pass: stops accepting, closes with 1012 every session
+    /// whose queries ended (a live subscription does not hold a session: the
+    /// page resubscribes elsewhere; the close frame goes out behind what the
+    /// ring still holds, a query's end included), and records how many
+    /// sessions are still open — running a query, or still writing what was
+    /// queued before their close. Tunnels are asked to move by their own
+    /// heartbeat task (`reconnect`).
+    fn drain_pass(&self) {
+        self.stop_accepting();
+        let sessions: Vec<Rc<BrowserSession>> = self.local.borrow().sessions.values().cloned().collect();
+        let busy = sessions.len();
+        for session in sessions {
+            if !session.ring.borrow().is_closing() && !session.has_running_query() {
+                session.close(close_code::SERVICE_RESTART, DRAIN_CLOSE_REASON);
+            }
+        }
+        if let Some(count) = self.shared.drain_busy.get(self.index) {
+            count.store(busy, std::sync::atomic::Ordering::Release);
         }
     }
 
