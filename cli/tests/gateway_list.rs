@@ -71,10 +71,14 @@ fn tunnels_are_spread_over_the_list_and_a_killed_gateways_tunnel_moves_to_the_ot
         health_connectors(addr2),
         connector.output()
     );
-    // The log names the gateway each tunnel is on.
-    let output = connector.output();
-    assert!(output.contains(&format!("tunnel 0: registered with gateway 1 of 2, ws://{addr1}/ws/connect")), "{output}");
-    assert!(output.contains(&format!("tunnel 1: registered with gateway 2 of 2, ws://{addr2}/ws/connect")), "{output}");
+    // The log names the gateway each tunnel is on (a line may come a moment
+    // after the registration /health shows).
+    for line in [
+        format!("tunnel 0: registered with gateway 1 of 2, ws://{addr1}/ws/connect"),
+        format!("tunnel 1: registered with gateway 2 of 2, ws://{addr2}/ws/connect"),
+    ] {
+        assert!(connector.wait_for_line(&line, Duration::from_secs(5)).is_some(), "{line}:\n{}", connector.output());
+    }
 
     let killed = Instant::now();
     g2.child.kill().expect("kill -9 g2");
@@ -179,11 +183,8 @@ fn sigterm_drains_the_connector_moves_at_once_the_running_query_finishes_and_bro
         .collect();
     assert!(gaps.is_empty(), "g2 lost the tunnel after it registered: {gaps:?}");
     assert_eq!(health_connectors(addr2), Some(1));
-    let connector_log = connector.output();
-    assert!(
-        connector_log.contains("closing the tunnel to the draining gateway (its streams ended)"),
-        "{connector_log}"
-    );
+    let closing = "closing the tunnel to the draining gateway (its streams ended)";
+    assert!(connector.wait_for_line(closing, Duration::from_secs(5)).is_some(), "{}", connector.output());
     assert!(g1.output().contains("asked to move to another gateway"), "{}", g1.output());
     // The moved tunnel serves queries on g2.
     let mut browser = Browser::connect(addr2, &token, true);
