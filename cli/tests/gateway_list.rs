@@ -21,6 +21,7 @@ use volley_testkit::connector::connector_config_listing;
 use volley_testkit::files::{write_file, TempDir};
 use volley_testkit::http::{health_connectors, ConnectorSamples};
 use volley_testkit::process::VolleyProcess;
+use volley_testkit::redis::{free_redis_port, RedisServer};
 use volley_testkit::tokens::{connector_token, session_token, SECRET};
 use volley_testkit::wait_until;
 
@@ -104,20 +105,57 @@ fn tunnels_are_spread_over_the_list_and_a_killed_gateways_tunnel_moves_to_the_ot
 
 #[test]
 fn sigterm_drains_the_connector_moves_at_once_the_running_query_finishes_and_browsers_get_1012() {
-    let dir = TempDir::new("gateway-list-drain");
+    drains(&TempDir::new("gateway-list-drain"), |_| json!({}));
+}
+
+/// The same drain with both gateways nodes of one cluster (a 2 s lease):
+/// the connector's registration on g2 takes the lease from g1 while g1's
+/// old tunnel still serves the query; g1, draining, lets it finish instead
+/// of closing it as stale (4004), and leaves the directory.
+#[test]
+fn a_draining_cluster_node_lets_the_moved_connectors_query_finish_and_leaves_the_directory() {
+    let Some(redis) = RedisServer::start(free_redis_port()) else { return };
+    let cluster = |node: &str| {
+        json!({
+            "redis": {"url": redis.url()},
+            "cluster": {
+                "node_id": node,
+                "peer_listen": "127.0.0.1:0",
+                "advertise": format!("{node}.test:7071"),
+                "peer_secret": "a-peer-secret-of-at-least-32-bytes-for-tests",
+                "lease_seconds": 2,
+            },
+        })
+    };
+    let (g1, _) = drains(&TempDir::new("gateway-list-cluster-drain"), cluster);
+    let output = g1.output();
+    assert!(output.contains("as this draining node asked"), "{output}");
+    assert!(!output.contains("4004"), "the old tunnel was not closed as stale: {output}");
+    assert!(output.contains("left the directory"), "{output}");
+    assert_eq!(redis.command::<i64>(&["EXISTS", &volley_engine::node_key("g1")]), 0);
+    assert_eq!(redis.command::<i64>(&["EXISTS", &volley_engine::node_key("g2")]), 1);
+}
+
+/// g1 and g2 (each with `extra(name)`'s keys), the connector listing both on
+/// g1 with a query running; SIGTERM g1 and check the drain. Returns both
+/// gateways, g1 exited.
+fn drains(dir: &TempDir, extra: impl Fn(&str) -> Value) -> (VolleyProcess, VolleyProcess) {
     // Small credit: the query is paced by its browser, so it is still
     // running when SIGTERM comes.
-    let (mut g1, addr1) = gateway(&dir, "g1", json!({"shutdown_grace_seconds": 15, "limits": {"credit_bytes": 65536}}));
-    let (g2, addr2) = gateway(&dir, "g2", json!({}));
+    let mut first = extra("g1");
+    first["shutdown_grace_seconds"] = json!(15);
+    first["limits"] = json!({"credit_bytes": 65536});
+    let (mut g1, addr1) = gateway(dir, "g1", first);
+    let (g2, addr2) = gateway(dir, "g2", extra("g2"));
     let mut csv = String::from("id,name,amount\n");
     for row in 0..ROWS {
         csv.push_str(&format!("{row},name-{row},{}.25\n", row % 1000));
     }
-    let path = write_file(&dir, "big.csv", csv.as_bytes());
+    let path = write_file(dir, "big.csv", csv.as_bytes());
     let datasets = json!({"big": {"type": "csv", "path": path.to_str().expect("utf-8")}});
     // A long reconnect delay: a tunnel that moved within it moved at once.
     let connector =
-        connector(&dir, &[addr1, addr2], json!({"parallel_connections": 1, "reconnect_delay": 5.0}), datasets);
+        connector(dir, &[addr1, addr2], json!({"parallel_connections": 1, "reconnect_delay": 5.0}), datasets);
     assert!(
         wait_until(Duration::from_secs(10), || health_connectors(addr1) == Some(1)),
         "the tunnel registers with g1 first:\n{}",
@@ -189,6 +227,8 @@ fn sigterm_drains_the_connector_moves_at_once_the_running_query_finishes_and_bro
     // The moved tunnel serves queries on g2.
     let mut browser = Browser::connect(addr2, &token, true);
     assert_eq!(browser.query("big", "q2").error_code(), None);
+    drop(connector);
+    (g1, g2)
 }
 
 #[test]

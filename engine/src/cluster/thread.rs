@@ -321,6 +321,19 @@ impl Node<'_> {
         self.since.remove(key);
         self.directory.stats.lost_leases.fetch_add(1, Ordering::Relaxed);
         let names: Vec<String> = closing.iter().map(|id| format!("c-{id}")).collect();
+        if self.shared.is_draining() {
+            // The connector moved as this node asked (`reconnect`): its
+            // tunnels here only finish their running streams and then close,
+            // by the connector or at the drain's end. Nothing is written.
+            log::info!(
+                "cluster: connector {:?} of tenant {:?} registered elsewhere (epoch {newer} over {epoch}) as this \
+                 draining node asked; its tunnel(s) here ({}) finish their streams and close",
+                key.1,
+                key.0,
+                names.join(", ")
+            );
+            return;
+        }
         log::warn!(
             "cluster: lost the lease of connector {:?} of tenant {:?}: this node held epoch {epoch}, and a newer \
              registration (epoch {newer}) exists, so the connector reconnected elsewhere while this node was paused \
