@@ -103,14 +103,6 @@ impl SharedFrame {
         self.copy(true)
     }
 
-    /// A copy with an allocation of its own that is still this frame as
-    /// read (timed as relay latency): what a shared query's log keeps of a
-    /// small frame (`crate::share_log::LOG_COPY_BELOW_BYTES`). Not counted
-    /// in [`SHARED_FRAMES_BUILT`].
-    pub fn owned_copy(&self) -> Arc<SharedFrame> {
-        self.copy(false)
-    }
-
     fn copy(&self, replayed: bool) -> Arc<SharedFrame> {
         Arc::new(SharedFrame {
             stream_id: self.stream_id,

@@ -44,9 +44,6 @@ pub struct BrowserSession {
     /// A digest of the dataset list this session was last sent (`list` or
     /// `datasets_changed`), so an unchanged list is not sent again; 0: none.
     pub(crate) datasets_sent: Cell<u64>,
-    /// A shared query of this session stopped pulling for lack of room in
-    /// its ring: its writer pulls again once it wrote (`worker/share.rs`).
-    pub(crate) pull_pending: Cell<bool>,
 }
 
 /// One open query or subscription of a session.

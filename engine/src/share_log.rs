@@ -41,6 +41,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::{Bytes, BytesMut};
 use volley_protocol::message::ErrorBody;
 
 use crate::frame::SharedFrame;
@@ -50,12 +51,19 @@ use crate::frame::SharedFrame;
 /// refcounts, the log's slot for it), rounded up.
 pub const LOG_FRAME_OVERHEAD_BYTES: usize = 192;
 
-/// Frames shorter than this are copied into an allocation of their own
-/// before they go into a log (once per stream, not per reader): a frame as
-/// read is a view of the tunnel's read buffer (256 KiB), and a small frame
-/// kept for long would pin all of it while counting a little. A longer
-/// frame is kept as read: it pins at most four times what it counts.
+/// Frames shorter than this are copied into the log's own chunks before
+/// they go into it (once per stream, not per reader; [`ShareLog::keep_copy`]):
+/// a frame as read is a view of the tunnel's read buffer (256 KiB), which
+/// it shares with the tunnel's other frames, and a small frame kept for
+/// long would pin all of it while counting a little. A longer frame is kept
+/// as read: it pins at most four times what it counts.
 pub const LOG_COPY_BELOW_BYTES: usize = 64 * 1024;
+
+/// The chunks small frames are copied into: consecutive frames of one
+/// stream, which leave the log in order, so a chunk pins only frames the
+/// log counts, and at most one chunk's unused tail per log.
+pub const LOG_CHUNK_BYTES: usize = 256 * 1024;
+const _: () = assert!(LOG_COPY_BELOW_BYTES <= LOG_CHUNK_BYTES);
 
 /// The gateway-wide budget of shared query logs (`queries.share_total_bytes`)
 /// and what they hold now.
@@ -170,6 +178,8 @@ pub struct ShareLog {
     budget: Arc<ShareBudget>,
     /// Reservation not yet given back.
     reserved: usize,
+    /// The chunk small frames are copied into ([`ShareLog::keep_copy`]).
+    chunk: BytesMut,
 }
 
 impl ShareLog {
@@ -199,6 +209,7 @@ impl ShareLog {
             cursors: BTreeMap::new(),
             budget,
             reserved: bound,
+            chunk: BytesMut::new(),
         })
     }
 
@@ -214,6 +225,16 @@ impl ShareLog {
             Some((_, Some(_))) => false,
             Some((_, None)) => self.reuse_until.is_some_and(|until| now < until),
         }
+    }
+
+    /// A copy of a small frame's payload in the log's current chunk (a new
+    /// chunk when it has no room): one `memcpy`, no allocation per frame.
+    pub fn keep_copy(&mut self, payload: &[u8]) -> Bytes {
+        if self.chunk.capacity() - self.chunk.len() < payload.len() {
+            self.chunk = BytesMut::with_capacity(LOG_CHUNK_BYTES.max(payload.len()));
+        }
+        self.chunk.extend_from_slice(payload);
+        self.chunk.split().freeze()
     }
 
     /// Adds a reader at the first frame; its slot, or `None` when the log

@@ -40,28 +40,30 @@ pub async fn on_binary(
     let Some(header) = header else {
         // Level 1: one stream at a time, whose reader paces the socket.
         let len = i64::try_from(payload.len()).unwrap_or(i64::MAX);
-        let frame = SharedFrame::from_level1(payload, stream_id, sequence, read_at);
         if stream.shared {
-            let (frame, mask, over) = share(&stream, frame);
+            let build = |payload| SharedFrame::from_level1(payload, stream_id, sequence, read_at);
+            let (frame, mask, over) = share(&stream, payload, build);
             worker.route(mask, WorkerMsg::Frame(frame)).await;
             if over {
                 wait_for_log_room(&stream).await;
             }
         } else {
+            let frame = SharedFrame::from_level1(payload, stream_id, sequence, read_at);
             worker.route(stream.destinations(), WorkerMsg::Frame(frame)).await;
         }
         wait_for_readers(&stream, len).await;
         return Ok(());
     };
-    let frame = SharedFrame::from_level2(payload, header, read_at);
     if stream.shared {
-        let (frame, mask, over) = share(&stream, frame);
+        let build = |payload| SharedFrame::from_level2(payload, header, read_at);
+        let (frame, mask, over) = share(&stream, payload, build);
         worker.route(mask, WorkerMsg::Frame(frame)).await;
         if over {
             wait_for_log_room(&stream).await;
         }
         return Ok(());
     }
+    let frame = SharedFrame::from_level2(payload, header, read_at);
     let mut mask = stream.destinations();
     let limits = tunnel.retain_limits;
     let kept_kind = match header.kind {
@@ -95,19 +97,24 @@ pub async fn on_binary(
     Ok(())
 }
 
-/// A shared query's frame goes into its log (`share_log.rs`), from which
-/// its readers pull it — a small one as a copy of its own
-/// (`LOG_COPY_BELOW_BYTES`, made before the lock). Returns the frame to
-/// route, the workers to tell (read under the lock joiners take: a joiner
-/// either finds the frame in the log or is told), and whether the log is
-/// now past its bound.
-fn share(stream: &Stream, frame: Arc<SharedFrame>) -> (Arc<SharedFrame>, u64, bool) {
-    let frame = if frame.read_len() < LOG_COPY_BELOW_BYTES { frame.owned_copy() } else { frame };
+/// A shared query's frame (its `payload`, made a frame by `build`) goes
+/// into its log (`share_log.rs`), from which its readers pull it — a small
+/// one copied into the log's own chunk (`ShareLog::keep_copy`; a copy of
+/// less than 64 KiB under the stream's lock). Returns the frame to route,
+/// the workers to tell (read under the lock joiners take: a joiner either
+/// finds the frame in the log or is told), and whether the log is now past
+/// its bound.
+fn share(
+    stream: &Stream,
+    payload: Bytes,
+    build: impl FnOnce(Bytes) -> Arc<SharedFrame>,
+) -> (Arc<SharedFrame>, u64, bool) {
     let mut state = stream.state.lock();
-    let over = state.share.as_mut().is_some_and(|log| {
-        log.append(frame.clone());
-        log.over_bound()
-    });
+    let Some(log) = state.share.as_mut() else { return (build(payload), stream.destinations(), false) };
+    let payload = if payload.len() < LOG_COPY_BELOW_BYTES { log.keep_copy(&payload) } else { payload };
+    let frame = build(payload);
+    log.append(frame.clone());
+    let over = log.over_bound();
     (frame, stream.destinations(), over)
 }
 
