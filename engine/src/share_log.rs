@@ -51,8 +51,8 @@ use crate::frame::SharedFrame;
 /// refcounts, the log's slot for it), rounded up.
 pub const LOG_FRAME_OVERHEAD_BYTES: usize = 192;
 
-/// Frames shorter than this are copied into the log's own chunks before
-/// they go into it (once per stream, not per reader; [`ShareLog::keep_copy`]):
+/// Frames shorter than this are copied into the stream's own chunks before
+/// they go into its log (once per stream, not per reader; [`copy_into`]):
 /// a frame as read is a view of the tunnel's read buffer (256 KiB), which
 /// it shares with the tunnel's other frames, and a small frame kept for
 /// long would pin all of it while counting a little. A longer frame is kept
@@ -64,6 +64,16 @@ pub const LOG_COPY_BELOW_BYTES: usize = 64 * 1024;
 /// log counts, and at most one chunk's unused tail per log.
 pub const LOG_CHUNK_BYTES: usize = 256 * 1024;
 const _: () = assert!(LOG_COPY_BELOW_BYTES <= LOG_CHUNK_BYTES);
+
+/// A copy of a small frame's payload in `chunk` (a new chunk when it has
+/// no room): one `memcpy`, no allocation per frame.
+pub fn copy_into(chunk: &mut BytesMut, payload: &[u8]) -> Bytes {
+    if chunk.capacity() - chunk.len() < payload.len() {
+        *chunk = BytesMut::with_capacity(LOG_CHUNK_BYTES.max(payload.len()));
+    }
+    chunk.extend_from_slice(payload);
+    chunk.split().freeze()
+}
 
 /// The gateway-wide budget of shared query logs (`queries.share_total_bytes`)
 /// and what they hold now.
@@ -129,6 +139,8 @@ pub struct Pulled {
     pub done: bool,
     /// The reader got its first frames (its time to first byte ends).
     pub first: bool,
+    /// Its ring had no room for the next frame.
+    pub blocked: bool,
 }
 
 #[derive(Debug)]
@@ -178,8 +190,6 @@ pub struct ShareLog {
     budget: Arc<ShareBudget>,
     /// Reservation not yet given back.
     reserved: usize,
-    /// The chunk small frames are copied into ([`ShareLog::keep_copy`]).
-    chunk: BytesMut,
 }
 
 impl ShareLog {
@@ -209,7 +219,6 @@ impl ShareLog {
             cursors: BTreeMap::new(),
             budget,
             reserved: bound,
-            chunk: BytesMut::new(),
         })
     }
 
@@ -225,16 +234,6 @@ impl ShareLog {
             Some((_, Some(_))) => false,
             Some((_, None)) => self.reuse_until.is_some_and(|until| now < until),
         }
-    }
-
-    /// A copy of a small frame's payload in the log's current chunk (a new
-    /// chunk when it has no room): one `memcpy`, no allocation per frame.
-    pub fn keep_copy(&mut self, payload: &[u8]) -> Bytes {
-        if self.chunk.capacity() - self.chunk.len() < payload.len() {
-            self.chunk = BytesMut::with_capacity(LOG_CHUNK_BYTES.max(payload.len()));
-        }
-        self.chunk.extend_from_slice(payload);
-        self.chunk.split().freeze()
     }
 
     /// Adds a reader at the first frame; its slot, or `None` when the log
@@ -343,6 +342,7 @@ impl ShareLog {
             }
         }
         let taken_before = reader.taken;
+        let mut blocked = false;
         if reader.started {
             while reader.cursor < self.appended {
                 let at = usize::try_from(reader.cursor.saturating_sub(self.base)).unwrap_or(usize::MAX);
@@ -350,6 +350,7 @@ impl ShareLog {
                 // only once every reader passed them).
                 let Some(frame) = self.frames.get(at) else { break };
                 if !sink.has_room(frame) {
+                    blocked = true;
                     break;
                 }
                 sink.frame(frame);
@@ -373,7 +374,7 @@ impl ShareLog {
             self.move_cursor(before, after);
         }
         self.trim();
-        Pulled { credit: self.credit_due(), done, first }
+        Pulled { credit: self.credit_due(), done, first, blocked }
     }
 
     /// The session's reader `query_id` left before its end (cancelled,
@@ -587,7 +588,11 @@ mod tests {
         }
         let mut a = reader(usize::MAX);
         let pulled = log.pull(fast, &mut a);
-        assert_eq!(pulled, Pulled { credit: 64 * KIB as u64, done: false, first: true }, "the lead took it all");
+        assert_eq!(
+            pulled,
+            Pulled { credit: 64 * KIB as u64, done: false, first: true, blocked: false },
+            "the lead took it all"
+        );
         let mut b = reader(1);
         log.pull(slow, &mut b);
         assert_eq!(b.got, ["info 40", "start S", "frame 0"]);

@@ -363,14 +363,19 @@ fn tiny_frames_within_credit_keep_a_shared_log_within_its_bound() {
 fn a_slow_reader_leaving_lets_the_others_go_on_at_once() {
     let mut config = config();
     config.limits.credit_bytes = 64 * 1024;
-    config.queries.share_log_bytes = 128 * 1024;
+    config.queries.share_log_bytes = 1 << 20;
     config.limits.heartbeat_seconds = 600;
     config.timeouts.query_seconds = 120;
     let gateway = start(config);
     let addr = gateway.local_addr();
-    // 16 MiB: more than the slow reader's ring (8 MiB) and its socket hold.
+    // 16 MiB: more than the slow reader's ring and socket and the log hold.
+    // One frame every 2 ms, so the second query joins while the log still
+    // holds the stream from its first frame (a log whose lead reader
+    // passed its bound takes no one: the second query would get a stream
+    // of its own).
     let frames = synthetic_frames(1024, 16 * 1024);
-    let connector = spawn_connector(addr, ConnectorSpec::level2(vec![DatasetSpec::query("ventas", frames.clone())]));
+    let dataset = DatasetSpec::query("ventas", frames.clone()).with(Behaviour::Paced(2));
+    let connector = spawn_connector(addr, ConnectorSpec::level2(vec![dataset]));
     wait_connectors(&gateway, 1);
     let token = session_token(TENANT, &["ventas"]);
 

@@ -255,6 +255,7 @@ pub(super) fn attach(
         first_frame_seen: false,
         snapshot_through: None,
         reader: reader.map(|slot| (stream.clone(), slot)),
+        share_seen: 0,
     };
     if live && !is_new {
         // Late joiner of a live stream: schema, dictionaries and the recent

@@ -28,6 +28,7 @@ pub async fn on_text(worker: &Rc<Worker>, tunnel: &Rc<Tunnel>, text: &str) {
                 }
                 stream.destinations()
             };
+            stream.share_changed();
             let event = StreamEvent::FlightInfo { schema, records };
             worker.route(mask, WorkerMsg::Event(stream_id, event)).await;
         }
@@ -44,6 +45,7 @@ pub async fn on_text(worker: &Rc<Worker>, tunnel: &Rc<Tunnel>, text: &str) {
                 }
                 stream.destinations()
             };
+            stream.share_changed();
             worker.route(mask, WorkerMsg::Event(stream_id, StreamEvent::Start { schema })).await;
         }
         TunnelEvent::Ended { value: stream, total_bytes, error, .. } => {

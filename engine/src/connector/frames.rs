@@ -21,7 +21,7 @@ use super::{end_stream, Tunnel};
 use crate::frame::SharedFrame;
 use crate::registry::Stream;
 use crate::retained::RetainRefused;
-use crate::share_log::LOG_COPY_BELOW_BYTES;
+use crate::share_log::{copy_into, LOG_COPY_BELOW_BYTES};
 use crate::worker::{Worker, WorkerMsg};
 
 /// Routes one binary frame; a violation closes the tunnel.
@@ -99,8 +99,8 @@ pub async fn on_binary(
 
 /// A shared query's frame (its `payload`, made a frame by `build`) goes
 /// into its log (`share_log.rs`), from which its readers pull it — a small
-/// one copied into the log's own chunk (`ShareLog::keep_copy`; a copy of
-/// less than 64 KiB under the stream's lock). Returns the frame to route,
+/// one copied into the stream's own chunk first (`share_log::copy_into`,
+/// before the log's lock, which readers take). Returns the frame to route,
 /// the workers to tell (read under the lock joiners take: a joiner either
 /// finds the frame in the log or is told), and whether the log is now past
 /// its bound.
@@ -109,13 +109,22 @@ fn share(
     payload: Bytes,
     build: impl FnOnce(Bytes) -> Arc<SharedFrame>,
 ) -> (Arc<SharedFrame>, u64, bool) {
-    let mut state = stream.state.lock();
-    let Some(log) = state.share.as_mut() else { return (build(payload), stream.destinations(), false) };
-    let payload = if payload.len() < LOG_COPY_BELOW_BYTES { log.keep_copy(&payload) } else { payload };
+    let payload = if payload.len() < LOG_COPY_BELOW_BYTES {
+        copy_into(&mut stream.share_chunk.lock(), &payload)
+    } else {
+        payload
+    };
     let frame = build(payload);
-    log.append(frame.clone());
-    let over = log.over_bound();
-    (frame, stream.destinations(), over)
+    let (mask, over) = {
+        let mut state = stream.state.lock();
+        let over = state.share.as_mut().is_some_and(|log| {
+            log.append(frame.clone());
+            log.over_bound()
+        });
+        (stream.destinations(), over)
+    };
+    stream.share_changed();
+    (frame, mask, over)
 }
 
 /// A shared query's log is past its bound (a connector sending tiny

@@ -274,6 +274,7 @@ async fn end_stream(worker: &Rc<Worker>, stream: &Arc<Stream>, total_bytes: u64,
         if let Some(log) = stream.state.lock().share.as_mut() {
             log.finish(total_bytes, error.clone(), Some(reuse), Instant::now());
         }
+        stream.share_changed();
     }
     let mask = worker.shared.registry.end_stream(stream);
     // A slot is free: the tenant's next waiting query may have it.

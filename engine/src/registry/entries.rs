@@ -156,6 +156,14 @@ pub struct Stream {
     /// A shared query (it has a [`ShareLog`] in its state): its frames go
     /// into the log and its readers pull them from there.
     pub shared: bool,
+    /// A shared query: bumped after each change of its log (a frame, its
+    /// info, start or end), so a worker whose readers all pulled since
+    /// skips the log's lock (`worker/share.rs`).
+    pub share_version: AtomicU64,
+    /// A shared query: the chunk its small frames are copied into before
+    /// they go into the log (`share_log::copy_into`); only the tunnel's
+    /// worker takes it, so it is never contended.
+    pub share_chunk: Mutex<bytes::BytesMut>,
     /// Bit `w` set: worker `w` has subscribers. Read per frame without locking.
     pub dest_workers: AtomicU64,
     /// Level-1 flow control: bytes the connector may still send before the
@@ -214,6 +222,11 @@ impl Stream {
         self.dest_workers.fetch_or(1 << subscriber.worker, Ordering::AcqRel);
         state.subscribers.push(subscriber);
         true
+    }
+
+    /// A shared query's log changed (see [`Stream::share_version`]).
+    pub fn share_changed(&self) {
+        self.share_version.fetch_add(1, Ordering::Release);
     }
 
     /// Joins `subscriber` to this shared query as a reader from the first

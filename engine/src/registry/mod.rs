@@ -470,6 +470,8 @@ impl Registry {
             compression,
             connector,
             shared,
+            share_version: AtomicU64::new(0),
+            share_chunk: Mutex::new(bytes::BytesMut::new()),
             dest_workers: AtomicU64::new(0),
             credit_available: AtomicI64::new(i64::try_from(credit_bytes).unwrap_or(i64::MAX)),
             credit_waker: AtomicWaker::new(),

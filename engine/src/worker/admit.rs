@@ -137,6 +137,7 @@ impl Worker {
                 first_frame_seen: false,
                 snapshot_through: None,
                 reader: reader.map(|slot| (stream.clone(), slot)),
+                share_seen: 0,
             },
         );
         let query_seconds = self.shared.config.timeouts.query_seconds;

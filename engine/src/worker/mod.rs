@@ -78,6 +78,9 @@ pub struct LocalSub {
     /// log, from which it pulls (`share.rs`). Every reader of a shared
     /// stream has one; no subscriber of another stream does.
     pub reader: Option<(Arc<Stream>, u32)>,
+    /// A shared query's reader: the stream's `share_version` up to which it
+    /// took everything its log had (`share.rs`).
+    pub share_seen: u64,
 }
 
 /// Worker-local tables.

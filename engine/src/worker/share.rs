@@ -9,6 +9,7 @@
 #![deny(clippy::indexing_slicing, clippy::string_slice)]
 
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use volley_protocol::message::{BrowserEvent, ErrorBody, ErrorCode};
@@ -100,11 +101,19 @@ impl Worker {
     /// start or end): every local reader takes what its ring has room for.
     pub(super) fn pull_readers(&self, stream_id: u32) {
         let mut done = Vec::new();
-        let stream = {
+        let (stream, version) = {
             let local = self.local.borrow();
-            let first = local.subs.get(&stream_id).and_then(|subs| subs.first());
-            let Some((stream, _)) = first.and_then(|sub| sub.reader.as_ref()) else { return };
-            stream.clone()
+            let Some(subs) = local.subs.get(&stream_id) else { return };
+            let Some((stream, _)) = subs.first().and_then(|sub| sub.reader.as_ref()) else { return };
+            // Every local reader took everything up to the log's last change
+            // (a worker drains many frame messages at once, and the first
+            // pull took them all): nothing to do, and the log's lock, which
+            // the connector's worker takes per frame, is left alone.
+            let version = stream.share_version.load(Ordering::Acquire);
+            if subs.iter().all(|sub| sub.share_seen >= version) {
+                return;
+            }
+            (stream.clone(), version)
         };
         let credit = {
             let mut local = self.local.borrow_mut();
@@ -115,6 +124,9 @@ impl Worker {
             let mut credit = 0;
             for sub in subs.iter_mut() {
                 let Some((_, slot)) = sub.reader else { continue };
+                if sub.share_seen >= version {
+                    continue;
+                }
                 let session = sub.session.clone();
                 let mut ring = session.ring.borrow_mut();
                 let cap = self.reader_cap(&ring);
@@ -126,6 +138,9 @@ impl Worker {
                     WorkerMetrics::record_us(&mut metrics.ttfb_us, sub.opened_at.elapsed());
                 }
                 credit += pulled.credit;
+                if !pulled.blocked {
+                    sub.share_seen = version;
+                }
                 if pulled.done {
                     done.push((session.clone(), sub.query_id.clone()));
                 }
@@ -209,6 +224,7 @@ impl Worker {
         if let Some(log) = stream.state.lock().share.as_mut() {
             log.finish(0, Some(error.clone()), None, Instant::now());
         }
+        stream.share_changed();
         let mask = self.shared.registry.end_stream(stream);
         self.admit_queued(&stream.tenant);
         let Some(me) = self.me.upgrade() else { return };
