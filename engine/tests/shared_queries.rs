@@ -467,3 +467,27 @@ fn joiners_of_a_new_stream_whose_first_waiter_left_still_get_their_table() {
     drop(h);
     let _ = b2.join();
 }
+
+#[test]
+fn a_seed_style_connectors_stream_is_shared_too() {
+    let gateway = start(config());
+    let addr = gateway.local_addr();
+    // Level 1: arbitrary chunks of one IPC stream, paced by the gateway's
+    // reading (credit returned by the log), one stream at a time.
+    let frames = synthetic_frames(48, 8 * 1024);
+    let dataset = DatasetSpec::query("ventas", frames.clone()).with(Behaviour::Paced(5));
+    let connector = spawn_connector(addr, ConnectorSpec::level1(vec![dataset]));
+    wait_connectors(&gateway, 1);
+    let token = session_token(TENANT, &["ventas"]);
+    let mut browsers: Vec<Browser> = (0..20).map(|i| Browser::connect(addr, &token, i % 2 == 0)).collect();
+    for browser in &mut browsers {
+        ask(browser, "ventas");
+    }
+    for (i, browser) in browsers.iter_mut().enumerate() {
+        let result = browser.collect("q", TIMEOUT);
+        assert_eq!(result.error_code(), None, "browser {i}: {:?}", result.end);
+        assert!(result.bytes() == table(&frames), "browser {i} got the whole stream");
+    }
+    let do_gets = connector.commands("do_get").len();
+    assert!((1..=2).contains(&do_gets), "a seed-style connector was asked {do_gets} times for 20 identical queries");
+}
