@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use volley_protocol::tunnel::{OpenStream, TunnelEvent, UNCOUNTED_CREDIT};
 use volley_protocol::ws::{close_code, encode_frame, OpCode};
 
-use super::{end_stream, Tunnel, COMMANDS_BATCH_MAX};
+use super::{Tunnel, COMMANDS_BATCH_MAX};
 use crate::conn::writev::OutItem;
 use crate::conn::{ConnCtl, KillOnDrop};
 use crate::registry::ConnectorCmd;
@@ -49,7 +49,7 @@ pub async fn on_text(worker: &Rc<Worker>, tunnel: &Rc<Tunnel>, text: &str) {
             worker.route(mask, WorkerMsg::Event(stream_id, StreamEvent::Start { schema })).await;
         }
         TunnelEvent::Ended { value: stream, total_bytes, error, .. } => {
-            end_stream(worker, &stream, total_bytes, error).await;
+            worker.end_stream(&stream, total_bytes, error).await;
         }
         TunnelEvent::Reported(error) => {
             log::warn!("connector c-{} reported: {} {}", tunnel.handle.id, error.code, error.message);

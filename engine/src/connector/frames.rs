@@ -17,7 +17,7 @@ use volley_protocol::header::FrameKind;
 use volley_protocol::message::{ErrorBody, ErrorCode};
 use volley_protocol::tunnel::{Binary, Violation};
 
-use super::{end_stream, Tunnel};
+use super::Tunnel;
 use crate::frame::SharedFrame;
 use crate::registry::Stream;
 use crate::retained::RetainRefused;
@@ -42,11 +42,7 @@ pub async fn on_binary(
         let len = i64::try_from(payload.len()).unwrap_or(i64::MAX);
         if stream.shared {
             let build = |payload| SharedFrame::from_level1(payload, stream_id, sequence, read_at);
-            let (frame, mask, over) = share(&stream, payload, build);
-            worker.route(mask, WorkerMsg::Frame(frame)).await;
-            if over {
-                wait_for_log_room(&stream).await;
-            }
+            route_shared(worker, &stream, payload, build).await;
         } else {
             let frame = SharedFrame::from_level1(payload, stream_id, sequence, read_at);
             worker.route(stream.destinations(), WorkerMsg::Frame(frame)).await;
@@ -56,11 +52,7 @@ pub async fn on_binary(
     };
     if stream.shared {
         let build = |payload| SharedFrame::from_level2(payload, header, read_at);
-        let (frame, mask, over) = share(&stream, payload, build);
-        worker.route(mask, WorkerMsg::Frame(frame)).await;
-        if over {
-            wait_for_log_room(&stream).await;
-        }
+        route_shared(worker, &stream, payload, build).await;
         return Ok(());
     }
     let frame = SharedFrame::from_level2(payload, header, read_at);
@@ -95,6 +87,22 @@ pub async fn on_binary(
     }
     worker.route(mask, WorkerMsg::Frame(frame)).await;
     Ok(())
+}
+
+/// A shared query's frame (its `payload`, made a frame by `build`) goes
+/// into its log and its readers' workers are told; when that took the log
+/// past its bound, the tunnel is not read until readers made room.
+async fn route_shared(
+    worker: &Rc<Worker>,
+    stream: &Stream,
+    payload: Bytes,
+    build: impl FnOnce(Bytes) -> Arc<SharedFrame>,
+) {
+    let (frame, mask, over) = share(stream, payload, build);
+    worker.route(mask, WorkerMsg::Frame(frame)).await;
+    if over {
+        wait_for_log_room(stream).await;
+    }
 }
 
 /// A shared query's frame (its `payload`, made a frame by `build`) goes
@@ -173,5 +181,5 @@ async fn retained_limit(worker: &Rc<Worker>, tunnel: &Rc<Tunnel>, stream: &Arc<S
         ErrorCode::RetainedLimit,
         format!("{refused}: the live stream was ended and cancelled upstream; {}", refused.advice()),
     );
-    end_stream(worker, stream, total, Some(error)).await;
+    worker.end_stream(stream, total, Some(error)).await;
 }

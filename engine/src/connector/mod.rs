@@ -22,7 +22,7 @@ mod register;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::BytesMut;
 use volley_protocol::message::{ErrorBody, ErrorCode, RegisterOk, RegisterReply};
@@ -37,7 +37,7 @@ use crate::frame::Level;
 use crate::mailbox::Mailbox;
 use crate::registry::{ConnectorCmd, ConnectorHandle, Stream};
 use crate::retained::RetainLimits;
-use crate::worker::{StreamEvent, Worker, WorkerMsg};
+use crate::worker::Worker;
 
 /// Read buffer size for tunnels: many small frames per read; frames larger
 /// than this get a buffer of their own size.
@@ -233,7 +233,7 @@ async fn end_orphans(worker: &Rc<Worker>, tunnel: &Tunnel) {
         }
     }
     for stream in orphans {
-        end_stream(worker, &stream, 0, Some(gone.clone())).await;
+        worker.end_stream(&stream, 0, Some(gone.clone())).await;
     }
 }
 
@@ -263,21 +263,4 @@ impl Drop for Registered {
         let (worker, tunnel) = (self.worker.clone(), self.tunnel.clone());
         crate::task::spawn(&self.worker, "tunnel teardown", async move { end_orphans(&worker, &tunnel).await });
     }
-}
-
-/// Ends a stream for its subscribers and in the registry.
-async fn end_stream(worker: &Rc<Worker>, stream: &Arc<Stream>, total_bytes: u64, error: Option<ErrorBody>) {
-    if stream.shared {
-        // Its readers get the end from its log once they took every frame;
-        // a completed one may be kept for identical queries (`reuse_seconds`).
-        let reuse = Duration::from_secs(worker.shared.config.queries.reuse_seconds);
-        if let Some(log) = stream.state.lock().share.as_mut() {
-            log.finish(total_bytes, error.clone(), Some(reuse), Instant::now());
-        }
-        stream.share_changed();
-    }
-    let mask = worker.shared.registry.end_stream(stream);
-    // A slot is free: the tenant's next waiting query may have it.
-    worker.admit_queued(&stream.tenant);
-    worker.route(mask, WorkerMsg::Event(stream.id, StreamEvent::End { total_bytes, error })).await;
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use atomic_waker::AtomicWaker;
 use parking_lot::Mutex;
-use volley_protocol::message::ErrorCode;
+use volley_protocol::message::{ErrorBody, ErrorCode};
 use volley_protocol::Codec;
 
 use crate::frame::Level;
@@ -224,24 +224,35 @@ impl Stream {
         true
     }
 
+    /// A shared query's stream ended (`error`: it failed): its readers get
+    /// the end from its log once they took every frame; a completed one is
+    /// kept for identical queries for `reuse` (`queries.reuse_seconds`).
+    pub fn finish_share(&self, total_bytes: u64, error: Option<ErrorBody>, reuse: std::time::Duration) {
+        if let Some(log) = self.state.lock().share.as_mut() {
+            log.finish(total_bytes, error, Some(reuse), std::time::Instant::now());
+        }
+        self.share_changed();
+    }
+
     /// A shared query's log changed (see [`Stream::share_version`]).
     pub fn share_changed(&self) {
         self.share_version.fetch_add(1, Ordering::Release);
     }
 
     /// Joins `subscriber` to this shared query as a reader from the first
-    /// frame; its slot in the log, or `None` when the log takes no one new
-    /// (it dropped a frame, the stream failed, or a completed stream's
-    /// reuse time is over). A completed stream kept for reuse gets no
-    /// subscriber: nothing will be routed to it again.
-    pub fn join_shared(&self, subscriber: Subscriber, now: std::time::Instant) -> Option<u32> {
+    /// frame; its slot in the log and whether the stream had completed (a
+    /// reuse), or `None` when the log takes no one new (it dropped a frame,
+    /// the stream failed, or a completed stream's reuse time is over). A
+    /// completed stream kept for reuse gets no subscriber: nothing will be
+    /// routed to it again.
+    pub fn join_shared(&self, subscriber: Subscriber, now: std::time::Instant) -> Option<(u32, bool)> {
         let mut state = self.state.lock();
         let slot = state.share.as_mut()?.join(now, subscriber.session, &subscriber.query_id)?;
         if !state.ended {
             self.dest_workers.fetch_or(1 << subscriber.worker, Ordering::AcqRel);
             state.subscribers.push(subscriber);
         }
-        Some(slot)
+        Some((slot, state.ended))
     }
 
     /// Removes a session's subscription; returns how many subscribers

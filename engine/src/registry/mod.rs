@@ -367,9 +367,9 @@ impl Registry {
         }
         codecs.iter().find_map(|codec| {
             let stream = entry.shared.get(&(dataset.to_owned(), *codec))?;
-            let reader = stream.join_shared(subscriber.clone(), now)?;
+            let (reader, reused) = stream.join_shared(subscriber.clone(), now)?;
             self.share.joins.fetch_add(1, Ordering::Relaxed);
-            if stream.state.lock().ended {
+            if reused {
                 self.share.reuses.fetch_add(1, Ordering::Relaxed);
             }
             Some(Opened { stream: stream.clone(), reader: Some(reader), is_new: false })
@@ -400,7 +400,7 @@ impl Registry {
             debug_assert!(attached, "a new stream has not ended");
             return Opened { stream, reader: None, is_new: true };
         }
-        let reader = stream.join_shared(subscriber, now);
+        let reader = stream.join_shared(subscriber, now).map(|(slot, _)| slot);
         debug_assert!(reader.is_some(), "a new shared stream takes readers");
         entry.shared.insert((dataset.to_owned(), codec), stream.clone());
         Opened { stream, reader, is_new: true }

@@ -399,6 +399,21 @@ impl Worker {
         }
     }
 
+    /// Ends a stream for its subscribers and in the registry (`error`: it
+    /// failed). A shared query's readers get the end from its log once they
+    /// took every frame, and a completed one may be kept for identical
+    /// queries (`queries.reuse_seconds`).
+    pub async fn end_stream(self: &Rc<Self>, stream: &Arc<Stream>, total_bytes: u64, error: Option<ErrorBody>) {
+        if stream.shared {
+            let reuse = Duration::from_secs(self.shared.config.queries.reuse_seconds);
+            stream.finish_share(total_bytes, error.clone(), reuse);
+        }
+        let mask = self.shared.registry.end_stream(stream);
+        // A slot is free: the tenant's next waiting query may have it.
+        self.admit_queued(&stream.tenant);
+        self.route(mask, WorkerMsg::Event(stream.id, StreamEvent::End { total_bytes, error })).await;
+    }
+
     /// Nobody reads `stream` any more: it ends and is cancelled upstream,
     /// unless it ended already (a completed shared query kept for reuse,
     /// whose readers leave, has nothing to cancel).

@@ -14,9 +14,7 @@ use std::sync::Arc;
 
 use volley_protocol::message::{BrowserEvent, ErrorBody, ErrorCode};
 
-use std::time::Instant;
-
-use super::{StreamEvent, Worker, WorkerMsg};
+use super::Worker;
 use crate::conn::writev::OutItem;
 use crate::conn::Ring;
 use crate::frame::{Level, SharedFrame};
@@ -221,16 +219,11 @@ impl Worker {
         };
         let (code, message) = why.explain(&stream.dataset);
         let error = ErrorBody::new(code, message);
-        if let Some(log) = stream.state.lock().share.as_mut() {
-            log.finish(0, Some(error.clone()), None, Instant::now());
-        }
-        stream.share_changed();
-        let mask = self.shared.registry.end_stream(stream);
-        self.admit_queued(&stream.tenant);
         let Some(me) = self.me.upgrade() else { return };
-        let end = WorkerMsg::Event(stream.id, StreamEvent::End { total_bytes: 0, error: Some(error) });
-        let worker = me.clone();
-        crate::task::spawn(&me, "end an unopened shared stream", async move { worker.route(mask, end).await });
+        let (worker, stream) = (me.clone(), stream.clone());
+        crate::task::spawn(&me, "end an unopened shared stream", async move {
+            worker.end_stream(&stream, 0, Some(error)).await
+        });
     }
 
     /// A reader got its end: it leaves the worker's tables, its session's
