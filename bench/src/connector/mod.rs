@@ -46,6 +46,13 @@ pub struct DatasetSpec {
     pub rate_per_second: Option<u64>,
 }
 
+impl DatasetSpec {
+    /// A query dataset: `frames` frames of `frame_bytes`, as fast as credit allows.
+    pub fn query(name: &str, frame_bytes: usize, frames: u64) -> DatasetSpec {
+        DatasetSpec { name: name.to_owned(), live: false, frame_bytes, frames, rate_per_second: None }
+    }
+}
+
 /// How to register.
 #[derive(Debug, Clone)]
 pub struct ConnectorSpec {

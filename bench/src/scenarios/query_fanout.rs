@@ -43,13 +43,7 @@ pub fn query_fanout(ctx: &Context) -> Result<ScenarioResult, String> {
     let frames = size.div_ceil(frame_bytes as u64);
     let dataset_bytes = frames * frame_bytes as u64;
     let dataset = format!("query-fanout-{}", crate::wire::now_nanos());
-    let connector = ctx.connector(vec![DatasetSpec {
-        name: dataset.clone(),
-        live: false,
-        frame_bytes,
-        frames,
-        rate_per_second: None,
-    }])?;
+    let connector = ctx.connector(vec![DatasetSpec::query(&dataset, frame_bytes, frames)])?;
     let (mut specs, processes) =
         plan_groups(ctx, browsers, Action::Query { dataset, queries: 1 }, false, GROUP_TIMEOUT_SECONDS)?;
     for spec in &mut specs {

@@ -25,13 +25,7 @@ pub fn query_storm(ctx: &Context) -> Result<ScenarioResult, String> {
     let dataset = format!("storm-{}", crate::wire::now_nanos());
     let mut conns = Vec::new();
     for _ in 0..connectors {
-        conns.push(ctx.connector(vec![DatasetSpec {
-            name: dataset.clone(),
-            live: false,
-            frame_bytes,
-            frames,
-            rate_per_second: None,
-        }])?);
+        conns.push(ctx.connector(vec![DatasetSpec::query(&dataset, frame_bytes, frames)])?);
     }
     let (specs, processes) = plan_groups(ctx, browsers, Action::Query { dataset, queries }, false, 600)?;
     let stats: Vec<_> = conns.iter().map(|c| c.stats.clone()).collect();

@@ -17,13 +17,7 @@ use super::{gib, Context, MIB};
 /// One query stream of `frames` × `frame_bytes` through one browser.
 fn one_stream(ctx: &Context, label: &str, frame_bytes: usize, frames: u64) -> Result<Value, String> {
     let dataset = format!("{label}-{}", crate::wire::now_nanos());
-    let connector = ctx.connector(vec![DatasetSpec {
-        name: dataset.clone(),
-        live: false,
-        frame_bytes,
-        frames,
-        rate_per_second: None,
-    }])?;
+    let connector = ctx.connector(vec![DatasetSpec::query(&dataset, frame_bytes, frames)])?;
     let stats = connector.stats.clone();
     let total = frames * frame_bytes as u64;
     let _progress = ctx.progress(label, move || {
